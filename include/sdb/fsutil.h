@@ -1,0 +1,49 @@
+/*
+ * fsutil.h — file-system helpers: atomic writes, whole-file reads, paths, SHA-256.
+ *
+ * sdb_wfile is the one way libsdb writes an output: bytes go to a temp file in the destination's
+ * folder ("<dir>/.<name>.tmp.<pid>.<n>"); commit fsyncs it, renames it over the destination and
+ * fsyncs the folder; abort (or any failure) unlinks it. A reader therefore sees either the old file
+ * or the complete new one, never a partial one.
+ */
+#ifndef SDB_FSUTIL_H
+#define SDB_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "sdb/error.h"
+
+typedef struct sdb_wfile {
+    FILE *f;
+    char *path;     /* destination */
+    char *tmp_path; /* temp file beside it */
+} sdb_wfile;
+
+int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err);
+int sdb_wfile_write(sdb_wfile *w, const void *buf, size_t n, sdb_err *err);
+int sdb_wfile_commit(sdb_wfile *w, sdb_err *err);
+void sdb_wfile_abort(sdb_wfile *w);
+/* Writes a whole buffer atomically. */
+int sdb_write_file_atomic(const char *path, const void *buf, size_t n, sdb_err *err);
+
+/* Reads a whole file into a malloc'd, NUL-terminated buffer. */
+int sdb_read_file(const char *path, char **out, size_t *len, sdb_err *err);
+/* mkdir -p. */
+int sdb_mkdirs(const char *path, sdb_err *err);
+int sdb_file_exists(const char *path);
+int sdb_is_dir(const char *path);
+/* Joins dir and name into a malloc'd string ("name" alone when it is absolute). */
+char *sdb_path_join(const char *dir, const char *name);
+/* malloc'd folder part of a path ("." when none). */
+char *sdb_path_dirname(const char *path);
+
+/* SHA-256 (OpenSSL), as 64 lowercase hex chars + NUL in hex[65]. */
+void sdb_sha256_hex(const void *buf, size_t n, char hex[65]);
+int sdb_sha256_file(const char *path, char hex[65], sdb_err *err);
+
+/* Monotonic and wall clocks in seconds. */
+double sdb_now_mono(void);
+double sdb_now_wall(void);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * weights.h — a model component's weights, looked up by their diffusers/transformers names.
+ *
+ * One sdb_weights wraps one open safetensors file (a diffusers component file, or the single-file
+ * LDM checkpoint shared by three components) plus how to translate a diffusers name into the
+ * file's name: a prefix and an optional mapping function (the LDM layouts: see ldm_names.h).
+ * Tensors come out as float32: F32 data 4-byte aligned in the mapping is used in place (weights
+ * are loaded once, by the page cache); F16/BF16/F64 are widened into buffers the sdb_weights owns.
+ */
+#ifndef SDB_WEIGHTS_H
+#define SDB_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sdb/error.h"
+#include "sdb/safetensors.h"
+
+/* Maps a diffusers name to the file's name (without prefix) into out. Returns 0, or -1 when the
+ * name has no counterpart in that layout. */
+typedef int (*sdb_name_map_fn)(const char *name, char *out, size_t outsz);
+
+typedef struct sdb_weights {
+    sdb_st *st;             /* the file */
+    int owns_st;            /* close st with the weights */
+    char prefix[64];        /* prepended to the mapped name, e.g. "model.diffusion_model." */
+    sdb_name_map_fn map;    /* NULL = identity */
+    const char *component;  /* "unet", "vae", "text_encoder": for messages */
+    void **owned;           /* widened copies */
+    int n_owned, cap_owned;
+    size_t bytes;           /* float32 bytes handed out (the model's weight memory) */
+} sdb_weights;
+
+/* Opens `path` as the weights of `component` in the diffusers layout. */
+int sdb_weights_open(sdb_weights *w, const char *path, const char *component, sdb_err *err);
+/* Wraps an already open file (not owned) with a prefix and mapping (single-file checkpoints). */
+void sdb_weights_wrap(sdb_weights *w, sdb_st *st, const char *component, const char *prefix,
+                      sdb_name_map_fn map);
+void sdb_weights_free(sdb_weights *w);
+
+/* The file tensor for a diffusers name, or NULL. */
+const sdb_st_tensor *sdb_weights_find(const sdb_weights *w, const char *name);
+/* float32 data of `name`, checking its shape against the expected one (ndim dims; a -1 entry
+ * matches any size). Errors name the component, the tensor and (when mapped) its file name. */
+int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                    const float **out, sdb_err *err);
+/* printf-style name convenience: sdb_weights_getf(w, &p, err, ndim, shape, "down_blocks.%d.x", i) */
+int sdb_weights_getf(sdb_weights *w, const float **out, sdb_err *err, int ndim,
+                     const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * cli.h — shared pieces of the sdbatch command-line front end (not part of libsdb).
+ */
+#ifndef SDB_CLI_H
+#define SDB_CLI_H
+
+#include "sdb/error.h"
+#include "sdb/log.h"
+
+#define SDB_COMMAND(name, summary) int cmd_##name(int argc, char **argv);
+#include "commands.h"
+#undef SDB_COMMAND
+
+/* Exit codes, documented in the README. */
+enum { EXIT_OK = 0, EXIT_FAILURE_RUN = 1, EXIT_USAGE = 2, EXIT_JOBS_FAILED = 3,
+       EXIT_SIGINT = 130, EXIT_SIGTERM = 143 };
+
+/* A logger writing to stderr at `level` (SDB_LOG_INFO unless SDB_LOG=debug/warn/error). */
+sdb_log cli_logger(void);
+/* Prints "sdbatch <cmd>: error: msg" to stderr and returns the exit code for it. */
+int cli_error(const char *cmd, const sdb_err *err);
+/* "sdbatch <cmd>: <msg>" usage error; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a whole integer / float option value; on failure prints a usage error and returns -1. */
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out);
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
+
+#endif

@@ -1,0 +1,97 @@
+/*
+ * main.c — the sdbatch command dispatcher. Everything real lives in libsdb; each subcommand's
+ * front end is in cmd_<name>.c.
+ */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+
+typedef struct { const char *name; int (*fn)(int, char **); const char *summary; } command;
+
+static const command commands[] = {
+#define SDB_COMMAND(n, summary) {#n, cmd_##n, summary},
+#include "commands.h"
+#undef SDB_COMMAND
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sdbatch COMMAND [OPTIONS]\n\n"
+               "Stable Diffusion 1.x inpainting for headless CPU servers.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'sdbatch COMMAND --help' describes a command's options.\n"
+               "sdbatch --version prints the version.\n");
+}
+
+sdb_log cli_logger(void)
+{
+    sdb_log log = {sdb_log_sink_stderr, NULL, SDB_LOG_INFO};
+    const char *lv = getenv("SDB_LOG");
+    if (lv) {
+        if (!strcmp(lv, "debug")) log.level = SDB_LOG_DEBUG;
+        else if (!strcmp(lv, "warn")) log.level = SDB_LOG_WARN;
+        else if (!strcmp(lv, "error")) log.level = SDB_LOG_ERROR;
+    }
+    return log;
+}
+
+int cli_error(const char *cmd, const sdb_err *err)
+{
+    fprintf(stderr, "sdbatch %s: error: %s\n", cmd, err->msg[0] ? err->msg : sdb_err_name(err->code));
+    return err->code == SDB_EINVAL ? EXIT_USAGE : EXIT_FAILURE_RUN;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sdbatch %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see 'sdbatch %s --help')\n", cmd);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        cli_usage_error(cmd, "%s expects a whole number in [%lld, %lld], got '%s'", opt, min, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) {
+        cli_usage_error(cmd, "%s expects a number, got '%s'", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) { usage(stderr); return EXIT_USAGE; }
+    const char *c = argv[1];
+    if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) { usage(stdout); return 0; }
+    if (!strcmp(c, "--version") || !strcmp(c, "-V")) c = "version";
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(c, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "sdbatch: unknown command '%s'\n\n", c);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,27 @@
+/*
+ * threads.c — thread-count control for the shared OpenMP pool (see threads.h).
+ */
+#include "sdb/threads.h"
+
+#include <sched.h>
+#include <omp.h>
+#include <cblas.h>
+
+void sdb_threads_set(int n)
+{
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int sdb_threads_get(void) { return omp_get_max_threads(); }
+
+int sdb_threads_available(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    return 1;
+}

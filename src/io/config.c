@@ -1,0 +1,120 @@
+/*
+ * config.c — typed access to JSON config files (see config.h). Owns each sdb_config's jansson
+ * tree and path string.
+ */
+#include "sdb/config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int sdb_config_parse(sdb_config *c, const char *text, const char *name, sdb_err *err)
+{
+    memset(c, 0, sizeof *c);
+    json_error_t je;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", name, je.line, je.column, je.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return sdb_fail(err, SDB_EFORMAT, "%s: expected a JSON object at the top level", name);
+    }
+    c->root = root;
+    c->path = strdup(name);
+    return 0;
+}
+
+int sdb_config_load(sdb_config *c, const char *path, sdb_err *err)
+{
+    memset(c, 0, sizeof *c);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        if (je.line <= 0 && je.position == 0)
+            return sdb_fail(err, SDB_EIO, "%s: %s", path, je.text);
+        return sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return sdb_fail(err, SDB_EFORMAT, "%s: expected a JSON object at the top level", path);
+    }
+    c->root = root;
+    c->path = strdup(path);
+    return 0;
+}
+
+void sdb_config_free(sdb_config *c)
+{
+    if (c->root) json_decref(c->root);
+    free(c->path);
+    memset(c, 0, sizeof *c);
+}
+
+static json_t *get(const sdb_config *c, const char *key)
+{
+    json_t *v = json_object_get(c->root, key);
+    return (v && !json_is_null(v)) ? v : NULL;
+}
+
+int sdb_config_has(const sdb_config *c, const char *key) { return get(c, key) != NULL; }
+
+int sdb_config_int(const sdb_config *c, const char *key, long long def, long long *out, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) { *out = def; return 0; }
+    if (json_is_integer(v)) { *out = json_integer_value(v); return 0; }
+    if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v)) { *out = (long long)json_real_value(v); return 0; }
+    return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an integer", c->path, key);
+}
+
+int sdb_config_double(const sdb_config *c, const char *key, double def, double *out, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) { *out = def; return 0; }
+    if (json_is_number(v)) { *out = json_number_value(v); return 0; }
+    return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be a number", c->path, key);
+}
+
+int sdb_config_bool(const sdb_config *c, const char *key, int def, int *out, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) { *out = def; return 0; }
+    if (json_is_boolean(v)) { *out = json_is_true(v); return 0; }
+    return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be true or false", c->path, key);
+}
+
+int sdb_config_string(const sdb_config *c, const char *key, const char *def, const char **out, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) { *out = def; return 0; }
+    if (json_is_string(v)) { *out = json_string_value(v); return 0; }
+    return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be a string", c->path, key);
+}
+
+int sdb_config_int_array(const sdb_config *c, const char *key, long long *vals, int max, int *n, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' is missing", c->path, key);
+    if (!json_is_array(v)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an array", c->path, key);
+    if ((int)json_array_size(v) > max) return sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s' has %zu entries (at most %d supported)", c->path, key, json_array_size(v), max);
+    *n = (int)json_array_size(v);
+    for (int i = 0; i < *n; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_integer(e)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s'[%d] must be an integer", c->path, key, i);
+        vals[i] = json_integer_value(e);
+    }
+    return 0;
+}
+
+int sdb_config_string_array(const sdb_config *c, const char *key, const char **vals, int max, int *n, sdb_err *err)
+{
+    json_t *v = get(c, key);
+    if (!v) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' is missing", c->path, key);
+    if (!json_is_array(v)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an array", c->path, key);
+    if ((int)json_array_size(v) > max) return sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s' has %zu entries (at most %d supported)", c->path, key, json_array_size(v), max);
+    *n = (int)json_array_size(v);
+    for (int i = 0; i < *n; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_string(e)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s'[%d] must be a string", c->path, key, i);
+        vals[i] = json_string_value(e);
+    }
+    return 0;
+}

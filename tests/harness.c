@@ -1,0 +1,89 @@
+/*
+ * harness.c — implementation of the test harness (see harness.h).
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int sdb_t_checks_failed;
+static int n_pass, n_fail;
+
+void sdb_t_run(const char *name, void (*fn)(void))
+{
+    sdb_t_checks_failed = 0;
+    fprintf(stderr, "--- %s\n", name);
+    fn();
+    if (sdb_t_checks_failed) { n_fail++; fprintf(stderr, "FAIL %s (%d checks)\n", name, sdb_t_checks_failed); }
+    else { n_pass++; fprintf(stderr, "ok   %s\n", name); }
+}
+
+int sdb_t_done(void)
+{
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
+
+const char *sdb_t_data(void)
+{
+    static char root[4096];
+    if (root[0]) return root;
+    const char *env = getenv("SDB_TEST_DATA");
+    if (env && env[0]) snprintf(root, sizeof root, "%s", env);
+    else snprintf(root, sizeof root, "%s/../shared", SDB_SOURCE_DIR);
+    struct stat sb;
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/refs", root);
+    if (stat(probe, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "test data not found at %s (set SDB_TEST_DATA to the shared/ folder)\n", root);
+        sdb_t_checks_failed++;
+        root[0] = '\0';
+        return NULL;
+    }
+    return root;
+}
+
+const char *sdb_t_path(const char *rel)
+{
+    static char ring[16][4600];
+    static int at;
+    const char *root = sdb_t_data();
+    char *buf = ring[at++ % 16];
+    snprintf(buf, sizeof ring[0], "%s/%s", root ? root : "/nonexistent-test-data", rel);
+    return buf;
+}
+
+const char *sdb_t_tmpdir(void)
+{
+    static char ring[8][512];
+    static int at;
+    char *buf = ring[at++ % 8];
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, sizeof ring[0], "%s/sdbtest.XXXXXX", t && t[0] ? t : "/tmp");
+    if (!mkdtemp(buf)) { perror("mkdtemp"); abort(); }
+    return buf;
+}
+
+const char *sdb_t_binary(void) { return SDB_BINARY; }
+
+int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double rtol, const char *what)
+{
+    double maxref = 0, maxabs = 0;
+    size_t worst = 0;
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(ref[i])) nan = 1;
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > maxabs) { maxabs = d; worst = i; }
+    }
+    double tol = atol + rtol * maxref;
+    int ok = !nan && maxabs <= tol;
+    fprintf(stderr, "  %-40s n=%zu max|ref|=%.4g max|diff|=%.3g (at %zu) tol=%.3g %s\n",
+            what, n, maxref, maxabs, worst, tol, ok ? "ok" : "TOO FAR");
+    if (!ok) sdb_t_checks_failed++;
+    return ok;
+}
