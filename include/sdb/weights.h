@@ -28,6 +28,14 @@ typedef struct sdb_weights {
     void **owned;           /* widened copies */
     int n_owned, cap_owned;
     size_t bytes;           /* float32 bytes handed out (the model's weight memory) */
+    /* Recording mode (no file): every get() succeeds with a zero-filled buffer and appends the
+     * requested name and shape here. Model generators use it to enumerate a config's tensors by
+     * running the real loader; loaders must therefore request fully specified shapes. */
+    int recording;
+    int n_rec, cap_rec;
+    char **rec_names;
+    int *rec_ndim;
+    int64_t (*rec_shapes)[SDB_MAX_DIMS];
 } sdb_weights;
 
 /* Opens `path` as the weights of `component` in the diffusers layout. */
@@ -36,6 +44,8 @@ int sdb_weights_open(sdb_weights *w, const char *path, const char *component, sd
 void sdb_weights_wrap(sdb_weights *w, sdb_st *st, const char *component, const char *prefix,
                       sdb_name_map_fn map);
 void sdb_weights_free(sdb_weights *w);
+/* Starts a recording sdb_weights (see `recording`). */
+void sdb_weights_init_recorder(sdb_weights *w, const char *component);
 
 /* The file tensor for a diffusers name, or NULL. */
 const sdb_st_tensor *sdb_weights_find(const sdb_weights *w, const char *name);

@@ -29,8 +29,58 @@ void sdb_weights_wrap(sdb_weights *w, sdb_st *st, const char *component, const c
     snprintf(w->prefix, sizeof w->prefix, "%s", prefix ? prefix : "");
 }
 
+void sdb_weights_init_recorder(sdb_weights *w, const char *component)
+{
+    memset(w, 0, sizeof *w);
+    w->recording = 1;
+    w->component = component;
+}
+
+static int record(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                  const float **out, sdb_err *err)
+{
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0) return sdb_fail(err, SDB_EINVAL, "%s: recording '%s': shape has a wildcard", w->component, name);
+        numel *= shape[d];
+    }
+    if (w->n_rec == w->cap_rec) {
+        int nc = w->cap_rec ? 2 * w->cap_rec : 256;
+        char **nn = realloc(w->rec_names, (size_t)nc * sizeof *nn);
+        if (nn) w->rec_names = nn;
+        int *nd = realloc(w->rec_ndim, (size_t)nc * sizeof *nd);
+        if (nd) w->rec_ndim = nd;
+        int64_t (*ns)[SDB_MAX_DIMS] = realloc(w->rec_shapes, (size_t)nc * sizeof *ns);
+        if (ns) w->rec_shapes = ns;
+        if (!nn || !nd || !ns) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+        w->cap_rec = nc;
+    }
+    if (w->n_owned == w->cap_owned) {
+        int nc = w->cap_owned ? 2 * w->cap_owned : 256;
+        void **p = realloc(w->owned, (size_t)nc * sizeof *p);
+        if (!p) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+        w->owned = p;
+        w->cap_owned = nc;
+    }
+    float *buf = calloc((size_t)numel + 1, sizeof(float));
+    char *nm = strdup(name);
+    if (!buf || !nm) { free(buf); free(nm); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    w->owned[w->n_owned++] = buf;
+    w->rec_names[w->n_rec] = nm;
+    w->rec_ndim[w->n_rec] = ndim;
+    for (int d = 0; d < ndim; d++) w->rec_shapes[w->n_rec][d] = shape[d];
+    w->n_rec++;
+    w->bytes += (size_t)numel * sizeof(float);
+    *out = buf;
+    return 0;
+}
+
 void sdb_weights_free(sdb_weights *w)
 {
+    for (int i = 0; i < w->n_rec; i++) free(w->rec_names[i]);
+    free(w->rec_names);
+    free(w->rec_ndim);
+    free(w->rec_shapes);
     for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
     free(w->owned);
     if (w->owns_st) sdb_st_close(w->st);
@@ -51,6 +101,7 @@ static int file_name(const sdb_weights *w, const char *name, char *out, size_t n
 const sdb_st_tensor *sdb_weights_find(const sdb_weights *w, const char *name)
 {
     char fname[512];
+    if (w->recording || !w->st) return NULL;
     if (file_name(w, name, fname, sizeof fname) != 0) return NULL;
     return sdb_st_find(w->st, fname);
 }
@@ -59,6 +110,7 @@ int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *s
                     const float **out, sdb_err *err)
 {
     *out = NULL;
+    if (w->recording) return record(w, name, ndim, shape, out, err);
     char fname[512];
     const char *comp = w->component ? w->component : "model";
     if (file_name(w, name, fname, sizeof fname) != 0)
