@@ -12,7 +12,7 @@ int sdb_arena_init(sdb_arena *a, size_t max_bytes, sdb_err *err)
 {
     memset(a, 0, sizeof *a);
     size_t want = max_bytes ? max_bytes : ((size_t)64 << 30);
-    while (want >= ((size_t)64 << 20)) {
+    for (;;) {
         void *p = mmap(NULL, want, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p != MAP_FAILED) {
@@ -20,7 +20,7 @@ int sdb_arena_init(sdb_arena *a, size_t max_bytes, sdb_err *err)
             a->reserved = want;
             return 0;
         }
-        if (max_bytes) break; /* an explicit size is not negotiable */
+        if (max_bytes || want <= ((size_t)64 << 20)) break; /* an explicit size is not negotiable */
         want /= 2;
     }
     return sdb_fail_errno(err, SDB_ENOMEM, "cannot reserve %zu bytes of scratch memory", want);

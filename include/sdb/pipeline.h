@@ -1,0 +1,67 @@
+/*
+ * pipeline.h — Stable Diffusion 1.x generation as diffusers' pipelines run it:
+ * StableDiffusionInpaintPipeline (9-channel U-Net, or the legacy 4-channel blend), img2img and
+ * txt2img. A model is loaded once (sdb_model_load) and then used for many images (sdb_generate).
+ *
+ * The pipeline knows nothing of batches, manifests or job state: it turns one set of parameters
+ * into one image, reporting each denoising step to a callback that may cancel it.
+ */
+#ifndef SDB_PIPELINE_H
+#define SDB_PIPELINE_H
+
+#include <stdint.h>
+#include "sdb/error.h"
+#include "sdb/image.h"
+#include "sdb/log.h"
+
+typedef struct sdb_model sdb_model;
+
+typedef struct sdb_model_opts {
+    const char *tokenizer_dir; /* single-file checkpoints: the tokenizer folder (NULL = beside it) */
+    const char *config_dir;    /* single-file checkpoints: a diffusers folder with the configs
+                                  (NULL = beside it, else the built-in SD 1.5 inpainting configs) */
+    int threads;               /* 0 = leave as is */
+} sdb_model_opts;
+
+/* Loads a diffusers pipeline folder or a single-file .safetensors checkpoint. */
+int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts,
+                   const sdb_log *log, sdb_err *err);
+void sdb_model_free(sdb_model *m);
+/* Identity of the weights: SHA-256 (hex) over the configs and the weight files' headers and sizes;
+ * and the AUTOMATIC1111-style short hash (first 10 hex digits of the weights file's SHA-256, or of
+ * the U-Net file for folders) — computed lazily. */
+const char *sdb_model_id(sdb_model *m);
+const char *sdb_model_short_hash(sdb_model *m);
+/* 9 for inpainting U-Nets, 4 otherwise. */
+int sdb_model_unet_channels(const sdb_model *m);
+const char *sdb_model_default_scheduler(const sdb_model *m);
+
+typedef struct sdb_gen_params {
+    const char *prompt;          /* required */
+    const char *negative_prompt; /* NULL = "" */
+    uint64_t seed;
+    int steps;                   /* > 0; default 50 */
+    double guidance_scale;       /* default 7.5; <= 1 disables classifier-free guidance */
+    double strength;             /* (0, 1]; default 1.0 */
+    const char *scheduler;       /* NULL = the model's own */
+    double eta;                  /* DDIM only */
+    int width, height;           /* 0 = the input's own size (see README: differs from diffusers) */
+    int padding_mask_crop;       /* 0 = off */
+    const sdb_image *image;      /* NULL: txt2img */
+    const sdb_image *mask;       /* NULL with an image: img2img */
+} sdb_gen_params;
+
+void sdb_gen_params_default(sdb_gen_params *p);
+
+/* Called after each denoising step (step = 1..total); a nonzero return cancels generation at
+ * that step boundary (sdb_generate then returns SDB_EINTERRUPTED). */
+typedef int (*sdb_step_fn)(void *ud, int step, int total);
+
+/* Runs the pipeline; *out receives an 8-bit RGB image (free with sdb_image_free). */
+int sdb_generate(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
+                 sdb_image *out, const sdb_log *log, sdb_err *err);
+
+/* AUTOMATIC1111's "parameters" text for these parameters (malloc'd). */
+char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int height);
+
+#endif

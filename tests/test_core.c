@@ -1,0 +1,186 @@
+/*
+ * test_core.c — core pieces: half/bfloat16 conversions (all 65536 values against an independent
+ * ldexp formula, scalar vs F16C), the arena, atomic writes, config accessors, error context.
+ */
+#include "harness.h"
+#include "sdb/arena.h"
+#include "sdb/config.h"
+#include "sdb/error.h"
+#include "sdb/fp16.h"
+#include "sdb/fsutil.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* IEEE half value by definition: (-1)^s * 2^(e-15) * (1 + m/1024), subnormals 2^-14 * m/1024. */
+static double half_reference(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 0) v = ldexp((double)m, -24);
+    else if (e == 31) v = m ? NAN : INFINITY;
+    else v = ldexp(1.0 + m / 1024.0, e - 15);
+    return s ? -v : v;
+}
+
+static void test_f16_all_values(void)
+{
+    uint16_t *h = malloc(65536 * 2);
+    float *vec = malloc(65536 * 4);
+    for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    sdb_f16_to_f32_array(h, vec, 65536);
+    int bad = 0;
+    for (int i = 0; i < 65536; i++) {
+        double ref = half_reference((uint16_t)i);
+        float s = sdb_f16_to_f32((uint16_t)i);
+        if (isnan(ref)) { if (!isnan(s) || !isnan(vec[i])) bad++; continue; }
+        if ((double)s != ref || memcmp(&s, &vec[i], 4) != 0) bad++;
+        if (!signbit(s) != !signbit(ref)) bad++;
+        /* narrowing back is exact for every representable value */
+        if (sdb_f32_to_f16(s) != (uint16_t)i) bad++;
+    }
+    CHECKF(bad == 0, "%d mismatches", bad);
+    fprintf(stderr, "  F16C path used: %s\n", sdb_fp16_has_f16c() ? "yes" : "no");
+    free(h);
+    free(vec);
+}
+
+static void test_f16_rounding(void)
+{
+    /* halfway between 1 and the next half (1 + 2^-10): ties to even -> 1.0 (0x3C00) */
+    CHECK(sdb_f32_to_f16(1.0f + 0x1p-11f) == 0x3C00);
+    /* 1 + 3*2^-11 is halfway between 1+2^-10 (odd) and 1+2^-9 (even) -> 0x3C02 */
+    CHECK(sdb_f32_to_f16(1.0f + 3 * 0x1p-11f) == 0x3C02);
+    CHECK(sdb_f32_to_f16(65504.0f) == 0x7BFF);
+    CHECK(sdb_f32_to_f16(65520.0f) == 0x7C00);   /* rounds to infinity */
+    CHECK(sdb_f32_to_f16(0x1p-25f) == 0x0000);   /* half of the smallest subnormal: ties to even 0 */
+    CHECK(sdb_f32_to_f16(0x1.8p-24f) == 0x0002); /* 1.5 subnormal units -> 2 */
+    CHECK(sdb_bf16_to_f32(0x3F80) == 1.0f && sdb_bf16_to_f32(0xC040) == -3.0f);
+}
+
+static void test_arena(void)
+{
+    sdb_arena a;
+    sdb_err err = {0};
+    CHECK_OK(sdb_arena_init(&a, 1 << 20, &err), &err);
+    float *x = sdb_arena_floats(&a, 10);
+    CHECK(x && ((uintptr_t)x % 64) == 0);
+    size_t m = sdb_arena_mark(&a);
+    float *y = sdb_arena_floats(&a, 1000);
+    CHECK(y && y >= x + 10 && ((uintptr_t)y % 64) == 0);
+    y[999] = 1.0f;
+    sdb_arena_reset(&a, m);
+    float *z = sdb_arena_floats(&a, 5);
+    CHECK(z == y); /* reused after reset */
+    CHECK(a.peak >= 1000 * sizeof(float));
+    CHECK(sdb_arena_alloc(&a, 2 << 20) == NULL); /* beyond the reservation: NULL, no crash */
+    sdb_arena_free(&a);
+    CHECK_OK(sdb_arena_init(&a, 0, &err), &err); /* default reservation */
+    CHECK(a.reserved >= ((size_t)64 << 20));
+    sdb_arena_free(&a);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_atomic_write(void)
+{
+    const char *d = sdb_t_tmpdir();
+    char p[1024];
+    snprintf(p, sizeof p, "%s/out.bin", d);
+    sdb_err err = {0};
+    CHECK_OK(sdb_write_file_atomic(p, "hello", 5, &err), &err);
+    char *back = NULL;
+    size_t n = 0;
+    CHECK_OK(sdb_read_file(p, &back, &n, &err), &err);
+    CHECK(n == 5 && back && memcmp(back, "hello", 5) == 0);
+    free(back);
+    /* an aborted write leaves the old file and no temp file */
+    sdb_wfile w;
+    CHECK_OK(sdb_wfile_open(&w, p, &err), &err);
+    CHECK_OK(sdb_wfile_write(&w, "partial", 7, &err), &err);
+    CHECK(count_entries(d) == 2);
+    sdb_wfile_abort(&w);
+    CHECK(count_entries(d) == 1);
+    CHECK_OK(sdb_read_file(p, &back, &n, &err), &err);
+    CHECK(n == 5);
+    free(back);
+    /* a missing folder fails cleanly */
+    char q[1100];
+    snprintf(q, sizeof q, "%s/nope/out.bin", d);
+    CHECK(sdb_write_file_atomic(q, "x", 1, &err) == SDB_EIO);
+    CHECK(strstr(err.msg, "nope") != NULL);
+    /* sha256 of "abc" (FIPS 180-2 example) */
+    char hex[65];
+    sdb_sha256_hex("abc", 3, hex);
+    CHECK(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+    char d2[1100];
+    snprintf(d2, sizeof d2, "%s/a/b/c", d);
+    CHECK_OK(sdb_mkdirs(d2, &err), &err);
+    CHECK(sdb_is_dir(d2));
+}
+
+static void test_config(void)
+{
+    sdb_config c;
+    sdb_err err = {0};
+    CHECK_OK(sdb_config_load(&c, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), &err), &err);
+    long long v = 0;
+    CHECK_OK(sdb_config_int(&c, "in_channels", 4, &v, &err), &err);
+    CHECK(v == 9);
+    CHECK_OK(sdb_config_int(&c, "num_attention_heads", -1, &v, &err), &err); /* null -> default */
+    CHECK(v == -1);
+    long long blocks[8];
+    int nb = 0;
+    CHECK_OK(sdb_config_int_array(&c, "block_out_channels", blocks, 8, &nb, &err), &err);
+    CHECK(nb == 4 && blocks[0] == 32 && blocks[3] == 64);
+    const char *types[8];
+    CHECK_OK(sdb_config_string_array(&c, "down_block_types", types, 8, &nb, &err), &err);
+    CHECK(nb == 4 && strcmp(types[3], "DownBlock2D") == 0);
+    double eps;
+    CHECK_OK(sdb_config_double(&c, "norm_eps", 0, &eps, &err), &err);
+    CHECK(eps == 1e-5);
+    int b;
+    CHECK_OK(sdb_config_bool(&c, "flip_sin_to_cos", 0, &b, &err), &err);
+    CHECK(b == 1);
+    /* wrong type: names the file and the field */
+    CHECK(sdb_config_int(&c, "act_fn", 0, &v, &err) == SDB_EFORMAT);
+    CHECK(strstr(err.msg, "act_fn") && strstr(err.msg, "config.json"));
+    sdb_config_free(&c);
+    CHECK(sdb_config_parse(&c, "{\"a\": 1,\n \"b\": }", "x.json", &err) == SDB_EFORMAT);
+    CHECK(strstr(err.msg, "x.json:2:") != NULL);
+    CHECK(sdb_config_parse(&c, "{\"a\": 1, \"a\": 2}", "dup.json", &err) == SDB_EFORMAT);
+    CHECK(sdb_config_load(&c, "/nonexistent/config.json", &err) == SDB_EIO);
+    CHECK(strstr(err.msg, "/nonexistent/config.json") != NULL);
+}
+
+static void test_error_context(void)
+{
+    sdb_err e = {0};
+    CHECK(sdb_fail(&e, SDB_EFORMAT, "field '%s' bad", "x") == SDB_EFORMAT);
+    sdb_err_prefix(&e, "job %d", 3);
+    CHECK(strcmp(e.msg, "job 3: field 'x' bad") == 0 && e.code == SDB_EFORMAT);
+    CHECK(sdb_fail(NULL, SDB_EIO, "dropped") == SDB_EIO);
+}
+
+int main(void)
+{
+    RUN(test_f16_all_values);
+    RUN(test_f16_rounding);
+    RUN(test_arena);
+    RUN(test_atomic_write);
+    RUN(test_config);
+    RUN(test_error_context);
+    return sdb_t_done();
+}
