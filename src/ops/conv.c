@@ -1,0 +1,164 @@
+/*
+ * conv.c — 2-D convolution as im2col tiles + cblas_sgemm (see conv.h).
+ *
+ * For each image n: y[cout, Ho*Wo] = W[cout, cin*k*k] · col[cin*k*k, Ho*Wo] (+ bias, + residual),
+ * with W used in torch's [cout, cin, k, k] layout as it is (no repacked copy). col is built in
+ * tiles of whole output rows so the scratch stays bounded (SDB_CONV_TILE_BYTES); each tile's GEMM
+ * writes its column range of y directly (ldc = Ho*Wo). 1x1 stride-1 unpadded convs skip im2col.
+ *
+ * Parallelism and determinism: OpenBLAS's own threading is NOT bit-reproducible across thread
+ * counts (its M/N split changes which micro-kernel edge path an element goes through), so each
+ * tile's GEMM is cut into a fixed grid of blocks (SDB_CONV_NCHUNK columns x M chunks, chosen from
+ * the shapes only) that run as OpenMP tasks, each a single-threaded sgemm (OpenBLAS's OpenMP build
+ * runs single-threaded inside an active parallel region). im2col is a parallel pure copy. Results
+ * are therefore identical for any thread count (tests/test_ops_conv.c checks 1 vs 2 threads).
+ */
+#include "sdb/ops/conv.h"
+#include "sdb/error.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stddef.h>
+#include <string.h>
+
+/* im2col tile budget: big enough that the weight matrix (packed by OpenBLAS once per GEMM call)
+ * is amortised over many output columns, small enough to stay a bounded scratch. */
+#define SDB_CONV_TILE_BYTES ((size_t)24 << 20)
+/* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
+ * (K = 2560*9) still run GEMMs with a reasonable N. */
+#define SDB_CONV_MIN_COLS 256
+/* Column width of one GEMM block (a multiple of the sgemm micro-kernel widths). */
+#define SDB_CONV_NCHUNK 256
+/* Aim for at least this many GEMM blocks per tile (splitting M when columns are few). */
+#define SDB_CONV_MIN_TASKS 8
+
+void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
+{
+    *Ho = (H + c->pad_t + c->pad_b - c->k) / c->stride + 1;
+    *Wo = (W + c->pad_l + c->pad_r - c->k) / c->stride + 1;
+}
+
+/* col[(ci*k+ky)*k+kx][(r-r0)*Wo + ox] for output rows r0..r1-1 of image x [cin, H, W].
+ * Called inside a parallel region (orphaned omp for). */
+static void im2col_tile(const sdb_conv2d *c, const float *x, int H, int W, int Wo, int r0, int r1,
+                        float *col)
+{
+    const int k = c->k, s = c->stride, kk = k * k;
+    const int ncols = (r1 - r0) * Wo;
+    const int K = c->cin * kk;
+#pragma omp for schedule(static)
+    for (int row = 0; row < K; row++) {
+        int ci = row / kk, ky = (row % kk) / k, kx = row % k;
+        const float *xc = x + (size_t)ci * H * W;
+        float *dst = col + (size_t)row * ncols;
+        /* valid ox range: 0 <= ox*s + kx - pad_l < W */
+        int off = kx - c->pad_l;
+        int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
+        int ox_hi = (W - 1 - off) >= 0 ? (W - 1 - off) / s + 1 : 0; /* exclusive */
+        if (ox_hi > Wo) ox_hi = Wo;
+        if (ox_lo > ox_hi) ox_lo = ox_hi;
+        for (int r = r0; r < r1; r++) {
+            float *d = dst + (size_t)(r - r0) * Wo;
+            int iy = r * s + ky - c->pad_t;
+            if (iy < 0 || iy >= H) {
+                memset(d, 0, sizeof(float) * Wo);
+                continue;
+            }
+            const float *xr = xc + (size_t)iy * W;
+            for (int ox = 0; ox < ox_lo; ox++) d[ox] = 0.0f;
+            if (s == 1) {
+                if (ox_hi > ox_lo) memcpy(d + ox_lo, xr + ox_lo + off, sizeof(float) * (ox_hi - ox_lo));
+            } else {
+                for (int ox = ox_lo; ox < ox_hi; ox++) d[ox] = xr[ox * s + off];
+            }
+            for (int ox = ox_hi; ox < Wo; ox++) d[ox] = 0.0f;
+        }
+    }
+}
+
+/* y = bias (+ residual), so that the GEMMs accumulate with beta = 1. */
+static void init_out(const sdb_conv2d *c, float *y, const float *res, size_t HWo)
+{
+    const int cout = c->cout;
+#pragma omp parallel for schedule(static) if ((size_t)cout * HWo > 65536)
+    for (int co = 0; co < cout; co++) {
+        float *d = y + (size_t)co * HWo;
+        float b = c->b ? c->b[co] : 0.0f;
+        if (res) {
+            const float *r = res + (size_t)co * HWo;
+            for (size_t i = 0; i < HWo; i++) d[i] = r[i] + b;
+        } else {
+            for (size_t i = 0; i < HWo; i++) d[i] = b;
+        }
+    }
+}
+
+/* One tile's GEMM y[:, p0 .. p0+ncols) (+)= W · B[:, 0..ncols) cut into fixed blocks, run in
+ * the enclosing parallel region (orphaned omp for; a single-threaded sgemm per block). */
+static void gemm_blocks(const sdb_conv2d *c, int K, const float *B, int ldb, int ncols, float *yc,
+                        int ldc)
+{
+    const int M = c->cout;
+    const int ncc = (ncols + SDB_CONV_NCHUNK - 1) / SDB_CONV_NCHUNK;
+    int nmc = (SDB_CONV_MIN_TASKS + ncc - 1) / ncc;
+    int mchunk = (M + nmc - 1) / nmc;
+    mchunk = (mchunk + 15) & ~15;
+    if (mchunk < 64) mchunk = 64;
+    nmc = (M + mchunk - 1) / mchunk;
+    const int ntasks = ncc * nmc;
+#pragma omp for schedule(dynamic, 1)
+    for (int t = 0; t < ntasks; t++) {
+        int jc = t / nmc, im = t % nmc;
+        int n0 = jc * SDB_CONV_NCHUNK, nn = ncols - n0 < SDB_CONV_NCHUNK ? ncols - n0 : SDB_CONV_NCHUNK;
+        int m0 = im * mchunk, mm = M - m0 < mchunk ? M - m0 : mchunk;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, K, 1.0f,
+                    c->w + (size_t)m0 * K, K, B + n0, ldb, 1.0f, yc + (size_t)m0 * ldc + n0, ldc);
+    }
+}
+
+int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                       const float *residual, sdb_arena *scratch)
+{
+    int Ho, Wo;
+    sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
+    if (Ho <= 0 || Wo <= 0) return SDB_EINVAL;
+    const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
+    const int K = c->cin * c->k * c->k;
+    const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+
+    int rows_per_tile = Ho;
+    float *col = NULL;
+    size_t mark = sdb_arena_mark(scratch);
+    if (!direct) {
+        size_t cols = SDB_CONV_TILE_BYTES / ((size_t)K * sizeof(float));
+        if (cols < SDB_CONV_MIN_COLS) cols = SDB_CONV_MIN_COLS;
+        rows_per_tile = (int)(cols / (size_t)Wo);
+        if (rows_per_tile < 1) rows_per_tile = 1;
+        if (rows_per_tile > Ho) rows_per_tile = Ho;
+        col = sdb_arena_floats(scratch, (size_t)K * rows_per_tile * Wo);
+        if (!col) return SDB_ENOMEM;
+    }
+
+    for (int n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * c->cin * HW;
+        float *yn = y + (size_t)n * c->cout * HWo;
+        const float *rn = residual ? residual + (size_t)n * c->cout * HWo : NULL;
+        init_out(c, yn, rn, HWo);
+        if (direct) {
+#pragma omp parallel
+            gemm_blocks(c, K, xn, (int)HW, (int)HW, yn, (int)HWo);
+            continue;
+        }
+        for (int r0 = 0; r0 < Ho; r0 += rows_per_tile) {
+            int r1 = r0 + rows_per_tile < Ho ? r0 + rows_per_tile : Ho;
+            int ncols = (r1 - r0) * Wo;
+#pragma omp parallel
+            {
+                im2col_tile(c, xn, H, W, Wo, r0, r1, col); /* ends with a barrier */
+                gemm_blocks(c, K, col, ncols, ncols, yn + (size_t)r0 * Wo, (int)HWo);
+            }
+        }
+    }
+    sdb_arena_reset(scratch, mark);
+    return 0;
+}

@@ -1,0 +1,222 @@
+/*
+ * test_ops_conv.c — conv2d, GroupNorm(+SiLU), nearest upsampling and transpose against naive
+ * double-precision references written here; 1 vs 2 threads bit-identical.
+ */
+#include "harness.h"
+#include "sdb/arena.h"
+#include "sdb/ops/conv.h"
+#include "sdb/ops/groupnorm.h"
+#include "sdb/ops/resample.h"
+#include "sdb/threads.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 0x12345678abcdefULL;
+static float frand(void)
+{
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / (double)(1ULL << 53) * 2.0 - 1.0);
+}
+static float *rand_buf(size_t n, float scale)
+{
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+static void conv_ref(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                     const float *res)
+{
+    int Ho, Wo;
+    sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
+    for (int n = 0; n < N; n++)
+        for (int co = 0; co < c->cout; co++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    double acc = c->b ? c->b[co] : 0.0;
+                    for (int ci = 0; ci < c->cin; ci++)
+                        for (int ky = 0; ky < c->k; ky++)
+                            for (int kx = 0; kx < c->k; kx++) {
+                                int iy = oy * c->stride + ky - c->pad_t;
+                                int ix = ox * c->stride + kx - c->pad_l;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                acc += (double)c->w[((co * c->cin + ci) * c->k + ky) * c->k + kx] *
+                                       x[(((size_t)n * c->cin + ci) * H + iy) * W + ix];
+                            }
+                    size_t o = (((size_t)n * c->cout + co) * Ho + oy) * Wo + ox;
+                    if (res) acc += res[o];
+                    y[o] = (float)acc;
+                }
+}
+
+static sdb_arena arena;
+
+static void conv_case(int N, int cin, int cout, int k, int stride, int pt, int pl, int pb, int pr,
+                      int H, int W, int bias, int resid)
+{
+    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, NULL, NULL};
+    float *w = rand_buf((size_t)cout * cin * k * k, 0.3f);
+    float *b = bias ? rand_buf(cout, 0.5f) : NULL;
+    c.w = w; c.b = b;
+    int Ho, Wo;
+    sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
+    size_t nx = (size_t)N * cin * H * W, ny = (size_t)N * cout * Ho * Wo;
+    float *x = rand_buf(nx, 1.0f);
+    float *r = resid ? rand_buf(ny, 1.0f) : NULL;
+    float *ref = malloc(sizeof(float) * ny), *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+    conv_ref(&c, x, N, H, W, ref, r);
+    sdb_threads_set(1);
+    size_t mark = sdb_arena_mark(&arena);
+    CHECK(sdb_conv2d_forward(&c, x, N, H, W, y1, r, &arena) == 0);
+    CHECK(sdb_arena_mark(&arena) == mark);
+    sdb_threads_set(2);
+    CHECK(sdb_conv2d_forward(&c, x, N, H, W, y2, r, &arena) == 0);
+    char what[160];
+    snprintf(what, sizeof what, "conv N%d %d->%d k%d s%d pad(%d,%d,%d,%d) %dx%d%s%s", N, cin, cout, k,
+             stride, pt, pl, pb, pr, H, W, bias ? " bias" : "", resid ? " resid" : "");
+    CHECKF(sdb_t_close(y1, ref, ny, 1e-5, 1e-5, what), "%s", what);
+    CHECKF(memcmp(y1, y2, sizeof(float) * ny) == 0, "%s: 1 vs 2 threads differ", what);
+    free(w); free(b); free(x); free(r); free(ref); free(y1); free(y2);
+}
+
+static void test_conv(void)
+{
+    conv_case(2, 5, 7, 3, 1, 1, 1, 1, 1, 9, 11, 1, 0);
+    conv_case(1, 3, 4, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    conv_case(2, 6, 5, 3, 2, 1, 1, 1, 1, 17, 12, 1, 0);   /* 17x12 -> 9x6 */
+    conv_case(1, 6, 5, 3, 2, 1, 1, 1, 1, 5, 3, 0, 1);
+    conv_case(2, 4, 6, 3, 2, 0, 0, 1, 1, 16, 13, 1, 0);   /* VAE encoder downsample */
+    conv_case(1, 8, 3, 1, 1, 0, 0, 0, 0, 7, 5, 1, 1);     /* 1x1 direct */
+    conv_case(2, 8, 16, 1, 1, 0, 0, 0, 0, 13, 9, 0, 0);
+    conv_case(1, 4, 3, 1, 2, 0, 0, 0, 0, 9, 9, 1, 0);     /* 1x1 stride 2 (im2col path) */
+    conv_case(1, 3, 2, 3, 1, 0, 0, 0, 0, 6, 8, 1, 0);     /* no padding */
+    conv_case(1, 2, 3, 3, 1, 2, 0, 1, 3, 5, 4, 1, 1);     /* odd asymmetric padding */
+    /* deep enough that the im2col is split into several tiles (K*Ho*Wo*4 > tile budget) */
+    conv_case(1, 320, 16, 3, 1, 1, 1, 1, 1, 96, 40, 1, 1);
+    conv_case(2, 96, 8, 3, 2, 0, 0, 1, 1, 130, 66, 1, 0);
+}
+
+static void gn_ref(const float *x, int N, int C, int HW, int G, const float *g, const float *b,
+                   float eps, int silu, float *y)
+{
+    int cpg = C / G;
+    for (int n = 0; n < N; n++)
+        for (int gi = 0; gi < G; gi++) {
+            const float *xg = x + ((size_t)n * C + gi * cpg) * HW;
+            size_t m = (size_t)cpg * HW;
+            double s = 0, ss = 0;
+            for (size_t i = 0; i < m; i++) s += xg[i];
+            double mean = s / m;
+            for (size_t i = 0; i < m; i++) ss += (xg[i] - mean) * (xg[i] - mean);
+            double rstd = 1.0 / sqrt(ss / m + eps);
+            for (int cc = 0; cc < cpg; cc++) {
+                int c = gi * cpg + cc;
+                for (int i = 0; i < HW; i++) {
+                    double v = (xg[(size_t)cc * HW + i] - mean) * rstd * g[c] + b[c];
+                    if (silu) v = v / (1.0 + exp(-v));
+                    y[((size_t)n * C + c) * HW + i] = (float)v;
+                }
+            }
+        }
+}
+
+static void gn_case(int N, int C, int HW, int G, float eps, int silu, float offset)
+{
+    size_t n = (size_t)N * C * HW;
+    float *x = rand_buf(n, 2.0f), *g = rand_buf(C, 1.0f), *b = rand_buf(C, 1.0f);
+    for (size_t i = 0; i < n; i++) x[i] += offset;
+    float *ref = malloc(sizeof(float) * n), *y1 = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+    gn_ref(x, N, C, HW, G, g, b, eps, silu, ref);
+    sdb_threads_set(1);
+    sdb_groupnorm(x, N, C, HW, G, g, b, eps, silu, y1);
+    sdb_threads_set(2);
+    sdb_groupnorm(x, N, C, HW, G, g, b, eps, silu, y2);
+    char what[128];
+    snprintf(what, sizeof what, "groupnorm N%d C%d HW%d G%d silu%d", N, C, HW, G, silu);
+    CHECKF(sdb_t_close(y1, ref, n, 1e-5, 1e-5, what), "%s", what);
+    CHECKF(memcmp(y1, y2, sizeof(float) * n) == 0, "%s: 1 vs 2 threads differ", what);
+    /* in place */
+    memcpy(y2, x, sizeof(float) * n);
+    sdb_groupnorm(y2, N, C, HW, G, g, b, eps, silu, y2);
+    CHECKF(memcmp(y1, y2, sizeof(float) * n) == 0, "%s: in place differs", what);
+    free(x); free(g); free(b); free(ref); free(y1); free(y2);
+}
+
+static void test_groupnorm(void)
+{
+    gn_case(2, 32, 256, 8, 1e-5f, 0, 0.0f);
+    gn_case(2, 32, 256, 8, 1e-6f, 1, 0.0f);
+    gn_case(1, 64, 17 * 12, 32, 1e-5f, 1, 3.0f);
+    gn_case(3, 6, 7, 3, 1e-5f, 1, 0.0f);
+    gn_case(2, 128, 4096, 32, 1e-6f, 1, 10.0f);
+}
+
+static void test_upsample(void)
+{
+    /* 2x, identity, and to arbitrary sizes: source index = min(floorf(dst * (float)in/out), in-1) */
+    int sizes[][4] = {{4, 4, 8, 8}, {3, 2, 5, 3}, {9, 6, 17, 12}, {5, 3, 9, 6}, {3, 2, 5, 3},
+                      {2, 2, 2, 2}, {7, 5, 15, 11}, {3, 3, 7, 10}, {6, 4, 3, 2}};
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        int H = sizes[t][0], W = sizes[t][1], Ho = sizes[t][2], Wo = sizes[t][3];
+        int N = 2, C = 3;
+        float *x = rand_buf((size_t)N * C * H * W, 1.0f);
+        float *y = malloc(sizeof(float) * N * C * Ho * Wo);
+        sdb_upsample_nearest(x, N, C, H, W, y, Ho, Wo);
+        int bad = 0;
+        for (int nc = 0; nc < N * C; nc++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++) {
+                    /* torch: scale = (float)in/out (no scale factor given); 2x uses >> 1 */
+                    int sy = (int)floorf((float)oy * ((float)H / (float)Ho));
+                    int sx = (int)floorf((float)ox * ((float)W / (float)Wo));
+                    if (sy > H - 1) sy = H - 1;
+                    if (sx > W - 1) sx = W - 1;
+                    if (Ho == 2 * H) sy = oy / 2;
+                    if (Wo == 2 * W) sx = ox / 2;
+                    if (y[((size_t)nc * Ho + oy) * Wo + ox] != x[((size_t)nc * H + sy) * W + sx]) bad++;
+                }
+        CHECKF(bad == 0, "upsample %dx%d -> %dx%d: %d wrong", H, W, Ho, Wo, bad);
+        free(x); free(y);
+    }
+    /* the known torch result for 9 -> 17 rows (interpolate(size=17) of arange(9)) */
+    float x9[9], y17[17];
+    for (int i = 0; i < 9; i++) x9[i] = (float)i;
+    sdb_upsample_nearest(x9, 1, 1, 9, 1, y17, 17, 1);
+    const float expect[17] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8};
+    CHECK(memcmp(y17, expect, sizeof expect) == 0);
+}
+
+static void test_transpose(void)
+{
+    int shapes[][2] = {{1, 1}, {3, 5}, {33, 65}, {256, 320}, {77, 31}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int r = shapes[t][0], c = shapes[t][1];
+        float *x = rand_buf((size_t)r * c, 1.0f), *y = malloc(sizeof(float) * r * c);
+        sdb_transpose(x, r, c, y);
+        int bad = 0;
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < c; j++)
+                if (y[(size_t)j * r + i] != x[(size_t)i * c + j]) bad++;
+        CHECKF(bad == 0, "transpose %dx%d", r, c);
+        free(x); free(y);
+    }
+}
+
+int main(void)
+{
+    sdb_err err;
+    sdb_err_clear(&err);
+    if (sdb_arena_init(&arena, (size_t)1 << 30, &err) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    RUN(test_conv);
+    RUN(test_groupnorm);
+    RUN(test_upsample);
+    RUN(test_transpose);
+    sdb_arena_free(&arena);
+    return sdb_t_done();
+}
