@@ -205,6 +205,36 @@ static void test_transpose(void)
     }
 }
 
+static void test_gemm_linear(void)
+{
+    int shapes[][3] = {{1, 3, 2}, {77, 32, 64}, {512, 320, 96}, {130, 700, 40}, {33, 17, 1000}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int M = shapes[t][0], K = shapes[t][1], N = shapes[t][2];
+        float *x = rand_buf((size_t)M * K, 1.0f), *W = rand_buf((size_t)N * K, 0.2f), *b = rand_buf(N, 1.0f);
+        float *y0 = rand_buf((size_t)M * N, 1.0f);
+        float *ref = malloc(sizeof(float) * M * N), *y1 = malloc(sizeof(float) * M * N), *y2 = malloc(sizeof(float) * M * N);
+        for (int acc = 0; acc < 2; acc++) {
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double s = b[j] + (acc ? y0[(size_t)i * N + j] : 0.0);
+                    for (int k = 0; k < K; k++) s += (double)x[(size_t)i * K + k] * W[(size_t)j * K + k];
+                    ref[(size_t)i * N + j] = (float)s;
+                }
+            memcpy(y1, y0, sizeof(float) * M * N);
+            memcpy(y2, y0, sizeof(float) * M * N);
+            sdb_threads_set(1);
+            sdb_gemm_linear(x, M, K, W, b, N, y1, acc);
+            sdb_threads_set(2);
+            sdb_gemm_linear(x, M, K, W, b, N, y2, acc);
+            char what[96];
+            snprintf(what, sizeof what, "linear %dx%d -> %d acc%d", M, K, N, acc);
+            CHECKF(sdb_t_close(y1, ref, (size_t)M * N, 1e-5, 1e-5, what), "%s", what);
+            CHECKF(memcmp(y1, y2, sizeof(float) * M * N) == 0, "%s: 1 vs 2 threads differ", what);
+        }
+        free(x); free(W); free(b); free(y0); free(ref); free(y1); free(y2);
+    }
+}
+
 int main(void)
 {
     sdb_err err;
@@ -214,6 +244,7 @@ int main(void)
         return 1;
     }
     RUN(test_conv);
+    RUN(test_gemm_linear);
     RUN(test_groupnorm);
     RUN(test_upsample);
     RUN(test_transpose);

@@ -8,8 +8,7 @@
  *
  * Parallelism and determinism: OpenBLAS's own threading is NOT bit-reproducible across thread
  * counts (its M/N split changes which micro-kernel edge path an element goes through), so each
- * tile's GEMM is cut into a fixed grid of blocks (SDB_CONV_NCHUNK columns x M chunks, chosen from
- * the shapes only) that run as OpenMP tasks, each a single-threaded sgemm (OpenBLAS's OpenMP build
+ * tile's GEMM is cut into a fixed grid of blocks (grid_of: chosen from the shapes only) that run as OpenMP tasks, each a single-threaded sgemm (OpenBLAS's OpenMP build
  * runs single-threaded inside an active parallel region). im2col is a parallel pure copy. Results
  * are therefore identical for any thread count (tests/test_ops_conv.c checks 1 vs 2 threads).
  */
@@ -17,7 +16,6 @@
 #include "sdb/error.h"
 
 #include <cblas.h>
-#include <omp.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -27,10 +25,6 @@
 /* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
  * (K = 2560*9) still run GEMMs with a reasonable N. */
 #define SDB_CONV_MIN_COLS 256
-/* Column width of one GEMM block (a multiple of the sgemm micro-kernel widths). */
-#define SDB_CONV_NCHUNK 256
-/* Aim for at least this many GEMM blocks per tile (splitting M when columns are few). */
-#define SDB_CONV_MIN_TASKS 8
 
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
 {
@@ -93,27 +87,79 @@ static void init_out(const sdb_conv2d *c, float *y, const float *res, size_t HWo
     }
 }
 
-/* One tile's GEMM y[:, p0 .. p0+ncols) (+)= W · B[:, 0..ncols) cut into fixed blocks, run in
- * the enclosing parallel region (orphaned omp for; a single-threaded sgemm per block). */
-static void gemm_blocks(const sdb_conv2d *c, int K, const float *B, int ldb, int ncols, float *yc,
-                        int ldc)
+/* The fixed block grid of an M x N product: chunks of about SDB_GEMM_BLOCK along the larger
+ * dimension; when that gives fewer than SDB_GEMM_MIN_TASKS blocks, the other dimension is split too
+ * (pieces of at least 64). Depends on the shapes only. */
+#define SDB_GEMM_BLOCK 256
+#define SDB_GEMM_MIN_TASKS 8
+static int split_even(int dim, int parts)
 {
-    const int M = c->cout;
-    const int ncc = (ncols + SDB_CONV_NCHUNK - 1) / SDB_CONV_NCHUNK;
-    int nmc = (SDB_CONV_MIN_TASKS + ncc - 1) / ncc;
-    int mchunk = (M + nmc - 1) / nmc;
-    mchunk = (mchunk + 15) & ~15;
-    if (mchunk < 64) mchunk = 64;
-    nmc = (M + mchunk - 1) / mchunk;
-    const int ntasks = ncc * nmc;
+    int c = (dim + parts - 1) / parts;
+    return (c + 15) & ~15;
+}
+static void grid_of(int M, int N, int *mb, int *nb)
+{
+    int big = M >= N ? M : N, small = M >= N ? N : M;
+    int nbig = (big + SDB_GEMM_BLOCK - 1) / SDB_GEMM_BLOCK;
+    int cb = split_even(big, nbig), cs = small;
+    if (nbig < SDB_GEMM_MIN_TASKS) {
+        int want = (SDB_GEMM_MIN_TASKS + nbig - 1) / nbig;
+        int maxp = small / 64 > 0 ? small / 64 : 1;
+        if (want > maxp) want = maxp;
+        cs = split_even(small, want);
+        if (cs > small) cs = small;
+    }
+    if (cb > big) cb = big;
+    if (M >= N) { *mb = cb; *nb = cs; } else { *mb = cs; *nb = cb; }
+    if (*mb < 1) *mb = 1;
+    if (*nb < 1) *nb = 1;
+}
+
+/* C (+)= A · op(B) over the block grid; each block a single-threaded sgemm. Called inside a
+ * parallel region (orphaned omp for). */
+static void gemm_grid_body(int transB, int M, int N, int K, const float *A, int lda, const float *B,
+                           int ldb, float beta, float *C, int ldc)
+{
+    int mb, nb;
+    grid_of(M, N, &mb, &nb);
+    const int nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb;
+    const int ntasks = nmc * ncc;
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < ntasks; t++) {
         int jc = t / nmc, im = t % nmc;
-        int n0 = jc * SDB_CONV_NCHUNK, nn = ncols - n0 < SDB_CONV_NCHUNK ? ncols - n0 : SDB_CONV_NCHUNK;
-        int m0 = im * mchunk, mm = M - m0 < mchunk ? M - m0 : mchunk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, K, 1.0f,
-                    c->w + (size_t)m0 * K, K, B + n0, ldb, 1.0f, yc + (size_t)m0 * ldc + n0, ldc);
+        int n0 = jc * nb, nn = N - n0 < nb ? N - n0 : nb;
+        int m0 = im * mb, mm = M - m0 < mb ? M - m0 : mb;
+        const float *Bp = transB ? B + (size_t)n0 * ldb : B + n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
+                    A + (size_t)m0 * lda, lda, Bp, ldb, beta, C + (size_t)m0 * ldc + n0, ldc);
     }
+}
+
+void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+#pragma omp parallel
+    gemm_grid_body(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *bias, int N,
+                     float *y, int accumulate)
+{
+    if (bias || !accumulate) {
+#pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
+        for (int i = 0; i < M; i++) {
+            float *row = y + (size_t)i * N;
+            if (accumulate) {
+                for (int j = 0; j < N; j++) row[j] += bias[j];
+            } else if (bias) {
+                for (int j = 0; j < N; j++) row[j] = bias[j];
+            } else {
+                for (int j = 0; j < N; j++) row[j] = 0.0f;
+            }
+        }
+    }
+    sdb_gemm(1, M, N, K, x, K, W, K, 1.0f, y, N);
 }
 
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
@@ -145,8 +191,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
         const float *rn = residual ? residual + (size_t)n * c->cout * HWo : NULL;
         init_out(c, yn, rn, HWo);
         if (direct) {
-#pragma omp parallel
-            gemm_blocks(c, K, xn, (int)HW, (int)HW, yn, (int)HWo);
+            sdb_gemm(0, c->cout, (int)HW, K, c->w, K, xn, (int)HW, 1.0f, yn, (int)HWo);
             continue;
         }
         for (int r0 = 0; r0 < Ho; r0 += rows_per_tile) {
@@ -155,7 +200,8 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
 #pragma omp parallel
             {
                 im2col_tile(c, xn, H, W, Wo, r0, r1, col); /* ends with a barrier */
-                gemm_blocks(c, K, col, ncols, ncols, yn + (size_t)r0 * Wo, (int)HWo);
+                gemm_grid_body(0, c->cout, ncols, K, c->w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
+                               (int)HWo);
             }
         }
     }

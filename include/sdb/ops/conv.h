@@ -23,4 +23,16 @@ void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo);
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch);
 
+/* Thread-count-independent GEMMs (OpenBLAS's own threading is not bit-reproducible across thread
+ * counts): the product is cut into a block grid that depends only on the shapes, blocks run in an
+ * OpenMP loop, each a single-threaded sgemm. Row-major:
+ *   C[M,N] = A[M,K] · op(B) + beta * C, op(B) = B [K,N] (transB 0) or Bᵀ with B [N,K] (transB 1).
+ * Call outside OpenMP parallel regions (it opens its own). */
+void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+/* torch.nn.Linear on sdb_gemm: y[M,N] = x[M,K] · W[N,K]ᵀ + bias (bias may be NULL); with
+ * `accumulate`, y += x · Wᵀ + bias. Bit-identical for any thread count. y must not alias x. */
+void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *bias, int N,
+                     float *y, int accumulate);
+
 #endif
