@@ -4,3 +4,4 @@
  * `int cmd_<name>(int argc, char **argv)` (argv[0] is the command name; it handles --help).
  */
 SDB_COMMAND(version, "print the version and the libraries it was built with")
+SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the token strings)")
