@@ -1,0 +1,776 @@
+/*
+ * vae.c — diffusers' AutoencoderKL (SD 1.x VAE) forward passes (see vae.h).
+ * Owns: the sdb_vae (layer descriptions pointing into the caller's sdb_weights).
+ *
+ * Structure, as diffusers 0.30.3 builds it (autoencoder_kl.py, vae.py, unet_2d_blocks.py,
+ * resnet.py, attention_processor.py):
+ *   Encoder: conv_in -> DownEncoderBlock2D x n (ResnetBlock2D x layers_per_block, Downsample2D
+ *   except the last: F.pad (0,1,0,1) + conv3x3 stride 2 pad 0) -> UNetMidBlock2D (resnet,
+ *   attention, resnet) -> GroupNorm + SiLU -> conv_out (2 x latent) -> quant_conv.
+ *   Decoder: post_quant_conv -> conv_in -> mid block -> UpDecoderBlock2D x n (layers_per_block+1
+ *   resnets, Upsample2D = nearest x2 + conv3x3 except the last) -> GroupNorm + SiLU -> conv_out.
+ *   ResnetBlock2D (no time embedding): GN -> SiLU -> conv3x3 -> GN -> SiLU -> conv3x3, plus the
+ *   input (through a 1x1 conv_shortcut when the channel count changes). All GroupNorms eps 1e-6.
+ *   Mid-block attention: GroupNorm -> q/k/v Linear over channels (bias) -> one head, scale
+ *   C^-0.5 -> out Linear -> + input (the Linears run as 1x1 convs on the [C, HW] layout).
+ *
+ * Memory discipline: the current activation always sits at the top of the arena; a layer
+ * allocates its temporaries above it, and its result is moved down onto the activation's start
+ * (memmove; cheap next to the convolutions) before the temporaries are released. Nearest-x2
+ * upsampling + conv runs in horizontal strips so the 4x-size upsampled tensor never exists whole.
+ */
+#include "sdb/vae.h"
+
+#include "sdb/config.h"
+#include "sdb/fsutil.h"
+#include "sdb/ops/activation.h"
+#include "sdb/ops/attention.h"
+#include "sdb/ops/conv.h"
+#include "sdb/ops/groupnorm.h"
+#include "sdb/ops/resample.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VAE_GN_EPS 1e-6f
+/* Upsample+conv strips: at most about this many floats of upsampled input per strip. */
+#define VAE_STRIP_FLOATS ((size_t)4 << 20)
+
+typedef struct { const float *gamma, *beta; int C; } vae_gn;
+
+typedef struct {
+    int cin, cout;
+    vae_gn norm1, norm2;
+    sdb_conv2d conv1, conv2;
+    int has_shortcut;
+    sdb_conv2d shortcut;
+} vae_resnet;
+
+typedef struct {
+    int C;
+    vae_gn norm;
+    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo; /* [C, C] row-major (out, in), [C] */
+} vae_attn;
+
+typedef struct {
+    vae_resnet r0, r1;
+    int has_attn;
+    vae_attn attn;
+} vae_mid;
+
+typedef struct {
+    int n_resnets;
+    vae_resnet *resnets;
+    int has_sample;     /* downsampler (encoder) or upsampler (decoder) */
+    sdb_conv2d sample;
+} vae_block;
+
+struct sdb_vae {
+    sdb_vae_config cfg;
+    sdb_weights *w;
+    /* encoder */
+    sdb_conv2d enc_conv_in;
+    vae_block enc_blocks[SDB_VAE_MAX_BLOCKS];
+    vae_mid enc_mid;
+    vae_gn enc_norm_out;
+    sdb_conv2d enc_conv_out;
+    int has_quant;
+    sdb_conv2d quant_conv;
+    /* decoder */
+    int has_post_quant;
+    sdb_conv2d post_quant_conv;
+    sdb_conv2d dec_conv_in;
+    vae_mid dec_mid;
+    vae_block dec_blocks[SDB_VAE_MAX_BLOCKS];
+    vae_gn dec_norm_out;
+    sdb_conv2d dec_conv_out;
+
+    size_t peak;
+    size_t strip_floats;
+    sdb_vae_debug_fn debug;
+    void *debug_ud;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* config */
+
+void sdb_vae_config_sd15(sdb_vae_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->in_channels = 3;
+    cfg->out_channels = 3;
+    cfg->latent_channels = 4;
+    cfg->n_blocks = 4;
+    cfg->block_out_channels[0] = 128;
+    cfg->block_out_channels[1] = 256;
+    cfg->block_out_channels[2] = 512;
+    cfg->block_out_channels[3] = 512;
+    cfg->layers_per_block = 2;
+    cfg->norm_num_groups = 32;
+    cfg->scaling_factor = 0.18215;
+    cfg->use_quant_conv = 1;
+    cfg->use_post_quant_conv = 1;
+    cfg->mid_block_add_attention = 1;
+}
+
+static int cfg_int(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
+                   int *out, sdb_err *err)
+{
+    long long v;
+    int rc = sdb_config_int(c, key, def, &v, err);
+    if (rc) return rc;
+    if (v < lo || v > hi)
+        return sdb_fail(err, SDB_EINVAL, "%s: field '%s': %lld is out of range [%lld, %lld]",
+                        c->path, key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *err)
+{
+    sdb_config c;
+    memset(cfg, 0, sizeof *cfg);
+    int rc = sdb_config_load(&c, config_path, err);
+    if (rc) return rc;
+    const char *s;
+    const char *types[SDB_VAE_MAX_BLOCKS + 1];
+    long long boc[SDB_VAE_MAX_BLOCKS + 1];
+    int n = 0, nt = 0;
+
+    if ((rc = sdb_config_string(&c, "_class_name", "AutoencoderKL", &s, err))) goto out;
+    if (strcmp(s, "AutoencoderKL") != 0) {
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: _class_name '%s' is not supported (only AutoencoderKL)", c.path, s);
+        goto out;
+    }
+    if ((rc = cfg_int(&c, "in_channels", 3, 1, 64, &cfg->in_channels, err))) goto out;
+    if ((rc = cfg_int(&c, "out_channels", 3, 1, 64, &cfg->out_channels, err))) goto out;
+    if ((rc = cfg_int(&c, "latent_channels", 4, 1, 256, &cfg->latent_channels, err))) goto out;
+    if ((rc = cfg_int(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
+    if ((rc = cfg_int(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
+    if ((rc = sdb_config_double(&c, "scaling_factor", 0.18215, &cfg->scaling_factor, err))) goto out;
+    if (!(cfg->scaling_factor > 0) || !isfinite(cfg->scaling_factor)) {
+        rc = sdb_fail(err, SDB_EINVAL, "%s: field 'scaling_factor': %g must be positive", c.path, cfg->scaling_factor);
+        goto out;
+    }
+    if ((rc = sdb_config_bool(&c, "use_quant_conv", 1, &cfg->use_quant_conv, err))) goto out;
+    if ((rc = sdb_config_bool(&c, "use_post_quant_conv", 1, &cfg->use_post_quant_conv, err))) goto out;
+    if ((rc = sdb_config_bool(&c, "mid_block_add_attention", 1, &cfg->mid_block_add_attention, err))) goto out;
+    if ((rc = sdb_config_string(&c, "act_fn", "silu", &s, err))) goto out;
+    if (strcmp(s, "silu") != 0 && strcmp(s, "swish") != 0) {
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: field 'act_fn': '%s' is not supported (only silu)", c.path, s);
+        goto out;
+    }
+    if (sdb_config_has(&c, "shift_factor")) {
+        double sf;
+        if ((rc = sdb_config_double(&c, "shift_factor", 0, &sf, err))) goto out;
+        if (sf != 0) {
+            rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: field 'shift_factor': %g is not supported (SD 1.x VAEs have none)", c.path, sf);
+            goto out;
+        }
+    }
+
+    if (sdb_config_has(&c, "block_out_channels")) {
+        if ((rc = sdb_config_int_array(&c, "block_out_channels", boc, SDB_VAE_MAX_BLOCKS + 1, &n, err))) goto out;
+    } else {
+        boc[0] = 64; n = 1; /* diffusers' default */
+    }
+    if (n < 1 || n > SDB_VAE_MAX_BLOCKS) {
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: field 'block_out_channels': %d entries (1..%d supported)", c.path, n, SDB_VAE_MAX_BLOCKS);
+        goto out;
+    }
+    cfg->n_blocks = n;
+    for (int i = 0; i < n; i++) {
+        if (boc[i] < 1 || boc[i] > 65536 || boc[i] % cfg->norm_num_groups != 0) {
+            rc = sdb_fail(err, SDB_EINVAL, "%s: field 'block_out_channels': entry %d (%lld) must be a positive multiple of norm_num_groups (%d)",
+                          c.path, i, boc[i], cfg->norm_num_groups);
+            goto out;
+        }
+        cfg->block_out_channels[i] = (int)boc[i];
+    }
+    static const char *const keys[2] = {"down_block_types", "up_block_types"};
+    static const char *const want[2] = {"DownEncoderBlock2D", "UpDecoderBlock2D"};
+    for (int k = 0; k < 2; k++) {
+        if (!sdb_config_has(&c, keys[k])) {
+            nt = n; /* diffusers' default: one block of the right type */
+            if (n != 1) {
+                rc = sdb_fail(err, SDB_EINVAL, "%s: field '%s' is missing", c.path, keys[k]);
+                goto out;
+            }
+            continue;
+        }
+        if ((rc = sdb_config_string_array(&c, keys[k], types, SDB_VAE_MAX_BLOCKS + 1, &nt, err))) goto out;
+        if (nt != n) {
+            rc = sdb_fail(err, SDB_EINVAL, "%s: field '%s' has %d entries but block_out_channels has %d", c.path, keys[k], nt, n);
+            goto out;
+        }
+        for (int i = 0; i < nt; i++)
+            if (strcmp(types[i], want[k]) != 0) {
+                rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s': entry %d is '%s'; only %s is supported",
+                              c.path, keys[k], i, types[i], want[k]);
+                goto out;
+            }
+    }
+out:
+    sdb_config_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* weights */
+
+static int load_conv(sdb_vae *v, sdb_conv2d *c, int cin, int cout, int k, sdb_err *err,
+                     const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static int load_conv(sdb_vae *v, sdb_conv2d *c, int cin, int cout, int k, sdb_err *err,
+                     const char *fmt, ...)
+{
+    char base[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(base, sizeof base, fmt, ap);
+    va_end(ap);
+    memset(c, 0, sizeof *c);
+    c->cin = cin;
+    c->cout = cout;
+    c->k = k;
+    c->stride = 1;
+    c->pad_t = c->pad_l = c->pad_b = c->pad_r = k / 2;
+    int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
+    int rc = sdb_weights_getf(v->w, &c->w, err, 4, ws, "%s.weight", base);
+    if (!rc) rc = sdb_weights_getf(v->w, &c->b, err, 1, bs, "%s.bias", base);
+    return rc;
+}
+
+static int load_gn(sdb_vae *v, vae_gn *g, int C, sdb_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int load_gn(sdb_vae *v, vae_gn *g, int C, sdb_err *err, const char *fmt, ...)
+{
+    char base[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(base, sizeof base, fmt, ap);
+    va_end(ap);
+    if (C % v->cfg.norm_num_groups != 0)
+        return sdb_fail(err, SDB_EINVAL, "vae: %s: %d channels are not divisible into %d groups", base, C, v->cfg.norm_num_groups);
+    g->C = C;
+    int64_t s[1] = {C};
+    int rc = sdb_weights_getf(v->w, &g->gamma, err, 1, s, "%s.weight", base);
+    if (!rc) rc = sdb_weights_getf(v->w, &g->beta, err, 1, s, "%s.bias", base);
+    return rc;
+}
+
+static int load_resnet(sdb_vae *v, vae_resnet *r, int cin, int cout, const char *base, sdb_err *err)
+{
+    memset(r, 0, sizeof *r);
+    r->cin = cin;
+    r->cout = cout;
+    int rc;
+    if ((rc = load_gn(v, &r->norm1, cin, err, "%s.norm1", base))) return rc;
+    if ((rc = load_conv(v, &r->conv1, cin, cout, 3, err, "%s.conv1", base))) return rc;
+    if ((rc = load_gn(v, &r->norm2, cout, err, "%s.norm2", base))) return rc;
+    if ((rc = load_conv(v, &r->conv2, cout, cout, 3, err, "%s.conv2", base))) return rc;
+    if (cin != cout) {
+        r->has_shortcut = 1;
+        if ((rc = load_conv(v, &r->shortcut, cin, cout, 1, err, "%s.conv_shortcut", base))) return rc;
+    }
+    return 0;
+}
+
+/* A [C, C] linear weight that LDM checkpoints store as a [C, C, 1, 1] 1x1 conv. */
+static int load_square(sdb_vae *v, const float **wt, const float **b, int C, const char *name,
+                       sdb_err *err)
+{
+    char nm[300];
+    snprintf(nm, sizeof nm, "%s.weight", name);
+    const sdb_st_tensor *t = sdb_weights_find(v->w, nm);
+    int64_t s4[4] = {C, C, 1, 1}, bs[1] = {C};
+    int rc = sdb_weights_get(v->w, nm, (t && t->ndim == 4) ? 4 : 2, s4, wt, err);
+    if (!rc) rc = sdb_weights_getf(v->w, b, err, 1, bs, "%s.bias", name);
+    return rc;
+}
+
+static int load_mid(sdb_vae *v, vae_mid *m, int C, const char *base, sdb_err *err)
+{
+    char nm[256];
+    int rc;
+    memset(m, 0, sizeof *m);
+    snprintf(nm, sizeof nm, "%s.resnets.0", base);
+    if ((rc = load_resnet(v, &m->r0, C, C, nm, err))) return rc;
+    snprintf(nm, sizeof nm, "%s.resnets.1", base);
+    if ((rc = load_resnet(v, &m->r1, C, C, nm, err))) return rc;
+    m->has_attn = v->cfg.mid_block_add_attention;
+    if (!m->has_attn) return 0;
+    vae_attn *a = &m->attn;
+    a->C = C;
+    if ((rc = load_gn(v, &a->norm, C, err, "%s.attentions.0.group_norm", base))) return rc;
+    snprintf(nm, sizeof nm, "%s.attentions.0.to_q", base);
+    if ((rc = load_square(v, &a->wq, &a->bq, C, nm, err))) return rc;
+    snprintf(nm, sizeof nm, "%s.attentions.0.to_k", base);
+    if ((rc = load_square(v, &a->wk, &a->bk, C, nm, err))) return rc;
+    snprintf(nm, sizeof nm, "%s.attentions.0.to_v", base);
+    if ((rc = load_square(v, &a->wv, &a->bv, C, nm, err))) return rc;
+    snprintf(nm, sizeof nm, "%s.attentions.0.to_out.0", base);
+    return load_square(v, &a->wo, &a->bo, C, nm, err);
+}
+
+static void free_blocks(sdb_vae *v)
+{
+    for (int i = 0; i < SDB_VAE_MAX_BLOCKS; i++) {
+        free(v->enc_blocks[i].resnets);
+        free(v->dec_blocks[i].resnets);
+    }
+}
+
+void sdb_vae_free(sdb_vae *v)
+{
+    if (!v) return;
+    free_blocks(v);
+    free(v);
+}
+
+int sdb_vae_create(sdb_vae **out, const sdb_vae_config *cfg, sdb_weights *w, sdb_err *err)
+{
+    *out = NULL;
+    if (cfg->n_blocks < 1 || cfg->n_blocks > SDB_VAE_MAX_BLOCKS || cfg->layers_per_block < 1 ||
+        cfg->norm_num_groups < 1)
+        return sdb_fail(err, SDB_EINVAL, "vae: invalid configuration");
+    sdb_vae *v = calloc(1, sizeof *v);
+    if (!v) return sdb_fail(err, SDB_ENOMEM, "vae: out of memory");
+    v->cfg = *cfg;
+    v->w = w;
+    const int nb = cfg->n_blocks, L = cfg->latent_channels, lpb = cfg->layers_per_block;
+    const int *boc = cfg->block_out_channels;
+    char nm[256];
+    int rc;
+
+    /* encoder */
+    if ((rc = load_conv(v, &v->enc_conv_in, cfg->in_channels, boc[0], 3, err, "encoder.conv_in"))) goto fail;
+    int ch = boc[0];
+    for (int i = 0; i < nb; i++) {
+        vae_block *b = &v->enc_blocks[i];
+        int cin = ch, cout = boc[i];
+        b->n_resnets = lpb;
+        b->resnets = calloc((size_t)lpb, sizeof *b->resnets);
+        if (!b->resnets) { rc = sdb_fail(err, SDB_ENOMEM, "vae: out of memory"); goto fail; }
+        for (int j = 0; j < lpb; j++) {
+            snprintf(nm, sizeof nm, "encoder.down_blocks.%d.resnets.%d", i, j);
+            if ((rc = load_resnet(v, &b->resnets[j], j == 0 ? cin : cout, cout, nm, err))) goto fail;
+        }
+        if (i < nb - 1) {
+            b->has_sample = 1;
+            if ((rc = load_conv(v, &b->sample, cout, cout, 3, err, "encoder.down_blocks.%d.downsamplers.0.conv", i))) goto fail;
+            b->sample.stride = 2;
+            b->sample.pad_t = b->sample.pad_l = 0;
+            b->sample.pad_b = b->sample.pad_r = 1;
+        }
+        ch = cout;
+    }
+    if ((rc = load_mid(v, &v->enc_mid, boc[nb - 1], "encoder.mid_block", err))) goto fail;
+    if ((rc = load_gn(v, &v->enc_norm_out, boc[nb - 1], err, "encoder.conv_norm_out"))) goto fail;
+    if ((rc = load_conv(v, &v->enc_conv_out, boc[nb - 1], 2 * L, 3, err, "encoder.conv_out"))) goto fail;
+    v->has_quant = cfg->use_quant_conv;
+    if (v->has_quant && (rc = load_conv(v, &v->quant_conv, 2 * L, 2 * L, 1, err, "quant_conv"))) goto fail;
+
+    /* decoder */
+    v->has_post_quant = cfg->use_post_quant_conv;
+    if (v->has_post_quant && (rc = load_conv(v, &v->post_quant_conv, L, L, 1, err, "post_quant_conv"))) goto fail;
+    if ((rc = load_conv(v, &v->dec_conv_in, L, boc[nb - 1], 3, err, "decoder.conv_in"))) goto fail;
+    if ((rc = load_mid(v, &v->dec_mid, boc[nb - 1], "decoder.mid_block", err))) goto fail;
+    ch = boc[nb - 1];
+    for (int i = 0; i < nb; i++) {
+        vae_block *b = &v->dec_blocks[i];
+        int cin = ch, cout = boc[nb - 1 - i];
+        b->n_resnets = lpb + 1;
+        b->resnets = calloc((size_t)lpb + 1, sizeof *b->resnets);
+        if (!b->resnets) { rc = sdb_fail(err, SDB_ENOMEM, "vae: out of memory"); goto fail; }
+        for (int j = 0; j < lpb + 1; j++) {
+            snprintf(nm, sizeof nm, "decoder.up_blocks.%d.resnets.%d", i, j);
+            if ((rc = load_resnet(v, &b->resnets[j], j == 0 ? cin : cout, cout, nm, err))) goto fail;
+        }
+        if (i < nb - 1) {
+            b->has_sample = 1;
+            if ((rc = load_conv(v, &b->sample, cout, cout, 3, err, "decoder.up_blocks.%d.upsamplers.0.conv", i))) goto fail;
+        }
+        ch = cout;
+    }
+    if ((rc = load_gn(v, &v->dec_norm_out, boc[0], err, "decoder.conv_norm_out"))) goto fail;
+    if ((rc = load_conv(v, &v->dec_conv_out, boc[0], cfg->out_channels, 3, err, "decoder.conv_out"))) goto fail;
+    *out = v;
+    return 0;
+fail:
+    sdb_err_prefix(err, "loading the VAE");
+    sdb_vae_free(v);
+    return rc;
+}
+
+int sdb_vae_load(sdb_vae **out, const char *config_path, sdb_weights *w, sdb_err *err)
+{
+    sdb_vae_config cfg;
+    *out = NULL;
+    int rc = sdb_vae_config_load(&cfg, config_path, err);
+    if (rc) return rc;
+    return sdb_vae_create(out, &cfg, w, err);
+}
+
+int sdb_vae_weights_path(const char *vae_dir, int prefer_fp16, char *out, size_t outsz, sdb_err *err)
+{
+    static const char *const names[2] = {"diffusion_pytorch_model.safetensors",
+                                         "diffusion_pytorch_model.fp16.safetensors"};
+    for (int k = 0; k < 2; k++) {
+        const char *nm = names[prefer_fp16 ? 1 - k : k];
+        int n = snprintf(out, outsz, "%s/%s", vae_dir, nm);
+        if (n < 0 || (size_t)n >= outsz) return sdb_fail(err, SDB_EINVAL, "vae: path too long: %s", vae_dir);
+        if (sdb_file_exists(out)) return 0;
+    }
+    out[0] = '\0';
+    return sdb_fail(err, SDB_ENOTFOUND, "%s: no VAE weights (looked for %s and %s; .bin files are not supported, convert them to safetensors)",
+                    vae_dir, names[0], names[1]);
+}
+
+const sdb_vae_config *sdb_vae_get_config(const sdb_vae *v) { return &v->cfg; }
+float sdb_vae_scaling_factor(const sdb_vae *v) { return (float)v->cfg.scaling_factor; }
+size_t sdb_vae_peak_bytes(const sdb_vae *v) { return v->peak; }
+size_t sdb_vae_weight_bytes(const sdb_vae *v) { return v->w ? v->w->bytes : 0; }
+
+void sdb_vae_set_debug(sdb_vae *v, sdb_vae_debug_fn fn, void *ud)
+{
+    v->debug = fn;
+    v->debug_ud = ud;
+}
+
+void sdb_vae_set_strip_floats(sdb_vae *v, size_t floats) { v->strip_floats = floats; }
+
+/* Size after one encoder downsampler (pad right/bottom 1, k3, stride 2, pad 0); 0 = too small. */
+static int down_size(int n) { return n >= 2 ? (n + 1 - 3) / 2 + 1 : 0; }
+
+void sdb_vae_latent_size(const sdb_vae *v, int H, int W, int *h, int *w)
+{
+    for (int i = 0; i < v->cfg.n_blocks - 1; i++) {
+        H = down_size(H);
+        W = down_size(W);
+    }
+    *h = H;
+    *w = W;
+}
+
+void sdb_vae_image_size(const sdb_vae *v, int h, int w, int *H, int *W)
+{
+    for (int i = 0; i < v->cfg.n_blocks - 1; i++) {
+        h *= 2;
+        w *= 2;
+    }
+    *H = h;
+    *W = w;
+}
+
+void sdb_vae_sample(const float *mean, const float *std, const float *noise, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = mean[i] + std[i] * noise[i];
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* forward building blocks. Each takes the current activation x at the top of the arena (its
+ * arena offset is `xmark`) and leaves its result at the same place, the arena used up to its end. */
+
+typedef struct {
+    sdb_vae *v;
+    sdb_arena *a;
+    sdb_err *err;
+} vae_ctx;
+
+static int oom(vae_ctx *c, const char *what)
+{
+    return sdb_fail(c->err, SDB_ENOMEM, "vae: scratch memory exhausted (%s; %zu bytes in use of %zu reserved)",
+                    what, c->a->used, c->a->reserved);
+}
+
+/* Moves n floats from src down to the arena offset xmark and makes them the arena's top. */
+static float *settle(vae_ctx *c, size_t xmark, const float *src, size_t n)
+{
+    sdb_arena_reset(c->a, xmark);
+    float *dst = sdb_arena_floats(c->a, n); /* == base + xmark (offsets stay 64-byte aligned) */
+    if (dst != src) memmove(dst, src, n * sizeof(float));
+    return dst;
+}
+
+static float *alloc_f(vae_ctx *c, size_t n) { return sdb_arena_floats(c->a, n); }
+
+static int conv(vae_ctx *c, const sdb_conv2d *cv, const float *x, int H, int W, float *y,
+                const float *res)
+{
+    int rc = sdb_conv2d_forward(cv, x, 1, H, W, y, res, c->a);
+    if (rc) return oom(c, "convolution");
+    return 0;
+}
+
+static void debug(vae_ctx *c, const char *name, const float *x, int C, int H, int W)
+{
+    if (c->v->debug) c->v->debug(c->v->debug_ud, name, x, C, H, W);
+}
+
+/* ResnetBlock2D without time embedding. x [cin, H, W] at xmark -> [cout, H, W] at xmark. */
+static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark, int H, int W)
+{
+    float *x = *xp;
+    size_t hw = (size_t)H * W;
+    int g = c->v->cfg.norm_num_groups;
+    int rc;
+    if (!r->has_shortcut) {
+        /* x, t1 = silu(gn1(x)), t2 = conv1(t1); t2 = silu(gn2(t2)); t1 = conv2(t2) + x */
+        float *t1 = alloc_f(c, (size_t)r->cin * hw);
+        float *t2 = alloc_f(c, (size_t)r->cout * hw);
+        if (!t1 || !t2) return oom(c, "resnet");
+        sdb_groupnorm(x, 1, r->cin, (int)hw, g, r->norm1.gamma, r->norm1.beta, VAE_GN_EPS, 1, t1);
+        if ((rc = conv(c, &r->conv1, t1, H, W, t2, NULL))) return rc;
+        sdb_groupnorm(t2, 1, r->cout, (int)hw, g, r->norm2.gamma, r->norm2.beta, VAE_GN_EPS, 1, t2);
+        if ((rc = conv(c, &r->conv2, t2, H, W, t1, x))) return rc;
+        *xp = settle(c, xmark, t1, (size_t)r->cout * hw);
+        return 0;
+    }
+    /* s = shortcut(x) first, so x can be normalised in place: x, s, t2 live at the peak. */
+    float *s = alloc_f(c, (size_t)r->cout * hw);
+    float *t2 = alloc_f(c, (size_t)r->cout * hw);
+    if (!s || !t2) return oom(c, "resnet");
+    if ((rc = conv(c, &r->shortcut, x, H, W, s, NULL))) return rc;
+    sdb_groupnorm(x, 1, r->cin, (int)hw, g, r->norm1.gamma, r->norm1.beta, VAE_GN_EPS, 1, x);
+    if ((rc = conv(c, &r->conv1, x, H, W, t2, NULL))) return rc;
+    sdb_groupnorm(t2, 1, r->cout, (int)hw, g, r->norm2.gamma, r->norm2.beta, VAE_GN_EPS, 1, t2);
+    if (r->cout <= r->cin) {
+        /* x is dead: the result goes straight into its place */
+        if ((rc = conv(c, &r->conv2, t2, H, W, x, s))) return rc;
+        sdb_arena_reset(c->a, xmark);
+        *xp = sdb_arena_floats(c->a, (size_t)r->cout * hw);
+        return 0;
+    }
+    float *o = alloc_f(c, (size_t)r->cout * hw);
+    if (!o) return oom(c, "resnet");
+    if ((rc = conv(c, &r->conv2, t2, H, W, o, s))) return rc;
+    *xp = settle(c, xmark, o, (size_t)r->cout * hw);
+    return 0;
+}
+
+/* The mid-block attention (one head over C channels) with the residual: x += attn(gn(x)).
+ * The q/k/v/out projections run as 1x1 convolutions on the [C, HW] activation: the conv kernel
+ * is bit-identical for any thread count, a plain threaded sgemm (sdb_linear) is not. */
+static int attn_fwd(vae_ctx *c, const vae_attn *at, float *x, int H, int W)
+{
+    size_t mark = sdb_arena_mark(c->a);
+    int C = at->C, n = H * W, rc;
+    size_t sz = (size_t)C * n;
+    float *xn = alloc_f(c, sz), *t = alloc_f(c, sz);
+    float *q = alloc_f(c, sz), *k = alloc_f(c, sz), *vv = alloc_f(c, sz);
+    if (!xn || !t || !q || !k || !vv) return oom(c, "attention");
+    sdb_conv2d pq = {C, C, 1, 1, 0, 0, 0, 0, at->wq, at->bq};
+    sdb_conv2d pk = pq, pv = pq, po = pq;
+    pk.w = at->wk; pk.b = at->bk;
+    pv.w = at->wv; pv.b = at->bv;
+    po.w = at->wo; po.b = at->bo;
+    sdb_groupnorm(x, 1, C, n, c->v->cfg.norm_num_groups, at->norm.gamma, at->norm.beta, VAE_GN_EPS, 0, xn);
+    /* projections in [C, HW], then to token rows [HW, C] */
+    if ((rc = conv(c, &pq, xn, H, W, t, NULL))) return rc;
+    sdb_transpose(t, C, n, q);
+    if ((rc = conv(c, &pk, xn, H, W, t, NULL))) return rc;
+    sdb_transpose(t, C, n, k);
+    if ((rc = conv(c, &pv, xn, H, W, t, NULL))) return rc;
+    sdb_transpose(t, C, n, vv);
+    float scale = (float)(1.0 / sqrt((double)C));
+    if (sdb_attention(q, C, k, C, vv, C, xn, C, n, n, 1, C, scale, 0, c->a)) return oom(c, "attention");
+    sdb_transpose(xn, n, C, t); /* [HW, C] -> [C, HW] */
+    if ((rc = conv(c, &po, t, H, W, q, x))) return rc; /* out projection + residual */
+    memcpy(x, q, sz * sizeof(float));
+    sdb_arena_reset(c->a, mark);
+    return 0;
+}
+
+static int mid_fwd(vae_ctx *c, const vae_mid *m, float **xp, size_t xmark, int H, int W)
+{
+    int rc;
+    if ((rc = resnet_fwd(c, &m->r0, xp, xmark, H, W))) return rc;
+    if (m->has_attn && (rc = attn_fwd(c, &m->attn, *xp, H, W))) return rc;
+    return resnet_fwd(c, &m->r1, xp, xmark, H, W);
+}
+
+/* Plain conv of the activation at xmark, the result replacing it. */
+static int conv_settle(vae_ctx *c, const sdb_conv2d *cv, float **xp, size_t xmark, int *H, int *W)
+{
+    int Ho, Wo, rc;
+    sdb_conv2d_out_size(cv, *H, *W, &Ho, &Wo);
+    size_t n = (size_t)cv->cout * Ho * Wo;
+    float *y = alloc_f(c, n);
+    if (!y) return oom(c, "convolution output");
+    if ((rc = conv(c, cv, *xp, *H, *W, y, NULL))) return rc;
+    *xp = settle(c, xmark, y, n);
+    *H = Ho;
+    *W = Wo;
+    return 0;
+}
+
+/* Upsample2D: nearest x2 then conv3x3 (pad 1). The upsampled input is built strip by strip
+ * (output rows r0..r0+R-1 need upsampled rows r0-1..r0+R), each strip convolved with the
+ * image-border padding only where the strip touches the border. */
+static int upsample_fwd(vae_ctx *c, const sdb_conv2d *cv, float **xp, size_t xmark, int *Hp, int *Wp)
+{
+    const int H = *Hp, W = *Wp, H2 = 2 * H, W2 = 2 * W, Cin = cv->cin, Cout = cv->cout;
+    const float *x = *xp;
+    size_t out_n = (size_t)Cout * H2 * W2;
+    float *out = alloc_f(c, out_n);
+    if (!out) return oom(c, "upsample output");
+    int rc;
+    size_t row_floats = (size_t)Cin * W2;
+    size_t budget = c->v->strip_floats ? c->v->strip_floats : VAE_STRIP_FLOATS;
+    size_t rmax = budget / row_floats;
+    int R = rmax > (size_t)H2 + 2 ? H2 : (int)rmax - 2;
+    if (R < 2) R = 2;
+    if (R >= H2) {
+        float *up = alloc_f(c, (size_t)Cin * H2 * W2);
+        if (!up) return oom(c, "upsample");
+        sdb_upsample_nearest(x, 1, Cin, H, W, up, H2, W2);
+        if ((rc = conv(c, cv, up, H2, W2, out, NULL))) return rc;
+    } else {
+        float *strip = alloc_f(c, (size_t)Cin * (R + 2) * W2);
+        float *so = alloc_f(c, (size_t)Cout * R * W2);
+        if (!strip || !so) return oom(c, "upsample strips");
+        for (int r0 = 0; r0 < H2; r0 += R) {
+            int rows = H2 - r0 < R ? H2 - r0 : R;
+            int first = r0 - 1 < 0 ? 0 : r0 - 1;
+            int last = r0 + rows > H2 - 1 ? H2 - 1 : r0 + rows; /* inclusive */
+            int sr = last - first + 1;
+            for (int ch = 0; ch < Cin; ch++) {
+                for (int i = 0; i < sr; i++) {
+                    const float *src = x + ((size_t)ch * H + (first + i) / 2) * W;
+                    float *dst = strip + ((size_t)ch * sr + i) * W2;
+                    for (int j = 0; j < W; j++) dst[2 * j] = dst[2 * j + 1] = src[j];
+                }
+            }
+            sdb_conv2d sc = *cv;
+            sc.pad_t = (r0 == 0) ? 1 : 0;
+            sc.pad_b = (r0 + rows == H2) ? 1 : 0;
+            sc.pad_l = sc.pad_r = 1;
+            if ((rc = conv(c, &sc, strip, sr, W2, so, NULL))) return rc;
+            for (int ch = 0; ch < Cout; ch++)
+                memcpy(out + ((size_t)ch * H2 + r0) * W2, so + (size_t)ch * rows * W2,
+                       (size_t)rows * W2 * sizeof(float));
+        }
+    }
+    *xp = settle(c, xmark, out, out_n);
+    *Hp = H2;
+    *Wp = W2;
+    return 0;
+}
+
+/* Wraps a forward: measures the arena's peak above its use at entry and restores it. */
+typedef struct { size_t entry, old_peak; } peak_guard;
+
+static void peak_begin(sdb_arena *a, peak_guard *g)
+{
+    g->entry = a->used;
+    g->old_peak = a->peak;
+    a->peak = a->used;
+}
+
+static void peak_end(sdb_vae *v, sdb_arena *a, const peak_guard *g)
+{
+    v->peak = a->peak - g->entry;
+    if (g->old_peak > a->peak) a->peak = g->old_peak;
+    sdb_arena_reset(a, g->entry);
+}
+
+int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
+                   float *logvar, sdb_arena *arena, sdb_err *err)
+{
+    const sdb_vae_config *cfg = &v->cfg;
+    int h, w;
+    sdb_vae_latent_size(v, H, W, &h, &w);
+    if (H < 1 || W < 1 || h < 1 || w < 1)
+        return sdb_fail(err, SDB_EINVAL, "vae encode: image %dx%d is too small", H, W);
+    vae_ctx c = {v, arena, err};
+    peak_guard pg;
+    peak_begin(arena, &pg);
+    int rc = 0;
+    char nm[64];
+    /* keep the activation's offset 64-byte aligned so settle() lands exactly on it */
+    sdb_arena_alloc(arena, 0);
+    size_t xmark = sdb_arena_mark(arena);
+    int C = v->enc_conv_in.cout;
+    float *x = alloc_f(&c, (size_t)C * H * W);
+    if (!x) { rc = oom(&c, "encoder"); goto out; }
+    if ((rc = conv(&c, &v->enc_conv_in, image, H, W, x, NULL))) goto out;
+    for (int i = 0; i < cfg->n_blocks; i++) {
+        const vae_block *b = &v->enc_blocks[i];
+        for (int j = 0; j < b->n_resnets; j++)
+            if ((rc = resnet_fwd(&c, &b->resnets[j], &x, xmark, H, W))) goto out;
+        if (b->has_sample && (rc = conv_settle(&c, &b->sample, &x, xmark, &H, &W))) goto out;
+        C = cfg->block_out_channels[i];
+        snprintf(nm, sizeof nm, "encoder.down_blocks.%d", i);
+        debug(&c, nm, x, C, H, W);
+    }
+    if ((rc = mid_fwd(&c, &v->enc_mid, &x, xmark, H, W))) goto out;
+    debug(&c, "encoder.mid_block", x, C, H, W);
+    sdb_groupnorm(x, 1, C, H * W, cfg->norm_num_groups, v->enc_norm_out.gamma, v->enc_norm_out.beta,
+                  VAE_GN_EPS, 1, x);
+    if ((rc = conv_settle(&c, &v->enc_conv_out, &x, xmark, &H, &W))) goto out;
+    C = v->enc_conv_out.cout;
+    debug(&c, "encoder", x, C, H, W);
+    if (v->has_quant) {
+        if ((rc = conv_settle(&c, &v->quant_conv, &x, xmark, &H, &W))) goto out;
+        debug(&c, "quant_conv", x, C, H, W);
+    }
+    /* DiagonalGaussianDistribution */
+    size_t n = (size_t)cfg->latent_channels * h * w;
+    memcpy(mean, x, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float lv = x[n + i];
+        lv = lv < -30.0f ? -30.0f : (lv > 20.0f ? 20.0f : lv);
+        if (logvar) logvar[i] = lv;
+        std[i] = expf(0.5f * lv);
+    }
+out:
+    peak_end(v, arena, &pg);
+    if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H, W);
+    return rc;
+}
+
+int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
+                   sdb_err *err)
+{
+    const sdb_vae_config *cfg = &v->cfg;
+    if (h < 1 || w < 1) return sdb_fail(err, SDB_EINVAL, "vae decode: latent %dx%d is empty", h, w);
+    vae_ctx c = {v, arena, err};
+    peak_guard pg;
+    peak_begin(arena, &pg);
+    int rc = 0, H = h, W = w;
+    char nm[64];
+    sdb_arena_alloc(arena, 0);
+    size_t xmark = sdb_arena_mark(arena);
+    int L = cfg->latent_channels;
+    float *x = alloc_f(&c, (size_t)L * h * w);
+    if (!x) { rc = oom(&c, "decoder"); goto out; }
+    memcpy(x, z, (size_t)L * h * w * sizeof(float));
+    if (v->has_post_quant) {
+        if ((rc = conv_settle(&c, &v->post_quant_conv, &x, xmark, &H, &W))) goto out;
+        debug(&c, "post_quant_conv", x, L, H, W);
+    }
+    if ((rc = conv_settle(&c, &v->dec_conv_in, &x, xmark, &H, &W))) goto out;
+    int C = v->dec_conv_in.cout;
+    debug(&c, "decoder.conv_in", x, C, H, W);
+    if ((rc = mid_fwd(&c, &v->dec_mid, &x, xmark, H, W))) goto out;
+    debug(&c, "decoder.mid_block", x, C, H, W);
+    for (int i = 0; i < cfg->n_blocks; i++) {
+        const vae_block *b = &v->dec_blocks[i];
+        for (int j = 0; j < b->n_resnets; j++)
+            if ((rc = resnet_fwd(&c, &b->resnets[j], &x, xmark, H, W))) goto out;
+        C = b->resnets[b->n_resnets - 1].cout;
+        if (b->has_sample && (rc = upsample_fwd(&c, &b->sample, &x, xmark, &H, &W))) goto out;
+        snprintf(nm, sizeof nm, "decoder.up_blocks.%d", i);
+        debug(&c, nm, x, C, H, W);
+    }
+    sdb_groupnorm(x, 1, C, H * W, cfg->norm_num_groups, v->dec_norm_out.gamma, v->dec_norm_out.beta,
+                  VAE_GN_EPS, 1, x);
+    if ((rc = conv(&c, &v->dec_conv_out, x, H, W, image, NULL))) goto out;
+out:
+    peak_end(v, arena, &pg);
+    if (rc) sdb_err_prefix(err, "VAE decode (latent %dx%d)", h, w);
+    return rc;
+}
