@@ -1,0 +1,254 @@
+/*
+ * clip.c — transformers' CLIPTextModel forward (see clip.h). Owns: the model struct, and for
+ * sdb_clip_load_dir the sdb_weights (file mapping + widened F16 copies).
+ *
+ * Arithmetic follows transformers' order where it is cheap to: the residual adds are
+ * x + (y + bias) (projection into a temporary, then sdb_add), as torch computes
+ * `residual + hidden_states`. Linears use sdb_gemm_linear (a fixed block grid of single-threaded
+ * sgemms), so results are bit-identical for any thread count; attention is sdb_attention (scale
+ * applied to q·k, masked scores get exactly zero weight, which is what adding float32-min gives).
+ */
+#include "sdb/clip.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sdb/config.h"
+#include "sdb/fsutil.h"
+#include "sdb/ops/activation.h"
+#include "sdb/ops/attention.h"
+#include "sdb/ops/conv.h"
+#include "sdb/ops/norm.h"
+
+typedef struct {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} clip_layer;
+
+struct sdb_clip {
+    sdb_clip_config cfg;
+    sdb_weights *w;        /* borrowed, or own_w */
+    sdb_weights own_w;
+    int owns_w;
+    const float *tok_emb, *pos_emb, *lnf_w, *lnf_b;
+    clip_layer *layers;
+};
+
+static int cfg_int(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
+                   int *out, sdb_err *err)
+{
+    long long v;
+    int rc = sdb_config_int(c, key, def, &v, err);
+    if (rc) return rc;
+    if (v < lo || v > hi)
+        return sdb_fail(err, SDB_EFORMAT, "%s: '%s' is %lld, expected %lld..%lld", c->path, key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    sdb_config c;
+    int rc = sdb_config_load(&c, config_path, err);
+    if (rc) return rc;
+    /* defaults: transformers' CLIPTextConfig */
+    if (!rc) rc = cfg_int(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
+    if (!rc) rc = cfg_int(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
+    if (!rc) rc = cfg_int(&c, "intermediate_size", 2048, 1, 1 << 20, &cfg->intermediate_size, err);
+    if (!rc) rc = cfg_int(&c, "num_hidden_layers", 12, 1, 1000, &cfg->num_hidden_layers, err);
+    if (!rc) rc = cfg_int(&c, "num_attention_heads", 8, 1, 65536, &cfg->num_attention_heads, err);
+    if (!rc) rc = cfg_int(&c, "max_position_embeddings", 77, 1, 1 << 16, &cfg->max_position_embeddings, err);
+    double eps = 1e-5;
+    if (!rc) rc = sdb_config_double(&c, "layer_norm_eps", 1e-5, &eps, err);
+    if (!rc && !(eps > 0 && eps < 1)) rc = sdb_fail(err, SDB_EFORMAT, "%s: 'layer_norm_eps' is %g, expected a small positive number", config_path, eps);
+    cfg->layer_norm_eps = (float)eps;
+    const char *act = NULL;
+    if (!rc) rc = sdb_config_string(&c, "hidden_act", "quick_gelu", &act, err);
+    if (!rc) {
+        if (!strcmp(act, "quick_gelu")) cfg->hidden_act = SDB_CLIP_ACT_QUICK_GELU;
+        else if (!strcmp(act, "gelu")) cfg->hidden_act = SDB_CLIP_ACT_GELU;
+        else rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (quick_gelu or gelu)", config_path, act);
+    }
+    if (!rc && cfg->hidden_size % cfg->num_attention_heads)
+        rc = sdb_fail(err, SDB_EFORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
+                      config_path, cfg->hidden_size, cfg->num_attention_heads);
+    sdb_config_free(&c);
+    return rc;
+}
+
+static int get1(sdb_weights *w, const float **out, sdb_err *err, int64_t n, const char *fmt, int layer, const char *what)
+{
+    int64_t shape[1] = {n};
+    return sdb_weights_getf(w, out, err, 1, shape, fmt, layer, what);
+}
+
+static int get2(sdb_weights *w, const float **out, sdb_err *err, int64_t r, int64_t c, const char *fmt, int layer, const char *what)
+{
+    int64_t shape[2] = {r, c};
+    return sdb_weights_getf(w, out, err, 2, shape, fmt, layer, what);
+}
+
+static int load_weights(sdb_clip *m, sdb_err *err)
+{
+    const sdb_clip_config *c = &m->cfg;
+    sdb_weights *w = m->w;
+    int64_t H = c->hidden_size, I = c->intermediate_size;
+    int64_t s_tok[2] = {c->vocab_size, H}, s_pos[2] = {c->max_position_embeddings, H}, s_h[1] = {H};
+    int rc = sdb_weights_get(w, "text_model.embeddings.token_embedding.weight", 2, s_tok, &m->tok_emb, err);
+    if (!rc) rc = sdb_weights_get(w, "text_model.embeddings.position_embedding.weight", 2, s_pos, &m->pos_emb, err);
+    if (!rc) rc = sdb_weights_get(w, "text_model.final_layer_norm.weight", 1, s_h, &m->lnf_w, err);
+    if (!rc) rc = sdb_weights_get(w, "text_model.final_layer_norm.bias", 1, s_h, &m->lnf_b, err);
+    static const char *L = "text_model.encoder.layers.%d.%s";
+    for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
+        clip_layer *y = &m->layers[l];
+        if (!rc) rc = get1(w, &y->ln1_w, err, H, L, l, "layer_norm1.weight");
+        if (!rc) rc = get1(w, &y->ln1_b, err, H, L, l, "layer_norm1.bias");
+        if (!rc) rc = get2(w, &y->q_w, err, H, H, L, l, "self_attn.q_proj.weight");
+        if (!rc) rc = get1(w, &y->q_b, err, H, L, l, "self_attn.q_proj.bias");
+        if (!rc) rc = get2(w, &y->k_w, err, H, H, L, l, "self_attn.k_proj.weight");
+        if (!rc) rc = get1(w, &y->k_b, err, H, L, l, "self_attn.k_proj.bias");
+        if (!rc) rc = get2(w, &y->v_w, err, H, H, L, l, "self_attn.v_proj.weight");
+        if (!rc) rc = get1(w, &y->v_b, err, H, L, l, "self_attn.v_proj.bias");
+        if (!rc) rc = get2(w, &y->o_w, err, H, H, L, l, "self_attn.out_proj.weight");
+        if (!rc) rc = get1(w, &y->o_b, err, H, L, l, "self_attn.out_proj.bias");
+        if (!rc) rc = get1(w, &y->ln2_w, err, H, L, l, "layer_norm2.weight");
+        if (!rc) rc = get1(w, &y->ln2_b, err, H, L, l, "layer_norm2.bias");
+        if (!rc) rc = get2(w, &y->fc1_w, err, I, H, L, l, "mlp.fc1.weight");
+        if (!rc) rc = get1(w, &y->fc1_b, err, I, L, l, "mlp.fc1.bias");
+        if (!rc) rc = get2(w, &y->fc2_w, err, H, I, L, l, "mlp.fc2.weight");
+        if (!rc) rc = get1(w, &y->fc2_b, err, H, L, l, "mlp.fc2.bias");
+    }
+    return rc;
+}
+
+static int clip_build(sdb_clip *m, const char *config_path, sdb_err *err)
+{
+    int rc = sdb_clip_config_load(&m->cfg, config_path, err);
+    if (rc) return rc;
+    m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
+    if (!m->layers) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    return load_weights(m, err);
+}
+
+int sdb_clip_load(sdb_clip **out, const char *config_path, sdb_weights *w, sdb_err *err)
+{
+    *out = NULL;
+    sdb_clip *m = calloc(1, sizeof *m);
+    if (!m) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    m->w = w;
+    int rc = clip_build(m, config_path, err);
+    if (rc) { sdb_clip_free(m); return rc; }
+    *out = m;
+    return 0;
+}
+
+int sdb_clip_load_dir(sdb_clip **out, const char *dir, sdb_err *err)
+{
+    *out = NULL;
+    char *cfg = sdb_path_join(dir, "config.json");
+    char *p32 = sdb_path_join(dir, "model.safetensors");
+    char *p16 = sdb_path_join(dir, "model.fp16.safetensors");
+    sdb_clip *m = calloc(1, sizeof *m);
+    int rc = (!cfg || !p32 || !p16 || !m) ? sdb_fail(err, SDB_ENOMEM, "out of memory") : 0;
+    if (!rc && !sdb_is_dir(dir)) rc = sdb_fail(err, SDB_ENOTFOUND, "%s: text encoder folder not found", dir);
+    if (!rc && !sdb_file_exists(cfg)) rc = sdb_fail(err, SDB_ENOTFOUND, "%s: missing (the text encoder's config)", cfg);
+    const char *wpath = !rc && sdb_file_exists(p32) ? p32 : !rc && sdb_file_exists(p16) ? p16 : NULL;
+    if (!rc && !wpath)
+        rc = sdb_fail(err, SDB_ENOTFOUND, "%s: no text encoder weights (model.safetensors or model.fp16.safetensors)", dir);
+    if (!rc) rc = sdb_weights_open(&m->own_w, wpath, "text_encoder", err);
+    if (!rc) {
+        m->owns_w = 1;
+        m->w = &m->own_w;
+        rc = clip_build(m, cfg, err);
+    }
+    free(cfg);
+    free(p32);
+    free(p16);
+    if (rc) { sdb_clip_free(m); return rc; }
+    *out = m;
+    return 0;
+}
+
+void sdb_clip_free(sdb_clip *m)
+{
+    if (!m) return;
+    if (m->owns_w) sdb_weights_free(&m->own_w);
+    free(m->layers);
+    free(m);
+}
+
+const sdb_clip_config *sdb_clip_get_config(const sdb_clip *m) { return &m->cfg; }
+size_t sdb_clip_weight_bytes(const sdb_clip *m) { return m->w ? m->w->bytes : 0; }
+
+int sdb_clip_encode(sdb_clip *m, const int32_t *ids, int B, float *out, sdb_arena *scratch, sdb_err *err)
+{
+    return sdb_clip_encode_ex(m, ids, B, m->cfg.max_position_embeddings, out, NULL, scratch, err);
+}
+
+int sdb_clip_encode_ex(sdb_clip *m, const int32_t *ids, int B, int S, float *out, float *hidden,
+                       sdb_arena *scratch, sdb_err *err)
+{
+    const sdb_clip_config *c = &m->cfg;
+    if (B < 1 || S < 1 || S > c->max_position_embeddings)
+        return sdb_fail(err, SDB_EINVAL, "text encoder: batch %d x %d tokens: need B >= 1 and 1 <= tokens <= %d",
+                        B, S, c->max_position_embeddings);
+    for (long i = 0; i < (long)B * S; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size)
+            return sdb_fail(err, SDB_EINVAL, "text encoder: token id %d (row %ld, position %ld) is outside the vocabulary (0..%d)",
+                            ids[i], i / S, i % S, c->vocab_size - 1);
+    const int H = c->hidden_size, I = c->intermediate_size, heads = c->num_attention_heads, hd = H / heads;
+    const int M = B * S;
+    const size_t MH = (size_t)M * H;
+    const float scale = (float)pow((double)hd, -0.5); /* self.scale = head_dim**-0.5 */
+    size_t mark = sdb_arena_mark(scratch);
+    float *x = sdb_arena_floats(scratch, MH), *h = sdb_arena_floats(scratch, MH);
+    float *q = sdb_arena_floats(scratch, MH), *k = sdb_arena_floats(scratch, MH);
+    float *v = sdb_arena_floats(scratch, MH), *a = sdb_arena_floats(scratch, MH);
+    float *f = sdb_arena_floats(scratch, (size_t)M * I);
+    if (!x || !h || !q || !k || !v || !a || !f) {
+        sdb_arena_reset(scratch, mark);
+        return sdb_fail(err, SDB_ENOMEM, "text encoder: scratch memory exhausted (%zu floats for batch %d)",
+                        5 * MH + (size_t)M * I, B);
+    }
+
+    /* embeddings */
+    for (int r = 0; r < M; r++) {
+        const float *te = m->tok_emb + (size_t)ids[r] * H, *pe = m->pos_emb + (size_t)(r % S) * H;
+        float *xr = x + (size_t)r * H;
+        for (int j = 0; j < H; j++) xr[j] = te[j] + pe[j];
+    }
+    if (hidden) memcpy(hidden, x, MH * sizeof(float));
+
+    int rc = 0;
+    for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
+        const clip_layer *y = &m->layers[l];
+        /* self-attention block */
+        sdb_layernorm(x, M, H, y->ln1_w, y->ln1_b, c->layer_norm_eps, h);
+        sdb_gemm_linear(h, M, H, y->q_w, y->q_b, H, q, 0);
+        sdb_gemm_linear(h, M, H, y->k_w, y->k_b, H, k, 0);
+        sdb_gemm_linear(h, M, H, y->v_w, y->v_b, H, v, 0);
+        for (int b = 0; b < B && !rc; b++) {
+            size_t o = (size_t)b * S * H;
+            if (sdb_attention(q + o, H, k + o, H, v + o, H, a + o, H, S, S, heads, hd, scale, 1, scratch))
+                rc = sdb_fail(err, SDB_ENOMEM, "text encoder: scratch memory exhausted in attention");
+        }
+        if (rc) break;
+        sdb_gemm_linear(a, M, H, y->o_w, y->o_b, H, h, 0);
+        sdb_add(x, h, MH);
+        /* MLP block */
+        sdb_layernorm(x, M, H, y->ln2_w, y->ln2_b, c->layer_norm_eps, h);
+        sdb_gemm_linear(h, M, H, y->fc1_w, y->fc1_b, I, f, 0);
+        if (c->hidden_act == SDB_CLIP_ACT_QUICK_GELU) sdb_quick_gelu(f, (size_t)M * I);
+        else sdb_gelu(f, (size_t)M * I);
+        sdb_gemm_linear(f, M, I, y->fc2_w, y->fc2_b, H, h, 0);
+        sdb_add(x, h, MH);
+        if (hidden) memcpy(hidden + (size_t)(l + 1) * MH, x, MH * sizeof(float));
+    }
+    if (!rc && out) sdb_layernorm(x, M, H, m->lnf_w, m->lnf_b, c->layer_norm_eps, out);
+    sdb_arena_reset(scratch, mark);
+    return rc;
+}

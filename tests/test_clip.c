@@ -1,0 +1,345 @@
+/*
+ * test_clip.c — the CLIP text encoder against refs/clip_text.safetensors (last_hidden_state and
+ * the per-layer hidden states, abs 1e-5), loaded from the diffusers folder and from the single-file
+ * checkpoint (identical outputs), 1 vs 2 threads (bit-identical), batching, an F16 copy of the
+ * weights, tokenizer + encoder end to end, and load errors.
+ */
+#include "harness.h"
+#include "sdb/clip.h"
+#include "sdb/fp16.h"
+#include "sdb/fsutil.h"
+#include "sdb/safetensors.h"
+#include "sdb/threads.h"
+#include "sdb/tokenizer.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S 77
+#define H 32
+#define NL 3
+
+static sdb_arena arena;
+static int32_t ref_ids[3 * S];
+static float *ref_last, *ref_hidden; /* [3,77,32], [4,3,77,32] */
+static int have_ref;
+
+static const char *te_dir(void) { return sdb_t_path("models/tiny-sd-inpaint/text_encoder"); }
+
+static void load_refs(void)
+{
+    sdb_err err = {0};
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, sdb_t_path("refs/clip_text.safetensors"), &err), &err);
+    if (!st) return;
+    const sdb_st_tensor *t = sdb_st_find(st, "input_ids");
+    CHECK(t && t->numel == 3 * S);
+    if (t) {
+        int64_t tmp[3 * S];
+        CHECK_OK(sdb_st_to_i64(t, tmp, &err), &err);
+        for (int i = 0; i < 3 * S; i++) ref_ids[i] = (int32_t)tmp[i];
+    }
+    int64_t n = 0;
+    CHECK_OK(sdb_st_load_f32(st, "last_hidden_state", &ref_last, &n, &err), &err);
+    CHECK(n == 3 * S * H);
+    CHECK_OK(sdb_st_load_f32(st, "hidden_states", &ref_hidden, &n, &err), &err);
+    CHECK(n == (NL + 1) * 3 * S * H);
+    sdb_st_close(st);
+    have_ref = ref_last && ref_hidden;
+}
+
+static void test_diffusers_folder(void)
+{
+    load_refs();
+    if (!have_ref) return;
+    sdb_err err = {0};
+    sdb_clip *m = NULL;
+    CHECK_OK(sdb_clip_load_dir(&m, te_dir(), &err), &err);
+    if (!m) return;
+    const sdb_clip_config *c = sdb_clip_get_config(m);
+    CHECK(c->hidden_size == H && c->num_hidden_layers == NL && c->num_attention_heads == 4 &&
+          c->intermediate_size == 64 && c->max_position_embeddings == S && c->vocab_size == 49408 &&
+          c->hidden_act == SDB_CLIP_ACT_QUICK_GELU && c->layer_norm_eps == 1e-5f);
+    float *out = malloc(sizeof(float) * 3 * S * H), *hid = malloc(sizeof(float) * (NL + 1) * 3 * S * H);
+    CHECK_OK(sdb_clip_encode_ex(m, ref_ids, 3, S, out, hid, &arena, &err), &err);
+    sdb_t_close(out, ref_last, 3 * S * H, 1e-5, 0, "last_hidden_state");
+    for (int l = 0; l <= NL; l++) {
+        char what[64];
+        snprintf(what, sizeof what, "hidden_states[%d]", l);
+        sdb_t_close(hid + (size_t)l * 3 * S * H, ref_hidden + (size_t)l * 3 * S * H, 3 * S * H, 1e-5, 0, what);
+    }
+    /* sdb_clip_encode = encode_ex with S = 77 and no hidden states */
+    float *out2 = malloc(sizeof(float) * 3 * S * H);
+    CHECK_OK(sdb_clip_encode(m, ref_ids, 3, out2, &arena, &err), &err);
+    CHECK(memcmp(out, out2, sizeof(float) * 3 * S * H) == 0);
+    /* scratch is released */
+    CHECK(arena.used == 0);
+    free(out);
+    free(out2);
+    free(hid);
+    sdb_clip_free(m);
+}
+
+static void test_single_file_identical(void)
+{
+    if (!have_ref) return;
+    sdb_err err = {0};
+    sdb_clip *a = NULL, *b = NULL;
+    CHECK_OK(sdb_clip_load_dir(&a, te_dir(), &err), &err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint.safetensors"), &err), &err);
+    if (!a || !st) { sdb_clip_free(a); sdb_st_close(st); return; }
+    sdb_weights w;
+    sdb_weights_wrap(&w, st, "text_encoder", "cond_stage_model.transformer.", NULL);
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%s/config.json", te_dir());
+    CHECK_OK(sdb_clip_load(&b, cfg, &w, &err), &err);
+    if (b) {
+        float *oa = malloc(sizeof(float) * 3 * S * H), *ob = malloc(sizeof(float) * 3 * S * H);
+        CHECK_OK(sdb_clip_encode(a, ref_ids, 3, oa, &arena, &err), &err);
+        CHECK_OK(sdb_clip_encode(b, ref_ids, 3, ob, &arena, &err), &err);
+        sdb_t_close(ob, ref_last, 3 * S * H, 1e-5, 0, "single-file last_hidden_state");
+        CHECK(memcmp(oa, ob, sizeof(float) * 3 * S * H) == 0);
+        free(oa);
+        free(ob);
+    }
+    sdb_clip_free(b);
+    sdb_weights_free(&w);
+    sdb_st_close(st);
+    sdb_clip_free(a);
+}
+
+static void test_threads_and_batching(void)
+{
+    if (!have_ref) return;
+    sdb_err err = {0};
+    sdb_clip *m = NULL;
+    CHECK_OK(sdb_clip_load_dir(&m, te_dir(), &err), &err);
+    if (!m) return;
+    int saved = sdb_threads_get();
+    size_t n = 3 * S * H;
+    float *o1 = malloc(sizeof(float) * n), *o2 = malloc(sizeof(float) * n), *o3 = malloc(sizeof(float) * n);
+    sdb_threads_set(1);
+    CHECK_OK(sdb_clip_encode(m, ref_ids, 3, o1, &arena, &err), &err);
+    sdb_threads_set(2);
+    CHECK_OK(sdb_clip_encode(m, ref_ids, 3, o2, &arena, &err), &err);
+    sdb_threads_set(3);
+    CHECK_OK(sdb_clip_encode(m, ref_ids, 3, o3, &arena, &err), &err);
+    sdb_threads_set(saved);
+    CHECKF(memcmp(o1, o2, sizeof(float) * n) == 0, "1 and 2 threads differ");
+    CHECKF(memcmp(o1, o3, sizeof(float) * n) == 0, "1 and 3 threads differ");
+    /* each row alone (B = 1), and SD's [uncond, cond] pair: rows do not interact. Not bit-equal:
+     * sdb_gemm's block grid depends on the row count M = B*77, which changes the sgemm blocking
+     * (measured 1.2e-6 here, the size of float32 rounding at |x| ~ 4). */
+    for (int r = 0; r < 3; r++) {
+        CHECK_OK(sdb_clip_encode(m, ref_ids + r * S, 1, o2, &arena, &err), &err);
+        char what[64];
+        snprintf(what, sizeof what, "row %d alone vs batched", r);
+        sdb_t_close(o2, o1 + (size_t)r * S * H, S * H, 5e-6, 0, what);
+    }
+    CHECK_OK(sdb_clip_encode(m, ref_ids, 2, o2, &arena, &err), &err);
+    sdb_t_close(o2, ref_last, 2 * S * H, 1e-5, 0, "[uncond, cond] batch");
+    free(o1);
+    free(o2);
+    free(o3);
+    sdb_clip_free(m);
+}
+
+/* Writes the text encoder's tensors into dir/name: as F16, or as F32 rounded through F16. */
+static int write_copy(const char *dir, const char *name, int as_f16)
+{
+    sdb_err err = {0};
+    sdb_st *st = NULL;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors", te_dir());
+    if (sdb_st_open(&st, p, &err)) { CHECKF(0, "%s", err.msg); return -1; }
+    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
+    void **bufs = calloc((size_t)st->n, sizeof *bufs);
+    for (int i = 0; i < st->n; i++) {
+        const sdb_st_tensor *t = &st->tensors[i];
+        CHECK(t->dtype == SDB_DT_F32);
+        float *f = malloc((size_t)t->numel * sizeof(float));
+        uint16_t *h16 = malloc((size_t)t->numel * sizeof(uint16_t));
+        sdb_st_to_f32(t, f, &err);
+        sdb_f32_to_f16_array(f, h16, (size_t)t->numel);
+        if (as_f16) { bufs[i] = h16; free(f); }
+        else { sdb_f16_to_f32_array(h16, f, (size_t)t->numel); bufs[i] = f; free(h16); }
+        wt[i].name = t->name;
+        wt[i].dtype = as_f16 ? SDB_DT_F16 : SDB_DT_F32;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].data = bufs[i];
+    }
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int rc = sdb_st_write(p, wt, st->n, NULL, NULL, 0, &err);
+    CHECK_OK(rc, &err);
+    for (int i = 0; i < st->n; i++) free(bufs[i]);
+    free(bufs);
+    free(wt);
+    sdb_st_close(st);
+    /* config.json copied into the temp folder */
+    char *cfg = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, "%s/config.json", te_dir());
+    CHECK_OK(sdb_read_file(p, &cfg, &len, &err), &err);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (cfg) CHECK_OK(sdb_write_file_atomic(p, cfg, len, &err), &err);
+    free(cfg);
+    return rc;
+}
+
+static void test_f16_weights(void)
+{
+    if (!have_ref) return;
+    sdb_err err = {0};
+    const char *d16 = sdb_t_tmpdir(), *d16b = sdb_t_tmpdir(), *dr = sdb_t_tmpdir();
+    if (write_copy(d16, "model.fp16.safetensors", 1) || write_copy(d16b, "model.safetensors", 1) ||
+        write_copy(dr, "model.safetensors", 0))
+        return;
+    sdb_clip *m16 = NULL, *m16b = NULL, *mr = NULL;
+    CHECK_OK(sdb_clip_load_dir(&m16, d16, &err), &err);   /* the fp16 variant file name */
+    CHECK_OK(sdb_clip_load_dir(&m16b, d16b, &err), &err); /* F16 data under the plain name */
+    CHECK_OK(sdb_clip_load_dir(&mr, dr, &err), &err);     /* F32 file holding the F16-rounded values */
+    if (!m16 || !m16b || !mr) goto out;
+    size_t n = 3 * S * H;
+    float *o16 = malloc(sizeof(float) * n), *o16b = malloc(sizeof(float) * n), *or_ = malloc(sizeof(float) * n);
+    CHECK_OK(sdb_clip_encode(m16, ref_ids, 3, o16, &arena, &err), &err);
+    CHECK_OK(sdb_clip_encode(m16b, ref_ids, 3, o16b, &arena, &err), &err);
+    CHECK_OK(sdb_clip_encode(mr, ref_ids, 3, or_, &arena, &err), &err);
+    /* F16 widening is exact, so the F16 files must give exactly what F32 weights with the same
+     * (rounded) values give: this pins down that the F16 path loads every tensor correctly. */
+    CHECK(memcmp(o16, or_, sizeof(float) * n) == 0);
+    CHECK(memcmp(o16b, or_, sizeof(float) * n) == 0);
+    /* Against the F32 reference: F16 keeps 11 significant bits, so each weight moves by up to
+     * 2^-12 relative (~2.4e-4). Through 3 layers of LayerNorm-normalised activations (|x| ~ 1-3,
+     * max|ref| ~ 4, and the final LayerNorm divides by a std that is itself perturbed) such
+     * per-weight errors add up to ~1e-3 in the output; measured max 2.2e-3 here. The bound 1e-2
+     * leaves ~4.5x margin, yet is 1000x the F32 tolerance and still catches a wrong or misread
+     * tensor (which changes outputs by O(1)). The outputs must also differ from F32 (the weights
+     * really were rounded). */
+    sdb_t_close(o16, ref_last, n, 1e-2, 0, "F16 weights vs F32 reference");
+    CHECK(memcmp(o16, ref_last, sizeof(float) * n) != 0);
+    CHECK(sdb_clip_weight_bytes(m16) == sdb_clip_weight_bytes(mr));
+    free(o16);
+    free(o16b);
+    free(or_);
+out:
+    sdb_clip_free(m16);
+    sdb_clip_free(m16b);
+    sdb_clip_free(mr);
+}
+
+static void test_end_to_end_with_tokenizer(void)
+{
+    if (!have_ref) return;
+    static const char *prompts[3] = {"", "cat with a hat",
+        " cute little kitty with beautiful minimalist flowers, lots of white background"};
+    sdb_err err = {0};
+    sdb_tokenizer *tok = NULL;
+    sdb_clip *m = NULL;
+    CHECK_OK(sdb_tokenizer_load(&tok, sdb_t_path("models/tiny-sd-inpaint/tokenizer"), &err), &err);
+    CHECK_OK(sdb_clip_load_dir(&m, te_dir(), &err), &err);
+    if (tok && m) {
+        int32_t ids[3 * S];
+        for (int i = 0; i < 3; i++) CHECK_OK(sdb_tokenizer_encode(tok, prompts[i], -1, ids + i * S, NULL, NULL, &err), &err);
+        CHECK(memcmp(ids, ref_ids, sizeof ids) == 0);
+        float *out = malloc(sizeof(float) * 3 * S * H);
+        CHECK_OK(sdb_clip_encode(m, ids, 3, out, &arena, &err), &err);
+        sdb_t_close(out, ref_last, 3 * S * H, 1e-5, 0, "prompts -> embeddings");
+        free(out);
+    }
+    sdb_clip_free(m);
+    sdb_tokenizer_free(tok);
+}
+
+static void expect_fail(int rc, const sdb_err *err, const char *needle, const char *what)
+{
+    CHECKF(rc != 0, "%s: should fail", what);
+    CHECKF(strstr(err->msg, needle) != NULL, "%s: message lacks '%s': %s", what, needle, err->msg);
+    fprintf(stderr, "  %-26s -> %s\n", what, err->msg);
+}
+
+static void test_errors(void)
+{
+    sdb_err err = {0};
+    sdb_clip *m = NULL;
+    int rc = sdb_clip_load_dir(&m, "/nonexistent/text_encoder", &err);
+    expect_fail(rc, &err, "/nonexistent/text_encoder", "missing folder");
+    CHECK(m == NULL);
+
+    /* a folder with config.json only */
+    const char *d = sdb_t_tmpdir();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", d);
+    const char *cfg_text = "{\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 3, "
+                           "\"num_attention_heads\": 4, \"max_position_embeddings\": 77}";
+    sdb_write_file_atomic(p, cfg_text, strlen(cfg_text), &err);
+    rc = sdb_clip_load_dir(&m, d, &err);
+    expect_fail(rc, &err, "model.safetensors", "no weights file");
+
+    /* configs that do not match the weights / are invalid */
+    sdb_weights w;
+    CHECK_OK(sdb_weights_open(&w, sdb_t_path("models/tiny-sd-inpaint/text_encoder/model.safetensors"), "text_encoder", &err), &err);
+    struct { const char *json, *needle, *what; } bad[] = {
+        {"{\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 4, \"num_attention_heads\": 4}",
+         "text_model.encoder.layers.3.layer_norm1.weight", "one layer too many"},
+        {"{\"hidden_size\": 32, \"intermediate_size\": 128, \"num_hidden_layers\": 3, \"num_attention_heads\": 4}",
+         "fc1.weight' has shape [64, 32], expected [128, 32]", "wrong intermediate_size"},
+        {"{\"hidden_size\": 32, \"num_attention_heads\": 5}", "not a multiple", "heads do not divide"},
+        {"{\"hidden_size\": 32, \"num_attention_heads\": 4, \"hidden_act\": \"relu\"}", "relu", "unsupported activation"},
+        {"{\"hidden_size\": \"32\"}", "hidden_size", "hidden_size a string"},
+        {"{\"hidden_size\": 32,", "invalid JSON", "bad JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sdb_write_file_atomic(p, bad[i].json, strlen(bad[i].json), &err);
+        sdb_err e2 = {0};
+        rc = sdb_clip_load(&m, p, &w, &e2);
+        expect_fail(rc, &e2, bad[i].needle, bad[i].what);
+        CHECK(m == NULL);
+    }
+    sdb_weights_free(&w);
+
+    /* bad ids and sizes */
+    CHECK_OK(sdb_clip_load_dir(&m, te_dir(), &err), &err);
+    if (m) {
+        int32_t ids[S];
+        for (int i = 0; i < S; i++) ids[i] = 49407;
+        ids[5] = 49408;
+        float *out = malloc(sizeof(float) * S * H);
+        rc = sdb_clip_encode(m, ids, 1, out, &arena, &err);
+        expect_fail(rc, &err, "49408", "id out of range");
+        ids[5] = -1;
+        rc = sdb_clip_encode(m, ids, 1, out, &arena, &err);
+        expect_fail(rc, &err, "-1", "negative id");
+        ids[5] = 1;
+        rc = sdb_clip_encode_ex(m, ids, 1, 78, out, NULL, &arena, &err);
+        expect_fail(rc, &err, "77", "sequence too long");
+        /* a shorter sequence is a prefix computation: causal attention makes position i depend
+         * only on positions <= i, so the first 10 outputs of S=10 equal the first 10 of S=77 */
+        float *full = malloc(sizeof(float) * S * H);
+        CHECK_OK(sdb_clip_encode_ex(m, ref_ids + S, 1, 10, out, NULL, &arena, &err), &err);
+        CHECK_OK(sdb_clip_encode(m, ref_ids + S, 1, full, &arena, &err), &err);
+        sdb_t_close(out, full, 10 * H, 1e-6, 0, "S=10 prefix vs S=77");
+        free(full);
+        free(out);
+        sdb_clip_free(m);
+    }
+}
+
+int main(void)
+{
+    sdb_err err = {0};
+    if (sdb_arena_init(&arena, (size_t)1 << 30, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    RUN(test_diffusers_folder);
+    RUN(test_single_file_identical);
+    RUN(test_threads_and_batching);
+    RUN(test_f16_weights);
+    RUN(test_end_to_end_with_tokenizer);
+    RUN(test_errors);
+    free(ref_last);
+    free(ref_hidden);
+    sdb_arena_free(&arena);
+    return sdb_t_done();
+}
