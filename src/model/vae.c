@@ -681,6 +681,7 @@ int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, fl
                    float *logvar, sdb_arena *arena, sdb_err *err)
 {
     const sdb_vae_config *cfg = &v->cfg;
+    const int H0 = H, W0 = W;
     int h, w;
     sdb_vae_latent_size(v, H, W, &h, &w);
     if (H < 1 || W < 1 || h < 1 || w < 1)
@@ -717,6 +718,11 @@ int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, fl
         if ((rc = conv_settle(&c, &v->quant_conv, &x, xmark, &H, &W))) goto out;
         debug(&c, "quant_conv", x, C, H, W);
     }
+    if (H != h || W != w || C != 2 * cfg->latent_channels) {
+        rc = sdb_fail(err, SDB_EINVAL, "internal: encoder output %dx%dx%d, expected %dx%dx%d", C, H, W,
+                      2 * cfg->latent_channels, h, w);
+        goto out;
+    }
     /* DiagonalGaussianDistribution */
     size_t n = (size_t)cfg->latent_channels * h * w;
     memcpy(mean, x, n * sizeof(float));
@@ -728,7 +734,7 @@ int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, fl
     }
 out:
     peak_end(v, arena, &pg);
-    if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H, W);
+    if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H0, W0);
     return rc;
 }
 
