@@ -18,12 +18,17 @@
 /* Maps a diffusers name to the file's name (without prefix) into out. Returns 0, or -1 when the
  * name has no counterpart in that layout. */
 typedef int (*sdb_name_map_fn)(const char *name, char *out, size_t outsz);
+/* The same with a context (layouts that depend on the model config, see ldm_names.h). */
+typedef int (*sdb_name_map_ctx_fn)(void *ctx, const char *name, char *out, size_t outsz);
 
 typedef struct sdb_weights {
     sdb_st *st;             /* the file */
     int owns_st;            /* close st with the weights */
     char prefix[64];        /* prepended to the mapped name, e.g. "model.diffusion_model." */
     sdb_name_map_fn map;    /* NULL = identity */
+    sdb_name_map_ctx_fn map_ctx_fn; /* when set, used instead of `map` */
+    void *map_ctx;          /* its context */
+    int owns_map_ctx;       /* free(map_ctx) with the weights */
     const char *component;  /* "unet", "vae", "text_encoder": for messages */
     void **owned;           /* widened copies */
     int n_owned, cap_owned;
@@ -44,6 +49,9 @@ int sdb_weights_open(sdb_weights *w, const char *path, const char *component, sd
 void sdb_weights_wrap(sdb_weights *w, sdb_st *st, const char *component, const char *prefix,
                       sdb_name_map_fn map);
 void sdb_weights_free(sdb_weights *w);
+/* Installs a context-taking name map (after sdb_weights_open/wrap). With `owns`, the weights
+ * free(ctx) when freed. */
+void sdb_weights_set_map_ctx(sdb_weights *w, sdb_name_map_ctx_fn fn, void *ctx, int owns);
 /* Starts a recording sdb_weights (see `recording`). */
 void sdb_weights_init_recorder(sdb_weights *w, const char *component);
 

@@ -29,6 +29,14 @@ void sdb_weights_wrap(sdb_weights *w, sdb_st *st, const char *component, const c
     snprintf(w->prefix, sizeof w->prefix, "%s", prefix ? prefix : "");
 }
 
+void sdb_weights_set_map_ctx(sdb_weights *w, sdb_name_map_ctx_fn fn, void *ctx, int owns)
+{
+    if (w->owns_map_ctx) free(w->map_ctx);
+    w->map_ctx_fn = fn;
+    w->map_ctx = ctx;
+    w->owns_map_ctx = owns;
+}
+
 void sdb_weights_init_recorder(sdb_weights *w, const char *component)
 {
     memset(w, 0, sizeof *w);
@@ -84,6 +92,7 @@ void sdb_weights_free(sdb_weights *w)
     for (int i = 0; i < w->n_owned; i++) free(w->owned[i]);
     free(w->owned);
     if (w->owns_st) sdb_st_close(w->st);
+    if (w->owns_map_ctx) free(w->map_ctx);
     memset(w, 0, sizeof *w);
 }
 
@@ -92,6 +101,7 @@ static int file_name(const sdb_weights *w, const char *name, char *out, size_t n
     size_t pl = strlen(w->prefix);
     if (pl >= n) return -1;
     memcpy(out, w->prefix, pl);
+    if (w->map_ctx_fn) return w->map_ctx_fn(w->map_ctx, name, out + pl, n - pl);
     if (w->map) return w->map(name, out + pl, n - pl);
     if (strlen(name) + pl >= n) return -1;
     strcpy(out + pl, name);

@@ -1,0 +1,56 @@
+/*
+ * unet.h — diffusers UNet2DConditionModel of the SD 1.x / 2.x family (float32, CPU).
+ *
+ * Supported config (unet/config.json): in_channels (4 or 9, any), out_channels, block_out_channels,
+ * layers_per_block, down_block_types CrossAttnDownBlock2D / DownBlock2D, up_block_types UpBlock2D /
+ * CrossAttnUpBlock2D, mid_block_type UNetMidBlock2DCrossAttn, attention_head_dim (int or per-block
+ * list; as in diffusers it is the NUMBER of heads while num_attention_heads is null),
+ * cross_attention_dim, norm_num_groups, norm_eps, use_linear_projection, flip_sin_to_cos,
+ * freq_shift, act_fn silu, upcast_attention (no-op in fp32), transformer_layers_per_block 1,
+ * sample_size. Anything outside that family is refused naming the config field.
+ *
+ * Weights by diffusers names through an sdb_weights (the diffusers folder's safetensors, or the
+ * single-file LDM checkpoint via sdb_weights_wrap + the ldm_names.h mapping). Activations are NCHW;
+ * every temporary comes from the caller's arena (mark at entry, reset at exit).
+ */
+#ifndef SDB_UNET_H
+#define SDB_UNET_H
+
+#include <stddef.h>
+#include "sdb/arena.h"
+#include "sdb/config.h"
+#include "sdb/error.h"
+#include "sdb/weights.h"
+
+typedef struct sdb_unet sdb_unet;
+
+/* Reads the config and fetches every weight (checking shapes). The weights must outlive the model. */
+int sdb_unet_load(sdb_unet **out, const char *config_path, sdb_weights *w, sdb_err *err);
+int sdb_unet_load_config(sdb_unet **out, const sdb_config *cfg, sdb_weights *w, sdb_err *err);
+void sdb_unet_free(sdb_unet *u);
+
+int sdb_unet_in_channels(const sdb_unet *u);
+int sdb_unet_out_channels(const sdb_unet *u);
+int sdb_unet_sample_size(const sdb_unet *u);
+int sdb_unet_cross_attention_dim(const sdb_unet *u);
+
+/*
+ * out [B, out_channels, h, w] = unet(sample [B, in_channels, h, w], timesteps [B] (int or float
+ * values), context [B, ctx_len, cross_attention_dim]). B = 2 runs classifier-free guidance's two
+ * rows in one pass. h, w >= 1 (odd sizes follow diffusers' upsample_size logic). out must not alias
+ * sample. Thread-count independent results.
+ */
+int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
+                     const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err);
+
+/* Arena bytes used above the entry mark at the peak of the last forward. */
+size_t sdb_unet_last_peak(const sdb_unet *u);
+
+/* Optional hook called with intermediate tensors during forward (tests, debugging): names as in
+ * refs/README.md section 4: "time_proj" [B, C0] and "time_embedding" [B, 4*C0] (C = the width,
+ * H = W = 1), "conv_in", "down_blocks.i", "mid_block", "up_blocks.i", "conv_norm_out" [B, C, H, W]. */
+typedef void (*sdb_unet_debug_fn)(void *ctx, const char *name, const float *data, int B, int C,
+                                  int H, int W);
+void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx);
+
+#endif

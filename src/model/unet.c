@@ -1,0 +1,783 @@
+/*
+ * unet.c — diffusers UNet2DConditionModel (SD 1.x / 2.x family) forward in float32 (see unet.h).
+ *
+ * Mirrors diffusers 0.30.3: unet_2d_condition.py (time_proj / time_embedding / conv_in, down path
+ * collecting skip states, mid block, up path popping them, conv_norm_out + SiLU + conv_out),
+ * unet_2d_blocks.py (CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D,
+ * CrossAttnUpBlock2D), resnet.py (ResnetBlock2D, Downsample2D, Upsample2D), transformer_2d.py +
+ * attention.py (Transformer2DModel, BasicTransformerBlock with GEGLU feed-forward).
+ *
+ * Memory: three "work" buffers sized for the largest activation of the up path, plus the skip
+ * states (persistent until the end of the forward, allocated as the down path produces them);
+ * every layer's own temporaries are taken above them and released (mark/reset) when it returns.
+ * Transformer activations are token-major [B*HW, C]; the feed-forward runs in row chunks so its
+ * 8C-wide hidden stays bounded. Every GEMM goes through sdb_gemm / sdb_conv2d (fixed block grids),
+ * attention through sdb_attention: results do not depend on the thread count.
+ */
+#include "sdb/unet.h"
+#include "sdb/ops/activation.h"
+#include "sdb/ops/attention.h"
+#include "sdb/ops/conv.h"
+#include "sdb/ops/groupnorm.h"
+#include "sdb/ops/norm.h"
+#include "sdb/ops/resample.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_BLOCKS 8
+#define MAX_LAYERS 8   /* resnets per block (layers_per_block + 1 in the up path) */
+#define MAX_TBLOCKS 4  /* transformer blocks per Transformer2DModel */
+#define FF_ROWS 1024   /* feed-forward row chunk */
+
+typedef struct { const float *w, *b; } lin_t;
+typedef struct { const float *g, *b; } norm_t;
+
+typedef struct {
+    int cin, cout;
+    norm_t n1, n2;
+    sdb_conv2d c1, c2;
+    lin_t temb;
+    int has_sc;
+    sdb_conv2d sc;
+} resnet_t;
+
+typedef struct {
+    norm_t n1, n2, n3;
+    const float *q1, *k1, *v1;
+    lin_t o1;
+    const float *q2, *k2, *v2;
+    lin_t o2;
+    lin_t ff1, ff2;
+} tblock_t;
+
+typedef struct {
+    int C, heads, head_dim, nblk;
+    norm_t norm;
+    lin_t proj_in, proj_out;
+    tblock_t blk[MAX_TBLOCKS];
+} xformer_t;
+
+typedef struct {
+    int has_attn, nlayers, has_sampler;
+    int cout;
+    resnet_t res[MAX_LAYERS];
+    xformer_t att[MAX_LAYERS];
+    sdb_conv2d sampler; /* downsamplers.0.conv (stride 2) or upsamplers.0.conv */
+} block_t;
+
+struct sdb_unet {
+    int in_ch, out_ch, nblocks, lpb, groups, ctx_dim, sample_size, tdim, c0;
+    int flip_sin_to_cos;
+    double freq_shift;
+    float eps;
+    int boc[MAX_BLOCKS];
+    sdb_conv2d conv_in, conv_out;
+    norm_t norm_out;
+    lin_t t1, t2;
+    block_t down[MAX_BLOCKS], up[MAX_BLOCKS];
+    resnet_t mid_res[2];
+    xformer_t mid_att;
+    size_t last_peak;
+    sdb_unet_debug_fn dbg;
+    void *dbg_ctx;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* config                                                                                       */
+
+static int cfg_fail(const sdb_config *c, sdb_err *err, const char *key, const char *what)
+{
+    return sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s': %s (sdbatch supports the SD 1.x/2.x "
+                    "UNet2DConditionModel family)", c->path ? c->path : "unet config", key, what);
+}
+
+/* key must be absent/null, or equal to a "neutral" value */
+static int cfg_require_null(const sdb_config *c, const char *key, sdb_err *err)
+{
+    if (!sdb_config_has(c, key)) return 0;
+    return cfg_fail(c, err, key, "must be null");
+}
+static int cfg_require_false(const sdb_config *c, const char *key, sdb_err *err)
+{
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v) || json_is_false(v)) return 0;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) if (!json_is_false(e)) return cfg_fail(c, err, key, "must be false");
+        return 0;
+    }
+    return cfg_fail(c, err, key, "must be false");
+}
+static int cfg_require_str(const sdb_config *c, const char *key, const char *want, sdb_err *err)
+{
+    const char *s;
+    int rc = sdb_config_string(c, key, want, &s, err);
+    if (rc) return rc;
+    if (strcmp(s, want) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "'%s' is not supported (only '%s')", s, want);
+        return cfg_fail(c, err, key, msg);
+    }
+    return 0;
+}
+static int cfg_require_num(const sdb_config *c, const char *key, double want, sdb_err *err)
+{
+    double d;
+    int rc = sdb_config_double(c, key, want, &d, err);
+    if (rc) return rc;
+    if (d != want) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%g is not supported (only %g)", d, want);
+        return cfg_fail(c, err, key, msg);
+    }
+    return 0;
+}
+/* int, or a list with one int per block (diffusers expands an int to every block) */
+static int cfg_int_or_list(const sdb_config *c, const char *key, int n, int def, int *vals, sdb_err *err)
+{
+    json_t *v = json_object_get(c->root, key);
+    if (!v || json_is_null(v)) {
+        for (int i = 0; i < n; i++) vals[i] = def;
+        return 0;
+    }
+    if (json_is_integer(v)) {
+        for (int i = 0; i < n; i++) vals[i] = (int)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_array(v)) {
+        if ((int)json_array_size(v) != n) return cfg_fail(c, err, key, "list length differs from the number of blocks");
+        for (int i = 0; i < n; i++) {
+            json_t *e = json_array_get(v, i);
+            if (!json_is_integer(e)) return cfg_fail(c, err, key, "list entries must be integers");
+            vals[i] = (int)json_integer_value(e);
+        }
+        return 0;
+    }
+    return cfg_fail(c, err, key, "must be an integer or a list of integers");
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* weights                                                                                      */
+
+typedef struct {
+    sdb_weights *w;
+    sdb_err *err;
+} ld_t;
+
+static int get_w(ld_t *L, const float **out, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static int get_w(ld_t *L, const float **out, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return sdb_weights_get(L->w, name, ndim, shape, out, L->err);
+}
+
+/* "<pfx>.<nm>" or just "<nm>" at the top level */
+static const char *join(char *buf, size_t n, const char *pfx, const char *nm)
+{
+    if (pfx[0]) snprintf(buf, n, "%s.%s", pfx, nm);
+    else snprintf(buf, n, "%s", nm);
+    return buf;
+}
+
+#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
+static int load_norm(ld_t *L, norm_t *n, int C, const char *pfx0, const char *nm)
+{
+    char pfx[300];
+    join(pfx, sizeof pfx, pfx0, nm);
+    nm = "";
+    TRY(get_w(L, &n->g, 1, C, 0, 0, 0, "%s%s.weight", pfx, nm));
+    TRY(get_w(L, &n->b, 1, C, 0, 0, 0, "%s%s.bias", pfx, nm));
+    return 0;
+}
+static int load_lin(ld_t *L, lin_t *l, int out, int in, int bias, const char *pfx0, const char *nm)
+{
+    char pfx[300];
+    join(pfx, sizeof pfx, pfx0, nm);
+    nm = "";
+    TRY(get_w(L, &l->w, 2, out, in, 0, 0, "%s%s.weight", pfx, nm));
+    l->b = NULL;
+    if (bias) TRY(get_w(L, &l->b, 1, out, 0, 0, 0, "%s%s.bias", pfx, nm));
+    return 0;
+}
+static int load_conv(ld_t *L, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,
+                     const char *pfx0, const char *nm)
+{
+    char pfx[300];
+    join(pfx, sizeof pfx, pfx0, nm);
+    nm = "";
+    memset(c, 0, sizeof *c);
+    c->cin = cin; c->cout = cout; c->k = k; c->stride = stride;
+    c->pad_t = c->pad_l = c->pad_b = c->pad_r = pad;
+    TRY(get_w(L, &c->w, 4, cout, cin, k, k, "%s%s.weight", pfx, nm));
+    TRY(get_w(L, &c->b, 1, cout, 0, 0, 0, "%s%s.bias", pfx, nm));
+    return 0;
+}
+
+static int load_resnet(ld_t *L, resnet_t *r, int cin, int cout, int tdim, const char *pfx)
+{
+    r->cin = cin; r->cout = cout;
+    TRY(load_norm(L, &r->n1, cin, pfx, "norm1"));
+    TRY(load_conv(L, &r->c1, cin, cout, 3, 1, 1, pfx, "conv1"));
+    TRY(load_lin(L, &r->temb, cout, tdim, 1, pfx, "time_emb_proj"));
+    TRY(load_norm(L, &r->n2, cout, pfx, "norm2"));
+    TRY(load_conv(L, &r->c2, cout, cout, 3, 1, 1, pfx, "conv2"));
+    r->has_sc = cin != cout;
+    if (r->has_sc) TRY(load_conv(L, &r->sc, cin, cout, 1, 1, 0, pfx, "conv_shortcut"));
+    return 0;
+}
+
+static int load_xformer(ld_t *L, xformer_t *x, int C, int heads, int nblk, int ctx_dim, int linear_proj,
+                        const char *pfx)
+{
+    if (heads <= 0 || C % heads != 0)
+        return sdb_fail(L->err, SDB_EUNSUPPORTED, "%s: %d channels cannot be split into %d attention heads "
+                        "(config field 'attention_head_dim')", pfx, C, heads);
+    x->C = C; x->heads = heads; x->head_dim = C / heads; x->nblk = nblk;
+    TRY(load_norm(L, &x->norm, C, pfx, "norm"));
+    if (linear_proj) {
+        TRY(load_lin(L, &x->proj_in, C, C, 1, pfx, "proj_in"));
+    } else {
+        TRY(get_w(L, &x->proj_in.w, 4, C, C, 1, 1, "%s.proj_in.weight", pfx));
+        TRY(get_w(L, &x->proj_in.b, 1, C, 0, 0, 0, "%s.proj_in.bias", pfx));
+    }
+    for (int k = 0; k < nblk; k++) {
+        char bp[256];
+        snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", pfx, k);
+        tblock_t *b = &x->blk[k];
+        lin_t tmp;
+        TRY(load_norm(L, &b->n1, C, bp, "norm1"));
+        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_q")); b->q1 = tmp.w;
+        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_k")); b->k1 = tmp.w;
+        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_v")); b->v1 = tmp.w;
+        TRY(load_lin(L, &b->o1, C, C, 1, bp, "attn1.to_out.0"));
+        TRY(load_norm(L, &b->n2, C, bp, "norm2"));
+        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn2.to_q")); b->q2 = tmp.w;
+        TRY(load_lin(L, &tmp, C, ctx_dim, 0, bp, "attn2.to_k")); b->k2 = tmp.w;
+        TRY(load_lin(L, &tmp, C, ctx_dim, 0, bp, "attn2.to_v")); b->v2 = tmp.w;
+        TRY(load_lin(L, &b->o2, C, C, 1, bp, "attn2.to_out.0"));
+        TRY(load_norm(L, &b->n3, C, bp, "norm3"));
+        TRY(load_lin(L, &b->ff1, 8 * C, C, 1, bp, "ff.net.0.proj"));
+        TRY(load_lin(L, &b->ff2, C, 4 * C, 1, bp, "ff.net.2"));
+    }
+    if (linear_proj) {
+        TRY(load_lin(L, &x->proj_out, C, C, 1, pfx, "proj_out"));
+    } else {
+        TRY(get_w(L, &x->proj_out.w, 4, C, C, 1, 1, "%s.proj_out.weight", pfx));
+        TRY(get_w(L, &x->proj_out.b, 1, C, 0, 0, 0, "%s.proj_out.bias", pfx));
+    }
+    return 0;
+}
+
+int sdb_unet_load_config(sdb_unet **out, const sdb_config *c, sdb_weights *w, sdb_err *err)
+{
+    *out = NULL;
+    long long v;
+    double d;
+    const char *s;
+
+    /* --- the family checks --- */
+    if (sdb_config_has(c, "_class_name")) TRY(cfg_require_str(c, "_class_name", "UNet2DConditionModel", err));
+    TRY(cfg_require_str(c, "act_fn", "silu", err));
+    TRY(cfg_require_str(c, "time_embedding_type", "positional", err));
+    TRY(cfg_require_str(c, "resnet_time_scale_shift", "default", err));
+    TRY(cfg_require_str(c, "mid_block_type", "UNetMidBlock2DCrossAttn", err));
+    TRY(cfg_require_str(c, "attention_type", "default", err));
+    static const char *must_null[] = {"addition_embed_type", "class_embed_type", "num_class_embeds",
+        "encoder_hid_dim", "encoder_hid_dim_type", "time_cond_proj_dim", "time_embedding_dim",
+        "time_embedding_act_fn", "timestep_post_act", "projection_class_embeddings_input_dim",
+        "addition_time_embed_dim", "cross_attention_norm", "num_attention_heads",
+        "reverse_transformer_layers_per_block"};
+    for (size_t i = 0; i < sizeof must_null / sizeof must_null[0]; i++) TRY(cfg_require_null(c, must_null[i], err));
+    static const char *must_false[] = {"center_input_sample", "only_cross_attention", "dual_cross_attention",
+        "resnet_skip_time_act", "class_embeddings_concat", "mid_block_only_cross_attention"};
+    for (size_t i = 0; i < sizeof must_false / sizeof must_false[0]; i++) TRY(cfg_require_false(c, must_false[i], err));
+    TRY(cfg_require_num(c, "conv_in_kernel", 3, err));
+    TRY(cfg_require_num(c, "conv_out_kernel", 3, err));
+    TRY(cfg_require_num(c, "resnet_out_scale_factor", 1.0, err));
+    TRY(cfg_require_num(c, "mid_block_scale_factor", 1.0, err));
+
+    sdb_unet *u = calloc(1, sizeof *u);
+    if (!u) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    int rc = 0;
+#define CK(x) do { rc = (x); if (rc) goto fail; } while (0)
+    CK(sdb_config_int(c, "in_channels", 4, &v, err)); u->in_ch = (int)v;
+    CK(sdb_config_int(c, "out_channels", 4, &v, err)); u->out_ch = (int)v;
+    CK(sdb_config_int(c, "layers_per_block", 2, &v, err)); u->lpb = (int)v;
+    CK(sdb_config_int(c, "norm_num_groups", 32, &v, err)); u->groups = (int)v;
+    CK(sdb_config_double(c, "norm_eps", 1e-5, &d, err)); u->eps = (float)d;
+    CK(sdb_config_int(c, "sample_size", 64, &v, err)); u->sample_size = (int)v;
+    CK(sdb_config_bool(c, "flip_sin_to_cos", 1, &u->flip_sin_to_cos, err));
+    CK(sdb_config_double(c, "freq_shift", 0, &u->freq_shift, err));
+    int linear_proj = 0, pad = 1;
+    CK(sdb_config_bool(c, "use_linear_projection", 0, &linear_proj, err));
+    CK(sdb_config_int(c, "downsample_padding", 1, &v, err)); pad = (int)v;
+    if (sdb_config_has(c, "cross_attention_dim") && !json_is_integer(json_object_get(c->root, "cross_attention_dim"))) {
+        rc = cfg_fail(c, err, "cross_attention_dim", "must be one integer");
+        goto fail;
+    }
+    CK(sdb_config_int(c, "cross_attention_dim", 1280, &v, err)); u->ctx_dim = (int)v;
+    (void)s;
+
+    long long boc[MAX_BLOCKS + 1];
+    int nb = 0;
+    CK(sdb_config_int_array(c, "block_out_channels", boc, MAX_BLOCKS + 1, &nb, err));
+    if (nb < 1 || nb > MAX_BLOCKS) { rc = cfg_fail(c, err, "block_out_channels", "1 to 8 blocks are supported"); goto fail; }
+    u->nblocks = nb;
+    for (int i = 0; i < nb; i++) u->boc[i] = (int)boc[i];
+    if (u->lpb < 1 || u->lpb + 1 > MAX_LAYERS) { rc = cfg_fail(c, err, "layers_per_block", "must be 1..7"); goto fail; }
+    if (u->in_ch < 1 || u->out_ch < 1) { rc = cfg_fail(c, err, "in_channels", "must be positive"); goto fail; }
+    for (int i = 0; i < nb; i++)
+        if (u->boc[i] <= 0 || u->boc[i] % u->groups) { rc = cfg_fail(c, err, "block_out_channels", "each must be a positive multiple of norm_num_groups"); goto fail; }
+
+    const char *dtypes[MAX_BLOCKS + 1], *utypes[MAX_BLOCKS + 1];
+    int nd = 0, nu = 0;
+    CK(sdb_config_string_array(c, "down_block_types", dtypes, MAX_BLOCKS + 1, &nd, err));
+    CK(sdb_config_string_array(c, "up_block_types", utypes, MAX_BLOCKS + 1, &nu, err));
+    if (nd != nb) { rc = cfg_fail(c, err, "down_block_types", "length differs from block_out_channels"); goto fail; }
+    if (nu != nb) { rc = cfg_fail(c, err, "up_block_types", "length differs from block_out_channels"); goto fail; }
+    for (int i = 0; i < nb; i++) {
+        if (!strcmp(dtypes[i], "CrossAttnDownBlock2D")) u->down[i].has_attn = 1;
+        else if (!strcmp(dtypes[i], "DownBlock2D")) u->down[i].has_attn = 0;
+        else {
+            char m[160];
+            snprintf(m, sizeof m, "block type '%s' is not supported", dtypes[i]);
+            rc = cfg_fail(c, err, "down_block_types", m);
+            goto fail;
+        }
+        if (!strcmp(utypes[i], "CrossAttnUpBlock2D")) u->up[i].has_attn = 1;
+        else if (!strcmp(utypes[i], "UpBlock2D")) u->up[i].has_attn = 0;
+        else {
+            char m[160];
+            snprintf(m, sizeof m, "block type '%s' is not supported", utypes[i]);
+            rc = cfg_fail(c, err, "up_block_types", m);
+            goto fail;
+        }
+    }
+    int heads[MAX_BLOCKS], tlayers[MAX_BLOCKS];
+    CK(cfg_int_or_list(c, "attention_head_dim", nb, 8, heads, err));
+    CK(cfg_int_or_list(c, "transformer_layers_per_block", nb, 1, tlayers, err));
+    for (int i = 0; i < nb; i++)
+        if (tlayers[i] < 1 || tlayers[i] > MAX_TBLOCKS) { rc = cfg_fail(c, err, "transformer_layers_per_block", "must be 1..4"); goto fail; }
+
+    u->c0 = u->boc[0];
+    u->tdim = 4 * u->c0;
+    if (u->c0 % 2) { rc = cfg_fail(c, err, "block_out_channels", "the first width must be even"); goto fail; }
+
+    /* --- weights --- */
+    ld_t L = {w, err};
+    char p[256];
+    CK(load_conv(&L, &u->conv_in, u->in_ch, u->c0, 3, 1, 1, "", "conv_in") );
+    CK(load_lin(&L, &u->t1, u->tdim, u->c0, 1, "time_embedding", "linear_1"));
+    CK(load_lin(&L, &u->t2, u->tdim, u->tdim, 1, "time_embedding", "linear_2"));
+    int out_c = u->c0;
+    for (int i = 0; i < nb; i++) {
+        block_t *b = &u->down[i];
+        int in_c = out_c;
+        out_c = u->boc[i];
+        b->cout = out_c;
+        b->nlayers = u->lpb;
+        for (int j = 0; j < u->lpb; j++) {
+            snprintf(p, sizeof p, "down_blocks.%d.resnets.%d", i, j);
+            CK(load_resnet(&L, &b->res[j], j == 0 ? in_c : out_c, out_c, u->tdim, p));
+            if (b->has_attn) {
+                snprintf(p, sizeof p, "down_blocks.%d.attentions.%d", i, j);
+                CK(load_xformer(&L, &b->att[j], out_c, heads[i], tlayers[i], u->ctx_dim, linear_proj, p));
+            }
+        }
+        b->has_sampler = i < nb - 1;
+        if (b->has_sampler) {
+            snprintf(p, sizeof p, "down_blocks.%d.downsamplers.0", i);
+            CK(load_conv(&L, &b->sampler, out_c, out_c, 3, 2, pad, p, "conv"));
+        }
+    }
+    int top = u->boc[nb - 1];
+    CK(load_resnet(&L, &u->mid_res[0], top, top, u->tdim, "mid_block.resnets.0"));
+    CK(load_xformer(&L, &u->mid_att, top, heads[nb - 1], tlayers[nb - 1], u->ctx_dim, linear_proj, "mid_block.attentions.0"));
+    CK(load_resnet(&L, &u->mid_res[1], top, top, u->tdim, "mid_block.resnets.1"));
+    int prev_out = u->boc[nb - 1];
+    out_c = u->boc[nb - 1];
+    for (int i = 0; i < nb; i++) {
+        block_t *b = &u->up[i];
+        int ri = nb - 1 - i;
+        prev_out = out_c;
+        out_c = u->boc[ri];
+        int in_c = u->boc[ri - 1 >= 0 ? ri - 1 : 0];
+        b->cout = out_c;
+        b->nlayers = u->lpb + 1;
+        for (int j = 0; j < b->nlayers; j++) {
+            int skip_c = j == b->nlayers - 1 ? in_c : out_c;
+            int rin = j == 0 ? prev_out : out_c;
+            snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
+            CK(load_resnet(&L, &b->res[j], rin + skip_c, out_c, u->tdim, p));
+            if (b->has_attn) {
+                snprintf(p, sizeof p, "up_blocks.%d.attentions.%d", i, j);
+                /* diffusers: reversed num_attention_heads (and transformer layers) */
+                CK(load_xformer(&L, &b->att[j], out_c, heads[ri], tlayers[ri], u->ctx_dim, linear_proj, p));
+            }
+        }
+        b->has_sampler = i < nb - 1;
+        if (b->has_sampler) {
+            snprintf(p, sizeof p, "up_blocks.%d.upsamplers.0", i);
+            CK(load_conv(&L, &b->sampler, out_c, out_c, 3, 1, 1, p, "conv"));
+        }
+    }
+    CK(load_norm(&L, &u->norm_out, u->c0, "", "conv_norm_out"));
+    CK(load_conv(&L, &u->conv_out, u->c0, u->out_ch, 3, 1, 1, "", "conv_out"));
+#undef CK
+    *out = u;
+    return 0;
+fail:
+    free(u);
+    return rc;
+}
+
+int sdb_unet_load(sdb_unet **out, const char *config_path, sdb_weights *w, sdb_err *err)
+{
+    sdb_config c;
+    *out = NULL;
+    int rc = sdb_config_load(&c, config_path, err);
+    if (rc) return rc;
+    rc = sdb_unet_load_config(out, &c, w, err);
+    sdb_config_free(&c);
+    return rc;
+}
+
+void sdb_unet_free(sdb_unet *u) { free(u); }
+int sdb_unet_in_channels(const sdb_unet *u) { return u->in_ch; }
+int sdb_unet_out_channels(const sdb_unet *u) { return u->out_ch; }
+int sdb_unet_sample_size(const sdb_unet *u) { return u->sample_size; }
+int sdb_unet_cross_attention_dim(const sdb_unet *u) { return u->ctx_dim; }
+size_t sdb_unet_last_peak(const sdb_unet *u) { return u->last_peak; }
+void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx) { u->dbg = fn; u->dbg_ctx = ctx; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* forward                                                                                      */
+
+typedef struct {
+    sdb_unet *u;
+    sdb_arena *a;
+    int B;
+    const float *st;      /* silu(temb) [B, tdim] */
+    const float *ctx;     /* [B, L, ctx_dim] */
+    int L;
+} fw_t;
+
+#define ALLOC(ptr, count) do { (ptr) = sdb_arena_floats(F->a, (size_t)(count)); if (!(ptr)) return SDB_ENOMEM; } while (0)
+
+static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W)
+{
+    if (F->u->dbg) F->u->dbg(F->u->dbg_ctx, name, x, F->B, C, H, W);
+}
+
+/* y [B, cout, H, W] = resnet(x [B, cin, H, W]); y must not alias x. */
+static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, float *y)
+{
+    const int B = F->B, HW = H * W;
+    size_t mark = sdb_arena_mark(F->a);
+    float *g, *tp, *h, *bias;
+    ALLOC(g, (size_t)B * r->cin * HW);
+    ALLOC(tp, (size_t)B * r->cout);
+    ALLOC(h, (size_t)B * r->cout * HW);
+    ALLOC(bias, r->cout);
+    sdb_groupnorm(x, B, r->cin, HW, F->u->groups, r->n1.g, r->n1.b, F->u->eps, 1, g);
+    sdb_gemm_linear(F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0);
+    for (int n = 0; n < B; n++) {
+        sdb_conv2d c1 = r->c1;
+        for (int co = 0; co < r->cout; co++) bias[co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
+        c1.b = bias;
+        int rc = sdb_conv2d_forward(&c1, g + (size_t)n * r->cin * HW, 1, H, W,
+                                    h + (size_t)n * r->cout * HW, NULL, F->a);
+        if (rc) return rc;
+    }
+    sdb_groupnorm(h, B, r->cout, HW, F->u->groups, r->n2.g, r->n2.b, F->u->eps, 1, h);
+    const float *res = x;
+    if (r->has_sc) {
+        float *s;
+        ALLOC(s, (size_t)B * r->cout * HW);
+        int rc = sdb_conv2d_forward(&r->sc, x, B, H, W, s, NULL, F->a);
+        if (rc) return rc;
+        res = s;
+    }
+    int rc = sdb_conv2d_forward(&r->c2, h, B, H, W, y, res, F->a);
+    sdb_arena_reset(F->a, mark);
+    return rc;
+}
+
+/* y [B, C, H, W] = Transformer2DModel(x); y must not alias x. */
+static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W, float *y)
+{
+    const int B = F->B, HW = H * W, C = X->C, M = B * HW, L = F->L;
+    const float scale = (float)(1.0 / sqrt((double)X->head_dim));
+    size_t mark = sdb_arena_mark(F->a);
+    float *g, *t, *nb, *q, *k, *v, *ao, *kc, *vc, *hid, *gg;
+    ALLOC(t, (size_t)M * C);
+    {
+        size_t m2 = sdb_arena_mark(F->a);
+        float *tin;
+        ALLOC(g, (size_t)M * C);
+        ALLOC(tin, (size_t)M * C);
+        sdb_groupnorm(x, B, C, HW, F->u->groups, X->norm.g, X->norm.b, 1e-6f, 0, g);
+        for (int n = 0; n < B; n++) sdb_transpose(g + (size_t)n * C * HW, C, HW, tin + (size_t)n * HW * C);
+        sdb_gemm_linear(tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0);
+        sdb_arena_reset(F->a, m2);
+    }
+    ALLOC(nb, (size_t)M * C);
+    ALLOC(q, (size_t)M * C);
+    ALLOC(k, (size_t)M * C);
+    ALLOC(v, (size_t)M * C);
+    ALLOC(ao, (size_t)M * C);
+    ALLOC(kc, (size_t)B * L * C);
+    ALLOC(vc, (size_t)B * L * C);
+    int rows = M < FF_ROWS ? M : FF_ROWS;
+    ALLOC(hid, (size_t)rows * 8 * C);
+    ALLOC(gg, (size_t)rows * 4 * C);
+    for (int bi = 0; bi < X->nblk; bi++) {
+        const tblock_t *b = &X->blk[bi];
+        /* self-attention */
+        sdb_layernorm(t, M, C, b->n1.g, b->n1.b, 1e-5f, nb);
+        sdb_gemm_linear(nb, M, C, b->q1, NULL, C, q, 0);
+        sdb_gemm_linear(nb, M, C, b->k1, NULL, C, k, 0);
+        sdb_gemm_linear(nb, M, C, b->v1, NULL, C, v, 0);
+        for (int n = 0; n < B; n++) {
+            size_t o = (size_t)n * HW * C;
+            int rc = sdb_attention(q + o, C, k + o, C, v + o, C, ao + o, C, HW, HW, X->heads, X->head_dim,
+                                   scale, 0, F->a);
+            if (rc) return rc;
+        }
+        sdb_gemm_linear(ao, M, C, b->o1.w, b->o1.b, C, t, 1);
+        /* cross-attention on the text states */
+        sdb_layernorm(t, M, C, b->n2.g, b->n2.b, 1e-5f, nb);
+        sdb_gemm_linear(nb, M, C, b->q2, NULL, C, q, 0);
+        sdb_gemm_linear(F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0);
+        sdb_gemm_linear(F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0);
+        for (int n = 0; n < B; n++) {
+            size_t o = (size_t)n * HW * C, oc = (size_t)n * L * C;
+            int rc = sdb_attention(q + o, C, kc + oc, C, vc + oc, C, ao + o, C, HW, L, X->heads, X->head_dim,
+                                   scale, 0, F->a);
+            if (rc) return rc;
+        }
+        sdb_gemm_linear(ao, M, C, b->o2.w, b->o2.b, C, t, 1);
+        /* GEGLU feed-forward, in row chunks */
+        sdb_layernorm(t, M, C, b->n3.g, b->n3.b, 1e-5f, nb);
+        for (int r0 = 0; r0 < M; r0 += rows) {
+            int rr = M - r0 < rows ? M - r0 : rows;
+            sdb_gemm_linear(nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0);
+            sdb_geglu(hid, rr, 4 * C, gg);
+            sdb_gemm_linear(gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1);
+        }
+    }
+    /* proj_out, back to NCHW, + residual */
+    sdb_gemm_linear(t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0);
+    for (int n = 0; n < B; n++) {
+        float *yn = y + (size_t)n * C * HW;
+        sdb_transpose(nb + (size_t)n * HW * C, HW, C, yn);
+        sdb_add(yn, x + (size_t)n * C * HW, (size_t)C * HW);
+    }
+    sdb_arena_reset(F->a, mark);
+    return 0;
+}
+
+/* sinusoidal timestep embedding as diffusers' get_timestep_embedding (float32 arithmetic) */
+static void time_proj(const sdb_unet *u, const double *ts, int B, float *out)
+{
+    const int half = u->c0 / 2;
+    const float neg_log = (float)(-log(10000.0));
+    const float denom = (float)((double)half - u->freq_shift);
+    for (int n = 0; n < B; n++) {
+        float t = (float)ts[n];
+        float *o = out + (size_t)n * u->c0;
+        for (int i = 0; i < half; i++) {
+            float e = (neg_log * (float)i) / denom;
+            float arg = t * expf(e);
+            float sn = sinf(arg), cs = cosf(arg);
+            if (u->flip_sin_to_cos) { o[i] = cs; o[half + i] = sn; }
+            else { o[i] = sn; o[half + i] = cs; }
+        }
+    }
+}
+
+typedef struct { float *p; int C, H, W; } skip_t;
+
+static float *other_buf(float *bufs[3], const float *a, const float *b)
+{
+    for (int i = 0; i < 3; i++)
+        if (bufs[i] != a && bufs[i] != b) return bufs[i];
+    return NULL;
+}
+
+static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const double *ts, float *out)
+{
+    sdb_unet *u = F->u;
+    const int B = F->B, nb = u->nblocks;
+    int Hs[MAX_BLOCKS], Ws[MAX_BLOCKS];
+    Hs[0] = H0; Ws[0] = W0;
+    for (int i = 1; i < nb; i++) {
+        sdb_conv2d_out_size(&u->down[i - 1].sampler, Hs[i - 1], Ws[i - 1], &Hs[i], &Ws[i]);
+        if (Hs[i] < 1 || Ws[i] < 1) return SDB_EINVAL;
+    }
+    /* work buffer size: the largest activation of the mid block and up path (incl. concat) and of
+     * the down path's resnet outputs that feed an attention */
+    size_t maxel = 0;
+#define UPD(x) do { size_t x_ = (size_t)(x); if (x_ > maxel) maxel = x_; } while (0)
+    for (int i = 0; i < nb; i++) UPD((size_t)u->boc[i] * Hs[i] * Ws[i]);
+    for (int i = 0; i < nb; i++) {
+        const block_t *b = &u->up[i];
+        int lv = nb - 1 - i;
+        for (int j = 0; j < b->nlayers; j++) UPD((size_t)b->res[j].cin * Hs[lv] * Ws[lv]);
+        if (b->has_sampler) UPD((size_t)b->cout * Hs[lv - 1] * Ws[lv - 1]);
+    }
+    UPD((size_t)u->c0 * H0 * W0);
+#undef UPD
+    maxel *= B;
+
+    float *bufs[3];
+    for (int i = 0; i < 3; i++) ALLOC(bufs[i], maxel);
+
+    /* time embedding */
+    float *tproj, *temb, *st;
+    ALLOC(tproj, (size_t)B * u->c0);
+    ALLOC(temb, (size_t)B * u->tdim);
+    ALLOC(st, (size_t)B * u->tdim);
+    time_proj(u, ts, B, tproj);
+    debug(F, "time_proj", tproj, u->c0, 1, 1);
+    {
+        float *h1;
+        size_t m = sdb_arena_mark(F->a);
+        ALLOC(h1, (size_t)B * u->tdim);
+        sdb_gemm_linear(tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0);
+        sdb_silu(h1, (size_t)B * u->tdim);
+        sdb_gemm_linear(h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0);
+        sdb_arena_reset(F->a, m);
+    }
+    debug(F, "time_embedding", temb, u->tdim, 1, 1);
+    memcpy(st, temb, sizeof(float) * B * u->tdim);
+    sdb_silu(st, (size_t)B * u->tdim);
+    F->st = st;
+
+    skip_t skips[MAX_BLOCKS * (MAX_LAYERS + 1) + 1];
+    int nskip = 0;
+    int rc;
+
+    /* conv_in */
+    float *h;
+    ALLOC(h, (size_t)B * u->c0 * H0 * W0);
+    if ((rc = sdb_conv2d_forward(&u->conv_in, sample, B, H0, W0, h, NULL, F->a))) return rc;
+    debug(F, "conv_in", h, u->c0, H0, W0);
+    skips[nskip++] = (skip_t){h, u->c0, H0, W0};
+    int C = u->c0, H = H0, W = W0;
+
+    /* down path: each layer's output is a skip state (persistent) */
+    for (int i = 0; i < nb; i++) {
+        const block_t *b = &u->down[i];
+        for (int j = 0; j < b->nlayers; j++) {
+            const resnet_t *r = &b->res[j];
+            float *dst;
+            ALLOC(dst, (size_t)B * r->cout * H * W);
+            if (b->has_attn) {
+                if ((rc = resnet_fw(F, r, h, H, W, bufs[0]))) return rc;
+                if ((rc = xformer_fw(F, &b->att[j], bufs[0], H, W, dst))) return rc;
+            } else {
+                if ((rc = resnet_fw(F, r, h, H, W, dst))) return rc;
+            }
+            h = dst;
+            C = r->cout;
+            skips[nskip++] = (skip_t){h, C, H, W};
+        }
+        if (b->has_sampler) {
+            int Ho = Hs[i + 1], Wo = Ws[i + 1];
+            float *dst;
+            ALLOC(dst, (size_t)B * C * Ho * Wo);
+            if ((rc = sdb_conv2d_forward(&b->sampler, h, B, H, W, dst, NULL, F->a))) return rc;
+            h = dst; H = Ho; W = Wo;
+            skips[nskip++] = (skip_t){h, C, H, W};
+        }
+        char nm[32];
+        snprintf(nm, sizeof nm, "down_blocks.%d", i);
+        debug(F, nm, h, C, H, W);
+    }
+
+    /* mid block */
+    if ((rc = resnet_fw(F, &u->mid_res[0], h, H, W, bufs[0]))) return rc;
+    if ((rc = xformer_fw(F, &u->mid_att, bufs[0], H, W, bufs[1]))) return rc;
+    if ((rc = resnet_fw(F, &u->mid_res[1], bufs[1], H, W, bufs[2]))) return rc;
+    h = bufs[2];
+    debug(F, "mid_block", h, C, H, W);
+
+    /* up path */
+    for (int i = 0; i < nb; i++) {
+        const block_t *b = &u->up[i];
+        for (int j = 0; j < b->nlayers; j++) {
+            skip_t s = skips[--nskip];
+            if (s.H != H || s.W != W) return SDB_EINVAL;
+            float *cat = other_buf(bufs, h, NULL);
+            size_t hs = (size_t)C * H * W, ss = (size_t)s.C * H * W;
+            for (int n = 0; n < B; n++) {
+                memcpy(cat + (size_t)n * (hs + ss), h + (size_t)n * hs, sizeof(float) * hs);
+                memcpy(cat + (size_t)n * (hs + ss) + hs, s.p + (size_t)n * ss, sizeof(float) * ss);
+            }
+            float *ro = other_buf(bufs, cat, NULL);
+            if ((rc = resnet_fw(F, &b->res[j], cat, H, W, ro))) return rc;
+            h = ro;
+            C = b->res[j].cout;
+            if (b->has_attn) {
+                float *ao = other_buf(bufs, h, NULL);
+                if ((rc = xformer_fw(F, &b->att[j], h, H, W, ao))) return rc;
+                h = ao;
+            }
+        }
+        if (b->has_sampler) {
+            /* to the size of the next skip (= 2x unless the input size was odd somewhere) */
+            int Ho = skips[nskip - 1].H, Wo = skips[nskip - 1].W;
+            float *upb = other_buf(bufs, h, NULL);
+            sdb_upsample_nearest(h, B, C, H, W, upb, Ho, Wo);
+            float *dst = other_buf(bufs, upb, h);
+            H = Ho; W = Wo;
+            if ((rc = sdb_conv2d_forward(&b->sampler, upb, B, H, W, dst, NULL, F->a))) return rc;
+            h = dst;
+        }
+        char nm[32];
+        snprintf(nm, sizeof nm, "up_blocks.%d", i);
+        debug(F, nm, h, C, H, W);
+    }
+
+    /* out */
+    float *g = other_buf(bufs, h, NULL);
+    sdb_groupnorm(h, B, C, H * W, u->groups, u->norm_out.g, u->norm_out.b, u->eps, 0, g);
+    debug(F, "conv_norm_out", g, C, H, W);
+    sdb_silu(g, (size_t)B * C * H * W);
+    return sdb_conv2d_forward(&u->conv_out, g, B, H, W, out, NULL, F->a);
+}
+
+int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
+                     const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err)
+{
+    if (B < 1 || h < 1 || w < 1 || ctx_len < 1)
+        return sdb_fail(err, SDB_EINVAL, "unet: bad input size (batch %d, %dx%d, %d context tokens)", B, h, w, ctx_len);
+    size_t mark = sdb_arena_mark(arena);
+    size_t old_peak = arena->peak;
+    arena->peak = mark;
+    fw_t F = {u, arena, B, NULL, context, ctx_len};
+    int rc = forward_impl(&F, sample, h, w, timesteps, out);
+    u->last_peak = arena->peak - mark;
+    if (old_peak > arena->peak) arena->peak = old_peak;
+    sdb_arena_reset(arena, mark);
+    if (rc == SDB_ENOMEM)
+        return sdb_fail(err, rc, "unet: scratch memory exhausted (batch %d, %dx%d latents)", B, h, w);
+    if (rc)
+        return sdb_fail(err, rc, "unet: forward failed for batch %d, %dx%d latents (%s)", B, h, w, sdb_err_name(rc));
+    return 0;
+}

@@ -1,0 +1,352 @@
+/*
+ * test_unet.c — the U-Net against every case of refs/unet.safetensors (diffusers 0.30.3 outputs),
+ * the inpaint_t981 debug intermediates, 1 vs 2 threads bit-identical, the diffusers folder vs the
+ * single-file LDM checkpoint (identical outputs), an fp16 copy of the weights, and config refusals.
+ */
+#include "harness.h"
+#include "sdb/arena.h"
+#include "sdb/config.h"
+#include "sdb/ldm_names.h"
+#include "sdb/fp16.h"
+#include "sdb/safetensors.h"
+#include "sdb/threads.h"
+#include "sdb/unet.h"
+#include "sdb/weights.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sdb_st *refs;
+static sdb_arena arena;
+
+static const float *ref_f32(const char *name, const sdb_st_tensor **tp)
+{
+    const sdb_st_tensor *t = sdb_st_find(refs, name);
+    if (!t || t->dtype != SDB_DT_F32) {
+        fprintf(stderr, "missing reference %s\n", name);
+        return NULL;
+    }
+    if (tp) *tp = t;
+    return (const float *)(const void *)t->data;
+}
+
+typedef struct {
+    const char *name, *model;
+} ucase;
+
+static const ucase cases[] = {
+    {"inpaint_t981", "tiny-sd-inpaint"},
+    {"inpaint_t1", "tiny-sd-inpaint"},
+    {"inpaint_t500_h17w12", "tiny-sd-inpaint"},
+    {"inpaint_tvec_981_1", "tiny-sd-inpaint"},
+    {"sd_t981", "tiny-sd"},
+    {"sd_t1_h12w17", "tiny-sd"},
+};
+
+typedef struct {
+    sdb_weights w;
+    sdb_unet *u;
+    sdb_config cfg;
+} model_t;
+
+static int open_model(model_t *m, const char *model)
+{
+    sdb_err err;
+    sdb_err_clear(&err);
+    char p[1024];
+    memset(m, 0, sizeof *m);
+    snprintf(p, sizeof p, "models/%s/unet/diffusion_pytorch_model.safetensors", model);
+    int rc = sdb_weights_open(&m->w, sdb_t_path(p), "unet", &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    if (rc) return rc;
+    snprintf(p, sizeof p, "models/%s/unet/config.json", model);
+    rc = sdb_unet_load(&m->u, sdb_t_path(p), &m->w, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    return rc;
+}
+
+static void close_model(model_t *m)
+{
+    sdb_unet_free(m->u);
+    sdb_weights_free(&m->w);
+}
+
+/* runs one case; returns a malloc'd output (caller frees) */
+static float *run_case(sdb_unet *u, const char *cname, int *n_out)
+{
+    char nm[256];
+    const sdb_st_tensor *ts = NULL, *tt;
+    snprintf(nm, sizeof nm, "%s/sample", cname);
+    const float *sample = ref_f32(nm, &ts);
+    snprintf(nm, sizeof nm, "%s/timestep", cname);
+    tt = sdb_st_find(refs, nm);
+    const float *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (!sample || !ts || !tt || !ehs) { CHECK(0); return NULL; }
+    int B = (int)ts->shape[0], H = (int)ts->shape[2], W = (int)ts->shape[3];
+    int64_t tv[2] = {0, 0};
+    sdb_err err;
+    sdb_err_clear(&err);
+    CHECK_OK(sdb_st_to_i64(tt, tv, &err), &err);
+    double steps[2];
+    for (int n = 0; n < B; n++) steps[n] = (double)(tt->numel == 1 ? tv[0] : tv[n]);
+    const float *ctx = B == 2 ? ehs : ehs + 77 * 32; /* batch-1 cases use row 1 */
+    size_t n = (size_t)B * sdb_unet_out_channels(u) * H * W;
+    float *out = malloc(n * sizeof(float));
+    int rc = sdb_unet_forward(u, sample, B, H, W, steps, ctx, 77, out, &arena, &err);
+    CHECKF(rc == 0, "%s: %s", cname, err.msg);
+    *n_out = (int)n;
+    return out;
+}
+
+static void test_cases(void)
+{
+    if (!sdb_t_data()) return;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        model_t m;
+        if (open_model(&m, cases[i].model)) continue;
+        sdb_threads_set(2);
+        int n = 0;
+        float *out = run_case(m.u, cases[i].name, &n);
+        char nm[256];
+        snprintf(nm, sizeof nm, "%s/out", cases[i].name);
+        const float *ref = ref_f32(nm, NULL);
+        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 1e-4, 1e-4, cases[i].name));
+        fprintf(stderr, "  %s: arena peak of the forward %.2f MiB\n", cases[i].name,
+                sdb_unet_last_peak(m.u) / 1048576.0);
+        /* 1 vs 2 threads */
+        sdb_threads_set(1);
+        int n1 = 0;
+        float *out1 = run_case(m.u, cases[i].name, &n1);
+        if (out && out1) CHECKF(memcmp(out, out1, sizeof(float) * n) == 0, "%s: 1 vs 2 threads differ", cases[i].name);
+        sdb_threads_set(2);
+        free(out);
+        free(out1);
+        close_model(&m);
+    }
+}
+
+static void dbg_cb(void *ctx, const char *name, const float *data, int B, int C, int H, int W)
+{
+    int *seen = ctx;
+    char nm[256];
+    snprintf(nm, sizeof nm, "inpaint_t981/debug/%s", name);
+    const sdb_st_tensor *t;
+    const float *ref = ref_f32(nm, &t);
+    if (!ref) { CHECKF(0, "no reference for %s", name); return; }
+    size_t n = (size_t)B * C * H * W;
+    CHECKF((size_t)t->numel == n, "%s: %zu values, reference %lld", name, n, (long long)t->numel);
+    if ((size_t)t->numel == n) CHECKF(sdb_t_close(data, ref, n, 1e-4, 1e-4, name), "%s", name);
+    (*seen)++;
+}
+
+static void test_debug_intermediates(void)
+{
+    if (!sdb_t_data()) return;
+    model_t m;
+    if (open_model(&m, "tiny-sd-inpaint")) return;
+    int seen = 0;
+    sdb_unet_set_debug(m.u, dbg_cb, &seen);
+    int n = 0;
+    free(run_case(m.u, "inpaint_t981", &n));
+    CHECKF(seen == 13, "%d intermediates checked", seen);
+    close_model(&m);
+}
+
+/* the single-file checkpoint through the LDM name map gives bit-identical outputs */
+static void test_single_file(void)
+{
+    if (!sdb_t_data()) return;
+    model_t m;
+    if (open_model(&m, "tiny-sd-inpaint")) return;
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint.safetensors"), &err), &err);
+    if (!st) { close_model(&m); return; }
+    sdb_config cfg;
+    CHECK_OK(sdb_config_load(&cfg, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), &err), &err);
+    sdb_weights w2;
+    CHECK_OK(sdb_ldm_unet_weights(&w2, st, &cfg, &err), &err);
+    sdb_unet *u2 = NULL;
+    CHECK_OK(sdb_unet_load_config(&u2, &cfg, &w2, &err), &err);
+    if (u2) {
+        for (int c = 0; c < 3; c++) {
+            int n1 = 0, n2 = 0;
+            float *a = run_case(m.u, cases[c].name, &n1);
+            float *b = run_case(u2, cases[c].name, &n2);
+            CHECKF(a && b && n1 == n2 && memcmp(a, b, sizeof(float) * n1) == 0,
+                   "%s: single-file output differs from the diffusers folder", cases[c].name);
+            free(a);
+            free(b);
+        }
+        sdb_unet_free(u2);
+    }
+    sdb_weights_free(&w2);
+    sdb_config_free(&cfg);
+    sdb_st_close(st);
+    close_model(&m);
+}
+
+/* an F16 copy of the weights, saved as the .fp16.safetensors variant name */
+static void test_fp16_weights(void)
+{
+    if (!sdb_t_data()) return;
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), &err), &err);
+    if (!st) return;
+    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
+    uint16_t **bufs = calloc((size_t)st->n, sizeof *bufs);
+    for (int i = 0; i < st->n; i++) {
+        const sdb_st_tensor *t = &st->tensors[i];
+        float *f = malloc(sizeof(float) * (size_t)t->numel);
+        sdb_st_to_f32(t, f, &err);
+        bufs[i] = malloc(2 * (size_t)t->numel);
+        for (int64_t k = 0; k < t->numel; k++) bufs[i][k] = sdb_f32_to_f16(f[k]);
+        free(f);
+        wt[i].name = t->name;
+        wt[i].dtype = SDB_DT_F16;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].data = bufs[i];
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/diffusion_pytorch_model.fp16.safetensors", sdb_t_tmpdir());
+    CHECK_OK(sdb_st_write(path, wt, st->n, NULL, NULL, 0, &err), &err);
+    for (int i = 0; i < st->n; i++) free(bufs[i]);
+    free(bufs);
+    free(wt);
+    sdb_st_close(st);
+
+    sdb_weights w;
+    CHECK_OK(sdb_weights_open(&w, path, "unet", &err), &err);
+    sdb_unet *u = NULL;
+    CHECK_OK(sdb_unet_load(&u, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), &w, &err), &err);
+    if (u) {
+        int n = 0;
+        float *out = run_case(u, "inpaint_t981", &n);
+        const float *ref = ref_f32("inpaint_t981/out", NULL);
+        /* fp16 rounding of every weight: ~1e-3 relative */
+        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 3e-2, 3e-2, "fp16 weights"));
+        free(out);
+        sdb_unet_free(u);
+    }
+    sdb_weights_free(&w);
+}
+
+static void test_config_refusals(void)
+{
+    if (!sdb_t_data()) return;
+    static const char *bad[][2] = {
+        {"\"act_fn\": \"gelu\"", "act_fn"},
+        {"\"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", \"SimpleDownBlock\", \"DownBlock2D\"]", "down_block_types"},
+        {"\"num_attention_heads\": 8", "num_attention_heads"},
+        {"\"class_embed_type\": \"timestep\"", "class_embed_type"},
+        {"\"resnet_time_scale_shift\": \"scale_shift\"", "resnet_time_scale_shift"},
+        {"\"mid_block_type\": \"UNetMidBlock2DSimpleCrossAttn\"", "mid_block_type"},
+        {"\"addition_embed_type\": \"text_time\"", "addition_embed_type"},
+    };
+    FILE *f = fopen(sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), "rb");
+    if (!f) { CHECK(0); return; }
+    char base[8192];
+    size_t len = fread(base, 1, sizeof base - 1, f);
+    fclose(f);
+    base[len] = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        /* replace the field (or add it) by splicing after the opening brace: JSON objects with a
+         * duplicate key are rejected, so remove the original line first */
+        char text[9000], key[64];
+        snprintf(key, sizeof key, "\"%s\"", bad[i][1]);
+        char *k = strstr(base, key);
+        size_t pre = k ? (size_t)(k - base) : 0;
+        const char *rest = base;
+        if (k) {
+            const char *e = k;
+            int depth = 0;
+            while (*e && !(depth == 0 && (*e == ',' || *e == '\n'))) {
+                if (*e == '[') depth++;
+                if (*e == ']') depth--;
+                e++;
+            }
+            if (*e == ',') e++;
+            rest = e;
+        }
+        snprintf(text, sizeof text, "%.*s%s,%s", (int)pre, base, bad[i][0], rest);
+        if (!k) snprintf(text, sizeof text, "{%s,%s", bad[i][0], base + 1);
+        sdb_config cfg;
+        sdb_err err;
+        sdb_err_clear(&err);
+        if (sdb_config_parse(&cfg, text, "config.json", &err) != 0) {
+            CHECKF(0, "%s: test config does not parse: %s", bad[i][1], err.msg);
+            continue;
+        }
+        sdb_weights w;
+        sdb_weights_init_recorder(&w, "unet");
+        sdb_unet *u = NULL;
+        int rc = sdb_unet_load_config(&u, &cfg, &w, &err);
+        CHECKF(rc == SDB_EUNSUPPORTED && strstr(err.msg, bad[i][1]), "%s: rc %d, message '%s'", bad[i][1], rc, err.msg);
+        sdb_unet_free(u);
+        sdb_weights_free(&w);
+        sdb_config_free(&cfg);
+    }
+}
+
+/* SD 2.x style list attention_head_dim + linear projections load (recording mode) with the right
+ * shapes, and the full-size SD 1.5 inpainting config requests exactly tensors.json's unet set */
+static void test_sd15_layout(void)
+{
+    if (!sdb_t_data()) return;
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_weights w;
+    sdb_weights_init_recorder(&w, "unet");
+    sdb_unet *u = NULL;
+    CHECK_OK(sdb_unet_load(&u, sdb_t_path("models/sd15-inpaint-layout/unet/config.json"), &w, &err), &err);
+    json_error_t je;
+    json_t *root = json_load_file(sdb_t_path("models/sd15-inpaint-layout/tensors.json"), 0, &je);
+    json_t *tens = json_object_get(json_object_get(root, "components"), "unet");
+    CHECK(tens != NULL);
+    if (tens && u) {
+        CHECKF((size_t)w.n_rec == json_object_size(tens), "requested %d tensors, tensors.json has %zu",
+               w.n_rec, json_object_size(tens));
+        int bad = 0;
+        for (int i = 0; i < w.n_rec; i++) {
+            json_t *s = json_object_get(tens, w.rec_names[i]);
+            int ok = s && (int)json_array_size(s) == w.rec_ndim[i];
+            for (int d = 0; ok && d < w.rec_ndim[i]; d++)
+                ok = json_integer_value(json_array_get(s, d)) == w.rec_shapes[i][d];
+            if (!ok && bad++ < 5) fprintf(stderr, "  requested %s: not in tensors.json with that shape\n", w.rec_names[i]);
+        }
+        CHECK(bad == 0);
+    }
+    json_decref(root);
+    sdb_unet_free(u);
+    sdb_weights_free(&w);
+}
+
+int main(void)
+{
+    sdb_err err;
+    sdb_err_clear(&err);
+    if (sdb_arena_init(&arena, (size_t)4 << 30, &err) != 0) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    if (sdb_t_data()) {
+        if (sdb_st_open(&refs, sdb_t_path("refs/unet.safetensors"), &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+    }
+    RUN(test_cases);
+    RUN(test_debug_intermediates);
+    RUN(test_single_file);
+    RUN(test_fp16_weights);
+    RUN(test_config_refusals);
+    RUN(test_sd15_layout);
+    if (refs) sdb_st_close(refs);
+    sdb_arena_free(&arena);
+    return sdb_t_done();
+}
