@@ -1,0 +1,19 @@
+/*
+ * image_internal.h — private to src/io/{image,png,jpeg}.c: the format decoders. Each decodes
+ * into the "keep" layout documented for want_channels = 0 in sdb/image.h, checks max_pixels
+ * before allocating pixels, and names `name` in every error.
+ */
+#ifndef SDB_IMAGE_INTERNAL_H
+#define SDB_IMAGE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "sdb/error.h"
+#include "sdb/image.h"
+
+int sdb_png_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image *out,
+                       long max_pixels, sdb_err *err);
+int sdb_jpeg_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image *out,
+                        long max_pixels, sdb_err *err);
+
+#endif
