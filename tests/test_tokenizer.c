@@ -119,6 +119,16 @@ static void test_edge_cases(void)
     char *cl = sdb_tokenizer_clean("\xC4\xB0STANBUL \xCE\x9F\xCE\x94\xCE\x9F\xCE\xA3 \xCE\xA3", -1);
     CHECKF(cl && !strcmp(cl, "i\xCC\x87stanbul \xCE\xBF\xCE\xB4\xCE\xBF\xCF\x82 \xCF\x83"), "clean: %s", cl);
     free(cl);
+    /* decode as transformers (used for the truncation warning) */
+    {
+        int32_t *d = NULL;
+        int nd = 0;
+        CHECK_OK(sdb_tokenizer_tokenize(tok, "Hello,  World's end! caf\xC3\xA9 \xF0\x9F\x98\x80", -1, &d, &nd, &err), &err);
+        char *txt = d ? sdb_tokenizer_decode(tok, d, nd) : NULL;
+        CHECKF(txt && !strcmp(txt, "hello, world's end! caf\xC3\xA9 \xF0\x9F\x98\x80"), "decode: '%s'", txt);
+        free(txt);
+        free(d);
+    }
     /* a huge prompt: bounded output, no crash */
     size_t big = 200000;
     char *s = malloc(big + 1);
@@ -128,6 +138,64 @@ static void test_edge_cases(void)
     CHECK_OK(sdb_tokenizer_encode(tok, s, -1, a, &nu, NULL, &err), &err);
     CHECK(nu > 77 && a[76] == 49407 && a[0] == 49406);
     free(s);
+    sdb_tokenizer_free(tok);
+}
+
+/* The heap BPE used for long pieces gives exactly the merge loop's result. */
+static void test_bpe_heap_equals_loop(void)
+{
+    sdb_err err = {0};
+    sdb_tokenizer *tok = NULL;
+    CHECK_OK(sdb_tokenizer_load(&tok, tok_dir(), &err), &err);
+    if (!tok) return;
+    CHECK(sdb_tokenizer_debug_monotonic(tok) == 1);
+    static const char *alphabet[] = {"a", "b", "e", "i", "n", "o", "r", "s", "t", "l", "x", "q", "z",
+                                     "\xC3\xA9", "\xC3\xBC", "\xF0\x9F\x98\x80", "\xD0\xB8", "\xE6\x97\xA5"};
+    unsigned rng = 12345;
+    int n_cases = 0, n_same = 0;
+    char *text = malloc(4 * 3000 + 1);
+    for (int len = 1; len <= 3000; len = len < 40 ? len + 1 : len * 5 / 4) {
+        for (int rep = 0; rep < 4; rep++) {
+            size_t o = 0;
+            for (int i = 0; i < len; i++) {
+                rng = rng * 1103515245u + 12345u;
+                /* mostly English letters (long merges), sometimes multi-byte characters */
+                unsigned r = (rng >> 16) % (rep == 3 ? 18 : 13);
+                size_t k = strlen(alphabet[r]);
+                memcpy(text + o, alphabet[r], k);
+                o += k;
+            }
+            text[o] = 0;
+            int32_t *a = NULL, *b = NULL;
+            int na = 0, nb = 0;
+            sdb_tokenizer_debug_bpe_mode(tok, 1);
+            CHECK_OK(sdb_tokenizer_tokenize(tok, text, -1, &a, &na, &err), &err);
+            sdb_tokenizer_debug_bpe_mode(tok, 2);
+            CHECK_OK(sdb_tokenizer_tokenize(tok, text, -1, &b, &nb, &err), &err);
+            int same = a && b && na == nb && !memcmp(a, b, (size_t)na * sizeof *a);
+            CHECKF(same, "length %d rep %d: loop and heap BPE differ (%d vs %d tokens)", len, rep, na, nb);
+            n_same += same;
+            n_cases++;
+            free(a);
+            free(b);
+        }
+    }
+    fprintf(stderr, "  %d/%d random words identical\n", n_same, n_cases);
+    sdb_tokenizer_debug_bpe_mode(tok, 0);
+    /* a 300000-character word (a pasted blob) stays fast */
+    size_t big = 300000;
+    char *s = malloc(big + 1);
+    for (size_t i = 0; i < big; i++) { rng = rng * 1103515245u + 12345u; s[i] = (char)('a' + (rng >> 16) % 26); }
+    s[big] = 0;
+    int32_t ids[77];
+    int nu = 0;
+    double t0 = sdb_now_mono();
+    CHECK_OK(sdb_tokenizer_encode(tok, s, -1, ids, &nu, NULL, &err), &err);
+    double dt = sdb_now_mono() - t0;
+    fprintf(stderr, "  300000-letter word: %d tokens in %.3f s\n", nu, dt);
+    CHECK(dt < 2.0);
+    free(s);
+    free(text);
     sdb_tokenizer_free(tok);
 }
 
@@ -262,6 +330,7 @@ int main(void)
 {
     RUN(test_reference_prompts);
     RUN(test_edge_cases);
+    RUN(test_bpe_heap_equals_loop);
     RUN(test_load_speed);
     RUN(test_cli);
     RUN(test_malformed);

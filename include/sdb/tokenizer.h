@@ -43,11 +43,17 @@ int sdb_tokenizer_encode(const sdb_tokenizer *t, const char *text, long len, int
                          int *n_untruncated, const sdb_log *log, sdb_err *err);
 
 /* The text of ids as transformers' decode does it (byte-level pieces joined, "</w>" -> " ",
- * stripped); malloc'd, caller frees. Ids out of range are skipped. */
+ * stripped, then clean_up_tokenization: " ," -> ",", " 's" -> "'s", ...); malloc'd, caller
+ * frees. Ids out of range are skipped. */
 char *sdb_tokenizer_decode(const sdb_tokenizer *t, const int32_t *ids, int n);
 
 /* The cleaned text the BPE regex runs on (BasicTokenizer fallback: see tokenizer.c), for
  * debugging; malloc'd UTF-8, caller frees. Special-token strings are not split off here. */
 char *sdb_tokenizer_clean(const char *text, long len);
+
+/* Test hooks: force the BPE merge loop (1), the equivalent heap algorithm (2) or the automatic
+ * choice (0: the heap for long pieces when the merges allow it); whether they allow it. */
+void sdb_tokenizer_debug_bpe_mode(sdb_tokenizer *t, int mode);
+int sdb_tokenizer_debug_monotonic(const sdb_tokenizer *t);
 
 #endif

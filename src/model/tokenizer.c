@@ -92,6 +92,8 @@ struct sdb_tokenizer {
     int32_t special_id[4];
     int n_special;
     int max_length;
+    int monotonic;                          /* merges allow the heap BPE (see bpe_heap) */
+    int bpe_mode;                           /* 0 auto, 1 loop, 2 heap (tests) */
 };
 
 static int32_t vocab_find(const sdb_tokenizer *t, const char *s, size_t n)
@@ -260,6 +262,19 @@ static int load_merges(sdb_tokenizer *t, const char *path, sdb_err *err)
         line = nl ? nl + 1 : NULL;
     }
     free(buf);
+    /* monotonic: every merge's parts were created (if at all) only by lower-ranked merges */
+    int32_t *created_max = malloc((size_t)t->n_ids * sizeof *created_max);
+    if (!created_max) return sdb_fail(err, SDB_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; i < t->n_ids; i++) created_max[i] = -1;
+    for (size_t i = 0; i < t->mcap; i++)
+        if (t->mslots[i].a >= 0 && t->mslots[i].rank > created_max[t->mslots[i].result])
+            created_max[t->mslots[i].result] = t->mslots[i].rank;
+    t->monotonic = 1;
+    for (size_t i = 0; i < t->mcap && t->monotonic; i++) {
+        const merge_slot *ms = &t->mslots[i];
+        if (ms->a >= 0 && (created_max[ms->a] >= ms->rank || created_max[ms->b] >= ms->rank)) t->monotonic = 0;
+    }
+    free(created_max);
     return 0;
 }
 
@@ -621,30 +636,10 @@ static int lit_exact(const int32_t *w, size_t n, const char *lit)
     return 1;
 }
 
-/* BPE of one regex piece; its ids are appended to out. sym is scratch of >= 4*n entries. */
-static int bpe_piece(const sdb_tokenizer *t, const int32_t *w, size_t n, idbuf *out, idbuf *sym)
+/* The merge loop exactly as transformers writes it: find the lowest-ranked adjacent pair, merge
+ * all its non-overlapping occurrences left to right, repeat. O(m) per merge, O(m^2) per piece. */
+static size_t bpe_naive(const sdb_tokenizer *t, int32_t *s, size_t m)
 {
-    if (lit_exact(w, n, "<|startoftext|>")) return id_push(out, t->sot_id);
-    if (lit_exact(w, n, "<|endoftext|>")) return id_push(out, t->eot_id);
-    unsigned char bytes[4 * 64];
-    sym->n = 0;
-    /* UTF-8 bytes -> byte symbols, the last one with "</w>" */
-    size_t nb_total = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t k = put_utf8((uint32_t)w[i], (char *)bytes);
-        for (size_t j = 0; j < k; j++) {
-            nb_total++;
-            if (id_push(sym, t->byte_id[bytes[j]])) return -1;
-        }
-    }
-    if (nb_total == 0) return 0;
-    /* the last symbol gets "</w>": find which byte it was */
-    {
-        size_t k = put_utf8((uint32_t)w[n - 1], (char *)bytes);
-        sym->v[sym->n - 1] = t->byte_end_id[bytes[k - 1]];
-    }
-    int32_t *s = sym->v;
-    size_t m = sym->n;
     while (m > 1) {
         int32_t best = -1, ba = 0, bb = 0, res = 0;
         for (size_t i = 0; i + 1 < m; i++) {
@@ -659,9 +654,113 @@ static int bpe_piece(const sdb_tokenizer *t, const int32_t *w, size_t n, idbuf *
         }
         m = o;
     }
-    for (size_t i = 0; i < m; i++) if (id_push(out, s[i])) return -1;
+    return m;
+}
+
+/* The same result in O(m log m) with a heap of (rank, position) over a linked list of symbols.
+ * It is only used when the merges are "monotonic" (every pair a merge can create has a higher
+ * rank than that merge: true for any trained BPE, checked at load): then popping pairs in (rank,
+ * position) order visits ranks in the order the loop above picks them, and each rank's
+ * occurrences left to right, skipping overlapped ones, exactly as its merge pass does. */
+typedef struct { int32_t rank, pos, a, b; } heap_ent;
+
+static int hless(const heap_ent *x, const heap_ent *y)
+{
+    return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos);
+}
+
+static void heap_push(heap_ent *h, size_t *n, heap_ent e)
+{
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!hless(&e, &h[p])) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = e;
+}
+
+static heap_ent heap_pop(heap_ent *h, size_t *n)
+{
+    heap_ent top = h[0], last = h[--(*n)];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && hless(&h[c + 1], &h[c])) c++;
+        if (!hless(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n) h[i] = last;
+    return top;
+}
+
+static size_t bpe_heap(const sdb_tokenizer *t, int32_t *s, size_t m)
+{
+    int32_t *nx = malloc(m * sizeof *nx), *pv = malloc(m * sizeof *pv);
+    heap_ent *h = malloc(3 * m * sizeof *h);
+    if (!nx || !pv || !h) { free(nx); free(pv); free(h); return bpe_naive(t, s, m); }
+    size_t hn = 0;
+    for (size_t i = 0; i < m; i++) {
+        nx[i] = i + 1 < m ? (int32_t)(i + 1) : -1;
+        pv[i] = (int32_t)i - 1;
+        if (i + 1 < m) {
+            const merge_slot *ms = merge_find(t, s[i], s[i + 1]);
+            if (ms) heap_push(h, &hn, (heap_ent){ms->rank, (int32_t)i, s[i], s[i + 1]});
+        }
+    }
+    while (hn) {
+        heap_ent e = heap_pop(h, &hn);
+        int32_t p = e.pos, q = nx[p];
+        if (s[p] != e.a || q < 0 || s[q] != e.b) continue; /* stale */
+        s[p] = merge_find(t, e.a, e.b)->result;
+        s[q] = -1;
+        nx[p] = nx[q];
+        if (nx[q] >= 0) pv[nx[q]] = p;
+        const merge_slot *ms;
+        if (pv[p] >= 0 && (ms = merge_find(t, s[pv[p]], s[p])))
+            heap_push(h, &hn, (heap_ent){ms->rank, pv[p], s[pv[p]], s[p]});
+        if (nx[p] >= 0 && (ms = merge_find(t, s[p], s[nx[p]])))
+            heap_push(h, &hn, (heap_ent){ms->rank, p, s[p], s[nx[p]]});
+    }
+    size_t o = 0;
+    for (int32_t i = 0; i >= 0; i = nx[i]) s[o++] = s[i];
+    free(nx);
+    free(pv);
+    free(h);
+    return o;
+}
+
+#define BPE_HEAP_MIN 48 /* symbols; shorter pieces use the plain loop */
+
+/* BPE of one regex piece; its ids are appended to out. sym is scratch. */
+static int bpe_piece(const sdb_tokenizer *t, const int32_t *w, size_t n, idbuf *out, idbuf *sym)
+{
+    if (lit_exact(w, n, "<|startoftext|>")) return id_push(out, t->sot_id);
+    if (lit_exact(w, n, "<|endoftext|>")) return id_push(out, t->eot_id);
+    char bytes[8];
+    sym->n = 0;
+    /* UTF-8 bytes -> byte symbols; the last one with "</w>" */
+    unsigned char last = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = put_utf8((uint32_t)w[i], bytes);
+        for (size_t j = 0; j < k; j++) {
+            last = (unsigned char)bytes[j];
+            if (id_push(sym, t->byte_id[last])) return -1;
+        }
+    }
+    if (sym->n == 0) return 0;
+    sym->v[sym->n - 1] = t->byte_end_id[last];
+    int mode = t->bpe_mode ? t->bpe_mode : (t->monotonic && sym->n >= BPE_HEAP_MIN) ? 2 : 1;
+    size_t m = mode == 2 ? bpe_heap(t, sym->v, sym->n) : bpe_naive(t, sym->v, sym->n);
+    for (size_t i = 0; i < m; i++) if (id_push(out, sym->v[i])) return -1;
     return 0;
 }
+
+void sdb_tokenizer_debug_bpe_mode(sdb_tokenizer *t, int mode) { t->bpe_mode = mode; }
+int sdb_tokenizer_debug_monotonic(const sdb_tokenizer *t) { return t->monotonic; }
 
 static const char *const contractions[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
 
@@ -775,6 +874,17 @@ char *sdb_tokenizer_decode(const sdb_tokenizer *t, const int32_t *ids, int n)
     while (res[s] && is_ws_byte(res[s])) s++;
     while (o > s && is_ws_byte(res[o - 1])) res[--o] = '\0';
     if (s) memmove(res, res + s, o - s + 1);
+    /* clean_up_tokenization (transformers' default for decode): each replace-all in order */
+    static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
+    static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
+    for (int r = 0; r < 10; r++) {
+        size_t fl = strlen(from[r]), tl = strlen(to[r]), w = 0;
+        for (size_t i = 0; res[i];) {
+            if (!strncmp(res + i, from[r], fl)) { memmove(res + w, to[r], tl); w += tl; i += fl; }
+            else res[w++] = res[i++];
+        }
+        res[w] = '\0';
+    }
     return res;
 }
 
