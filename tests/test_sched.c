@@ -53,6 +53,14 @@ static float *load(const char *name, int64_t *numel)
     return v;
 }
 
+static float *load_from(const sdb_st *st, const char *name, int64_t *numel)
+{
+    sdb_err err = {0};
+    float *v = NULL;
+    if (sdb_st_load_f32(st, name, &v, numel, &err)) { CHECKF(0, "%s", err.msg); return NULL; }
+    return v;
+}
+
 static sdb_sched *make(const char *name)
 {
     sdb_err err = {0};
@@ -382,6 +390,132 @@ static void test_a1111_names(void)
     }
 }
 
+/* The scheduler inside the recorded pipeline runs (the files in refs/pipeline/): from the same
+ * sample and the recorded (guided) noise_pred, every step must give the recorded prev_sample; the
+ * generator, advanced through the pipeline's own draws (all compared bit for bit with rng/<i>),
+ * feeds the stochastic steps. */
+static void run_pipeline_case(const char *file)
+{
+    sdb_err err = {0};
+    sdb_st *st = NULL;
+    if (sdb_st_open(&st, sdb_t_path(file), &err)) { CHECKF(0, "%s", err.msg); return; }
+    const char *cfg_txt = sdb_st_meta(st, "scheduler_config");
+    const char *call_txt = sdb_st_meta(st, "call");
+    const char *draws_txt = sdb_st_meta(st, "rng_draws");
+    const char *seed_txt = sdb_st_meta(st, "seed");
+    CHECK(cfg_txt && call_txt && draws_txt && seed_txt);
+    if (!cfg_txt || !call_txt || !draws_txt || !seed_txt) { sdb_st_close(st); return; }
+    char *ct = strdup(cfg_txt);
+    for (char *q = ct; (q = strstr(q, "-Infinity")) != NULL;) { memcpy(q, "null     ", 9); q += 9; }
+    sdb_config cfg = {0};
+    sdb_sched *s = NULL;
+    json_error_t je;
+    json_t *call = json_loads(call_txt, 0, &je), *draws = json_loads(draws_txt, 0, &je);
+    float *noise_pred = NULL, *prev = NULL, *after = NULL, *init = NULL;
+    CHECK_OK(sdb_config_parse(&cfg, ct, file, &err), &err);
+    CHECK_OK(sdb_sched_create(&s, NULL, &cfg, &err), &err);
+    if (!s || !call || !draws) goto out;
+    int N = (int)json_integer_value(json_object_get(call, "num_inference_steps"));
+    json_t *js = json_object_get(call, "strength");
+    double strength = js ? json_number_value(js) : 1.0;
+    json_t *je_ = json_object_get(call, "eta");
+    if (je_) CHECK_OK(sdb_sched_set_eta(s, json_number_value(je_), &err), &err);
+    CHECK_OK(sdb_sched_set_timesteps(s, N, &err), &err);
+    int first = 0, remaining = 0;
+    CHECK_OK(sdb_sched_strength(s, strength, &first, &remaining, &err), &err);
+
+    /* the timesteps the pipeline ran */
+    const sdb_st_tensor *tt = sdb_st_find(st, "timesteps");
+    CHECK(tt != NULL);
+    if (!tt) goto out;
+    int steps = sdb_sched_num_timesteps(s) - first;
+    CHECKF(steps == tt->numel, "%s: %d steps, pipeline ran %lld", file, steps, (long long)tt->numel);
+    float *rt = malloc((size_t)tt->numel * sizeof(float));
+    CHECK_OK(sdb_st_to_f32(tt, rt, &err), &err);
+    for (int i = 0; i < steps && i < tt->numel; i++)
+        CHECKF(fabs(sdb_sched_timesteps(s)[first + i] - rt[i]) <= 1e-6 * fabs(rt[i]), "%s: timestep %d: %g vs %g",
+               file, i, sdb_sched_timesteps(s)[first + i], rt[i]);
+    free(rt);
+    if (steps != tt->numel) goto out;
+
+    /* replay the generator: every draw of the run, compared with rng/<i> */
+    sdb_rng gen, shadow;
+    uint64_t seed = strtoull(seed_txt, NULL, 10);
+    sdb_rng_seed(&gen, seed);
+    sdb_rng_seed(&shadow, seed);
+    size_t nd = json_array_size(draws);
+    int pre_loop = 0, draw_bad = 0;
+    for (size_t d = 0; d < nd; d++) {
+        json_t *dr = json_array_get(draws, d);
+        const char *caller = json_string_value(json_object_get(dr, "caller"));
+        json_t *shape = json_object_get(dr, "shape");
+        size_t numel = 1;
+        for (size_t k = 0; k < json_array_size(shape); k++) numel *= (size_t)json_integer_value(json_array_get(shape, k));
+        float *v = malloc(numel * sizeof(float));
+        sdb_rng_randn(&shadow, v, numel);
+        int is_step = caller && strstr(caller, ":step") != NULL;
+        if (!is_step) { sdb_rng_randn(&gen, v, numel); pre_loop++; }
+        char rn[32];
+        snprintf(rn, sizeof rn, "rng/%zu", d);
+        const sdb_st_tensor *rtn = sdb_st_find(st, rn);
+        if (rtn && (size_t)rtn->numel == numel) {
+            float *ref = malloc(numel * sizeof(float));
+            CHECK_OK(sdb_st_to_f32(rtn, ref, &err), &err);
+            if (memcmp(ref, v, numel * sizeof(float)) != 0) draw_bad++;
+            free(ref);
+        }
+        free(v);
+    }
+    CHECKF(draw_bad == 0, "%s: %d of %zu generator draws are not bit-exact", file, draw_bad, nd);
+
+    int64_t ne;
+    int64_t n_init = 0;
+    noise_pred = load_from(st, "steps/noise_pred", &ne);
+    prev = load_from(st, "steps/prev_sample", &ne);
+    init = load_from(st, "initial_latents", &n_init);
+    if (sdb_st_find(st, "steps/latents_after")) after = load_from(st, "steps/latents_after", &ne);
+    if (!noise_pred || !prev || !init) goto out;
+    const size_t n = (size_t)n_init;
+    CHECKF(ne == (int64_t)steps * n_init, "%s: %lld recorded values for %d steps of %lld", file, (long long)ne,
+           steps, (long long)n_init);
+    if (ne != (int64_t)steps * n_init) goto out;
+    float *x = malloc(n * sizeof(float)), *out_ = malloc(n * sizeof(float));
+    double worst = 0;
+    for (int i = 0; i < steps; i++) {
+        const float *sample = i == 0 ? init : (after ? after : prev) + (size_t)(i - 1) * n;
+        memcpy(x, sample, n * sizeof(float));
+        CHECK_OK(sdb_sched_step(s, noise_pred + (size_t)i * n, first + i, x, out_, n, &gen, &err), &err);
+        double e = rel_err(out_, prev + (size_t)i * n, n);
+        if (e > worst) worst = e;
+    }
+    fprintf(stderr, "  %-50s %-16s %2d steps from %d, %d pre-loop draws: prev_sample rel err %.2e\n", file,
+            sdb_sched_name(s), steps, first, pre_loop, worst);
+    CHECKF(worst <= 1e-5, "%s: prev_sample rel err %g", file, worst);
+    free(x); free(out_);
+out:
+    free(noise_pred); free(prev); free(after); free(init); free(ct);
+    if (call) json_decref(call);
+    if (draws) json_decref(draws);
+    sdb_sched_free(s);
+    sdb_config_free(&cfg);
+    sdb_st_close(st);
+}
+
+static void test_pipeline_runs(void)
+{
+    if (!sdb_t_data()) return;
+    static const char *const cases[] = {
+        "a_inpaint_pndm", "b_inpaint_white", "c_inpaint_ddim_negative", "d_inpaint_strength0.6",
+        "e_inpaint_euler_a", "f_inpaint_dpmpp_2m_karras", "g_inpaint_nonsquare_136x96_jpeg", "h_inpaint_guidance1",
+        "i_inpaint_padding_mask_crop8", "j_legacy_inpaint_4ch", "k1_img2img", "k2_txt2img", "l_inpaint_euler",
+        "m_inpaint_lms", "n_inpaint_dpmpp_2m"};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char f[160];
+        snprintf(f, sizeof f, "refs/pipeline/pipeline_%s.safetensors", cases[i]);
+        run_pipeline_case(f);
+    }
+}
+
 int main(void)
 {
     RUN(test_tables);
@@ -391,6 +525,7 @@ int main(void)
     RUN(test_strength);
     RUN(test_errors);
     RUN(test_a1111_names);
+    RUN(test_pipeline_runs);
     if (g_st) sdb_st_close(g_st);
     if (g_meta) json_decref(g_meta);
     sdb_config_free(&g_cfg);
