@@ -93,6 +93,7 @@ static void test_case_i_preprocess(void)
         }
         CHECKF(bad == 0, "mask_condition: %zu values differ", bad);
         fprintf(stderr, "mask_condition: %zu of %d pixels masked\n", ones, 128 * 128);
+        free(ref);
     }
     sdb_image_free(&c_img); sdb_image_free(&f_img); sdb_image_free(&c_mask); sdb_image_free(&f_mask);
 out:
