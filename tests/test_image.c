@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -257,7 +259,23 @@ static int write_test_png(const char *path, const png_kind *k, int w, int h)
     int passes = png_set_interlace_handling(png);
     for (int p = 0; p < passes; p++)
         for (int y = 0; y < h; y++) png_write_row(png, rows[y]);
-    png_write_end(png, NULL);
+    if (k->interlace) {
+        /* text after the image data: a zTXt (compressed) and an iTXt, read back by sdb_png_read_text */
+        png_text t[2];
+        memset(t, 0, sizeof t);
+        t[0].compression = PNG_TEXT_COMPRESSION_zTXt;
+        t[0].key = (char *)"late";
+        t[0].text = (char *)"after IDAT \xe9";
+        t[1].compression = PNG_ITXT_COMPRESSION_zTXt;
+        t[1].key = (char *)"late utf8";
+        t[1].text = (char *)"\xe2\x9c\x93 compressed";
+        t[1].lang = (char *)"";
+        t[1].lang_key = (char *)"";
+        png_set_text(png, info, t, 2);
+        png_write_end(png, info);
+    } else {
+        png_write_end(png, NULL);
+    }
     png_destroy_write_struct(&png, &info);
     for (int y = 0; y < h; y++) free(rows[y]);
     free(rows);
@@ -351,6 +369,15 @@ static void test_png_kinds(void)
         CHECKF(bad == 0, "%s: %zu RGB pixels differ from Pillow's rules", path, bad);
         CHECKF(bad_l == 0, "%s: %zu L pixels differ", path, bad_l);
         CHECKF(bad_keep == 0, "%s: %zu keep-layout pixels differ", path, bad_keep);
+        if (k->interlace) {
+            char **tk = NULL, **tv = NULL;
+            int tn = 0;
+            CHECK_OK(sdb_png_read_text(path, &tk, &tv, &tn, &err), &err);
+            CHECKF(tn == 2 && !strcmp(tk[0], "late") && !strcmp(tv[0], "after IDAT \xc3\xa9") &&
+                   !strcmp(tk[1], "late utf8") && !strcmp(tv[1], "\xe2\x9c\x93 compressed"),
+                   "%s: text after IDAT not read back (%d entries)", path, tn);
+            sdb_png_text_free(tk, tv, tn);
+        }
         sdb_image_free(&rgb);
         sdb_image_free(&l);
         sdb_image_free(&keep);
@@ -583,6 +610,31 @@ static void test_png_write_failure_leaves_nothing(void)
     while (d && (e = readdir(d))) tmp_left += strstr(e->d_name, ".tmp") != NULL;
     if (d) closedir(d);
     CHECK(tmp_left == 0);
+
+    /* a write that fails midway (file size limit: works for root too): no file, no temp file */
+    sdb_image big;
+    CHECK_OK(sdb_image_alloc(&big, 300, 300, 3, &err), &err);
+    for (size_t i = 0; big.px && i < (size_t)300 * 300 * 3; i++) big.px[i] = (uint8_t)(i * 2654435761u >> 24);
+    char sub[4200];
+    snprintf(sub, sizeof sub, "%s/fsize", dir);
+    CHECK(mkdir(sub, 0755) == 0);
+    snprintf(path, sizeof path, "%s/big.png", sub);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 4096;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    rc = sdb_png_write(path, &big, NULL, NULL, 0, &err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    CHECK(rc != 0);
+    fprintf(stderr, "  (file size limit) -> %s\n", err.msg);
+    CHECK(!sdb_file_exists(path));
+    CHECK(count_dir_entries(sub) == 0);
+    CHECK_OK(sdb_png_write(path, &big, NULL, NULL, 0, &err), &err); /* and it works without the limit */
+    CHECK(count_dir_entries(sub) == 1);
+    sdb_image_free(&big);
     sdb_image_free(&im);
 }
 
