@@ -516,6 +516,117 @@ static void test_pipeline_runs(void)
     }
 }
 
+/* v_prediction (no reference file): a model that predicts v for a known x0 must move the sample
+ * exactly as the epsilon model predicting the matching eps does. PNDM combines raw v outputs
+ * across steps like diffusers does, so it is compared on its first step only. */
+static void test_v_prediction(void)
+{
+    const char *eps_json = "{\"beta_schedule\": \"scaled_linear\", \"beta_start\": 0.00085, \"beta_end\": 0.012, "
+                           "\"steps_offset\": 1, \"set_alpha_to_one\": false, \"clip_sample\": false, \"skip_prk_steps\": true}";
+    const char *v_json = "{\"beta_schedule\": \"scaled_linear\", \"beta_start\": 0.00085, \"beta_end\": 0.012, "
+                         "\"steps_offset\": 1, \"set_alpha_to_one\": false, \"clip_sample\": false, \"skip_prk_steps\": true, "
+                         "\"prediction_type\": \"v_prediction\"}";
+    enum { NEL = 64 };
+    for (int k = 0; k < N_NAMES; k++) {
+        sdb_err err = {0};
+        sdb_config ce = {0}, cv = {0};
+        CHECK_OK(sdb_config_parse(&ce, eps_json, "eps.json", &err), &err);
+        CHECK_OK(sdb_config_parse(&cv, v_json, "v.json", &err), &err);
+        sdb_sched *se = NULL, *sv = NULL;
+        CHECK_OK(sdb_sched_create(&se, NAMES[k], &ce, &err), &err);
+        CHECK_OK(sdb_sched_create(&sv, NAMES[k], &cv, &err), &err);
+        if (!se || !sv) { sdb_sched_free(se); sdb_sched_free(sv); sdb_config_free(&ce); sdb_config_free(&cv); continue; }
+        const int steps = strcmp(NAMES[k], "pndm") == 0 ? 1 : 8;
+        CHECK_OK(sdb_sched_set_timesteps(se, 10, &err), &err);
+        CHECK_OK(sdb_sched_set_timesteps(sv, 10, &err), &err);
+        float x0[NEL], xe[NEL], xv[NEL], mo[NEL];
+        sdb_rng r;
+        sdb_rng_seed(&r, 77);
+        sdb_rng_randn(&r, x0, NEL);
+        sdb_rng_randn(&r, xe, NEL);
+        const float ins = sdb_sched_init_noise_sigma(se);
+        for (int i = 0; i < NEL; i++) { xe[i] *= ins; xv[i] = xe[i]; }
+        sdb_rng ge, gv;
+        sdb_rng_seed(&ge, 5);
+        sdb_rng_seed(&gv, 5);
+        int na = 0, nsig = 0;
+        const float *acp = sdb_sched_alphas_cumprod(se, &na);
+        const float *sig = sdb_sched_sigmas(se, &nsig);
+        int sigma_space = sig && sdb_sched_timestep_is_int(se) == 0;
+        double worst = 0;
+        for (int i = 0; i < steps; i++) {
+            double alpha, sigt;
+            if (sig) {
+                double sg = sig[i];
+                if (sigma_space) { alpha = 1.0; sigt = sg; }
+                else { alpha = 1.0 / sqrt(sg * sg + 1.0); sigt = sg * alpha; }
+            } else {
+                double a = acp[(int)sdb_sched_timesteps(se)[i]];
+                alpha = sqrt(a);
+                sigt = sqrt(1.0 - a);
+            }
+            for (int j = 0; j < NEL; j++) mo[j] = (float)((xe[j] - alpha * x0[j]) / sigt); /* eps */
+            CHECK_OK(sdb_sched_step(se, mo, i, xe, xe, NEL, &ge, &err), &err);
+            /* v = alpha_hat * eps - sigma_hat * x0 with alpha_hat^2 + sigma_hat^2 = 1 */
+            double norm = sqrt(alpha * alpha + sigt * sigt);
+            for (int j = 0; j < NEL; j++) {
+                double eps = (xv[j] - alpha * x0[j]) / sigt;
+                mo[j] = (float)((alpha * eps - sigt * x0[j]) / norm);
+            }
+            CHECK_OK(sdb_sched_step(sv, mo, i, xv, xv, NEL, &gv, &err), &err);
+            double e = rel_err(xv, xe, NEL);
+            if (e > worst) worst = e;
+        }
+        fprintf(stderr, "  %-16s v vs eps over %d steps: rel diff %.2e\n", NAMES[k], steps, worst);
+        CHECKF(worst <= 2e-5, "%s: v_prediction path differs from epsilon path by %g", NAMES[k], worst);
+        sdb_sched_free(se); sdb_sched_free(sv);
+        sdb_config_free(&ce); sdb_config_free(&cv);
+    }
+}
+
+/* Spacings and PRK timesteps without a reference file: values worked out from diffusers' code. */
+static void test_spacings(void)
+{
+    sdb_err err = {0};
+    struct { const char *json, *name; int n; int count; double first, second, last; } cases[] = {
+        /* PNDM PRK (skip_prk_steps false): 12 PRK + 47 PLMS timesteps for N=50, T//N//2 = 10 */
+        {"{\"skip_prk_steps\": false}", "pndm", 50, 59, 980, 970, 0},
+        {"{\"skip_prk_steps\": true, \"steps_offset\": 1}", "pndm", 50, 51, 981, 961, 1},
+        {"{\"timestep_spacing\": \"trailing\"}", "ddim", 10, 10, 999, 899, 99},
+        {"{\"timestep_spacing\": \"linspace\"}", "ddim", 10, 10, 999, 888, 0},
+        {"{\"timestep_spacing\": \"trailing\"}", "euler", 10, 10, 999, 899, 99},
+        {"{\"timestep_spacing\": \"leading\", \"steps_offset\": 1}", "euler", 10, 10, 901, 801, 1},
+        {"{\"timestep_spacing\": \"leading\", \"steps_offset\": 1}", "dpmpp_2m", 10, 10, 901, 811, 91},
+        {"{\"timestep_spacing\": \"trailing\"}", "dpmpp_2m", 10, 10, 999, 899, 99},
+        {"{\"timestep_spacing\": \"linspace\", \"skip_prk_steps\": true}", "pndm", 10, 11, 999, 888, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sdb_config c = {0};
+        sdb_sched *s = NULL;
+        CHECK_OK(sdb_config_parse(&c, cases[i].json, "spacing.json", &err), &err);
+        CHECK_OK(sdb_sched_create(&s, cases[i].name, &c, &err), &err);
+        if (s) {
+            CHECK_OK(sdb_sched_set_timesteps(s, cases[i].n, &err), &err);
+            const double *t = sdb_sched_timesteps(s);
+            int m = sdb_sched_num_timesteps(s);
+            CHECKF(m == cases[i].count && t[0] == cases[i].first && t[1] == cases[i].second && t[m - 1] == cases[i].last,
+                   "%s %s: %d timesteps %g, %g, ..., %g", cases[i].name, cases[i].json, m, t[0], t[1], t[m - 1]);
+            /* a PRK run stays finite */
+            if (i == 0) {
+                float x[16], mo[16];
+                for (int j = 0; j < 16; j++) x[j] = (float)j / 8 - 1;
+                for (int st = 0; st < m; st++) {
+                    for (int j = 0; j < 16; j++) mo[j] = 0.1f * x[j];
+                    CHECK_OK(sdb_sched_step(s, mo, st, x, x, 16, NULL, &err), &err);
+                }
+                for (int j = 0; j < 16; j++) CHECK(isfinite(x[j]));
+            }
+        }
+        sdb_sched_free(s);
+        sdb_config_free(&c);
+    }
+}
+
 int main(void)
 {
     RUN(test_tables);
@@ -526,6 +637,8 @@ int main(void)
     RUN(test_errors);
     RUN(test_a1111_names);
     RUN(test_pipeline_runs);
+    RUN(test_v_prediction);
+    RUN(test_spacings);
     if (g_st) sdb_st_close(g_st);
     if (g_meta) json_decref(g_meta);
     sdb_config_free(&g_cfg);
