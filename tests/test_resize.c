@@ -137,6 +137,22 @@ static void test_case_i_overlay(void)
         sdb_image_free(&png);
         sdb_image_free(&outimg);
     }
+    /* diffusers 0.30.x squashed the original and the mask to 128x128 first (default LANCZOS
+     * resize) and composited on that small canvas: reproducing output_u8_diffusers030 checks the
+     * plain 192x128 -> 128x128 Lanczos resize of RGB and L images too. */
+    const sdb_st_tensor *t030 = need(st, "output_u8_diffusers030");
+    if (t030 && t030->nbytes == 128 * 128 * 3) {
+        sdb_image s128, m128, o030;
+        CHECK_OK(sdb_resize_lanczos(&scene, 128, 128, &s128, &err), &err);
+        CHECK_OK(sdb_resize_lanczos(&mask, 128, 128, &m128, &err), &err);
+        CHECK_OK(sdb_apply_overlay(&m128, &s128, &gen, crop, &o030, &err), &err);
+        size_t bad = 0;
+        for (size_t i = 0; o030.px && i < t030->nbytes; i++) bad += o030.px[i] != t030->data[i];
+        CHECKF(o030.px && bad == 0, "diffusers 0.30 composite: %zu values differ", bad);
+        sdb_image_free(&s128);
+        sdb_image_free(&m128);
+        sdb_image_free(&o030);
+    }
 out:
     if (st) sdb_st_close(st);
     sdb_image_free(&scene);
