@@ -12,7 +12,8 @@
  *   PNG gray+alpha 16-bit  -> high bytes                (mode "RGBA", rawmode LA;16B)
  *   PNG RGB / RGBA 16-bit  -> high bytes                (rawmodes RGB;16B / RGBA;16B)
  *   PNG palette 1/2/4/8    -> palette RGB; tRNS gives the alpha; indices past the palette are
- *                             black (Pillow >= 9.1 palettes are zero-filled)
+ *                             black (current Pillow zero-fills palettes;
+ *                             very old versions used a gray ramp)
  *   tRNS on gray / RGB images is ignored (Pillow keeps it as info["transparency"] only).
  *   JPEG: libjpeg-turbo defaults (islow DCT, fancy upsampling) like Pillow; gray -> L; 3
  *   components -> RGB; 4 components (CMYK/YCCK) -> inverted as Pillow's "CMYK;I" rawmode, then

@@ -131,7 +131,7 @@ static int png_decode_inner(png_dec *d)
     if ((long long)w * (long long)h > (long long)d->max_pixels)
         return d->rc = sdb_fail(d->err, SDB_EUNSUPPORTED, "%s: image is %ux%u = %lld pixels, more than the limit of %ld",
                                 d->name, (unsigned)w, (unsigned)h, (long long)w * h, d->max_pixels);
-    /* Palette (entries past PLTE are black, as in Pillow >= 9.1) and its tRNS alphas. */
+    /* Palette (entries past PLTE are black, as current Pillow zero-fills) and its tRNS alphas. */
     uint8_t pal[256][4];
     memset(pal, 0, sizeof pal);
     for (int i = 0; i < 256; i++) pal[i][3] = 255;
