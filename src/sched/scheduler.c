@@ -504,6 +504,7 @@ static int set_ddim(sdb_sched *s, int n, sdb_err *err)
         int m = np_arange(T, 0, -((double)T / n), tmp, T + 2);
         for (int i = 0; i < n; i++) s->timesteps[i] = i < m ? np_round(tmp[i]) - 1 : 0;
         free(tmp);
+        if (m != n) return sdb_fail(err, SDB_EINVAL, "ddim: cannot make %d trailing timesteps", n);
     } else {
         double *asc = malloc((size_t)n * sizeof(double));
         int_timesteps(s, n, asc);
