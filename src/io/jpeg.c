@@ -61,14 +61,6 @@ typedef struct {
     sdb_image img;
 } jpeg_dec;
 
-static inline int muldiv255(int a, int b)
-{
-    int t = a * b + 128;
-    return ((t >> 8) + t) >> 8;
-}
-
-static inline uint8_t clip8(int v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
-
 static int jpeg_decode_inner(jpeg_dec *d)
 {
     if (setjmp(d->jerr.jb)) return -1;
@@ -108,7 +100,7 @@ static int jpeg_decode_inner(jpeg_dec *d)
             for (int x = 0; x < w; x++) {
                 const uint8_t *s = d->line + 4 * x;
                 int nk = s[3]; /* 255 - (255 - k_raw) */
-                for (int j = 0; j < 3; j++) o[3 * x + j] = clip8(nk - muldiv255(255 - s[j], nk));
+                for (int j = 0; j < 3; j++) o[3 * x + j] = sdb_clip8(nk - sdb_muldiv255(255 - s[j], nk));
             }
         }
     }

@@ -13,6 +13,7 @@
 #include "sdb/fsutil.h"
 
 #include <png.h>
+#include <utf8proc.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,39 +210,19 @@ int sdb_png_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image
 /* ---------------------------------------------------------------------------------------------- */
 /* text helpers                                                                                    */
 
-/* Decodes one UTF-8 sequence at s (NUL-terminated); returns its length or 0 when invalid. */
-static int utf8_decode(const unsigned char *s, unsigned *cp)
-{
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    int len;
-    unsigned min;
-    if ((c & 0xE0) == 0xC0) { len = 2; c &= 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; c &= 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; c &= 0x07; min = 0x10000; }
-    else return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
-    *cp = c;
-    return len;
-}
-
 /* UTF-8 -> Latin-1 (malloc'd). Returns 1 on success, 0 if some code point is > 255, -1 if the
  * input is not valid UTF-8. */
 static int utf8_to_latin1(const char *in, char **out)
 {
-    const unsigned char *s = (const unsigned char *)in;
+    const utf8proc_uint8_t *s = (const utf8proc_uint8_t *)in;
     size_t n = strlen(in);
     char *o = malloc(n + 1), *p = o;
     if (!o) return -2;
     int ok = 1;
     while (*s) {
-        unsigned cp;
-        int l = utf8_decode(s, &cp);
-        if (!l) { free(o); return -1; }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t l = utf8proc_iterate(s, -1, &cp);
+        if (l <= 0 || cp < 0) { free(o); return -1; }
         if (cp > 255) ok = 0;
         *p++ = (char)(unsigned char)cp;
         s += l;

@@ -5,6 +5,7 @@
  * See resize.h. All functions allocate their output; inputs are never modified.
  */
 #include "sdb/resize.h"
+#include "image_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -112,11 +113,8 @@ static int precompute(int inSize, float in0, float in1, int outSize, const filte
     return ksize;
 }
 
-static inline uint8_t clip8(int32_t ss)
-{
-    int32_t v = ss >> PRECISION_BITS; /* arithmetic shift, as Pillow's lookup index */
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-}
+/* Pillow's clip8: arithmetic shift (its lookup index), then clamp. */
+static inline uint8_t clip8(int32_t ss) { return sdb_clip8(ss >> PRECISION_BITS); }
 
 /* Horizontal pass: out rows 0..oh-1 come from input rows offset..offset+oh-1. */
 static void resample_h(const uint8_t *in, int iw, int c, uint8_t *out, int ow, int oh, int offset,
@@ -153,22 +151,14 @@ static void resample_v(const uint8_t *in, int w, int c, uint8_t *out, int oh,
     }
 }
 
-static inline int muldiv255(int a, int b)
-{
-    int t = a * b + 128;
-    return ((t >> 8) + t) >> 8;
-}
-
-static inline uint8_t clip8i(int v) { return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v); }
-
 /* Convert.c rgbA2rgba (premultiply) and rgba2rgbA (unpremultiply, truncating division). */
 static void premultiply(uint8_t *px, size_t n)
 {
     for (size_t i = 0; i < n; i++, px += 4) {
         int a = px[3];
-        px[0] = (uint8_t)muldiv255(px[0], a);
-        px[1] = (uint8_t)muldiv255(px[1], a);
-        px[2] = (uint8_t)muldiv255(px[2], a);
+        px[0] = (uint8_t)sdb_muldiv255(px[0], a);
+        px[1] = (uint8_t)sdb_muldiv255(px[1], a);
+        px[2] = (uint8_t)sdb_muldiv255(px[2], a);
     }
 }
 
@@ -177,9 +167,9 @@ static void unpremultiply(uint8_t *px, size_t n)
     for (size_t i = 0; i < n; i++, px += 4) {
         unsigned a = px[3];
         if (a == 255 || a == 0) continue;
-        px[0] = clip8i((int)((255u * px[0]) / a));
-        px[1] = clip8i((int)((255u * px[1]) / a));
-        px[2] = clip8i((int)((255u * px[2]) / a));
+        px[0] = sdb_clip8((int)((255u * px[0]) / a));
+        px[1] = sdb_clip8((int)((255u * px[1]) / a));
+        px[2] = sdb_clip8((int)((255u * px[2]) / a));
     }
 }
 
@@ -460,13 +450,13 @@ int sdb_apply_overlay(const sdb_image *mask, const sdb_image *init, const sdb_im
         int r, g, b, a;
         if (init->c == 1) { r = g = b = p[0]; a = 255; }
         else { r = p[0]; g = p[1]; b = p[2]; a = init->c == 4 ? p[3] : 255; }
-        r = muldiv255(r, a); g = muldiv255(g, a); b = muldiv255(b, a); /* RGBA -> RGBa */
+        r = sdb_muldiv255(r, a); g = sdb_muldiv255(g, a); b = sdb_muldiv255(b, a); /* RGBA -> RGBa */
         int m = 255 - ml.px[i];
         uint8_t *q = src.px + 4 * i;
-        q[0] = (uint8_t)muldiv255(r, m);
-        q[1] = (uint8_t)muldiv255(g, m);
-        q[2] = (uint8_t)muldiv255(b, m);
-        q[3] = (uint8_t)muldiv255(a, m);
+        q[0] = (uint8_t)sdb_muldiv255(r, m);
+        q[1] = (uint8_t)sdb_muldiv255(g, m);
+        q[2] = (uint8_t)sdb_muldiv255(b, m);
+        q[3] = (uint8_t)sdb_muldiv255(a, m);
     }
     unpremultiply(src.px, n);
 
