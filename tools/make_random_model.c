@@ -51,13 +51,13 @@
 /* The model loaders this tool runs in recording mode. Each is switched on once its implementation
  * is in libsdb (a header alone would leave the tool unlinkable and break everyone's build). */
 #ifndef MODELGEN_HAVE_UNET
-#define MODELGEN_HAVE_UNET 0
+#define MODELGEN_HAVE_UNET 1
 #endif
 #ifndef MODELGEN_HAVE_VAE
-#define MODELGEN_HAVE_VAE 0
+#define MODELGEN_HAVE_VAE 1
 #endif
 #ifndef MODELGEN_HAVE_CLIP
-#define MODELGEN_HAVE_CLIP 0
+#define MODELGEN_HAVE_CLIP 1
 #endif
 #if MODELGEN_HAVE_UNET
 #include "sdb/unet.h"
@@ -336,9 +336,10 @@ static json_t *special_tokens_map(void)
  * the merge's two parts), then <|startoftext|> and <|endoftext|> as the last two ids. Merges are
  * made here, deterministically, in three phases, until there are vocab_size - 2 tokens (48894
  * merges at CLIP's 49408, exactly the number transformers' CLIPTokenizer reads):
- *   1. whole words from a list of common English / prompt words (left-to-right chains: "c a",
- *      "ca t</w>"), and CLIP's contraction pieces ("' s</w>"...): these become single tokens;
- *   2. common English syllables and suffixes, word-inside and word-final;
+ *   1. whole words from a list of common English / prompt words, and CLIP's contraction pieces
+ *      ("'s</w>"...): each gets the merges that join what the BPE so far makes of it (see
+ *      tok_word), so these words are single tokens;
+ *   2. common English syllables and suffixes, word-inside and word-final, the same way;
  *   3. every letter pair, then every letter triple, then quadruples, in alphabetical order,
  *      each word-inside and word-final, until the count is reached.
  * Every merge joins two tokens that already exist and makes a token that does not, and no token
@@ -473,19 +474,64 @@ static int tok_merge(mg_tok *t, const char *left, const char *right, int target)
     return tok_add(t, joined) ? -1 : 1;
 }
 
-/* Chain merges for an ASCII lowercase word: w0 w1 -> w0w1, (w0w1) w2 -> ..., word-final when
- * `final` (the last piece is "x</w>"). */
-static int tok_chain(mg_tok *t, const char *w, int final, int target)
+/* The rank of merge (l, r), or -1: merge k made token 512 + k. */
+static int merge_rank(const mg_tok *t, const char *l, const char *r)
+{
+    char j[256];
+    if (snprintf(j, sizeof j, "%s%s", l, r) >= (int)sizeof j) return -1;
+    int id = tok_find(t, j);
+    if (id < 512 || id - 512 >= t->n_merges) return -1;
+    const char *m = t->merges[id - 512];
+    size_t ll = strlen(l);
+    return (!strncmp(m, l, ll) && m[ll] == ' ' && !strcmp(m + ll + 1, r)) ? id - 512 : -1;
+}
+
+#define MG_MAXW 48
+
+static void join2(char *dst, const char *src) /* dst (MG_MAXW + 8 bytes) += src */
+{
+    char tmp[MG_MAXW + 8];
+    snprintf(tmp, sizeof tmp, "%s%s", dst, src);
+    memcpy(dst, tmp, sizeof tmp);
+}
+
+/* What the BPE with the merges so far makes of an ASCII word (as CLIP applies it: the lowest-
+ * ranked adjacent pair is merged until none applies). parts: *np pieces. */
+static void bpe_apply(const mg_tok *t, const char *w, int final, char parts[MG_MAXW][MG_MAXW + 8], int *np)
+{
+    int n = (int)strlen(w);
+    for (int i = 0; i < n; i++) snprintf(parts[i], sizeof parts[i], "%c%s", w[i], (final && i == n - 1) ? "</w>" : "");
+    for (;;) {
+        int best = -1, best_rank = INT32_MAX;
+        for (int i = 0; i + 1 < n; i++) {
+            int r = merge_rank(t, parts[i], parts[i + 1]);
+            if (r >= 0 && r < best_rank) { best_rank = r; best = i; }
+        }
+        if (best < 0) break;
+        join2(parts[best], parts[best + 1]);
+        for (int i = best + 1; i + 1 < n; i++) memcpy(parts[i], parts[i + 1], sizeof parts[i]);
+        n--;
+    }
+    *np = n;
+}
+
+/* Makes an ASCII word (word-final when `final`) a single token: takes what the current BPE makes
+ * of it and adds the merges joining those pieces left to right. Since every later merge ranks
+ * higher, the word keeps tokenizing to itself whatever comes after. Stops early (leaving the word
+ * in a few pieces) when a join would duplicate an existing token. */
+static int tok_word(mg_tok *t, const char *w, int final, int target)
 {
     size_t n = strlen(w);
-    if (n < 2 || n > 60) return 0;
-    char left[128], right[16];
-    for (size_t k = 1; k < n; k++) {
-        memcpy(left, w, k);
-        left[k] = '\0';
-        int last = (k == n - 1);
-        snprintf(right, sizeof right, "%c%s", w[k], (last && final) ? "</w>" : "");
-        if (tok_merge(t, left, right, target) < 0) return -1;
+    if (n < 2 || n >= MG_MAXW) return 0;
+    char parts[MG_MAXW][MG_MAXW + 8];
+    int np;
+    bpe_apply(t, w, final, parts, &np);
+    while (np > 1) {
+        int rc = tok_merge(t, parts[0], parts[1], target);
+        if (rc <= 0) return rc;
+        join2(parts[0], parts[1]);
+        for (int i = 1; i + 1 < np; i++) memcpy(parts[i], parts[i + 1], sizeof parts[i]);
+        np--;
     }
     return 0;
 }
@@ -528,17 +574,17 @@ static int build_tokenizer(mg_tok *t, int vocab_size, sdb_err *err)
 
     /* 1. words and contraction pieces */
     for (size_t i = 0; i < sizeof MG_WORDS / sizeof MG_WORDS[0]; i++)
-        if (tok_chain(t, MG_WORDS[i], 1, target)) goto oom;
+        if (tok_word(t, MG_WORDS[i], 1, target)) goto oom;
     const char *contr[] = {"s", "t", "re", "ve", "m", "ll", "d"};
     for (size_t i = 0; i < sizeof contr / sizeof contr[0]; i++) {
         char w[8];
         snprintf(w, sizeof w, "'%s", contr[i]);
-        if (tok_chain(t, w, 1, target)) goto oom;
+        if (tok_word(t, w, 1, target)) goto oom;
     }
     /* 2. syllables, inside and at the end of words */
     for (size_t i = 0; i < sizeof MG_SYLLABLES / sizeof MG_SYLLABLES[0]; i++) {
-        if (tok_chain(t, MG_SYLLABLES[i], 0, target)) goto oom;
-        if (tok_chain(t, MG_SYLLABLES[i], 1, target)) goto oom;
+        if (tok_word(t, MG_SYLLABLES[i], 0, target)) goto oom;
+        if (tok_word(t, MG_SYLLABLES[i], 1, target)) goto oom;
     }
     /* 3. all letter n-grams, n = 2, 3, 4, ..., until the vocabulary is full */
     for (int len = 2; t->n < target && len <= 8; len++) {
