@@ -306,6 +306,32 @@ static void test_malformed(void)
     expect_fail(make_dir(NULL, ok_merges, "{\"eos_token\": \"<|nosuch|>\"}"), "vocab.json", "<|nosuch|>", "unknown eos token");
     expect_fail(make_dir(NULL, ok_merges, "{\"pad_token\": 5}"), "tokenizer_config.json", "pad_token", "pad token not a string");
 
+    /* added tokens: the two specials listed as newer transformers save them are fine; a token
+     * beyond vocab.json (textual inversion) is refused rather than tokenized wrongly */
+    {
+        const char *cfg = "{\"added_tokens_decoder\": {\"49406\": {\"content\": \"<|startoftext|>\", \"special\": true},"
+                          " \"49407\": {\"content\": \"<|endoftext|>\", \"special\": true}}, \"model_max_length\": 77}";
+        sdb_err e = {0};
+        sdb_tokenizer *t2 = NULL;
+        char *merges = NULL;
+        size_t ml = 0;
+        sdb_read_file(sdb_t_path("models/tiny-sd-inpaint/tokenizer/merges.txt"), &merges, &ml, &e);
+        CHECK_OK(sdb_tokenizer_load(&t2, make_dir(NULL, merges, cfg), &e), &e);
+        if (t2) {
+            int32_t ids[77];
+            CHECK_OK(sdb_tokenizer_encode(t2, "a<|endoftext|>b", -1, ids, NULL, NULL, &e), &e);
+            CHECK(ids[0] == 49406 && ids[1] == 320 && ids[2] == 49407 && ids[3] == 321 && ids[4] == 49407);
+        }
+        sdb_tokenizer_free(t2);
+        const char *bad = "{\"added_tokens_decoder\": {\"49408\": {\"content\": \"<cat-toy>\"}}}";
+        expect_fail(make_dir(NULL, merges, bad), "tokenizer_config.json", "<cat-toy>", "added token beyond vocab");
+        const char *d = make_dir(NULL, merges, NULL);
+        char p[1024];
+        snprintf(p, sizeof p, "%s/added_tokens.json", d);
+        sdb_write_file_atomic(p, "{\"<cat-toy>\": 49408}", 20, &e);
+        expect_fail(d, "added_tokens.json", "not supported", "added_tokens.json");
+        free(merges);
+    }
     /* a tiny valid merges file still loads and tokenizes (byte-level fallback) */
     sdb_err err = {0};
     sdb_tokenizer *tok = NULL;

@@ -58,6 +58,7 @@
 #include "sdb/fsutil.h"
 
 #define CLIP_MAX_MERGES (49152 - 256 - 2) /* transformers: merges[1 : 49152-256-2+1] */
+#define MAX_SPECIAL 64
 
 /* ---- hash tables ------------------------------------------------------------------------- */
 
@@ -88,8 +89,8 @@ struct sdb_tokenizer {
     uint32_t byte_cp[256];                  /* bytes_to_unicode */
     int32_t bos, eos, pad, unk;
     int32_t sot_id, eot_id;                 /* "<|startoftext|>" / "<|endoftext|>" (bpe cache) */
-    char *special[4];                       /* distinct special strings split off first */
-    int32_t special_id[4];
+    char *special[MAX_SPECIAL];             /* distinct added-token strings split off first */
+    int32_t special_id[MAX_SPECIAL];
     int n_special;
     int max_length;
     int monotonic;                          /* merges allow the heap BPE (see bpe_heap) */
@@ -294,6 +295,62 @@ static int special_value(json_t *root, const char *key, const char *path, char *
     return 0;
 }
 
+/* Adds an added token (split off before cleaning) after checking it is the vocabulary's own
+ * entry: tokens beyond vocab.json (textual-inversion embeddings...) are not supported. */
+static int add_split_token(sdb_tokenizer *t, const char *content, long long id, const char *path, sdb_err *err)
+{
+    int32_t vid = vocab_find(t, content, strlen(content));
+    if (vid < 0)
+        return sdb_fail(err, SDB_EUNSUPPORTED,
+                        "%s: added token '%s' (id %lld) is not in vocab.json: tokens added beyond the vocabulary "
+                        "(e.g. textual-inversion embeddings) are not supported", path, content, id);
+    if (vid != id)
+        return sdb_fail(err, SDB_EFORMAT, "%s: added token '%s' has id %lld, but vocab.json gives it %d",
+                        path, content, id, vid);
+    for (int j = 0; j < t->n_special; j++) if (!strcmp(t->special[j], content)) return 0;
+    if (t->n_special == MAX_SPECIAL) return sdb_fail(err, SDB_EUNSUPPORTED, "%s: more than %d added tokens", path, MAX_SPECIAL);
+    if (!(t->special[t->n_special] = strdup(content))) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    t->special_id[t->n_special++] = vid;
+    return 0;
+}
+
+/* tokenizer_config.json's "added_tokens_decoder" ({"49406": {"content": ...}}) and the older
+ * added_tokens.json ({"content": id}). */
+static int load_added_tokens(sdb_tokenizer *t, const char *dir, json_t *config, const char *config_path, sdb_err *err)
+{
+    json_t *dec = config ? json_object_get(config, "added_tokens_decoder") : NULL;
+    const char *key;
+    json_t *val;
+    int rc = 0;
+    if (dec && !json_is_null(dec)) {
+        if (!json_is_object(dec)) return sdb_fail(err, SDB_EFORMAT, "%s: 'added_tokens_decoder' must be an object", config_path);
+        json_object_foreach(dec, key, val) {
+            json_t *c = json_is_object(val) ? json_object_get(val, "content") : NULL;
+            char *end;
+            long long id = strtoll(key, &end, 10);
+            if (!c || !json_is_string(c) || *end || end == key)
+                return sdb_fail(err, SDB_EFORMAT, "%s: added_tokens_decoder entry '%s' needs an integer key and a \"content\" string",
+                                config_path, key);
+            if ((rc = add_split_token(t, json_string_value(c), id, config_path, err))) return rc;
+        }
+    }
+    char *path = sdb_path_join(dir, "added_tokens.json");
+    if (!path) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    if (sdb_file_exists(path)) {
+        json_error_t je;
+        json_t *root = json_load_file(path, 0, &je);
+        if (!root) rc = sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+        else if (!json_is_object(root)) rc = sdb_fail(err, SDB_EFORMAT, "%s: expected a JSON object", path);
+        else json_object_foreach(root, key, val) {
+            if (!json_is_integer(val)) { rc = sdb_fail(err, SDB_EFORMAT, "%s: '%s': id must be an integer", path, key); break; }
+            if ((rc = add_split_token(t, key, json_integer_value(val), path, err))) break;
+        }
+        if (root) json_decref(root);
+    }
+    free(path);
+    return rc;
+}
+
 static int load_specials(sdb_tokenizer *t, const char *dir, sdb_err *err)
 {
     static const char *keys[4] = {"bos_token", "eos_token", "pad_token", "unk_token"};
@@ -301,6 +358,7 @@ static int load_specials(sdb_tokenizer *t, const char *dir, sdb_err *err)
     char *val[4] = {0};
     int rc = 0;
     long long max_len = 77;
+    int added_done = 0;
     for (int k = 0; k < 4 && !rc; k++) if (!(val[k] = strdup(defs[k]))) rc = sdb_fail(err, SDB_ENOMEM, "out of memory");
     /* transformers: tokenizer_config.json first, special_tokens_map.json overrides */
     const char *files[2] = {"tokenizer_config.json", "special_tokens_map.json"};
@@ -313,6 +371,7 @@ static int load_specials(sdb_tokenizer *t, const char *dir, sdb_err *err)
             if (!root) rc = sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
             else if (!json_is_object(root)) rc = sdb_fail(err, SDB_EFORMAT, "%s: expected a JSON object", path);
             for (int k = 0; k < 4 && !rc; k++) rc = special_value(root, keys[k], path, &val[k], err);
+            if (!rc && f == 0) { rc = load_added_tokens(t, dir, root, path, err); added_done = 1; }
             if (!rc && f == 0) {
                 json_t *m = json_object_get(root, "model_max_length");
                 if (m && !json_is_null(m)) {
@@ -330,19 +389,14 @@ static int load_specials(sdb_tokenizer *t, const char *dir, sdb_err *err)
         }
         free(path);
     }
+    if (!rc && !added_done) rc = load_added_tokens(t, dir, NULL, NULL, err);
     if (!rc) {
         int32_t *ids[4] = {&t->bos, &t->eos, &t->pad, &t->unk};
         for (int k = 0; k < 4 && !rc; k++) {
             int32_t id = vocab_find(t, val[k], strlen(val[k]));
             if (id < 0) rc = sdb_fail(err, SDB_EFORMAT, "%s/vocab.json: %s '%s' is not in the vocabulary", dir, keys[k], val[k]);
             *ids[k] = id;
-            int dup = 0;
-            for (int j = 0; j < t->n_special; j++) dup |= !strcmp(t->special[j], val[k]);
-            if (!rc && !dup) {
-                t->special[t->n_special] = val[k];
-                t->special_id[t->n_special++] = id;
-                val[k] = NULL;
-            }
+            if (!rc) rc = add_split_token(t, val[k], id, files[0], err);
         }
     }
     for (int k = 0; k < 4; k++) free(val[k]);
