@@ -94,6 +94,12 @@ static void test_single_file_identical(void)
     if (!a || !st) { sdb_clip_free(a); sdb_st_close(st); return; }
     sdb_weights w;
     sdb_weights_wrap(&w, st, "text_encoder", "cond_stage_model.transformer.", NULL);
+    {   /* the helper picks the same layout */
+        sdb_weights w2;
+        CHECK_OK(sdb_clip_wrap_single_file(&w2, st, &err), &err);
+        CHECK(w2.map == NULL && !strcmp(w2.prefix, "cond_stage_model.transformer."));
+        sdb_weights_free(&w2);
+    }
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%s/config.json", te_dir());
     CHECK_OK(sdb_clip_load(&b, cfg, &w, &err), &err);
@@ -110,6 +116,70 @@ static void test_single_file_identical(void)
     sdb_weights_free(&w);
     sdb_st_close(st);
     sdb_clip_free(a);
+}
+
+/* The old single-file layout without "text_model." (written here from the diffusers file), and a
+ * checkpoint without a text encoder. */
+static void test_single_file_old_layout(void)
+{
+    if (!have_ref) return;
+    sdb_err err = {0};
+    sdb_st *src = NULL;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors", te_dir());
+    CHECK_OK(sdb_st_open(&src, p, &err), &err);
+    if (!src) return;
+    sdb_st_wtensor *wt = calloc((size_t)src->n + 1, sizeof *wt);
+    char (*names)[256] = calloc((size_t)src->n + 1, sizeof *names);
+    for (int i = 0; i < src->n; i++) {
+        const sdb_st_tensor *t = &src->tensors[i];
+        const char *n = strncmp(t->name, "text_model.", 11) ? t->name : t->name + 11;
+        snprintf(names[i], sizeof names[i], "cond_stage_model.transformer.%s", n);
+        wt[i] = (sdb_st_wtensor){names[i], t->dtype, t->ndim, {0}, t->data};
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+    }
+    /* plus an unrelated tensor, as real checkpoints carry */
+    static const float dummy[2] = {1, 2};
+    wt[src->n] = (sdb_st_wtensor){"model.diffusion_model.out.2.bias", SDB_DT_F32, 1, {2}, dummy};
+    const char *d = sdb_t_tmpdir();
+    snprintf(p, sizeof p, "%s/old.safetensors", d);
+    CHECK_OK(sdb_st_write(p, wt, src->n + 1, NULL, NULL, 0, &err), &err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, p, &err), &err);
+    if (st) {
+        sdb_weights w;
+        CHECK_OK(sdb_clip_wrap_single_file(&w, st, &err), &err);
+        CHECK(w.map != NULL);
+        sdb_clip *m = NULL;
+        char cfg[4096];
+        snprintf(cfg, sizeof cfg, "%s/config.json", te_dir());
+        CHECK_OK(sdb_clip_load(&m, cfg, &w, &err), &err);
+        if (m) {
+            float *o = malloc(sizeof(float) * 3 * S * H);
+            CHECK_OK(sdb_clip_encode(m, ref_ids, 3, o, &arena, &err), &err);
+            sdb_t_close(o, ref_last, 3 * S * H, 1e-5, 0, "old single-file layout");
+            free(o);
+        }
+        sdb_clip_free(m);
+        sdb_weights_free(&w);
+        sdb_st_close(st);
+    }
+    /* a file without a text encoder */
+    snprintf(p, sizeof p, "%s/none.safetensors", d);
+    CHECK_OK(sdb_st_write(p, &wt[src->n], 1, NULL, NULL, 0, &err), &err);
+    st = NULL;
+    CHECK_OK(sdb_st_open(&st, p, &err), &err);
+    if (st) {
+        sdb_weights w;
+        int rc = sdb_clip_wrap_single_file(&w, st, &err);
+        CHECKF(rc != 0 && strstr(err.msg, "none.safetensors") && strstr(err.msg, "no text encoder"), "%s", err.msg);
+        fprintf(stderr, "  %s\n", err.msg);
+        sdb_weights_free(&w);
+        sdb_st_close(st);
+    }
+    free(wt);
+    free(names);
+    sdb_st_close(src);
 }
 
 static void test_threads_and_batching(void)
@@ -415,6 +485,7 @@ int main(void)
     if (sdb_arena_init(&arena, (size_t)1 << 30, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     RUN(test_diffusers_folder);
     RUN(test_single_file_identical);
+    RUN(test_single_file_old_layout);
     RUN(test_threads_and_batching);
     RUN(test_f16_weights);
     RUN(test_end_to_end_with_tokenizer);

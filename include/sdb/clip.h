@@ -48,6 +48,13 @@ int sdb_clip_load(sdb_clip **out, const char *config_path, sdb_weights *w, sdb_e
 int sdb_clip_load_dir(sdb_clip **out, const char *text_encoder_dir, sdb_err *err);
 void sdb_clip_free(sdb_clip *m);
 
+/* Wraps a single-file (LDM / A1111) checkpoint's text encoder as weights for sdb_clip_load:
+ * names "cond_stage_model.transformer.text_model.*" (what diffusers' conversion writes and current
+ * checkpoints carry), or the old layout without "text_model." ("cond_stage_model.transformer.
+ * embeddings...", older transformers). `st` stays owned by the caller. Fails (naming the file)
+ * when it holds neither. */
+int sdb_clip_wrap_single_file(sdb_weights *w, sdb_st *st, sdb_err *err);
+
 const sdb_clip_config *sdb_clip_get_config(const sdb_clip *m);
 /* float32 bytes of weights (widened F16 copies included). */
 size_t sdb_clip_weight_bytes(const sdb_clip *m);

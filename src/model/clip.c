@@ -173,6 +173,27 @@ int sdb_clip_load_dir(sdb_clip **out, const char *dir, sdb_err *err)
     return 0;
 }
 
+/* Old single-file layout: the transformers names without their "text_model." part. */
+static int strip_text_model(const char *name, char *out, size_t outsz)
+{
+    const char *p = strncmp(name, "text_model.", 11) == 0 ? name + 11 : name;
+    if (strlen(p) >= outsz) return -1;
+    strcpy(out, p);
+    return 0;
+}
+
+int sdb_clip_wrap_single_file(sdb_weights *w, sdb_st *st, sdb_err *err)
+{
+    static const char *prefix = "cond_stage_model.transformer.";
+    sdb_weights_wrap(w, st, "text_encoder", prefix, NULL);
+    if (sdb_weights_find(w, "text_model.embeddings.token_embedding.weight")) return 0;
+    sdb_weights_wrap(w, st, "text_encoder", prefix, strip_text_model);
+    if (sdb_weights_find(w, "text_model.embeddings.token_embedding.weight")) return 0;
+    return sdb_fail(err, SDB_ENOTFOUND,
+                    "%s: no text encoder in this checkpoint (looked for '%stext_model.embeddings.token_embedding.weight' "
+                    "and '%sembeddings.token_embedding.weight')", st->path, prefix, prefix);
+}
+
 void sdb_clip_free(sdb_clip *m)
 {
     if (!m) return;

@@ -5,9 +5,11 @@
  * The text path, in order (Python names in brackets):
  *  1. UTF-8 is decoded; an invalid byte sequence becomes U+FFFD (as bytes.decode(errors="replace")
  *     would give), which step 3 then drops.
- *  2. The exact special-token strings (bos/eos/pad/unk: "<|startoftext|>", "<|endoftext|>") are
- *     split off first, case-sensitively, leftmost-longest [tokens_trie.split]; they become their ids.
- *     Every other part goes through steps 3-7 on its own.
+ *  2. The exact special-token strings (bos/eos/pad/unk: "<|startoftext|>", "<|endoftext|>", and
+ *     any added_tokens_decoder / added_tokens.json entry, which must be vocab.json's own entry:
+ *     tokens added beyond the vocabulary are refused at load) are split off first,
+ *     case-sensitively, leftmost-longest [tokens_trie.split]; they become their ids. Every other
+ *     part goes through steps 3-6 on its own.
  *  3. BasicTokenizer(do_lower_case=True, strip_accents=False, do_split_on_punc=False).tokenize:
  *     drop U+0000, U+FFFD and every category C* character except \t \n \r [_clean_text]; map
  *     \t \n \r and category Zs to ' '; put ' ' around CJK ideographs [_tokenize_chinese_chars];
