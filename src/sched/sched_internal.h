@@ -58,6 +58,9 @@ struct sdb_sched {
     float *tmp, *tmp2;         /* scratch */
 };
 
+/* torch.log of a float32 value as torch 1.13's CPU kernel computes it (SLEEF logf_u10, FMA). */
+float sdb_sched_torch_logf(float d);
+
 int sdb_sched_step_impl(sdb_sched *s, const float *model_output, int index, const float *sample,
                         float *prev, size_t n, sdb_rng *rng, sdb_err *err);
 

@@ -578,7 +578,7 @@ static int set_sigma_kind(sdb_sched *s, int n, sdb_err *err)
         if (!isinf(s->lambda_min_clipped) || s->lambda_min_clipped > 0) {
             for (int i = 0; i < T; i++) {
                 float a = s->alphas_cumprod[T - 1 - i];
-                float lam = logf(sqrtf(a)) - logf(sqrtf(1.0f - a));
+                float lam = sdb_sched_torch_logf(sqrtf(a)) - sdb_sched_torch_logf(sqrtf(1.0f - a));
                 if (!((double)lam < s->lambda_min_clipped)) break;
                 clipped++;
             }

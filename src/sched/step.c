@@ -9,6 +9,7 @@
 #include "sched_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,26 +233,60 @@ static int step_euler_a(sdb_sched *s, const float *mo, int index, const float *s
 
 /* ---- LMS ----------------------------------------------------------------------------------- */
 
-/* integral over [sigmas[t], sigmas[t+1]] of prod_{k != cur} (tau - s[t-k]) / (s[t-cur] - s[t-k]):
- * a polynomial of degree <= 3, so 5-point Gauss-Legendre in double is exact to rounding. */
+/* get_lms_coefficient: scipy.integrate.quad of the Lagrange basis polynomial
+ *     prod_{k != cur} (tau - s[t-k]) / (s[t-cur] - s[t-k])   over [s[t], s[t+1]],
+ * whose factors diffusers evaluates as float32 torch scalars ((float)tau - s, then / and *).
+ * For this polynomial (degree <= 3) QUADPACK's qags accepts its first 21-point Gauss-Kronrod
+ * estimate, which is what is computed here, with the integrand rounded the same way. */
+static double lms_basis(const sdb_sched *s, int order, int t, int cur, double tau)
+{
+    double prod = 1.0;
+    int first = 1;
+    float p = 1.0f;
+    for (int k = 0; k < order; k++) {
+        if (k == cur) continue;
+        float num = (float)tau - s->sigmas[t - k];
+        float den = s->sigmas[t - cur] - s->sigmas[t - k];
+        float q = num / den;
+        p = first ? q : p * q;
+        first = 0;
+    }
+    if (!first) prod = p;
+    return prod;
+}
+
 static double lms_coefficient(const sdb_sched *s, int order, int t, int cur)
 {
-    static const double x[5] = {0.0, -0.5384693101056831, 0.5384693101056831, -0.9061798459386640, 0.9061798459386640};
-    static const double w[5] = {0.5688888888888889, 0.4786286704993665, 0.4786286704993665, 0.2369268850561891,
-                                0.2369268850561891};
+    /* QUADPACK dqk21 nodes (xgk) and weights (wgk, wg): Kronrod nodes at odd 1-based positions */
+    static const double xgk[11] = {
+        0.995657163025808080735527280689003, 0.973906528517171720077964012084452,
+        0.930157491355708226001207180059508, 0.865063366688984510732096688423493,
+        0.780817726586416897063717578345042, 0.679409568299024406234327365114874,
+        0.562757134668604683339000099272694, 0.433395394129247190799265943165784,
+        0.294392862701460198131126603103866, 0.148874338981631210884826001129720, 0.0};
+    static const double wgk[11] = {
+        0.011694638867371874278064396062192, 0.032558162307964727478818972459390,
+        0.054755896574351996031381300244580, 0.075039674810919952767043140916190,
+        0.093125454583697605535065465083366, 0.109387158802297641899210590325805,
+        0.123491976262065851077208272890900, 0.134709217311473325928054001771707,
+        0.142775938577060080797094273138717, 0.147739104901338491374841515972068,
+        0.149445554002916905664936468389821};
     const double a = s->sigmas[t], b = s->sigmas[t + 1];
-    const double half = (b - a) / 2, mid = (a + b) / 2;
-    double sum = 0;
-    for (int q = 0; q < 5; q++) {
-        double tau = mid + half * x[q];
-        double prod = 1.0;
-        for (int k = 0; k < order; k++) {
-            if (k == cur) continue;
-            prod *= (tau - (double)s->sigmas[t - k]) / ((double)s->sigmas[t - cur] - (double)s->sigmas[t - k]);
-        }
-        sum += w[q] * prod;
+    const double centr = 0.5 * (a + b), hlgth = 0.5 * (b - a);
+    double resk = wgk[10] * lms_basis(s, order, t, cur, centr);
+    for (int j = 1; j <= 5; j++) {          /* Gauss nodes: 1-based 2, 4, ..., 10 */
+        int jtw = 2 * j - 1;
+        double absc = hlgth * xgk[jtw];
+        double fsum = lms_basis(s, order, t, cur, centr - absc) + lms_basis(s, order, t, cur, centr + absc);
+        resk = resk + wgk[jtw] * fsum;
     }
-    return sum * half;
+    for (int j = 1; j <= 5; j++) {          /* Kronrod-only nodes: 1-based 1, 3, ..., 9 */
+        int jtwm1 = 2 * j - 2;
+        double absc = hlgth * xgk[jtwm1];
+        double fsum = lms_basis(s, order, t, cur, centr - absc) + lms_basis(s, order, t, cur, centr + absc);
+        resk = resk + wgk[jtwm1] * fsum;
+    }
+    return resk * hlgth;
 }
 
 static int step_lms(sdb_sched *s, const float *mo, int index, const float *sample, float *prev, size_t n,
@@ -282,6 +317,109 @@ static int step_lms(sdb_sched *s, const float *mo, int index, const float *sampl
     return 0;
 }
 
+/* ---- torch.log / torch.exp of a float32 tensor ---------------------------------------------
+ * torch 1.13's CPU kernels (no MKL) run every element, even of a 0-dim tensor, through SLEEF's
+ * vectorised Sleef_logf8_u10 / Sleef_expf8_u10 (AVX2 build: FMA). One lane of each, written from
+ * SLEEF's published algorithms (double-float arithmetic with fused multiply-adds), so DPM-Solver's
+ * lambdas and exp(-h) come out as torch computes them rather than as libm's logf/expf. */
+
+typedef struct { float x, y; } df32;
+
+static df32 df_add2_ff(float x, float y)
+{
+    float s = x + y, v = s - x;
+    df32 r = {s, (x - (s - v)) + (y - v)};
+    return r;
+}
+
+static df32 df_add_dd(df32 x, df32 y) /* |x| >= |y| */
+{
+    float s = x.x + y.x;
+    df32 r = {s, (((x.x - s) + y.x) + x.y) + y.y};
+    return r;
+}
+
+static df32 df_add_df(df32 x, float y) /* |x| >= |y| */
+{
+    float s = x.x + y;
+    df32 r = {s, ((x.x - s) + y) + x.y};
+    return r;
+}
+
+static df32 df_mul_df(df32 x, float y)
+{
+    float s = x.x * y;
+    df32 r = {s, fmaf(x.y, y, fmaf(x.x, y, -s))};
+    return r;
+}
+
+static df32 df_div(df32 n, df32 d)
+{
+    float t = 1.0f / d.x;
+    float s = n.x * t;
+    float u = fmaf(t, n.x, -s);
+    float v = fmaf(-d.y, t, fmaf(-d.x, t, 1.0f));
+    df32 r = {s, fmaf(s, v, fmaf(n.y, t, u))};
+    return r;
+}
+
+float sdb_sched_torch_logf(float d)
+{
+    if (isnan(d) || d < 0) return NAN;
+    if (d == 0) return -INFINITY;
+    if (isinf(d)) return INFINITY;
+    int small = d < 1.17549435e-38f; /* FLT_MIN */
+    if (small) d = d * (18446744073709551616.0f);
+    uint32_t bits;
+    float dq = d * (1.0f / 0.75f);
+    memcpy(&bits, &dq, 4);
+    int e = (int)((bits >> 23) & 0xff) - 0x7f;
+    uint32_t mb;
+    memcpy(&mb, &d, 4);
+    mb = (uint32_t)((int32_t)mb + (int32_t)((uint32_t)(-e) << 23));
+    float m;
+    memcpy(&m, &mb, 4);
+    if (small) e -= 64;
+    df32 c = {0.69314718246459960938f, -1.904654323148236017e-09f};
+    df32 s = df_mul_df(c, (float)e);
+    df32 x = df_div(df_add2_ff(-1.0f, m), df_add2_ff(1.0f, m));
+    float x2 = x.x * x.x;
+    float t = 0.3027294874e+0f;
+    t = fmaf(t, x2, 0.3996108174e+0f);
+    t = fmaf(t, x2, 0.6666694880e+0f);
+    df32 x2s = {x.x * 2.0f, x.y * 2.0f};
+    s = df_add_dd(s, x2s);
+    s = df_add_df(s, (x2 * x.x) * t);
+    return s.x + s.y;
+}
+
+static float pow2i(int q)
+{
+    uint32_t b = (uint32_t)(q + 0x7f) << 23;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static float torch_expf(float d)
+{
+    if (isnan(d)) return d;
+    if (d < -104.0f) return 0.0f;
+    if (d > 100.0f) return INFINITY;
+    int q = (int)nearbyintf(d * 1.442695040888963407359924681001892137426645954152985934135449406931f);
+    float s = fmaf((float)q, -0.693145751953125f, d);
+    s = fmaf((float)q, -1.428606765330187045e-06f, s);
+    float u = 0.000198527617612853646278381f;
+    u = fmaf(u, s, 0.00139304355252534151077271f);
+    u = fmaf(u, s, 0.00833336077630519866943359f);
+    u = fmaf(u, s, 0.0416664853692054748535156f);
+    u = fmaf(u, s, 0.166666671633720397949219f);
+    u = fmaf(u, s, 0.5f);
+    u = 1.0f + fmaf(s * s, u, s);
+    int h = q >> 1;
+    return (u * pow2i(h)) * pow2i(q - h);
+}
+
 /* ---- DPM-Solver++ (2M) --------------------------------------------------------------------- */
 
 static void alpha_sigma(float sigma, float *alpha_t, float *sigma_t)
@@ -308,18 +446,18 @@ static int step_dpm(sdb_sched *s, const float *mo, int index, const float *sampl
     float at, st, as0, ss0;
     alpha_sigma(s->sigmas[index + 1], &at, &st);
     alpha_sigma(s->sigmas[index], &as0, &ss0);
-    const float lambda_t = logf(at) - logf(st);
-    const float lambda_s0 = logf(as0) - logf(ss0);
+    const float lambda_t = sdb_sched_torch_logf(at) - sdb_sched_torch_logf(st);
+    const float lambda_s0 = sdb_sched_torch_logf(as0) - sdb_sched_torch_logf(ss0);
     const float h = lambda_t - lambda_s0;
     const float r_sig = st / ss0;
-    const float c0 = at * (expf(-h) - 1.0f);
+    const float c0 = at * (torch_expf(-h) - 1.0f);
     const float *m0 = s->model_outputs[1];
     if (s->lower_order_nums < 1 || lower_order_final) {
         for (size_t i = 0; i < n; i++) prev[i] = r_sig * sample[i] - c0 * m0[i];
     } else {
         float as1, ss1;
         alpha_sigma(s->sigmas[index - 1], &as1, &ss1);
-        const float lambda_s1 = logf(as1) - logf(ss1);
+        const float lambda_s1 = sdb_sched_torch_logf(as1) - sdb_sched_torch_logf(ss1);
         const float h0 = lambda_s0 - lambda_s1;
         const float r0 = h0 / h;
         const float inv_r0 = 1.0f / r0;
