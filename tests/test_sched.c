@@ -157,10 +157,13 @@ static void test_timesteps_and_sigmas(void)
                 CHECKF(sig && nsig == nn, "%s: %d sigmas, want %lld", name, nsig, (long long)nn);
                 if (sig && rs && nsig == nn) {
                     double worst = 0;
+                    int exact = 0;
                     for (int i = 0; i < nsig; i++) {
                         double e = fabs((double)sig[i] - rs[i]) / (rs[i] != 0 ? fabs(rs[i]) : 1.0);
                         if (e > worst) worst = e;
+                        exact += memcmp(&sig[i], &rs[i], 4) == 0;
                     }
+                    if (exact != nsig) fprintf(stderr, "  %s: %d/%d bit-exact, max rel err %.2e\n", name, exact, nsig, worst);
                     CHECKF(worst <= 1e-6, "%s: sigma rel err %g", name, worst);
                 }
                 free(rs);
