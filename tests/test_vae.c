@@ -8,12 +8,7 @@
 #include "harness.h"
 #include "sdb/arena.h"
 #include "sdb/fp16.h"
-#if __has_include("sdb/ldm_names.h")
 #include "sdb/ldm_names.h"
-#define HAVE_LDM_NAMES 1
-#else
-#define HAVE_LDM_NAMES 0 /* the LDM name map is being written: its tests fail until it lands */
-#endif
 #include "sdb/rng.h"
 #include "sdb/safetensors.h"
 #include "sdb/threads.h"
@@ -440,15 +435,13 @@ static void test_fp16_variant(void)
 /* The single-file LDM checkpoint: prefix first_stage_model. + the LDM name map. */
 static void test_single_file(void)
 {
-#if !HAVE_LDM_NAMES
-    CHECKF(0, "sdb/ldm_names.h is missing");
-#else
     sdb_err err;
     sdb_st *st = NULL;
     CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint.safetensors"), &err), &err);
     if (!st) return;
+    /* the plain SD map (sdb_name_map_fn) */
     sdb_weights w;
-    sdb_weights_wrap(&w, st, "vae", "first_stage_model.", sdb_ldm_vae_name);
+    sdb_weights_wrap(&w, st, "vae", SDB_LDM_VAE_PREFIX, sdb_ldm_vae_name);
     sdb_vae *v = NULL;
     CHECK_OK(sdb_vae_load(&v, sdb_t_path(TINY_VAE "/config.json"), &w, &err), &err);
     if (v) {
@@ -458,8 +451,35 @@ static void test_single_file(void)
         sdb_vae_free(v);
     }
     sdb_weights_free(&w);
+
+    /* the config-driven wrapper; the single file gives exactly the folder's results */
+    sdb_vae_config cfg;
+    CHECK_OK(sdb_vae_config_load(&cfg, sdb_t_path(TINY_VAE "/config.json"), &err), &err);
+    sdb_weights wl, wf;
+    CHECK_OK(sdb_ldm_vae_weights(&wl, st, &cfg, &err), &err);
+    sdb_vae *vl = NULL, *vf = load_folder(&wf, sdb_t_path(TINY_VAE));
+    CHECK_OK(sdb_vae_create(&vl, &cfg, &wl, &err), &err);
+    float *z = ref_f32("dec_h12w17/z", NULL), *img = ref_f32("enc_h96w136/image", NULL);
+    if (vl && vf && z && img) {
+        size_t ni = (size_t)3 * 96 * 136, nl = (size_t)4 * 12 * 17;
+        float *a = malloc(ni * sizeof(float)), *b = malloc(ni * sizeof(float));
+        float *ma = malloc(nl * sizeof(float)), *mb = malloc(nl * sizeof(float));
+        float *sa = malloc(nl * sizeof(float)), *sb = malloc(nl * sizeof(float));
+        CHECK_OK(sdb_vae_decode(vl, z, 12, 17, a, &arena, &err), &err);
+        CHECK_OK(sdb_vae_decode(vf, z, 12, 17, b, &arena, &err), &err);
+        CHECK(memcmp(a, b, ni * sizeof(float)) == 0);
+        CHECK_OK(sdb_vae_encode(vl, img, 96, 136, ma, sa, NULL, &arena, &err), &err);
+        CHECK_OK(sdb_vae_encode(vf, img, 96, 136, mb, sb, NULL, &arena, &err), &err);
+        CHECK(memcmp(ma, mb, nl * sizeof(float)) == 0 && memcmp(sa, sb, nl * sizeof(float)) == 0);
+        free(a); free(b); free(ma); free(mb); free(sa); free(sb);
+    }
+    free(z);
+    free(img);
+    sdb_vae_free(vl);
+    sdb_vae_free(vf);
+    sdb_weights_free(&wl);
+    if (vf) sdb_weights_free(&wf);
     sdb_st_close(st);
-#endif
 }
 
 /* 1 vs 2 threads: bit-identical encode and decode. */
@@ -533,12 +553,8 @@ static void test_sd15_layout(void)
                 if (bad_d++ < 5) fprintf(stderr, "  diffusers layout: %s not as requested\n", rec.rec_names[i]);
             }
             char ln[512] = "first_stage_model.";
-#if HAVE_LDM_NAMES
             size_t pl = strlen(ln);
             int ok = sdb_ldm_vae_name(rec.rec_names[i], ln + pl, sizeof ln - pl) == 0;
-#else
-            int ok = 0;
-#endif
             if (ok) {
                 int64_t s4[4] = {rec.rec_shapes[i][0], rec.rec_shapes[i][1], 1, 1};
                 ok = shapes_match(lt, ln, rec.rec_ndim[i], rec.rec_shapes[i]) ||
