@@ -182,6 +182,142 @@ static void test_single_file_old_layout(void)
     sdb_st_close(src);
 }
 
+/* An independent, naive float64 CLIPTextModel forward (one prompt), straight from the
+ * transformers code; validated against last_hidden_state_f64, then used for the "gelu" config
+ * that has no Python reference. */
+static const float *wt_(sdb_weights *w, const char *fmt, int l)
+{
+    char name[256];
+    snprintf(name, sizeof name, fmt, l);
+    const sdb_st_tensor *t = sdb_weights_find(w, name);
+    return t ? (const float *)(const void *)t->data : NULL;
+}
+
+static void naive_ln(const double *x, double *y, const float *g, const float *b)
+{
+    for (int r = 0; r < S; r++) {
+        double m = 0, v = 0;
+        for (int j = 0; j < H; j++) m += x[r * H + j];
+        m /= H;
+        for (int j = 0; j < H; j++) v += (x[r * H + j] - m) * (x[r * H + j] - m);
+        v /= H;
+        for (int j = 0; j < H; j++) y[r * H + j] = (x[r * H + j] - m) / sqrt(v + 1e-5) * g[j] + b[j];
+    }
+}
+
+static void naive_lin(const double *x, int rows, int in, const float *W, const float *b, int out, double *y)
+{
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+            double acc = b[o];
+            for (int i = 0; i < in; i++) acc += x[r * in + i] * W[o * in + i];
+            y[r * out + o] = acc;
+        }
+}
+
+static void naive_forward(sdb_weights *w, const int32_t *ids, int gelu, double *out)
+{
+    enum { I = 64, NH = 4, HD = 8 };
+    static double x[S * H], h[S * H], q[S * H], k[S * H], v[S * H], a[S * H], f[S * I];
+    const float *te = wt_(w, "text_model.embeddings.token_embedding.weight", 0);
+    const float *pe = wt_(w, "text_model.embeddings.position_embedding.weight", 0);
+    for (int r = 0; r < S; r++) for (int j = 0; j < H; j++) x[r * H + j] = (double)te[ids[r] * H + j] + pe[r * H + j];
+    static const char *L = "text_model.encoder.layers.%d.";
+    char n[1][160];
+    for (int l = 0; l < NL; l++) {
+#define W_(s) (snprintf(n[0], sizeof n[0], "%s%s", L, s), wt_(w, n[0], l))
+        naive_ln(x, h, W_("layer_norm1.weight"), W_("layer_norm1.bias"));
+        naive_lin(h, S, H, W_("self_attn.q_proj.weight"), W_("self_attn.q_proj.bias"), H, q);
+        naive_lin(h, S, H, W_("self_attn.k_proj.weight"), W_("self_attn.k_proj.bias"), H, k);
+        naive_lin(h, S, H, W_("self_attn.v_proj.weight"), W_("self_attn.v_proj.bias"), H, v);
+        for (int hh = 0; hh < NH; hh++)
+            for (int i = 0; i < S; i++) {
+                double sc[S], mx = -1e300, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    double d = 0;
+                    for (int e = 0; e < HD; e++) d += q[i * H + hh * HD + e] * k[j * H + hh * HD + e];
+                    sc[j] = d / sqrt((double)HD);
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int j = 0; j <= i; j++) { sc[j] = exp(sc[j] - mx); sum += sc[j]; }
+                for (int e = 0; e < HD; e++) {
+                    double acc = 0;
+                    for (int j = 0; j <= i; j++) acc += sc[j] / sum * v[j * H + hh * HD + e];
+                    a[i * H + hh * HD + e] = acc;
+                }
+            }
+        naive_lin(a, S, H, W_("self_attn.out_proj.weight"), W_("self_attn.out_proj.bias"), H, h);
+        for (int i = 0; i < S * H; i++) x[i] += h[i];
+        naive_ln(x, h, W_("layer_norm2.weight"), W_("layer_norm2.bias"));
+        naive_lin(h, S, H, W_("mlp.fc1.weight"), W_("mlp.fc1.bias"), I, f);
+        for (int i = 0; i < S * I; i++)
+            f[i] = gelu ? 0.5 * f[i] * (1 + erf(f[i] / sqrt(2.0))) : f[i] / (1 + exp(-1.702 * f[i]));
+        naive_lin(f, S, I, W_("mlp.fc2.weight"), W_("mlp.fc2.bias"), H, h);
+        for (int i = 0; i < S * H; i++) x[i] += h[i];
+#undef W_
+    }
+    naive_ln(x, out, wt_(w, "text_model.final_layer_norm.weight", 0), wt_(w, "text_model.final_layer_norm.bias", 0));
+}
+
+static void test_naive_reference_and_gelu(void)
+{
+    if (!have_ref) return;
+    sdb_err err = {0};
+    sdb_weights w;
+    CHECK_OK(sdb_weights_open(&w, sdb_t_path("models/tiny-sd-inpaint/text_encoder/model.safetensors"), "text_encoder", &err), &err);
+    if (!w.st) return;
+    sdb_st *rs = NULL;
+    double *ref64 = malloc(sizeof(double) * 3 * S * H);
+    CHECK_OK(sdb_st_open(&rs, sdb_t_path("refs/clip_text.safetensors"), &err), &err);
+    const sdb_st_tensor *t64 = rs ? sdb_st_find(rs, "last_hidden_state_f64") : NULL;
+    CHECK(t64 && t64->dtype == SDB_DT_F64 && t64->numel == 3 * S * H);
+    if (t64) memcpy(ref64, t64->data, sizeof(double) * 3 * S * H);
+    sdb_st_close(rs);
+    double out[S * H];
+    float outf[S * H], reff[S * H];
+    for (int r = 0; r < 3 && t64; r++) {
+        naive_forward(&w, ref_ids + r * S, 0, out);
+        for (int i = 0; i < S * H; i++) { outf[i] = (float)out[i]; reff[i] = (float)ref64[r * S * H + i]; }
+        char what[64];
+        snprintf(what, sizeof what, "naive f64 vs ref f64, row %d", r);
+        sdb_t_close(outf, reff, S * H, 1e-6, 0, what); /* both rounded to float32 */
+    }
+    /* hidden_act "gelu": the model against the naive forward */
+    const char *d = sdb_t_tmpdir();
+    char cfgp[4096], *cfg = NULL;
+    size_t len = 0;
+    snprintf(cfgp, sizeof cfgp, "%s/config.json", te_dir());
+    CHECK_OK(sdb_read_file(cfgp, &cfg, &len, &err), &err);
+    char *pos = cfg ? strstr(cfg, "\"quick_gelu\"") : NULL;
+    CHECK(pos != NULL);
+    if (pos) {
+        memcpy(pos, "\"gelu\"      ", 12); /* same length, still valid JSON */
+        snprintf(cfgp, sizeof cfgp, "%s/config.json", d);
+        CHECK_OK(sdb_write_file_atomic(cfgp, cfg, len, &err), &err);
+        sdb_clip *m = NULL;
+        CHECK_OK(sdb_clip_load(&m, cfgp, &w, &err), &err);
+        if (m) {
+            CHECK(sdb_clip_get_config(m)->hidden_act == SDB_CLIP_ACT_GELU);
+            float *o = malloc(sizeof(float) * 3 * S * H);
+            CHECK_OK(sdb_clip_encode(m, ref_ids, 3, o, &arena, &err), &err);
+            for (int r = 0; r < 3; r++) {
+                naive_forward(&w, ref_ids + r * S, 1, out);
+                for (int i = 0; i < S * H; i++) outf[i] = (float)out[i];
+                char what[64];
+                snprintf(what, sizeof what, "gelu config vs naive f64, row %d", r);
+                sdb_t_close(o + (size_t)r * S * H, outf, S * H, 1e-5, 0, what);
+                /* and it really differs from quick_gelu */
+                CHECK(fabs(o[r * S * H + 5] - ref_last[r * S * H + 5]) + fabs(o[r * S * H + 77] - ref_last[r * S * H + 77]) > 1e-4);
+            }
+            free(o);
+        }
+        sdb_clip_free(m);
+    }
+    free(cfg);
+    free(ref64);
+    sdb_weights_free(&w);
+}
+
 static void test_threads_and_batching(void)
 {
     if (!have_ref) return;
@@ -486,6 +622,7 @@ int main(void)
     RUN(test_diffusers_folder);
     RUN(test_single_file_identical);
     RUN(test_single_file_old_layout);
+    RUN(test_naive_reference_and_gelu);
     RUN(test_threads_and_batching);
     RUN(test_f16_weights);
     RUN(test_end_to_end_with_tokenizer);
