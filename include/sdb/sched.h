@@ -59,7 +59,10 @@ int sdb_sched_kind_from_name(const char *name, sdb_sched_kind *kind, sdb_err *er
  * its use_karras_sigmas), or an error when the class/variant is not supported. */
 int sdb_sched_default_name(const sdb_config *cfg, const char **name, sdb_err *err);
 
-/* name NULL or "" = the config's own class. cfg may be NULL (all class defaults). */
+/* name NULL or "" = the config's own class. cfg may be NULL (all class defaults).
+ * The name fixes what it stands for: dpmpp_2m / dpmpp_2m_karras are always dpmsolver++, order 2,
+ * midpoint, without / with Karras sigmas whatever the config says; euler and lms honour a config's
+ * use_karras_sigmas (the A1111 name then says "Karras"). */
 int sdb_sched_create(sdb_sched **out, const char *name, const sdb_config *cfg, sdb_err *err);
 void sdb_sched_free(sdb_sched *s);
 
@@ -75,7 +78,8 @@ int sdb_sched_set_eta(sdb_sched *s, double eta, sdb_err *err);
 
 /* set_timesteps(n): builds the timesteps (and sigmas) and resets every piece of step state. */
 int sdb_sched_set_timesteps(sdb_sched *s, int num_inference_steps, sdb_err *err);
-/* Length of the timestep array: n, or n+1 for PLMS (PNDM repeats its 2nd timestep). */
+/* Length of the timestep array: n; n+1 for PLMS (PNDM repeats its 2nd timestep); n+9 for PNDM
+ * with skip_prk_steps false (12 Runge-Kutta timesteps, then PLMS). One U-Net call each. */
 int sdb_sched_num_timesteps(const sdb_sched *s);
 const double *sdb_sched_timesteps(const sdb_sched *s);
 /* 1: the U-Net gets an int64 timestep (pndm, ddim, dpm); 0: a float32 one (euler, euler_a, lms). */
