@@ -16,6 +16,10 @@
 #include <jpeglib.h>
 #include <setjmp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "harness.h"
 #include "sdb/arena.h"
@@ -466,6 +470,70 @@ static void test_activations(void)
     sdb_arena_free(&arena);
 }
 
+/* Same bytes with 1 and 2 threads (values are generated in fixed chunks with their own seeds). */
+static void test_thread_independent(void)
+{
+#ifdef _OPENMP
+    sdb_err err;
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const char *d1 = make_tiny(1, 0, 0, 21);
+    omp_set_num_threads(2);
+    const char *d2 = make_tiny(1, 0, 0, 21);
+    omp_set_num_threads(nt);
+    if (!d1 || !d2) return;
+    const char *rel[3] = {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                          "text_encoder/model.safetensors"};
+    for (int c = 0; c < 3; c++) {
+        char *a = pjoin(d1, rel[c]), *b = pjoin(d2, rel[c]);
+        char h1[65], h2[65];
+        CHECK_OK(sdb_sha256_file(a, h1, &err), &err);
+        CHECK_OK(sdb_sha256_file(b, h2, &err), &err);
+        CHECKF(!strcmp(h1, h2), "%s differs between 1 and 2 threads", rel[c]);
+        free(a);
+        free(b);
+    }
+#endif
+}
+
+/* The command-line tool: exit codes, and the same files as the library path for the same seed. */
+static int run_tool(const char *args)
+{
+    char *bindir = sdb_path_dirname(sdb_t_binary());
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "'%s/sdbatch-make-random-model' %s >/dev/null 2>&1", bindir, args);
+    free(bindir);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void)
+{
+    sdb_err err;
+    CHECK(run_tool("--help") == 0);
+    CHECK(run_tool("") == 2);
+    CHECK(run_tool("/tmp/x --size huge") == 2);
+    CHECK(run_tool("/tmp/x --dtype f64") == 2);
+    CHECK(run_tool("/tmp/x --seed -3") == 2);
+    CHECK(run_tool("/tmp/x --bogus") == 2);
+    const char *dir = sdb_t_tmpdir();
+    char args[1024];
+    snprintf(args, sizeof args, "'%s' --size tiny --dtype f16 --txt2img --seed 21", dir);
+    CHECKF(run_tool(args) == 0, "sdbatch-make-random-model %s failed (is the tool built?)", args);
+    const char *lib = make_tiny(0, 1, 0, 21);
+    if (!lib) return;
+    char *a = pjoin(dir, "unet/diffusion_pytorch_model.safetensors"), *b = pjoin(lib, "unet/diffusion_pytorch_model.safetensors");
+    char h1[65] = "", h2[65] = "";
+    CHECK_OK(sdb_sha256_file(a, h1, &err), &err);
+    CHECK_OK(sdb_sha256_file(b, h2, &err), &err);
+    CHECKF(h1[0] && !strcmp(h1, h2), "the tool and the library wrote different U-Nets for the same options");
+    char *rd = pjoin(dir, "README.md");
+    CHECK(sdb_file_exists(rd));
+    free(rd);
+    free(a);
+    free(b);
+}
+
 /* ---- demo inputs ------------------------------------------------------------------------- */
 
 /* Reads a PNG as 8-bit; returns width/height/channels (colour type) or 0 on failure. */
@@ -564,6 +632,8 @@ int main(void)
     RUN(test_f16_and_determinism);
     RUN(test_values);
     RUN(test_activations);
+    RUN(test_thread_independent);
+    RUN(test_cli);
 #endif
     RUN(test_demo_inputs);
     return sdb_t_done();
