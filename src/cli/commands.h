@@ -5,3 +5,6 @@
  */
 SDB_COMMAND(version, "print the version and the libraries it was built with")
 SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the token strings)")
+SDB_COMMAND(validate, "check a batch manifest (schema, inputs, model configs) without computing")
+SDB_COMMAND(run, "run a batch manifest's pending jobs, resumably")
+SDB_COMMAND(status, "show a batch's progress from its state database(s)")

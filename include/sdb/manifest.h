@@ -1,0 +1,98 @@
+/*
+ * manifest.h — batch manifests: the YAML file `sdbatch run/validate/status` read (format in
+ * schemas/manifest.schema.json and the README).
+ *
+ * Loading a manifest parses it with libyaml, checks it against the schema (keys, types, ranges,
+ * unique ids, glob expansion) and resolves every job to its final parameters. Checking it
+ * (sdb_manifest_check) then looks at the files: inputs exist and decode, image/mask sizes, the
+ * model's configs load. Neither stops at the first problem: every error and warning is collected
+ * in the manifest's diagnostics as "file:line:column: message", pointing at the YAML node at fault.
+ */
+#ifndef SDB_MANIFEST_H
+#define SDB_MANIFEST_H
+
+#include <stdint.h>
+#include "sdb/error.h"
+
+/* A position in the manifest, 1-based (0 = unknown). */
+typedef struct sdb_pos { int line, col; } sdb_pos;
+
+/* The job keys (also the keys allowed under `defaults:` except id and output). */
+typedef enum {
+    SDB_JK_ID, SDB_JK_IMAGE, SDB_JK_MASK, SDB_JK_PROMPT, SDB_JK_NEGATIVE_PROMPT, SDB_JK_SEED,
+    SDB_JK_STEPS, SDB_JK_GUIDANCE_SCALE, SDB_JK_STRENGTH, SDB_JK_SCHEDULER, SDB_JK_ETA,
+    SDB_JK_WIDTH, SDB_JK_HEIGHT, SDB_JK_PADDING_MASK_CROP, SDB_JK_OUTPUT, SDB_JK_COUNT
+} sdb_job_key;
+const char *sdb_job_key_name(sdb_job_key k);
+
+/* One resolved job. Paths are resolved (relative ones against the manifest's folder; `output`
+ * against output_dir). */
+typedef struct sdb_job_spec {
+    char *id;
+    char *image;            /* NULL: txt2img */
+    char *mask;             /* NULL: img2img (with an image) */
+    char *prompt;
+    char *negative_prompt;  /* never NULL ("" by default) */
+    uint64_t seed;
+    int seed_auto;          /* seed was "auto" (derived from the id) */
+    int steps;
+    double guidance_scale, strength, eta;
+    char *scheduler;        /* NULL = the model's own */
+    int width, height;      /* 0 = the input's own size */
+    int padding_mask_crop;
+    char *output;           /* output PNG path */
+    sdb_pos pos;                     /* the job's entry in `jobs:` */
+    sdb_pos key_pos[SDB_JK_COUNT];   /* where each key's value came from (job or defaults), 0 = default */
+    char params_hash[65];   /* SHA-256 of the resolved parameters and the inputs' contents (set by
+                               sdb_manifest_check, or sdb_manifest_hash_inputs) */
+    char *bad_input;        /* set by sdb_manifest_check: why an input is missing/undecodable */
+} sdb_job_spec;
+
+typedef struct sdb_diag { int is_error; char *text; } sdb_diag;
+
+typedef struct sdb_manifest {
+    char *path;        /* as given */
+    char *dir;         /* its folder */
+    int version;
+    char *model;       /* resolved model path */
+    sdb_pos model_pos;
+    char *output_dir;  /* resolved */
+    sdb_job_spec *jobs;
+    int n_jobs;
+    sdb_diag *diags;
+    int n_diags, n_errors, n_warnings, cap_diags;
+    int n_input_errors;  /* errors that concern one job's input files only (`run` fails those jobs
+                            alone; `validate` reports them like any other error) */
+} sdb_manifest;
+
+/* Parses and schema-checks a manifest. Returns 0 when it has no errors; SDB_EFORMAT when it has
+ * (the diagnostics say which; err gets the first one and the count); SDB_EIO when it cannot be
+ * read. The manifest must be freed either way. */
+int sdb_manifest_load(sdb_manifest *m, const char *path, sdb_err *err);
+/* Same from text (path names it in messages; relative paths resolve against dirname(path)). */
+int sdb_manifest_parse(sdb_manifest *m, const char *text, size_t len, const char *path, sdb_err *err);
+
+/* The checks that touch files, without any compute: each input exists and decodes, the mask
+ * matches the image's size (a warning: it is resized), the resolved size is a multiple of 8, the
+ * model's configs load. Also fills each job's params_hash. Returns 0 or SDB_EFORMAT like load. */
+int sdb_manifest_check(sdb_manifest *m, sdb_err *err);
+/* Only fills params_hash (reads the inputs; no decode). Inputs that cannot be read hash as
+ * "missing:<path>". */
+int sdb_manifest_hash_inputs(sdb_manifest *m, sdb_err *err);
+
+/* Index of the job with this id, or -1. */
+int sdb_manifest_find(const sdb_manifest *m, const char *id);
+/* Prints every diagnostic, one a line, to f (FILE*). */
+void sdb_manifest_print_diags(const sdb_manifest *m, void *f);
+void sdb_manifest_free(sdb_manifest *m);
+
+/* The stable seed of seed: "auto" — the first 8 bytes of SHA-256(id), big-endian, masked to
+ * 63 bits. */
+uint64_t sdb_seed_from_id(const char *id);
+/* Known scheduler names (NULL-terminated). */
+extern const char *const sdb_scheduler_names[];
+
+/* A job's identity: SHA-256 hex over its params_hash and the model's id. */
+void sdb_job_identity(const sdb_job_spec *j, const char *model_id, char out[65]);
+
+#endif

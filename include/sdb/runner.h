@@ -1,0 +1,80 @@
+/*
+ * runner.h — runs a manifest's jobs against its state database (the engine of `sdbatch run`).
+ *
+ * The runner knows jobs, the store and files; the compute behind a job is an executor: a small
+ * table of functions (load a model, turn one job into PNG bytes, free). The real one
+ * (sdb_executor_pipeline) is built on pipeline.h; keeping it behind this interface lets the
+ * runner's crash-safety logic stay independent of the model code.
+ *
+ * One job, in order (store.c draws the state machine and lists the invariants):
+ *   claim (BEGIN IMMEDIATE) -> generate (step callback: progress, lease heartbeat, stop flag)
+ *   -> encode PNG -> record its SHA-256 (prepare) -> temp file + fsync -> rename + fsync folder
+ *   -> complete (done).
+ * Test kill points (sdb_kill_point, env SDB_TEST_KILL_AT=<name>[@n]): startup, load_start,
+ * loaded, synced, claimed, claim_txn, step, generated, prepared, png_written, renamed,
+ * complete_txn, done, recover_txn.
+ */
+#ifndef SDB_RUNNER_H
+#define SDB_RUNNER_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "sdb/error.h"
+#include "sdb/log.h"
+#include "sdb/manifest.h"
+
+/* Called after each denoising step; nonzero cancels (the executor then returns SDB_EINTERRUPTED). */
+typedef int (*sdb_run_step_fn)(void *ud, int step, int total);
+
+typedef struct sdb_executor {
+    void *ud;
+    /* Loads the model once; *model_id receives a stable hex id of the weights (owned by the model). */
+    int (*load)(void *ud, const char *model_path, int threads, void **model, const char **model_id,
+                const sdb_log *log, sdb_err *err);
+    /* Runs one job; *png receives the encoded PNG (malloc'd), with its `parameters` text chunk. */
+    int (*run)(void *ud, void *model, const sdb_job_spec *job, sdb_run_step_fn on_step, void *step_ud,
+               uint8_t **png, size_t *png_len, const sdb_log *log, sdb_err *err);
+    void (*unload)(void *ud, void *model);
+} sdb_executor;
+
+/* The real executor (pipeline.h). */
+const sdb_executor *sdb_executor_pipeline(void);
+
+typedef struct sdb_run_opts {
+    const char *state_path;   /* NULL: <output_dir>/.sdbatch/state.db (or the shard's file) */
+    int threads;              /* 0 = leave as is */
+    int max_attempts;         /* default 2 */
+    int retry_failed;
+    const char *const *only;  /* job ids to run (NULL = all) */
+    int n_only;
+    int dry_run;              /* report what would run; no model, no state written */
+    double lease_seconds;     /* default 600 (env SDB_LEASE_SECONDS overrides) */
+    int shard, n_shards;      /* n_shards 0 = not sharded (issue 8 builds on this) */
+    int progress;             /* 1: redraw a progress bar on `progress_fp` (a TTY) */
+    FILE *progress_fp;        /* default stderr */
+    FILE *lines_fp;           /* one line per finished job (default stdout); NULL = silent */
+    volatile sig_atomic_t *stop; /* nonzero (the signal number) = stop at the next step boundary */
+} sdb_run_opts;
+
+typedef struct sdb_run_result {
+    int total;        /* selected jobs */
+    int done, failed, pending, running; /* their states at the end (running = other processes) */
+    int ran, ran_ok, ran_failed;        /* what this process did */
+    int skipped;      /* already done (here or in another state file of the folder) */
+    int recovered;    /* orphaned rows put back at start */
+    int interrupted;  /* the signal that stopped it, or 0 */
+} sdb_run_result;
+
+/* Runs the (already loaded and checked) manifest. Returns 0 when it ran to its end (look at the
+ * result for failures), SDB_EINTERRUPTED when stopped by *stop, another code on a fatal error
+ * (state database, model load). */
+int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_run_opts *o,
+                     sdb_run_result *res, const sdb_log *log, sdb_err *err);
+
+/* Removes `.<name>.png.tmp.<pid>.<n>` files in `dir` whose pid is not a live process on this
+ * host; returns how many. */
+int sdb_clean_temp_files(const char *dir);
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * cmd_run.c — `sdbatch run MANIFEST`: validate, load the model once, run the pending jobs.
+ */
+#include "cli.h"
+#include "sdb/manifest.h"
+#include "sdb/runner.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_sig;
+
+static void on_signal(int sig)
+{
+    stop_sig = sig;
+    signal(sig, SIG_DFL);   /* a second one ends the process at once */
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: sdbatch run MANIFEST [options]\n\n"
+        "Validates the manifest (as 'sdbatch validate'), loads the model once and runs every job\n"
+        "that is not done yet, recording each job in <output_dir>/.sdbatch/state.db. Run it again\n"
+        "after a crash, a kill or an edit: finished jobs are skipped, edited ones redone. Several\n"
+        "processes may run one manifest at once on one host; each job runs exactly once.\n\n"
+        "  --threads N        compute threads (default: as the library decides)\n"
+        "  --max-attempts N   a failed job is retried by later runs until it failed N times (default 2)\n"
+        "  --retry-failed     retry failed jobs whatever their attempts\n"
+        "  --only ID...       run only these jobs (ids, space or comma separated)\n"
+        "  --dry-run          list what would run; compute and write nothing\n"
+        "  --state PATH       the state database (default <output_dir>/.sdbatch/state.db)\n"
+        "  --no-progress      one line per finished job even on a terminal\n\n"
+        "On a terminal a progress bar shows jobs done/total, the current job's step, images/min and\n"
+        "the ETA; otherwise one line per finished job. SIGINT/SIGTERM stop at the next denoising step\n"
+        "and return the job to pending (a second signal ends at once).\n\n"
+        "Exit status: 0 all selected jobs done, 3 some failed, 2 bad manifest or usage,\n"
+        "130 / 143 interrupted by SIGINT / SIGTERM, 1 other errors (state database, model).\n");
+}
+
+int cmd_run(int argc, char **argv)
+{
+    sdb_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_attempts = 2;
+    const char *path = NULL;
+    const char **only = calloc(argc + 1, sizeof *only);
+    int n_only = 0, no_progress = 0;
+    char *only_buf[64];
+    int n_only_buf = 0;
+    long long v;
+    if (!only) return EXIT_FAILURE_RUN;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); free(only); return EXIT_OK; }
+        else if (!strcmp(a, "--threads") && i + 1 < argc) {
+            if (cli_parse_int("run", "--threads", argv[++i], 1, 4096, &v)) { free(only); return EXIT_USAGE; }
+            o.threads = (int)v;
+        } else if (!strcmp(a, "--max-attempts") && i + 1 < argc) {
+            if (cli_parse_int("run", "--max-attempts", argv[++i], 1, 1000, &v)) { free(only); return EXIT_USAGE; }
+            o.max_attempts = (int)v;
+        } else if (!strcmp(a, "--retry-failed")) o.retry_failed = 1;
+        else if (!strcmp(a, "--dry-run")) o.dry_run = 1;
+        else if (!strcmp(a, "--no-progress")) no_progress = 1;
+        else if (!strcmp(a, "--state") && i + 1 < argc) o.state_path = argv[++i];
+        else if (!strcmp(a, "--only")) {
+            int got = 0;
+            while (i + 1 < argc && argv[i + 1][0] != '-') {
+                char *s = argv[++i];
+                if (strchr(s, ',') && n_only_buf < 64) {
+                    char *copy = strdup(s);
+                    only_buf[n_only_buf++] = copy;
+                    for (char *t = strtok(copy, ","); t; t = strtok(NULL, ",")) only[n_only++] = t;
+                } else only[n_only++] = s;
+                got++;
+                if (!path && i + 1 >= argc) break;
+            }
+            if (!got) { free(only); return cli_usage_error("run", "--only needs at least one job id"); }
+        } else if (a[0] == '-' && a[1]) { free(only); return cli_usage_error("run", "unknown option '%s'", a); }
+        else if (!path) path = a;
+        else { free(only); return cli_usage_error("run", "unexpected argument '%s'", a); }
+    }
+    int code = EXIT_OK;
+    if (!path && n_only > 0) { path = only[--n_only]; }   /* `--only a b MANIFEST` */
+    if (!path) { free(only); return cli_usage_error("run", "missing MANIFEST"); }
+
+    sdb_log log = cli_logger();
+    sdb_manifest m;
+    sdb_err err;
+    sdb_err_clear(&err);
+    int rc = sdb_manifest_load(&m, path, &err);
+    if (rc == SDB_EIO || rc == SDB_ENOMEM) {
+        fprintf(stderr, "sdbatch run: error: %s\n", err.msg);
+        code = EXIT_USAGE;
+        goto out;
+    }
+    if (!m.n_errors) sdb_manifest_check(&m, &err);
+    sdb_manifest_print_diags(&m, stderr);
+    if (m.n_errors > m.n_input_errors) {
+        fprintf(stderr, "sdbatch run: %s is invalid (%d error(s)); nothing was run\n", path, m.n_errors);
+        code = EXIT_USAGE;
+        goto out;
+    }
+    if (m.n_input_errors)
+        fprintf(stderr, "sdbatch run: %d job(s) have unusable inputs and will fail; the others run\n", m.n_input_errors);
+    for (int i = 0; i < n_only; i++)
+        if (sdb_manifest_find(&m, only[i]) < 0) {
+            code = cli_usage_error("run", "--only: no job '%s' in %s", only[i], path);
+            goto out;
+        }
+    o.only = only;
+    o.n_only = n_only;
+    o.progress = !no_progress && isatty(STDERR_FILENO);
+    o.progress_fp = stderr;
+    o.lines_fp = stdout;
+    o.stop = &stop_sig;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    sdb_run_result res;
+    rc = sdb_run_manifest(&m, sdb_executor_pipeline(), &o, &res, &log, &err);
+    if (rc == SDB_EINTERRUPTED || res.interrupted) {
+        int sig = res.interrupted ? res.interrupted : (int)stop_sig;
+        fprintf(stderr, "sdbatch run: interrupted by signal %d: %d done, %d pending; run again to resume\n",
+                sig, res.done, res.total - res.done - res.failed);
+        code = sig == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+        goto out;
+    }
+    if (rc) { code = cli_error("run", &err); if (code == EXIT_USAGE) code = EXIT_FAILURE_RUN; goto out; }
+    if (o.dry_run) {
+        printf("dry run: %d job(s): %d to run, %d done, %d failed for good\n", res.total, res.pending, res.done, res.failed);
+        goto out;
+    }
+    printf("%d/%d job(s) done (%d run now, %d skipped as done), %d failed, %d pending, %d running elsewhere\n",
+           res.done, res.total, res.ran_ok, res.done - res.ran_ok, res.failed, res.pending, res.running);
+    code = res.failed ? EXIT_JOBS_FAILED : EXIT_OK;
+out:
+    sdb_manifest_free(&m);
+    for (int i = 0; i < n_only_buf; i++) free(only_buf[i]);
+    free(only);
+    return code;
+}

@@ -1,0 +1,237 @@
+/*
+ * cmd_status.c — `sdbatch status MANIFEST`: where a batch stands, from every state database of
+ * its output folder (state.db and the shards' state.<I>-of-<N>.db) read together, read-only.
+ * --json follows schemas/status.schema.json.
+ */
+#include "cli.h"
+#include "sdb/fsutil.h"
+#include "sdb/manifest.h"
+#include "sdb/store.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    sdb_job_state state;
+    int attempts;
+    double seconds, started, finished;
+    const char *error, *output, *file;
+    int stale;   /* running under a dead owner: shown as pending */
+} merged;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: sdbatch status MANIFEST [--state PATH] [--jobs] [--json]\n\n"
+        "Shows how far a batch is: jobs per state, percent done, throughput, ETA and the last\n"
+        "failures with their reasons. Reads every state database in <output_dir>/.sdbatch/ (the\n"
+        "plain state.db and the shards' state.<I>-of-<N>.db) together; a job done in any counts as\n"
+        "done. A job whose parameters or inputs changed since its row was written counts as pending.\n\n"
+        "  --state PATH   read this database only\n"
+        "  --jobs         one line per job\n"
+        "  --json         machine-readable (schemas/status.schema.json)\n\n"
+        "Exit status: 0, 2 bad manifest or usage, 1 unreadable state.\n");
+}
+
+static int rank(sdb_job_state s) { return s == SDB_JOB_DONE ? 3 : s == SDB_JOB_RUNNING ? 2 : s == SDB_JOB_FAILED ? 1 : 0; }
+
+int cmd_status(int argc, char **argv)
+{
+    const char *path = NULL, *state = NULL;
+    int jobs_flag = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return EXIT_OK; }
+        else if (!strcmp(a, "--state") && i + 1 < argc) state = argv[++i];
+        else if (!strcmp(a, "--jobs")) jobs_flag = 1;
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (a[0] == '-' && a[1]) return cli_usage_error("status", "unknown option '%s'", a);
+        else if (!path) path = a;
+        else return cli_usage_error("status", "unexpected argument '%s'", a);
+    }
+    if (!path) return cli_usage_error("status", "missing MANIFEST");
+    sdb_manifest m;
+    sdb_err err;
+    sdb_err_clear(&err);
+    int rc = sdb_manifest_load(&m, path, &err);
+    if (rc) {
+        if (m.n_diags) sdb_manifest_print_diags(&m, stderr);
+        else fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
+        sdb_manifest_free(&m);
+        return EXIT_USAGE;
+    }
+    sdb_manifest_hash_inputs(&m, &err);
+
+    /* the databases */
+    char **paths = NULL;
+    int np = 0;
+    if (state) {
+        paths = malloc(sizeof *paths);
+        paths[0] = strdup(state);
+        np = 1;
+    } else {
+        char *db = sdb_store_default_path(m.output_dir, 0, 0);
+        char *dir = sdb_path_dirname(db);
+        sdb_store_list(dir, &paths, &np, &err);
+        free(db);
+        free(dir);
+    }
+    sdb_store **stores = calloc(np ? np : 1, sizeof *stores);
+    sdb_job_row **rows = calloc(np ? np : 1, sizeof *rows);
+    int *nrows = calloc(np ? np : 1, sizeof *nrows);
+    int ns = 0, code = EXIT_OK;
+    for (int i = 0; i < np; i++) {
+        sdb_store *s;
+        if (sdb_store_open(&s, paths[i], SDB_STORE_READONLY, &err)) {
+            if (state || err.code != SDB_ENOTFOUND) { fprintf(stderr, "sdbatch status: error: %s\n", err.msg); code = EXIT_FAILURE_RUN; }
+            continue;
+        }
+        if (sdb_store_rows(s, &rows[ns], &nrows[ns], &err)) {
+            fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
+            code = EXIT_FAILURE_RUN;
+            sdb_store_close(s);
+            continue;
+        }
+        stores[ns++] = s;
+    }
+    if (code) goto out;
+
+    sdb_worker me;
+    sdb_worker_self(&me);
+    double now = sdb_now_wall();
+    merged *mj = calloc(m.n_jobs ? m.n_jobs : 1, sizeof *mj);
+    int counts[4] = {0};
+    double first_start = 0, last_finish = 0, sum_secs = 0;
+    int n_timed = 0;
+    for (int i = 0; i < m.n_jobs; i++) {
+        const sdb_job_spec *j = &m.jobs[i];
+        merged *x = &mj[i];
+        x->state = SDB_JOB_PENDING;
+        x->output = j->output;
+        x->seconds = NAN;
+        for (int s = 0; s < ns; s++) {
+            /* rows are sorted by id */
+            int lo = 0, hi = nrows[s] - 1, at = -1;
+            while (lo <= hi) {
+                int mid = (lo + hi) / 2, c = strcmp(rows[s][mid].id, j->id);
+                if (!c) { at = mid; break; }
+                if (c < 0) lo = mid + 1; else hi = mid - 1;
+            }
+            if (at < 0) continue;
+            const sdb_job_row *r = &rows[s][at];
+            if (strcmp(r->params_hash, j->params_hash)) continue;   /* edited since: pending */
+            sdb_job_state st = r->state;
+            int stale = 0;
+            if (st == SDB_JOB_RUNNING && !sdb_store_owner_alive(r, &me, now)) { st = SDB_JOB_PENDING; stale = 1; }
+            if (rank(st) > rank(x->state) || (rank(st) == rank(x->state) && r->attempts > x->attempts)) {
+                x->state = st;
+                x->stale = stale;
+                x->attempts = r->attempts;
+                x->error = r->state == SDB_JOB_FAILED ? r->error : NULL;
+                x->seconds = r->state == SDB_JOB_DONE || r->state == SDB_JOB_FAILED ? r->seconds : NAN;
+                x->started = r->started_at;
+                x->finished = r->finished_at;
+                x->file = paths[s];
+                if (r->output) x->output = r->output;
+            }
+        }
+        counts[x->state]++;
+        if (x->state == SDB_JOB_DONE) {
+            if (x->started > 0 && (!first_start || x->started < first_start)) first_start = x->started;
+            if (x->finished > last_finish) last_finish = x->finished;
+            if (isfinite(x->seconds)) { sum_secs += x->seconds; n_timed++; }
+        }
+    }
+    int total = m.n_jobs;
+    double pct = total ? 100.0 * counts[SDB_JOB_DONE] / total : 100.0;
+    double rate = NAN;   /* images per minute, over the wall-clock span of the finished jobs */
+    if (counts[SDB_JOB_DONE] > 0 && last_finish > first_start) rate = counts[SDB_JOB_DONE] / ((last_finish - first_start) / 60.0);
+    int remaining = counts[SDB_JOB_PENDING] + counts[SDB_JOB_RUNNING];
+    double eta = isfinite(rate) && rate > 0 ? remaining / rate * 60.0 : NAN;
+
+    if (json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "manifest", json_string(m.path));
+        json_object_set_new(o, "total", json_integer(total));
+        json_object_set_new(o, "pending", json_integer(counts[SDB_JOB_PENDING]));
+        json_object_set_new(o, "running", json_integer(counts[SDB_JOB_RUNNING]));
+        json_object_set_new(o, "done", json_integer(counts[SDB_JOB_DONE]));
+        json_object_set_new(o, "failed", json_integer(counts[SDB_JOB_FAILED]));
+        json_object_set_new(o, "percent_done", json_real(pct));
+        json_object_set_new(o, "images_per_minute", isfinite(rate) ? json_real(rate) : json_null());
+        json_object_set_new(o, "eta_seconds", isfinite(eta) ? json_real(eta) : json_null());
+        json_t *files = json_array();
+        for (int s = 0; s < ns; s++) json_array_append_new(files, json_string(sdb_store_path(stores[s])));
+        json_object_set_new(o, "state_files", files);
+        json_t *arr = json_array();
+        for (int i = 0; i < m.n_jobs; i++) {
+            json_t *jo = json_object();
+            json_object_set_new(jo, "id", json_string(m.jobs[i].id));
+            json_object_set_new(jo, "state", json_string(sdb_job_state_name(mj[i].state)));
+            json_object_set_new(jo, "attempts", json_integer(mj[i].attempts));
+            json_object_set_new(jo, "output", json_string(mj[i].output ? mj[i].output : ""));
+            json_object_set_new(jo, "seconds", isfinite(mj[i].seconds) ? json_real(mj[i].seconds) : json_null());
+            json_object_set_new(jo, "error", mj[i].error ? json_string(mj[i].error) : json_null());
+            json_array_append_new(arr, jo);
+        }
+        json_object_set_new(o, "jobs", arr);
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (s) { puts(s); free(s); }
+        json_decref(o);
+    } else {
+        char eta_s[32] = "?";
+        if (isfinite(eta)) {
+            long e = (long)(eta + 0.5);
+            if (e >= 3600) snprintf(eta_s, sizeof eta_s, "%ldh%02ldm", e / 3600, (e % 3600) / 60);
+            else if (e >= 60) snprintf(eta_s, sizeof eta_s, "%ldm%02lds", e / 60, e % 60);
+            else snprintf(eta_s, sizeof eta_s, "%lds", e);
+        }
+        printf("%s: %d job(s), %.1f%% done\n", m.path, total, pct);
+        printf("  done %d, running %d, pending %d, failed %d\n", counts[SDB_JOB_DONE], counts[SDB_JOB_RUNNING],
+               counts[SDB_JOB_PENDING], counts[SDB_JOB_FAILED]);
+        if (isfinite(rate)) printf("  throughput %.2f images/min (%.1f s/job)%s%s\n", rate, n_timed ? sum_secs / n_timed : 0.0,
+                                   remaining ? ", ETA " : "", remaining ? eta_s : "");
+        if (!ns) printf("  no state database yet (nothing has run)\n");
+        else {
+            printf("  state:");
+            for (int s = 0; s < ns; s++) printf(" %s", sdb_store_path(stores[s]));
+            printf("\n");
+        }
+        /* the last failures */
+        int shown = 0;
+        for (int pass = 0; pass < 1; pass++) {
+            int *idx = malloc(sizeof(int) * (m.n_jobs ? m.n_jobs : 1));
+            int n = 0;
+            for (int i = 0; i < m.n_jobs; i++) if (mj[i].state == SDB_JOB_FAILED) idx[n++] = i;
+            for (int a = 0; a < n; a++)   /* most recent first; few failures, selection sort is fine */
+                for (int b = a + 1; b < n; b++)
+                    if (mj[idx[b]].finished > mj[idx[a]].finished) { int t = idx[a]; idx[a] = idx[b]; idx[b] = t; }
+            if (n) printf("  last failures:\n");
+            for (int a = 0; a < n && shown < 5; a++, shown++)
+                printf("    %s (attempt %d): %s\n", m.jobs[idx[a]].id, mj[idx[a]].attempts, mj[idx[a]].error ? mj[idx[a]].error : "?");
+            if (n > 5) printf("    ... and %d more (--jobs)\n", n - 5);
+            free(idx);
+        }
+        if (jobs_flag)
+            for (int i = 0; i < m.n_jobs; i++) {
+                printf("%-8s %-24s attempts %d", sdb_job_state_name(mj[i].state), m.jobs[i].id, mj[i].attempts);
+                if (isfinite(mj[i].seconds)) printf("  %.1f s", mj[i].seconds);
+                if (mj[i].state == SDB_JOB_DONE) printf("  %s", mj[i].output);
+                if (mj[i].stale) printf("  (its process died: will be redone)");
+                if (mj[i].error) printf("  %s", mj[i].error);
+                printf("\n");
+            }
+    }
+    free(mj);
+out:
+    for (int s = 0; s < ns; s++) { sdb_job_rows_free(rows[s], nrows[s]); sdb_store_close(stores[s]); }
+    free(rows);
+    free(nrows);
+    free(stores);
+    sdb_store_list_free(paths, np);
+    sdb_manifest_free(&m);
+    return code;
+}

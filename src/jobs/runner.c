@@ -1,0 +1,557 @@
+/*
+ * runner.c — runs a manifest's jobs against its state database (see runner.h; the state machine
+ * and the crash-safety invariants are at the top of store.c).
+ */
+#include "sdb/runner.h"
+#include "sdb/fsutil.h"
+#include "sdb/image.h"
+#include "sdb/pipeline.h"
+#include "sdb/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the real executor: pipeline.h ----------------------------------------------------------- */
+
+/* TEMPORARY until src/pipeline lands: weak references keep the build linking without it. */
+#pragma weak sdb_model_load
+#pragma weak sdb_model_free
+#pragma weak sdb_model_id
+#pragma weak sdb_gen_params_default
+#pragma weak sdb_generate
+#pragma weak sdb_gen_params_a1111
+
+static int px_load(void *ud, const char *path, int threads, void **model, const char **model_id,
+                   const sdb_log *log, sdb_err *err)
+{
+    if (!sdb_model_load) return sdb_fail(err, SDB_EUNSUPPORTED, "this sdbatch was built without the pipeline");
+    sdb_model_opts mo;
+    memset(&mo, 0, sizeof mo);
+    mo.threads = threads;
+    sdb_model *mdl = NULL;
+    int rc = sdb_model_load(&mdl, path, &mo, log, err);
+    if (rc) return rc;
+    *model = mdl;
+    *model_id = sdb_model_id(mdl);
+    return 0;
+}
+
+typedef struct { sdb_run_step_fn fn; void *ud; } step_tramp;
+static int px_step(void *ud, int step, int total)
+{
+    step_tramp *t = ud;
+    return t->fn ? t->fn(t->ud, step, total) : 0;
+}
+
+static int px_run(void *ud, void *model, const sdb_job_spec *j, sdb_run_step_fn on_step, void *step_ud,
+                  uint8_t **png, size_t *png_len, const sdb_log *log, sdb_err *err)
+{
+    sdb_model *mdl = model;
+    sdb_image img = {0}, mask = {0}, out = {0};
+    int rc = 0;
+    *png = NULL;
+    *png_len = 0;
+    if (j->image && (rc = sdb_image_load(j->image, &img, 3, 0, err))) goto done;
+    if (j->mask && (rc = sdb_image_load(j->mask, &mask, 1, 0, err))) goto done;
+    sdb_gen_params p;
+    sdb_gen_params_default(&p);
+    p.prompt = j->prompt;
+    p.negative_prompt = j->negative_prompt;
+    p.seed = j->seed;
+    p.steps = j->steps;
+    p.guidance_scale = j->guidance_scale;
+    p.strength = j->strength;
+    p.scheduler = j->scheduler;
+    p.eta = j->eta;
+    p.width = j->width;
+    p.height = j->height;
+    p.padding_mask_crop = j->padding_mask_crop;
+    p.image = j->image ? &img : NULL;
+    p.mask = j->mask ? &mask : NULL;
+    step_tramp t = {on_step, step_ud};
+    if ((rc = sdb_generate(mdl, &p, px_step, &t, &out, log, err))) goto done;
+    char *a1111 = sdb_gen_params_a1111(mdl, &p, out.w, out.h);
+    const char *keys[1] = {"parameters"};
+    const char *vals[1] = {a1111 ? a1111 : ""};
+    rc = sdb_png_encode(&out, keys, vals, 1, png, png_len, err);
+    free(a1111);
+done:
+    sdb_image_free(&img);
+    sdb_image_free(&mask);
+    sdb_image_free(&out);
+    return rc;
+}
+
+static void px_unload(void *ud, void *model) { sdb_model_free(model); }
+
+const sdb_executor *sdb_executor_pipeline(void)
+{
+    static const sdb_executor ex = {NULL, px_load, px_run, px_unload};
+    return &ex;
+}
+
+/* ---- temp files ------------------------------------------------------------------------------ */
+
+/* ".<name>.tmp.<pid>.<n>" -> pid, or -1. */
+static long temp_pid(const char *fn)
+{
+    if (fn[0] != '.') return -1;
+    const char *t = strstr(fn, ".tmp.");
+    if (!t) return -1;
+    const char *last = NULL;
+    for (const char *s = t; (s = strstr(s, ".tmp.")); s++) last = s;
+    const char *p = last + 5;
+    char *end;
+    long pid = strtol(p, &end, 10);
+    if (end == p || *end != '.') return -1;
+    const char *q = end + 1;
+    if (!*q) return -1;
+    for (; *q; q++) if (*q < '0' || *q > '9') return -1;
+    return pid;
+}
+
+int sdb_clean_temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long pid = temp_pid(e->d_name);
+        if (pid <= 0) continue;
+        if (!strstr(e->d_name, ".png.tmp.")) continue;  /* only ours: outputs are PNGs */
+        if (pid != (long)getpid() && !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) continue;
+        if (pid == (long)getpid()) continue;
+        char *p = sdb_path_join(dir, e->d_name);
+        if (p && unlink(p) == 0) n++;
+        free(p);
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- progress -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const sdb_run_opts *o;
+    const sdb_log *log;
+    sdb_store *store;
+    int total, done_count;
+    double t_start, first_job_start;
+    int jobs_this_run;
+    double job_seconds_sum;
+    const char *cur_id;
+    long long cur_run;
+    int step, steps;
+    double last_beat, lease;
+    double last_draw;
+} prog;
+
+static void fmt_dur(double s, char *buf, size_t n)
+{
+    if (!isfinite(s) || s < 0) { snprintf(buf, n, "?"); return; }
+    long v = (long)(s + 0.5);
+    if (v >= 3600) snprintf(buf, n, "%ldh%02ldm", v / 3600, (v % 3600) / 60);
+    else if (v >= 60) snprintf(buf, n, "%ldm%02lds", v / 60, v % 60);
+    else snprintf(buf, n, "%lds", v);
+}
+
+static void draw(prog *p, int force)
+{
+    if (!p->o->progress) return;
+    double now = sdb_now_mono();
+    if (!force && now - p->last_draw < 0.1) return;
+    p->last_draw = now;
+    FILE *f = p->o->progress_fp ? p->o->progress_fp : stderr;
+    int width = 24;
+    int filled = p->total ? (int)((double)p->done_count / p->total * width) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+    bar[width] = '\0';
+    double rate = p->jobs_this_run > 0 ? p->jobs_this_run / ((now - p->first_job_start) / 60.0) : 0;
+    char eta[32] = "?";
+    if (rate > 0) fmt_dur((p->total - p->done_count) / rate * 60.0, eta, sizeof eta);
+    fprintf(f, "\r\033[K[%s] %d/%d jobs", bar, p->done_count, p->total);
+    if (p->cur_id) fprintf(f, " | %s step %d/%d", p->cur_id, p->step, p->steps);
+    if (rate > 0) fprintf(f, " | %.2f img/min | ETA %s", rate, eta);
+    fflush(f);
+}
+
+static void line(prog *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void line(prog *p, const char *fmt, ...)
+{
+    FILE *f = p->o->lines_fp;
+    if (p->o->progress) {
+        FILE *pf = p->o->progress_fp ? p->o->progress_fp : stderr;
+        fprintf(pf, "\r\033[K");
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(pf, fmt, ap);
+        va_end(ap);
+        fputc('\n', pf);
+        draw(p, 1);
+        return;
+    }
+    if (!f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fflush(f);
+}
+
+static int on_step(void *ud, int step, int total)
+{
+    prog *p = ud;
+    p->step = step;
+    p->steps = total;
+    sdb_kill_point("step");
+    double now = sdb_now_mono();
+    if (now - p->last_beat > p->lease / 10) {
+        sdb_err e;
+        if (sdb_store_heartbeat(p->store, p->cur_id, p->cur_run, p->lease, &e) == 0) p->last_beat = now;
+        else sdb_logf(p->log, SDB_LOG_WARN, "%s", e.msg);
+    }
+    draw(p, 0);
+    return p->o->stop && *p->o->stop ? 1 : 0;
+}
+
+/* ---- the run ---------------------------------------------------------------------------------- */
+
+static int selected(const sdb_run_opts *o, const char *id)
+{
+    if (!o->only || o->n_only <= 0) return 1;
+    for (int i = 0; i < o->n_only; i++) if (!strcmp(o->only[i], id)) return 1;
+    return 0;
+}
+
+/* Other state files of the folder (read-only): a job done in any of them is done. */
+typedef struct { sdb_store **s; int n; } peers;
+
+static void peers_open(peers *pp, const char *own_path)
+{
+    memset(pp, 0, sizeof *pp);
+    char *dir = sdb_path_dirname(own_path);
+    char **paths;
+    int n;
+    sdb_err e;
+    if (dir && sdb_store_list(dir, &paths, &n, &e) == 0) {
+        pp->s = calloc(n ? n : 1, sizeof *pp->s);
+        for (int i = 0; i < n && pp->s; i++) {
+            char *a = realpath(paths[i], NULL), *b = realpath(own_path, NULL);
+            int same = a && b && !strcmp(a, b);
+            free(a); free(b);
+            if (same) continue;
+            sdb_store *s;
+            if (sdb_store_open(&s, paths[i], SDB_STORE_READONLY, &e) == 0) pp->s[pp->n++] = s;
+        }
+        sdb_store_list_free(paths, n);
+    }
+    free(dir);
+}
+
+static void peers_close(peers *pp)
+{
+    for (int i = 0; i < pp->n; i++) sdb_store_close(pp->s[i]);
+    free(pp->s);
+}
+
+static int done_in_peer(peers *pp, const char *id, const char *identity)
+{
+    for (int i = 0; i < pp->n; i++) {
+        sdb_job_row r;
+        int found;
+        sdb_err e;
+        if (sdb_store_get(pp->s[i], id, &r, &found, &e) || !found) continue;
+        int ok = r.state == SDB_JOB_DONE && !strcmp(r.identity, identity) && r.output && sdb_file_exists(r.output);
+        sdb_job_row_free(&r);
+        if (ok) return 1;
+    }
+    return 0;
+}
+
+static int dry_run(const sdb_manifest *m, const sdb_run_opts *o, sdb_run_result *res, const char *state_path)
+{
+    /* without the model the identity is unknown: compare the parameters' hash */
+    char *dir = sdb_path_dirname(state_path);
+    char **paths = NULL;
+    int np = 0;
+    sdb_err e;
+    sdb_store_list(dir, &paths, &np, &e);
+    free(dir);
+    sdb_store **ss = calloc(np ? np : 1, sizeof *ss);
+    int ns = 0;
+    for (int i = 0; i < np; i++) if (sdb_store_open(&ss[ns], paths[i], SDB_STORE_READONLY, &e) == 0) ns++;
+    FILE *f = o->lines_fp ? o->lines_fp : stdout;
+    for (int i = 0; i < m->n_jobs; i++) {
+        const sdb_job_spec *j = &m->jobs[i];
+        if (!selected(o, j->id)) continue;
+        res->total++;
+        int done = 0, failed_final = 0;
+        for (int k = 0; k < ns && !done; k++) {
+            sdb_job_row r;
+            int found;
+            if (sdb_store_get(ss[k], j->id, &r, &found, &e) || !found) continue;
+            if (!strcmp(r.params_hash, j->params_hash)) {
+                if (r.state == SDB_JOB_DONE && r.output && sdb_file_exists(r.output)) done = 1;
+                if (r.state == SDB_JOB_FAILED && !o->retry_failed && r.attempts >= (o->max_attempts > 0 ? o->max_attempts : 2))
+                    failed_final = 1;
+            }
+            sdb_job_row_free(&r);
+        }
+        if (done) { res->skipped++; res->done++; fprintf(f, "skip  %s (done)\n", j->id); }
+        else if (failed_final) { res->failed++; fprintf(f, "skip  %s (failed, no attempts left; --retry-failed)\n", j->id); }
+        else if (j->bad_input) { res->pending++; fprintf(f, "fail  %s (%s)\n", j->id, j->bad_input); }
+        else { res->pending++; fprintf(f, "run   %s -> %s\n", j->id, j->output); }
+    }
+    for (int k = 0; k < ns; k++) sdb_store_close(ss[k]);
+    free(ss);
+    sdb_store_list_free(paths, np);
+    return 0;
+}
+
+int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_run_opts *o,
+                     sdb_run_result *res, const sdb_log *log, sdb_err *err)
+{
+    memset(res, 0, sizeof *res);
+    char *state_path = o->state_path ? strdup(o->state_path)
+                                     : sdb_store_default_path(m->output_dir, o->shard, o->n_shards);
+    if (!state_path) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    if (o->dry_run) {
+        int rc = dry_run(m, o, res, state_path);
+        free(state_path);
+        return rc;
+    }
+    double lease = o->lease_seconds > 0 ? o->lease_seconds : 600;
+    const char *le = getenv("SDB_LEASE_SECONDS");
+    if (le && atof(le) > 0) lease = atof(le);
+
+    sdb_worker me;
+    sdb_worker_self(&me);
+    sdb_store *store = NULL;
+    void *model = NULL;
+    peers pp = {0};
+    sdb_store_job *sj = NULL;
+    char (*ident)[65] = NULL;
+    int rc = sdb_store_open(&store, state_path, SDB_STORE_RW, err);
+    if (rc) goto out;
+    sdb_store_set_meta(store, "manifest", m->path, NULL);
+    if (o->n_shards > 0) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%d/%d", o->shard, o->n_shards);
+        sdb_store_set_meta(store, "shard", buf, NULL);
+    }
+
+    /* 1. garbage from dead processes: temp files, orphaned rows */
+    {
+        char **dirs = calloc(m->n_jobs + 1, sizeof *dirs);
+        int nd = 0;
+        for (int i = 0; i < m->n_jobs && dirs; i++) {
+            char *d = sdb_path_dirname(m->jobs[i].output);
+            int seen = 0;
+            for (int k = nd; k-- > 0 && !seen; ) if (!strcmp(dirs[k], d)) seen = 1;
+            if (seen) free(d); else dirs[nd++] = d;
+        }
+        int cleaned = 0;
+        for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k]); free(dirs[k]); }
+        free(dirs);
+        if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
+    }
+    if ((rc = sdb_store_recover(store, &me, 0, &res->recovered, err))) goto out;
+    if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
+    sdb_kill_point("startup");
+    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
+
+    /* 2. the model, once */
+    const char *model_id = NULL;
+    sdb_kill_point("load_start");
+    double t_load = sdb_now_mono();
+    if ((rc = ex->load(ex->ud, m->model, o->threads, &model, &model_id, log, err))) {
+        sdb_err_prefix(err, "model %s", m->model);
+        goto out;
+    }
+    sdb_logf(log, SDB_LOG_INFO, "model loaded in %.1f s (id %.12s)", sdb_now_mono() - t_load, model_id ? model_id : "?");
+    sdb_kill_point("loaded");
+    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
+
+    /* 3. identities -> the database */
+    sj = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *sj);
+    ident = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *ident);
+    if (!sj || !ident) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
+    int nsj = 0;
+    for (int i = 0; i < m->n_jobs; i++) {
+        const sdb_job_spec *j = &m->jobs[i];
+        sdb_job_identity(j, model_id, ident[i]);
+        if (!selected(o, j->id)) continue;
+        sj[nsj].id = j->id;
+        sj[nsj].identity = ident[i];
+        sj[nsj].params_hash = j->params_hash;
+        sj[nsj].model_hash = model_id;
+        sj[nsj].output = j->output;
+        nsj++;
+    }
+    int n_reset = 0;
+    if ((rc = sdb_store_sync(store, sj, nsj, &me, &n_reset, err))) goto out;
+    if (n_reset) sdb_logf(log, SDB_LOG_INFO, "%d job(s) changed since they ran (or lost their output): redoing them", n_reset);
+    sdb_kill_point("synced");
+    peers_open(&pp, state_path);
+
+    /* 4. the jobs */
+    prog p;
+    memset(&p, 0, sizeof p);
+    p.o = o;
+    p.log = log;
+    p.store = store;
+    p.lease = lease;
+    p.t_start = sdb_now_mono();
+    p.total = nsj;
+    res->total = nsj;
+    char *tried = calloc(m->n_jobs ? m->n_jobs : 1, 1);
+    if (!tried) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
+    /* count what is already done, for the bar */
+    for (int i = 0; i < m->n_jobs; i++) {
+        if (!selected(o, m->jobs[i].id)) continue;
+        sdb_job_row r;
+        int found;
+        if (sdb_store_get(store, m->jobs[i].id, &r, &found, err) == 0 && found && r.state == SDB_JOB_DONE) p.done_count++;
+        else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) p.done_count++;
+        if (found) sdb_job_row_free(&r);
+    }
+    draw(&p, 1);
+    sdb_claim_opts co = {o->max_attempts > 0 ? o->max_attempts : 2, o->retry_failed, lease};
+    int progress_made = 1;
+    while (progress_made && !rc) {
+        progress_made = 0;
+        for (int i = 0; i < m->n_jobs && !rc; i++) {
+            const sdb_job_spec *j = &m->jobs[i];
+            if (tried[i] || !selected(o, j->id)) continue;
+            if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
+            /* cheap look first: no write lock for jobs that are obviously not ours */
+            sdb_job_row r;
+            int found;
+            if ((rc = sdb_store_get(store, j->id, &r, &found, err))) break;
+            int maybe = found && strcmp(r.identity, ident[i]) == 0 &&
+                        (r.state == SDB_JOB_PENDING || r.state == SDB_JOB_RUNNING ||
+                         (r.state == SDB_JOB_FAILED && (o->retry_failed || r.attempts < co.max_attempts)));
+            if (found) sdb_job_row_free(&r);
+            if (!maybe) { tried[i] = 1; continue; }
+            if (done_in_peer(&pp, j->id, ident[i])) { tried[i] = 1; continue; }
+            int claimed;
+            long long run_id;
+            if ((rc = sdb_store_claim(store, j->id, ident[i], &co, &me, &claimed, &run_id, err))) break;
+            if (!claimed) continue;   /* running elsewhere: look again next pass */
+            tried[i] = 1;
+            progress_made = 1;
+            sdb_kill_point("claimed");
+            double t0 = sdb_now_mono();
+            if (!p.jobs_this_run && !p.first_job_start) p.first_job_start = t0;
+            p.cur_id = j->id;
+            p.cur_run = run_id;
+            p.step = 0;
+            p.steps = j->steps;
+            p.last_beat = t0;
+            draw(&p, 1);
+            res->ran++;
+            sdb_err jerr;
+            sdb_err_clear(&jerr);
+            uint8_t *png = NULL;
+            size_t png_len = 0;
+            int jrc;
+            if (j->bad_input) jrc = sdb_fail(&jerr, SDB_ENOTFOUND, "%s", j->bad_input);
+            else jrc = ex->run(ex->ud, model, j, on_step, &p, &png, &png_len, log, &jerr);
+            p.cur_id = NULL;
+            double secs = sdb_now_mono() - t0;
+            if (jrc == SDB_EINTERRUPTED) {
+                free(png);
+                res->ran--;
+                if ((rc = sdb_store_release(store, j->id, run_id, "interrupted by signal", err))) break;
+                line(&p, "interrupted %s at step %d/%d (back to pending)", j->id, p.step, p.steps);
+                res->interrupted = o->stop ? (int)*o->stop : SIGINT;
+                rc = SDB_EINTERRUPTED;
+                break;
+            }
+            if (jrc) {
+                free(png);
+                res->ran_failed++;
+                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
+                line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
+                continue;
+            }
+            sdb_kill_point("generated");
+            /* output: hash recorded, then temp + fsync, rename, then done */
+            char sha[65];
+            sdb_sha256_hex(png, png_len, sha);
+            char *odir = sdb_path_dirname(j->output);
+            if (odir) sdb_mkdirs(odir, &jerr);
+            free(odir);
+            if ((rc = sdb_store_prepare(store, j->id, run_id, j->output, sha, err))) { free(png); break; }
+            sdb_kill_point("prepared");
+            sdb_wfile w;
+            jrc = sdb_wfile_open(&w, j->output, &jerr);
+            if (!jrc) {
+                jrc = sdb_wfile_write(&w, png, png_len, &jerr);
+                if (jrc) sdb_wfile_abort(&w);
+            }
+            free(png);
+            if (!jrc) {
+                if (fflush(w.f) == 0) sdb_kill_point("png_written");
+                jrc = sdb_wfile_commit(&w, &jerr);
+            }
+            if (jrc) {
+                res->ran_failed++;
+                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
+                line(&p, "failed %s: %s", j->id, jerr.msg);
+                continue;
+            }
+            sdb_kill_point("renamed");
+            secs = sdb_now_mono() - t0;
+            if ((rc = sdb_store_complete(store, j->id, run_id, j->output, sha, secs, err))) break;
+            sdb_kill_point("done");
+            res->ran_ok++;
+            p.done_count++;
+            p.jobs_this_run++;
+            p.job_seconds_sum += secs;
+            line(&p, "done %s (%.1f s) -> %s", j->id, secs, j->output);
+            if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
+        }
+        /* jobs running under live owners elsewhere are theirs; jobs released by dead ones were
+           recovered by a claim above: a further pass picks those up */
+    }
+    free(tried);
+    if (o->progress) { FILE *f = o->progress_fp ? o->progress_fp : stderr; fprintf(f, "\r\033[K"); fflush(f); }
+
+    /* 5. where the selection stands */
+    {
+        sdb_err e2;
+        for (int i = 0; i < m->n_jobs; i++) {
+            if (!selected(o, m->jobs[i].id)) continue;
+            sdb_job_row r;
+            int found;
+            if (sdb_store_get(store, m->jobs[i].id, &r, &found, &e2) || !found) { res->pending++; continue; }
+            if (r.state == SDB_JOB_DONE) res->done++;
+            else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) { res->done++; res->skipped++; }
+            else if (r.state == SDB_JOB_FAILED) res->failed++;
+            else if (r.state == SDB_JOB_RUNNING && r.run_id) {
+                if (sdb_store_owner_alive(&r, &me, sdb_now_wall())) res->running++; else res->pending++;
+            } else res->pending++;
+            sdb_job_row_free(&r);
+        }
+        res->skipped += 0;
+    }
+out:
+    peers_close(&pp);
+    if (model) ex->unload(ex->ud, model);
+    free(sj);
+    free(ident);
+    sdb_store_close(store);
+    free(state_path);
+    return rc;
+}

@@ -1,0 +1,294 @@
+/*
+ * test_manifest.c — batch manifests: a good one resolves as documented (defaults, globs with
+ * {stem}/{name}/{dir}, paths, seed "auto"); 25+ kinds of bad ones each report the right
+ * `file:line:column: message`, and every problem of a file is reported, not just the first.
+ */
+#include "harness.h"
+#include "sdb/fsutil.h"
+#include "sdb/manifest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static char dir[512];
+static char scene[700], mask[700], scene192[700];
+
+static void setup(void)
+{
+    if (dir[0]) return;
+    snprintf(dir, sizeof dir, "%s", sdb_t_tmpdir());
+    snprintf(scene, sizeof scene, "%s", sdb_t_path("refs/pipeline/inputs/scene_128x128.png"));
+    snprintf(mask, sizeof mask, "%s", sdb_t_path("refs/pipeline/inputs/mask_128x128.png"));
+    snprintf(scene192, sizeof scene192, "%s", sdb_t_path("refs/pipeline/inputs/scene_192x128.png"));
+    char p[800];
+    sdb_err err;
+    snprintf(p, sizeof p, "%s/frames", dir);
+    sdb_mkdirs(p, &err);
+    snprintf(p, sizeof p, "%s/masks", dir);
+    sdb_mkdirs(p, &err);
+    char *img, *msk;
+    size_t n1, n2;
+    if (sdb_read_file(scene, &img, &n1, &err) || sdb_read_file(mask, &msk, &n2, &err)) { CHECK(0); return; }
+    const char *names[3] = {"0002", "0001", "0010"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/frames/%s.png", dir, names[i]);
+        sdb_write_file_atomic(p, img, n1, &err);
+        snprintf(p, sizeof p, "%s/masks/%s.png", dir, names[i]);
+        sdb_write_file_atomic(p, msk, n2, &err);
+    }
+    snprintf(p, sizeof p, "%s/frames/notes.txt", dir);   /* not matched by *.png */
+    sdb_write_file_atomic(p, "x", 1, &err);
+    snprintf(p, sizeof p, "%s/garbage.png", dir);
+    sdb_write_file_atomic(p, "\x89PNG\r\n\x1a\nthis is not a png", 25, &err);
+    free(img);
+    free(msk);
+}
+
+static const char *write_manifest(const char *name, const char *text)
+{
+    static char path[800];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    sdb_err err;
+    CHECK_OK(sdb_write_file_atomic(path, text, strlen(text), &err), &err);
+    return path;
+}
+
+static int has_diag(const sdb_manifest *m, const char *want)
+{
+    for (int i = 0; i < m->n_diags; i++) if (strstr(m->diags[i].text, want)) return 1;
+    return 0;
+}
+
+static void dump(const sdb_manifest *m)
+{
+    for (int i = 0; i < m->n_diags; i++) fprintf(stderr, "    | %s\n", m->diags[i].text);
+}
+
+static void test_good(void)
+{
+    setup();
+    char text[4096];
+    snprintf(text, sizeof text,
+        "# a comment\n"
+        "version: 1\n"
+        "model: %s\n"
+        "output_dir: out/restore\n"
+        "defaults:\n"
+        "  negative_prompt: \"blurry\"\n"
+        "  steps: 4\n"
+        "  guidance_scale: 7.5\n"
+        "  scheduler: ddim\n"
+        "  seed: 1234\n"
+        "jobs:\n"
+        "  - id: frame-0001\n"
+        "    image: %s\n"
+        "    mask: %s\n"
+        "    prompt: \"clean film frame\"\n"
+        "    seed: auto\n"
+        "    output: special/one.png\n"
+        "  - glob: frames/*.png\n"
+        "    mask: masks/{stem}.png\n"
+        "    id: f-{stem}\n"
+        "    prompt: 'frame {name}'\n"
+        "    steps: 3\n"
+        "    width: 128\n"
+        "    height: 128\n"
+        "  - id: txt\n"
+        "    prompt: a lighthouse\n"
+        "    strength: 1\n"
+        "    eta: 0.5\n",
+        sdb_t_path("models/tiny-sd-inpaint"), scene, mask);
+    const char *path = write_manifest("good.yaml", text);
+    sdb_manifest m;
+    sdb_err err;
+    CHECK_OK(sdb_manifest_load(&m, path, &err), &err);
+    CHECK_OK(sdb_manifest_check(&m, &err), &err);
+    dump(&m);
+    CHECK(m.n_errors == 0);
+    CHECK(m.n_jobs == 5);
+    if (m.n_jobs != 5) { sdb_manifest_free(&m); return; }
+    const sdb_job_spec *j = &m.jobs[0];
+    CHECK(!strcmp(j->id, "frame-0001"));
+    CHECK(j->steps == 4 && j->guidance_scale == 7.5 && !strcmp(j->scheduler, "ddim"));
+    CHECK(!strcmp(j->negative_prompt, "blurry"));
+    CHECK(j->seed_auto && j->seed == sdb_seed_from_id("frame-0001"));
+    CHECK(j->seed == sdb_seed_from_id("frame-0001") && j->seed < (1ULL << 63));
+    char want[900];
+    snprintf(want, sizeof want, "%s/out/restore/special/one.png", dir);
+    CHECKF(!strcmp(j->output, want), "%s", j->output);
+    CHECK(j->key_pos[SDB_JK_STEPS].line == 7);       /* from defaults */
+    CHECK(j->key_pos[SDB_JK_SEED].line == 16);
+    /* the glob: sorted, substituted, resolved against the manifest's folder */
+    const char *order[3] = {"f-0001", "f-0002", "f-0010"};
+    for (int i = 0; i < 3; i++) {
+        const sdb_job_spec *g = &m.jobs[1 + i];
+        CHECKF(!strcmp(g->id, order[i]), "%s", g->id);
+        snprintf(want, sizeof want, "%s/masks/%s.png", dir, order[i] + 2);
+        CHECKF(g->mask && !strcmp(g->mask, want), "%s", g->mask ? g->mask : "(null)");
+        snprintf(want, sizeof want, "%s/frames/%s.png", dir, order[i] + 2);
+        CHECK(g->image && !strcmp(g->image, want));
+        snprintf(want, sizeof want, "%s/out/restore/%s.png", dir, order[i]);
+        CHECK(!strcmp(g->output, want));
+        CHECK(!strcmp(g->prompt, "frame {name}"));   /* prompts are not templates */
+        CHECK(g->steps == 3 && g->seed == 1234 && !g->seed_auto && g->width == 128);
+    }
+    const sdb_job_spec *t = &m.jobs[4];
+    CHECK(!t->image && !t->mask && t->eta == 0.5);
+    /* params hashes: distinct per job, stable */
+    CHECK(strlen(m.jobs[0].params_hash) == 64);
+    CHECK(strcmp(m.jobs[1].params_hash, m.jobs[2].params_hash));
+    char h0[65];
+    memcpy(h0, m.jobs[0].params_hash, 65);
+    sdb_manifest_free(&m);
+    CHECK_OK(sdb_manifest_load(&m, path, &err), &err);
+    CHECK_OK(sdb_manifest_hash_inputs(&m, &err), &err);
+    CHECK(!strcmp(h0, m.jobs[0].params_hash));
+    char id1[65], id2[65];
+    sdb_job_identity(&m.jobs[0], "modelA", id1);
+    sdb_job_identity(&m.jobs[0], "modelB", id2);
+    CHECK(strcmp(id1, id2));   /* the model is part of the identity */
+    sdb_manifest_free(&m);
+}
+
+typedef struct {
+    const char *name;
+    const char *body;    /* after the header unless it starts with '!' (then the whole file) */
+    const char *want;    /* "line:col: substring" */
+    int check;           /* needs sdb_manifest_check (file checks) */
+} bad_case;
+
+static void test_bad(void)
+{
+    setup();
+    static const bad_case cases[] = {
+        {"syntax", "!version: 1\njobs: [a, b\nmodel: x\n", ":3:6: YAML syntax error", 0},
+        {"not-a-mapping", "!- just\n- a list\n", ":1:1: the manifest must be a mapping", 0},
+        {"empty", "!# nothing here\n", ":1:1: the manifest is empty", 0},
+        {"unknown-top-key", "!version: 1\nmodel: m\noutput_dir: o\nverbose: true\njobs:\n  - id: a\n    prompt: p\n", ":4:1: unknown top-level key 'verbose'", 0},
+        {"version-2", "!version: 2\nmodel: m\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":1:10: unsupported manifest version 2", 0},
+        {"missing-jobs", "!version: 1\nmodel: m\noutput_dir: o\n", ":1:1: missing 'jobs'", 0},
+        {"missing-model", "!version: 1\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":1:1: missing 'model'", 0},
+        {"jobs-not-list", "jobs:\n  id: a\n", ":5:3: 'jobs' must be a list, got a mapping", 0},
+        {"jobs-empty", "jobs: []\n", ":4:7: 'jobs' is empty", 0},
+        {"unknown-job-key", "jobs:\n  - id: a\n    prompt: p\n    promt: q\n", ":7:5: unknown key 'promt' in a job", 0},
+        {"steps-type", "jobs:\n  - id: a\n    prompt: p\n    steps: many\n", ":7:12: 'steps' must be a whole number, got a string", 0},
+        {"steps-quoted", "jobs:\n  - id: a\n    prompt: p\n    steps: \"30\"\n", ":7:12: 'steps' must be a whole number, got a string", 0},
+        {"steps-float", "jobs:\n  - id: a\n    prompt: p\n    steps: 2.5\n", ":7:12: 'steps' must be a whole number, got 2.5", 0},
+        {"steps-range", "jobs:\n  - id: a\n    prompt: p\n    steps: 0\n", ":7:12: 'steps' is out of range: 0", 0},
+        {"guidance-range", "jobs:\n  - id: a\n    prompt: p\n    guidance_scale: -1\n", ":7:21: 'guidance_scale' is out of range", 0},
+        {"strength-zero", "jobs:\n  - id: a\n    prompt: p\n    strength: 0\n", ":7:15: 'strength' is out of range: 0", 0},
+        {"strength-big", "jobs:\n  - id: a\n    prompt: p\n    strength: 1.5\n", ":7:15: 'strength' is out of range", 0},
+        {"eta-nan", "jobs:\n  - id: a\n    prompt: p\n    eta: .nan\n", ":7:10: 'eta' is out of range", 0},
+        {"width-multiple", "jobs:\n  - id: a\n    prompt: p\n    width: 100\n", ":7:12: 'width' must be a multiple of 8, got 100", 0},
+        {"height-type", "jobs:\n  - id: a\n    prompt: p\n    height: [1]\n", ":7:13: 'height' must be a whole number, got a list", 0},
+        {"scheduler", "jobs:\n  - id: a\n    prompt: p\n    scheduler: karras9\n", ":7:16: unknown scheduler 'karras9'", 0},
+        {"seed-bad", "jobs:\n  - id: a\n    prompt: p\n    seed: lucky\n", ":7:11: 'seed' must be a whole number or \"auto\"", 0},
+        {"seed-negative", "jobs:\n  - id: a\n    prompt: p\n    seed: -5\n", ":7:11: 'seed' is out of range", 0},
+        {"prompt-null", "jobs:\n  - id: a\n    prompt:\n", ":6:12: 'prompt' must be a string, got null", 0},
+        {"no-prompt", "jobs:\n  - id: a\n    steps: 3\n", ":5:5: job 'a' has no 'prompt'", 0},
+        {"no-id", "jobs:\n  - prompt: p\n", ":5:5: job has no 'id'", 0},
+        {"bad-id", "jobs:\n  - id: a/b\n    prompt: p\n", ":5:9: invalid id 'a/b'", 0},
+        {"duplicate-id", "jobs:\n  - id: a\n    prompt: p\n  - id: b\n    prompt: p\n  - id: a\n    prompt: q\n", ":9:9: duplicate job id 'a' (first at line 5)", 0},
+        {"duplicate-key", "jobs:\n  - id: a\n    prompt: p\n    prompt: q\n", ":7:5: duplicate key 'prompt' (first at line 6)", 0},
+        {"same-output", "jobs:\n  - id: a\n    prompt: p\n    output: x.png\n  - id: b\n    prompt: p\n    output: x.png\n", ":10:13: jobs 'a' and 'b' write the same output", 0},
+        {"output-not-png", "jobs:\n  - id: a\n    prompt: p\n    output: a.jpg\n", ":7:13: 'output' must name a .png file", 0},
+        {"mask-without-image", "jobs:\n  - id: a\n    prompt: p\n    mask: m.png\n", ":7:11: job 'a' has a mask but no image", 0},
+        {"defaults-id", "defaults:\n  id: x\njobs:\n  - id: a\n    prompt: p\n", ":5:3: 'id' cannot have a default", 0},
+        {"defaults-type", "defaults: 3\njobs:\n  - id: a\n    prompt: p\n", ":4:11: 'defaults' must be a mapping", 0},
+        {"glob-nomatch", "jobs:\n  - glob: nothing/*.png\n    prompt: p\n", ":5:11: glob 'nothing/*.png' matches no files", 0},
+        {"glob-placeholder", "jobs:\n  - glob: frames/*.png\n    mask: masks/{base}.png\n    prompt: p\n", ":6:11: 'mask': unknown placeholder", 0},
+        {"glob-fixed-id", "jobs:\n  - glob: frames/*.png\n    id: same\n    prompt: p\n", ":6:9: the 'id' of a 'glob' entry must use {stem}", 0},
+        {"glob-and-image", "jobs:\n  - glob: frames/*.png\n    image: x.png\n    prompt: p\n", ":6:12: a 'glob' entry takes its images from the glob", 0},
+        {"placeholder-no-glob", "jobs:\n  - id: a-{stem}\n    prompt: p\n", ":5:9: 'id' uses a placeholder but the job has no 'glob'", 0},
+        {"job-not-mapping", "jobs:\n  - just a string\n", ":5:5: each job must be a mapping, got a string", 0},
+        {"two-documents", "jobs:\n  - id: a\n    prompt: p\n---\nmore: 1\n", ":8:1: a manifest holds one YAML document", 0},
+        /* file checks */
+        {"missing-image", "jobs:\n  - id: a\n    prompt: p\n    image: nothere.png\n", ":7:12: job 'a': image", 1},
+        {"undecodable", "jobs:\n  - id: a\n    prompt: p\n    image: garbage.png\n", ":7:12: job 'a': image", 1},
+        {"missing-mask-default", "defaults:\n  mask: masks/none.png\njobs:\n  - id: a\n    prompt: p\n    image: frames/0001.png\n", ":5:9: job 'a': mask", 1},
+        {"missing-model", "!version: 1\nmodel: ../no/such/model\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":2:8: model '", 1},
+    };
+    int n = (int)(sizeof cases / sizeof cases[0]);
+    CHECK(n >= 15);
+    char header[1024];
+    snprintf(header, sizeof header, "version: 1\nmodel: %s\noutput_dir: out\n", sdb_t_path("models/tiny-sd-inpaint"));
+    for (int i = 0; i < n; i++) {
+        const bad_case *c = &cases[i];
+        char text[4096], name[128];
+        if (c->body[0] == '!') snprintf(text, sizeof text, "%s", c->body + 1);
+        else snprintf(text, sizeof text, "%s%s", header, c->body);
+        snprintf(name, sizeof name, "bad-%s.yaml", c->name);
+        const char *path = write_manifest(name, text);
+        sdb_manifest m;
+        sdb_err err;
+        int rc = sdb_manifest_load(&m, path, &err);
+        if (c->check && rc == 0) rc = sdb_manifest_check(&m, &err);
+        char want[1200];
+        snprintf(want, sizeof want, "%s%s", path, c->want);
+        int ok = rc == SDB_EFORMAT && has_diag(&m, want);
+        CHECKF(ok, "case %s: rc %d, wanted \"%s\"", c->name, rc, want);
+        if (!ok) dump(&m);
+        /* the error carries the first diagnostic */
+        CHECK(rc != SDB_EFORMAT || strstr(err.msg, path));
+        sdb_manifest_free(&m);
+    }
+}
+
+static void test_every_problem(void)
+{
+    setup();
+    char text[2048];
+    snprintf(text, sizeof text,
+        "version: 1\nmodel: %s\noutput_dir: out\njobs:\n"
+        "  - id: a\n    prompt: p\n    steps: 0\n"          /* 7 */
+        "  - id: b\n    prompt: p\n    width: 12\n"         /* 10 */
+        "  - id: c\n    prompt: p\n    colour: red\n"       /* 13 */
+        "  - id: d\n    prompt: p\n    image: frames/0001.png\n    mask: %s\n",
+        sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"));
+    const char *path = write_manifest("many.yaml", text);
+    sdb_manifest m;
+    sdb_err err;
+    CHECK(sdb_manifest_load(&m, path, &err) == SDB_EFORMAT);
+    CHECK(m.n_errors == 3);
+    CHECK(strstr(err.msg, "and 2 more errors"));
+    char w[900];
+    snprintf(w, sizeof w, "%s:7:12:", path); CHECK(has_diag(&m, w));
+    snprintf(w, sizeof w, "%s:10:12:", path); CHECK(has_diag(&m, w));
+    snprintf(w, sizeof w, "%s:13:5:", path); CHECK(has_diag(&m, w));
+    sdb_manifest_free(&m);
+    snprintf(text, sizeof text,
+        "version: 1\nmodel: %s\noutput_dir: out\njobs:\n"
+        "  - id: d\n    prompt: p\n    image: frames/0001.png\n    mask: %s\n",
+        sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"));
+    path = write_manifest("warn.yaml", text);
+    CHECK_OK(sdb_manifest_load(&m, path, &err), &err);
+    CHECK_OK(sdb_manifest_check(&m, &err), &err);
+    CHECK(m.n_warnings == 1 && m.n_errors == 0);
+    snprintf(w, sizeof w, "%s:8:11: warning: job 'd': mask is 192x128 but the image is 128x128", path);
+    CHECK(has_diag(&m, w));
+    if (!has_diag(&m, w)) dump(&m);
+    sdb_manifest_free(&m);
+}
+
+static void test_seed_auto(void)
+{
+    /* first 8 bytes of SHA-256("frame-0001"), top bit cleared: stable across versions */
+    char hex[65];
+    sdb_sha256_hex("frame-0001", 10, hex);
+    unsigned long long v;
+    char first[17];
+    memcpy(first, hex, 16);
+    first[16] = '\0';
+    v = strtoull(first, NULL, 16) & 0x7fffffffffffffffULL;
+    CHECK(sdb_seed_from_id("frame-0001") == v);
+    CHECK(sdb_seed_from_id("a") != sdb_seed_from_id("b"));
+}
+
+int main(void)
+{
+    RUN(test_good);
+    RUN(test_bad);
+    RUN(test_every_problem);
+    RUN(test_seed_auto);
+    return sdb_t_done();
+}
