@@ -115,9 +115,18 @@ static int write_json(const char *dir, const char *name, json_t *obj, sdb_err *e
     json_decref(obj);
     if (!text) return sdb_fail(err, SDB_ENOMEM, "out of memory");
     size_t n = strlen(text);
-    char *buf = malloc(n + 2);
+    char *buf = malloc(2 * n + 2);
     if (!buf) { free(text); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
-    memcpy(buf, text, n);
+    /* Python writes exponents with at least two digits (1e-05); jansson writes 1e-5. Our configs
+     * hold no strings with digits after "e-", so this only touches numbers. */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        buf[k++] = text[i];
+        if ((text[i] == '-' || text[i] == '+') && i > 0 && text[i - 1] == 'e' && i + 1 < n &&
+            text[i + 1] >= '0' && text[i + 1] <= '9' && (i + 2 >= n || text[i + 2] < '0' || text[i + 2] > '9'))
+            buf[k++] = '0';
+    }
+    n = k;
     buf[n] = '\n';
     free(text);
     char *path = sdb_path_join(dir, name);
@@ -617,10 +626,10 @@ oom:
 }
 
 /* vocab.json as transformers writes it: json.dumps(indent=2, sort_keys=True, ensure_ascii=False). */
-static int cmp_tok_ids(const void *a, const void *b, void *ctx)
+static char **cmp_tokens; /* qsort context (the tool is single-threaded here) */
+static int cmp_tok_ids(const void *a, const void *b)
 {
-    char **tokens = ctx;
-    return strcmp(tokens[*(const int *)a], tokens[*(const int *)b]);
+    return strcmp(cmp_tokens[*(const int *)a], cmp_tokens[*(const int *)b]);
 }
 
 static int write_tokenizer(const char *dir, const mg_tok *t, sdb_err *err)
@@ -632,7 +641,8 @@ static int write_tokenizer(const char *dir, const mg_tok *t, sdb_err *err)
     char *buf = malloc(cap);
     if (!order || !buf) { free(order); free(buf); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
     for (int i = 0; i < t->n; i++) order[i] = i;
-    qsort_r(order, (size_t)t->n, sizeof *order, cmp_tok_ids, t->tokens);
+    cmp_tokens = t->tokens;
+    qsort(order, (size_t)t->n, sizeof *order, cmp_tok_ids);
     len += (size_t)sprintf(buf + len, "{\n");
     for (int i = 0; i < t->n; i++) {
         const char *s = t->tokens[order[i]];
