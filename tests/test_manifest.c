@@ -284,8 +284,27 @@ static void test_seed_auto(void)
     CHECK(sdb_seed_from_id("a") != sdb_seed_from_id("b"));
 }
 
+/* The shipped examples parse; demo.yaml's inputs are in the tree. (Their models are not checked:
+ * models/demo-tiny is generated, restore.yaml's model and frames are the user's.) */
+static void test_shipped_examples(void)
+{
+    sdb_manifest m;
+    sdb_err err;
+    CHECK_OK(sdb_manifest_load(&m, SDB_SOURCE_DIR "/jobs/demo.yaml", &err), &err);
+    CHECK(m.n_jobs >= 5);
+    CHECK(sdb_manifest_find(&m, "garden-96x128") >= 0);
+    if (m.n_errors) dump(&m);
+    sdb_manifest_free(&m);
+    /* restore.yaml: only its glob lacks files here */
+    sdb_manifest_load(&m, SDB_SOURCE_DIR "/jobs/restore.yaml", &err);
+    CHECK(m.n_errors == 1 && has_diag(&m, "matches no files"));
+    if (m.n_errors != 1) dump(&m);
+    sdb_manifest_free(&m);
+}
+
 int main(void)
 {
+    RUN(test_shipped_examples);
     RUN(test_good);
     RUN(test_bad);
     RUN(test_every_problem);
