@@ -360,6 +360,21 @@ static void test_lease_other_host(void)
     CHECK_OK(sdb_store_claim(s, "x", "I", &short_lease, &me, &claimed, &run, &err), &err);
     CHECK(claimed);
     CHECK(runs(s, "x", "orphaned") == 1);
+    /* on this host too, a live but silent owner loses the job when its lease expires, and its
+       late complete() is refused */
+    long long old_run = run;
+    sdb_worker parent = me;
+    parent.pid = (long)getppid();
+    parent.proc_start = 0;
+    CHECK_OK(sdb_store_claim(s, "x", "I", &short_lease, &parent, &claimed, &run, &err), &err);
+    CHECK(!claimed);                                   /* my lease is still fresh */
+    usleep(400 * 1000);
+    CHECK_OK(sdb_store_claim(s, "x", "I", &short_lease, &parent, &claimed, &run, &err), &err);
+    CHECK(claimed);
+    CHECK(sdb_store_complete(s, "x", old_run, NULL, NULL, 1, &err) == SDB_ESTATE);
+    CHECK(strstr(err.msg, "no longer owns"));
+    CHECK_OK(sdb_store_complete(s, "x", run, NULL, NULL, 1, &err), &err);
+    CHECK(runs(s, "x", "done") == 1);
     sdb_store_close(s);
 }
 

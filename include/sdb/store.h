@@ -56,8 +56,8 @@ typedef struct sdb_job_row {
 void sdb_job_row_free(sdb_job_row *r);
 void sdb_job_rows_free(sdb_job_row *rows, int n);
 
-/* Is the owner of a `running` row still at work? Same host: its pid is alive with the recorded
- * start time. Another host: its lease has not expired. */
+/* Is the owner of a `running` row still at work? Not when its lease has expired; on the same
+ * host, also not when its pid is gone (or recycled: the start time differs). */
 int sdb_store_owner_alive(const sdb_job_row *r, const sdb_worker *me, double now);
 
 enum { SDB_STORE_RW = 0, SDB_STORE_READONLY = 1 };

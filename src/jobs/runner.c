@@ -28,6 +28,7 @@
 #pragma weak sdb_generate
 #pragma weak sdb_gen_params_a1111
 
+
 static int px_load(void *ud, const char *path, int threads, void **model, const char **model_id,
                    const sdb_log *log, sdb_err *err)
 {
@@ -222,6 +223,16 @@ static int on_step(void *ud, int step, int total)
     }
     draw(p, 0);
     return p->o->stop && *p->o->stop ? 1 : 0;
+}
+
+/* This run lost a job (its lease expired while it was stopped or hung, and another process
+ * took it over): its result is dropped, the run goes on. Returns 1 when that is the case. */
+static int lost(prog *p, const char *id, sdb_err *err)
+{
+    if (!strstr(err->msg, "no longer owns")) return 0;
+    sdb_logf(p->log, SDB_LOG_WARN, "%s (its lease expired); dropping this result", err->msg);
+    sdb_err_clear(err);
+    return 1;
 }
 
 /* ---- the run ---------------------------------------------------------------------------------- */
@@ -481,7 +492,10 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             if (jrc) {
                 free(png);
                 res->ran_failed++;
-                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
+                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) {
+                    if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                    break;
+                }
                 line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
                 continue;
             }
@@ -492,7 +506,11 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             char *odir = sdb_path_dirname(j->output);
             if (odir) sdb_mkdirs(odir, &jerr);
             free(odir);
-            if ((rc = sdb_store_prepare(store, j->id, run_id, j->output, sha, err))) { free(png); break; }
+            if ((rc = sdb_store_prepare(store, j->id, run_id, j->output, sha, err))) {
+                free(png);
+                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                break;
+            }
             sdb_kill_point("prepared");
             sdb_wfile w;
             jrc = sdb_wfile_open(&w, j->output, &jerr);
@@ -513,7 +531,10 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             }
             sdb_kill_point("renamed");
             secs = sdb_now_mono() - t0;
-            if ((rc = sdb_store_complete(store, j->id, run_id, j->output, sha, secs, err))) break;
+            if ((rc = sdb_store_complete(store, j->id, run_id, j->output, sha, secs, err))) {
+                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                break;
+            }
             sdb_kill_point("done");
             res->ran_ok++;
             p.done_count++;

@@ -41,7 +41,8 @@
  *      live owner.
  *   3. Only the run that owns a row (its run_id) moves it out of RUNNING (complete, fail, release
  *      check run_id inside their transaction); anyone else moves it only when the owner is dead
- *      (same host: pid gone or recycled, by /proc start time; other host: lease expired).
+ *      (its lease expired — heartbeats renew it at every step —, or on the same host: its pid is
+ *      gone or recycled, by /proc start time).
  *   4. An output file appears only by rename() of a complete, fsynced temp file, followed by an
  *      fsync of its folder: the output path holds either nothing/an old file or the whole PNG.
  *   5. The SHA-256 of the bytes is recorded (prepare) BEFORE the rename, and DONE is committed
@@ -149,6 +150,9 @@ void sdb_worker_self(sdb_worker *w)
 
 int sdb_store_owner_alive(const sdb_job_row *r, const sdb_worker *me, double now)
 {
+    /* an expired lease frees the row whoever holds it (a hung or stopped process: if it wakes
+       up, its complete() finds the row is no longer its own and drops its result) */
+    if (r->lease_until > 0 && r->lease_until < now) return 0;
     if (r->host && !strcmp(r->host, me->host)) {
         if (r->pid <= 0) return 0;
         if (r->pid == me->pid && r->proc_start == me->proc_start) return 1;
