@@ -396,7 +396,6 @@ static void test_activations(void)
     CHECK_OK(sdb_arena_init(&arena, (size_t)1 << 30, &err), &err);
     mg_rng r;
     mg_rng_seed(&r, 99);
-#if MODELGEN_HAVE_VAE
     {
         char *cfg = pjoin(dir, "vae/config.json"), *wp = pjoin(dir, "vae/diffusion_pytorch_model.safetensors");
         sdb_weights w;
@@ -434,8 +433,6 @@ static void test_activations(void)
         sdb_weights_free(&w);
         free(cfg); free(wp);
     }
-#endif
-#if MODELGEN_HAVE_CLIP && MODELGEN_HAVE_UNET
     {
         char *tdir = pjoin(dir, "text_encoder");
         sdb_clip *clip = NULL;
@@ -476,7 +473,6 @@ static void test_activations(void)
         sdb_weights_free(&w);
         free(cfg); free(wp); free(emb);
     }
-#endif
     sdb_arena_free(&arena);
 }
 
@@ -636,7 +632,6 @@ int main(void)
     RUN(test_configs);
     RUN(test_tokenizer_structure);
     RUN(test_tokenizer_loads);
-#if MODELGEN_HAVE_UNET && MODELGEN_HAVE_VAE && MODELGEN_HAVE_CLIP
     RUN(test_full_layout_recorded);
     RUN(test_tiny_matches_reference);
     RUN(test_f16_and_determinism);
@@ -644,7 +639,6 @@ int main(void)
     RUN(test_activations);
     RUN(test_thread_independent);
     RUN(test_cli);
-#endif
     RUN(test_demo_inputs);
     return sdb_t_done();
 }

@@ -26,7 +26,8 @@
  * weight x0.5 (decoded images mostly inside [-1, 1]). Activations stay O(1).
  *
  * Memory: weights are generated and written one tensor at a time (the full-size U-Net is 3.4 GB
- * of F32; the peak is one tensor, the 49408x768 token embedding, ~150 MB), through a streaming
+ * of F32; the largest tensor is the 49408x768 token embedding, and the whole run stays under
+ * ~300 MB), through a streaming
  * safetensors writer with the same format and atomic temp-file-and-rename as sdb_st_write.
  *
  * The file can be #included with MODELGEN_NO_MAIN defined (tests/test_modelgen.c does) to reach
@@ -48,26 +49,10 @@
 #include "sdb/safetensors.h"
 #include "sdb/weights.h"
 
-/* The model loaders this tool runs in recording mode. Each is switched on once its implementation
- * is in libsdb (a header alone would leave the tool unlinkable and break everyone's build). */
-#ifndef MODELGEN_HAVE_UNET
-#define MODELGEN_HAVE_UNET 1
-#endif
-#ifndef MODELGEN_HAVE_VAE
-#define MODELGEN_HAVE_VAE 1
-#endif
-#ifndef MODELGEN_HAVE_CLIP
-#define MODELGEN_HAVE_CLIP 1
-#endif
-#if MODELGEN_HAVE_UNET
-#include "sdb/unet.h"
-#endif
-#if MODELGEN_HAVE_VAE
-#include "sdb/vae.h"
-#endif
-#if MODELGEN_HAVE_CLIP
+/* The model loaders this tool runs in recording mode. */
 #include "sdb/clip.h"
-#endif
+#include "sdb/unet.h"
+#include "sdb/vae.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Options                                                                                     */
@@ -928,34 +913,22 @@ static int record_component(const char *component, const char *config_path, mg_l
 {
     sdb_weights w;
     sdb_weights_init_recorder(&w, component);
-    int rc = SDB_EUNSUPPORTED, known = 0;
-#if MODELGEN_HAVE_UNET
+    int rc;
     if (!strcmp(component, "unet")) {
         sdb_unet *m = NULL;
-        known = 1;
         rc = sdb_unet_load(&m, config_path, &w, err);
         if (m) sdb_unet_free(m);
-    }
-#endif
-#if MODELGEN_HAVE_VAE
-    if (!strcmp(component, "vae")) {
+    } else if (!strcmp(component, "vae")) {
         sdb_vae *m = NULL;
-        known = 1;
         rc = sdb_vae_load(&m, config_path, &w, err);
         if (m) sdb_vae_free(m);
-    }
-#endif
-#if MODELGEN_HAVE_CLIP
-    if (!strcmp(component, "text_encoder")) {
+    } else if (!strcmp(component, "text_encoder")) {
         sdb_clip *m = NULL;
-        known = 1;
         rc = sdb_clip_load(&m, config_path, &w, err);
         if (m) sdb_clip_free(m);
+    } else {
+        rc = sdb_fail(err, SDB_EINVAL, "unknown component '%s'", component);
     }
-#endif
-    if (!known)
-        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: this build has no %s loader yet, so its tensors "
-                      "cannot be enumerated", component, component);
     if (!rc) rc = list_from_recorder(out, &w, err);
     else sdb_err_prefix(err, "recording the %s loader's tensors", component);
     sdb_weights_free(&w);
