@@ -61,6 +61,16 @@ typedef int (*sdb_step_fn)(void *ud, int step, int total);
 int sdb_generate(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
                  sdb_image *out, const sdb_log *log, sdb_err *err);
 
+/* Same, with a hook that receives the intermediates by name (tests, debugging): prompt_embeds,
+ * init_image, initial_noise, initial_latents, mask_condition, masked_image, mask_latents,
+ * masked_image_latents, vae_encode/<i>/{mean,std,noise}, step<k>/unet_input, step<k>/unet_output
+ * (k = 0, 1 and the last), steps/noise_pred and steps/prev_sample (every step), final_latents,
+ * vae_decode_input, vae_decode_output — the names of the reference files. */
+typedef void (*sdb_gen_trace_fn)(void *ud, const char *name, const float *data, size_t n);
+int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
+                    sdb_gen_trace_fn trace, void *trace_ud, sdb_image *out,
+                    const sdb_log *log, sdb_err *err);
+
 /* AUTOMATIC1111's "parameters" text for these parameters (malloc'd). */
 char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int height);
 

@@ -3,15 +3,51 @@
  * tree and path string.
  */
 #include "sdb/config.h"
+#include "sdb/fsutil.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Python's json module writes float('inf') / float('nan') as the bare tokens Infinity, -Infinity
+ * and NaN (diffusers saves e.g. DPMSolver's lambda_min_clipped = -inf that way); strict JSON
+ * parsers reject them. They are replaced by null (same length, padded with spaces, so line and
+ * column numbers stay right), which makes the key take its class default. */
+static char *python_json_fixup(const char *text)
+{
+    size_t n = strlen(text);
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    memcpy(s, text, n + 1);
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in_str) {
+            if (s[i] == '\\') i++;
+            else if (s[i] == '"') in_str = 0;
+            continue;
+        }
+        if (s[i] == '"') { in_str = 1; continue; }
+        static const char *const toks[] = {"-Infinity", "Infinity", "NaN"};
+        for (int t = 0; t < 3; t++) {
+            size_t l = strlen(toks[t]);
+            if (strncmp(s + i, toks[t], l) == 0) {
+                memcpy(s + i, "null", 4);
+                memset(s + i + 4, ' ', l - 4);
+                i += l - 1;
+                break;
+            }
+        }
+    }
+    return s;
+}
 
 int sdb_config_parse(sdb_config *c, const char *text, const char *name, sdb_err *err)
 {
     memset(c, 0, sizeof *c);
     json_error_t je;
-    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    char *fixed = python_json_fixup(text);
+    if (!fixed) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    json_t *root = json_loads(fixed, JSON_REJECT_DUPLICATES, &je);
+    free(fixed);
     if (!root) return sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", name, je.line, je.column, je.text);
     if (!json_is_object(root)) {
         json_decref(root);
@@ -25,20 +61,12 @@ int sdb_config_parse(sdb_config *c, const char *text, const char *name, sdb_err 
 int sdb_config_load(sdb_config *c, const char *path, sdb_err *err)
 {
     memset(c, 0, sizeof *c);
-    json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        if (je.line <= 0 && je.position == 0)
-            return sdb_fail(err, SDB_EIO, "%s: %s", path, je.text);
-        return sdb_fail(err, SDB_EFORMAT, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return sdb_fail(err, SDB_EFORMAT, "%s: expected a JSON object at the top level", path);
-    }
-    c->root = root;
-    c->path = strdup(path);
-    return 0;
+    char *text = NULL;
+    int rc = sdb_read_file(path, &text, NULL, err);
+    if (rc) return rc;
+    rc = sdb_config_parse(c, text, path, err);
+    free(text);
+    return rc;
 }
 
 void sdb_config_free(sdb_config *c)

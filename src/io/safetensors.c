@@ -286,8 +286,13 @@ int sdb_st_to_i64(const sdb_st_tensor *t, int64_t *dst, sdb_err *err)
         if (!tmp) return sdb_fail(err, SDB_ENOMEM, "out of memory");
         sdb_st_to_f32(t, tmp, err);
         for (size_t i = 0; i < n; i++) {
-            if (tmp[i] != (float)(int64_t)tmp[i]) { free(tmp); return sdb_fail(err, SDB_EFORMAT, "tensor '%s': value %g at %zu is not an integer", t->name, (double)tmp[i], i); }
-            dst[i] = (int64_t)tmp[i];
+            float v = tmp[i];
+            if (!(v >= -9.2e18f && v <= 9.2e18f) || v != (float)(int64_t)v) {
+                int rc = sdb_fail(err, SDB_EFORMAT, "tensor '%s': value %g at %zu is not an integer", t->name, (double)v, i);
+                free(tmp);
+                return rc;
+            }
+            dst[i] = (int64_t)v;
         }
         free(tmp);
         return 0;

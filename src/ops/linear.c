@@ -1,29 +1,17 @@
 /*
- * linear.c — torch.nn.Linear as one cblas_sgemm (see linear.h).
+ * linear.c — torch.nn.Linear (see linear.h), on the thread-count-independent block GEMM of
+ * conv.h: OpenBLAS's own threading splits products differently for 1 and 2 threads and so does not
+ * give bit-identical results; sdb_gemm's block grid depends only on the shapes.
  */
 #include "sdb/ops/linear.h"
-
-#include <cblas.h>
-#include <stddef.h>
-
-static void add_bias(float *y, int M, int N, const float *bias)
-{
-    if (!bias) return;
-#pragma omp parallel for schedule(static) if ((long)M * N > 65536)
-    for (int i = 0; i < M; i++) {
-        float *row = y + (size_t)i * N;
-        for (int j = 0; j < N; j++) row[j] += bias[j];
-    }
-}
+#include "sdb/ops/conv.h"
 
 void sdb_linear(const float *x, int M, int K, const float *W, const float *bias, int N, float *y)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, 0.0f, y, N);
-    add_bias(y, M, N, bias);
+    sdb_gemm_linear(x, M, K, W, bias, N, y, 0);
 }
 
 void sdb_linear_acc(const float *x, int M, int K, const float *W, const float *bias, int N, float *y)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, 1.0f, y, N);
-    add_bias(y, M, N, bias);
+    sdb_gemm_linear(x, M, K, W, bias, N, y, 1);
 }

@@ -1,0 +1,239 @@
+/*
+ * model.c — loading a Stable Diffusion 1.x model once for many generations: a diffusers pipeline
+ * folder (model_index.json, unet/ vae/ text_encoder/ tokenizer/ scheduler/; F32 or F16 weights,
+ * plain or `.fp16` variant file names) or a single-file LDM checkpoint (.safetensors, the
+ * AUTOMATIC1111/ComfyUI layout) plus a tokenizer folder and the component configs.
+ *
+ * Owns: the sdb_model and everything in it — tokenizer, text encoder, U-Net, VAE, their weight
+ * files (mmap'd once), the scheduler config, and the scratch arena reused by every generation.
+ */
+#include "pipeline_internal.h"
+
+#include "sdb/fsutil.h"
+#include "sdb/ldm_names.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Picks <dir>/<base>.safetensors, else the fp16 variant <dir>/<base>.fp16.safetensors. */
+static int find_weights(const char *dir, const char *base, char *out, size_t n, sdb_err *err)
+{
+    const char *variants[] = {"%s/%s.safetensors", "%s/%s.fp16.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(out, n, variants[i], dir, base);
+        if (sdb_file_exists(out)) return 0;
+    }
+    char bin[4096];
+    snprintf(bin, sizeof bin, "%s/%s.bin", dir, base);
+    if (sdb_file_exists(bin))
+        return sdb_fail(err, SDB_EUNSUPPORTED, "%s: only a PyTorch pickle (.bin) is present; sdbatch reads safetensors "
+                        "(convert it, e.g. with diffusers' save_pretrained(safe_serialization=True))", bin);
+    return sdb_fail(err, SDB_ENOTFOUND, "%s: no weights: expected %s.safetensors or %s.fp16.safetensors", dir, base, base);
+}
+
+static int require_dir(const char *root, const char *sub, char *out, size_t n, sdb_err *err)
+{
+    snprintf(out, n, "%s/%s", root, sub);
+    if (!sdb_is_dir(out))
+        return sdb_fail(err, SDB_ENOTFOUND, "%s: model part '%s/' is missing (a diffusers pipeline folder has "
+                        "unet/ vae/ text_encoder/ tokenizer/ scheduler/)", root, sub);
+    return 0;
+}
+
+static int load_folder(sdb_model *m, const char *root, sdb_err *err)
+{
+    char dir[4096], cfg[4200], wpath[4200];
+    int rc;
+    snprintf(cfg, sizeof cfg, "%s/model_index.json", root);
+    if (!sdb_file_exists(cfg))
+        return sdb_fail(err, SDB_ENOTFOUND, "%s: not a diffusers pipeline folder (no model_index.json)", root);
+    sdb_config idx;
+    if ((rc = sdb_config_load(&idx, cfg, err))) return rc;
+    const char *cls = NULL;
+    rc = sdb_config_string(&idx, "_class_name", "", &cls, err);
+    if (!rc && cls && cls[0] && !strstr(cls, "StableDiffusion"))
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: pipeline class '%s' is not a Stable Diffusion 1.x/2.x pipeline", cfg, cls);
+    sdb_config_free(&idx);
+    if (rc) return rc;
+
+    /* tokenizer */
+    if ((rc = require_dir(root, "tokenizer", dir, sizeof dir, err))) return rc;
+    if ((rc = sdb_tokenizer_load(&m->tok, dir, err))) return rc;
+    /* text encoder */
+    if ((rc = require_dir(root, "text_encoder", dir, sizeof dir, err))) return rc;
+    if ((rc = find_weights(dir, "model", wpath, sizeof wpath, err))) return rc;
+    if ((rc = sdb_weights_open(&m->w_text, wpath, "text_encoder", err))) return rc;
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if ((rc = sdb_clip_load(&m->clip, cfg, &m->w_text, err))) return rc;
+    /* U-Net */
+    if ((rc = require_dir(root, "unet", dir, sizeof dir, err))) return rc;
+    if ((rc = find_weights(dir, "diffusion_pytorch_model", wpath, sizeof wpath, err))) return rc;
+    if ((rc = sdb_weights_open(&m->w_unet, wpath, "unet", err))) return rc;
+    snprintf(m->unet_file, sizeof m->unet_file, "%s", wpath);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if ((rc = sdb_unet_load(&m->unet, cfg, &m->w_unet, err))) return rc;
+    /* VAE */
+    if ((rc = require_dir(root, "vae", dir, sizeof dir, err))) return rc;
+    if ((rc = find_weights(dir, "diffusion_pytorch_model", wpath, sizeof wpath, err))) return rc;
+    if ((rc = sdb_weights_open(&m->w_vae, wpath, "vae", err))) return rc;
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    if ((rc = sdb_vae_load(&m->vae, cfg, &m->w_vae, err))) return rc;
+    /* scheduler config */
+    if ((rc = require_dir(root, "scheduler", dir, sizeof dir, err))) return rc;
+    snprintf(cfg, sizeof cfg, "%s/scheduler_config.json", dir);
+    if ((rc = sdb_config_load(&m->sched_cfg, cfg, err))) return rc;
+    return 0;
+}
+
+static int load_single_file(sdb_model *m, const char *path, const sdb_model_opts *opts, sdb_err *err)
+{
+    int rc;
+    char *here = sdb_path_dirname(path);
+    if (!here) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    char cfgdir[4096], dir[4200], cfg[4400];
+    if (opts && opts->config_dir) snprintf(cfgdir, sizeof cfgdir, "%s", opts->config_dir);
+    else snprintf(cfgdir, sizeof cfgdir, "%s", here);
+    if (opts && opts->tokenizer_dir) snprintf(dir, sizeof dir, "%s", opts->tokenizer_dir);
+    else snprintf(dir, sizeof dir, "%s/tokenizer", sdb_is_dir(cfgdir) ? cfgdir : here);
+    free(here);
+    snprintf(cfg, sizeof cfg, "%s/unet/config.json", cfgdir);
+    if (!sdb_file_exists(cfg))
+        return sdb_fail(err, SDB_ENOTFOUND, "%s: a single-file checkpoint needs the component configs: pass a diffusers "
+                        "folder with unet/ vae/ text_encoder/ scheduler/ configs (--config DIR); none at %s", path, cfgdir);
+    if (!sdb_is_dir(dir))
+        return sdb_fail(err, SDB_ENOTFOUND, "%s: no tokenizer folder at %s (pass --tokenizer DIR)", path, dir);
+    if ((rc = sdb_tokenizer_load(&m->tok, dir, err))) return rc;
+    if ((rc = sdb_st_open(&m->single, path, err))) return rc;
+    snprintf(m->unet_file, sizeof m->unet_file, "%s", path);
+
+    sdb_weights_wrap(&m->w_text, m->single, "text_encoder", "cond_stage_model.transformer.", NULL);
+    snprintf(cfg, sizeof cfg, "%s/text_encoder/config.json", cfgdir);
+    if ((rc = sdb_clip_load(&m->clip, cfg, &m->w_text, err))) return rc;
+
+    snprintf(cfg, sizeof cfg, "%s/unet/config.json", cfgdir);
+    sdb_config ucfg;
+    if ((rc = sdb_config_load(&ucfg, cfg, err))) return rc;
+    rc = sdb_ldm_unet_weights(&m->w_unet, m->single, &ucfg, err);
+    if (!rc) rc = sdb_unet_load_config(&m->unet, &ucfg, &m->w_unet, err);
+    sdb_config_free(&ucfg);
+    if (rc) return rc;
+
+    snprintf(cfg, sizeof cfg, "%s/vae/config.json", cfgdir);
+    sdb_vae_config vcfg;
+    if ((rc = sdb_vae_config_load(&vcfg, cfg, err))) return rc;
+    if ((rc = sdb_ldm_vae_weights(&m->w_vae, m->single, &vcfg, err))) return rc;
+    if ((rc = sdb_vae_create(&m->vae, &vcfg, &m->w_vae, err))) return rc;
+
+    snprintf(cfg, sizeof cfg, "%s/scheduler/scheduler_config.json", cfgdir);
+    if ((rc = sdb_config_load(&m->sched_cfg, cfg, err))) return rc;
+    return 0;
+}
+
+int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts,
+                   const sdb_log *log, sdb_err *err)
+{
+    *out = NULL;
+    sdb_model *m = calloc(1, sizeof *m);
+    if (!m) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    snprintf(m->path, sizeof m->path, "%s", path);
+    int rc;
+    double t0 = sdb_now_mono();
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        rc = sdb_fail_errno(err, SDB_ENOTFOUND, "%s: model not found", path);
+    } else if (S_ISDIR(sb.st_mode)) {
+        rc = load_folder(m, path, err);
+    } else {
+        size_t l = strlen(path);
+        if (l > 5 && (!strcmp(path + l - 5, ".ckpt") || !strcmp(path + l - 3, ".pt")))
+            rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: pickled .ckpt checkpoints are not read (they can run code); "
+                          "convert it to .safetensors", path);
+        else
+            rc = load_single_file(m, path, opts, err);
+    }
+    if (!rc) rc = sdb_arena_init(&m->arena, 0, err);
+    if (rc) {
+        sdb_err_prefix(err, "loading model %s", path);
+        sdb_model_free(m);
+        return rc;
+    }
+    m->unet_channels = sdb_unet_in_channels(m->unet);
+    if (sdb_sched_default_name(&m->sched_cfg, &m->default_sched, err) != 0) {
+        sdb_logf(log, SDB_LOG_WARN, "%s; the scheduler must be chosen explicitly", err->msg);
+        m->default_sched = NULL;
+        sdb_err_clear(err);
+    }
+    sdb_logf(log, SDB_LOG_INFO, "model %s loaded in %.2f s (%s U-Net, %d channels; weights %.1f MiB)", path,
+             sdb_now_mono() - t0, m->unet_channels == 9 ? "inpainting" : "standard", m->unet_channels,
+             (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20));
+    *out = m;
+    return 0;
+}
+
+void sdb_model_free(sdb_model *m)
+{
+    if (!m) return;
+    if (m->unet) sdb_unet_free(m->unet);
+    if (m->vae) sdb_vae_free(m->vae);
+    if (m->clip) sdb_clip_free(m->clip);
+    if (m->tok) sdb_tokenizer_free(m->tok);
+    sdb_weights_free(&m->w_unet);
+    sdb_weights_free(&m->w_vae);
+    sdb_weights_free(&m->w_text);
+    if (m->single) sdb_st_close(m->single);
+    if (m->sched_cfg.root) sdb_config_free(&m->sched_cfg);
+    if (m->arena.base) sdb_arena_free(&m->arena);
+    free(m);
+}
+
+/* Hash over what identifies the weights without reading gigabytes: every safetensors header (names,
+ * shapes, offsets), file sizes, and 64 KiB samples spread through each data section. */
+static void hash_weights_file(EVP_MD_CTX *ctx, const sdb_st *st)
+{
+    if (!st) return;
+    EVP_DigestUpdate(ctx, st->map, st->data_start);
+    size_t data = st->map_size - st->data_start;
+    EVP_DigestUpdate(ctx, &data, sizeof data);
+    const size_t chunk = 65536, samples = 64;
+    for (size_t i = 0; i < samples && data; i++) {
+        size_t off = st->data_start + (data > chunk ? (data - chunk) / (samples - 1) * i : 0);
+        size_t len = data < chunk ? data : chunk;
+        EVP_DigestUpdate(ctx, st->map + off, len);
+    }
+}
+
+const char *sdb_model_id(sdb_model *m)
+{
+    if (m->id[0]) return m->id;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    if (m->single) hash_weights_file(ctx, m->single);
+    else {
+        hash_weights_file(ctx, m->w_unet.st);
+        hash_weights_file(ctx, m->w_vae.st);
+        hash_weights_file(ctx, m->w_text.st);
+    }
+    char *cfgtext = json_dumps(m->sched_cfg.root, JSON_SORT_KEYS | JSON_COMPACT);
+    if (cfgtext) { EVP_DigestUpdate(ctx, cfgtext, strlen(cfgtext)); free(cfgtext); }
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned dl = 0;
+    EVP_DigestFinal_ex(ctx, d, &dl);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; i < dl && i < 32; i++) snprintf(m->id + 2 * i, 3, "%02x", d[i]);
+    return m->id;
+}
+
+const char *sdb_model_short_hash(sdb_model *m)
+{
+    if (m->short_hash[0]) return m->short_hash;
+    char hex[65];
+    sdb_err e = {0};
+    if (sdb_sha256_file(m->unet_file, hex, &e) == 0) snprintf(m->short_hash, sizeof m->short_hash, "%.10s", hex);
+    else snprintf(m->short_hash, sizeof m->short_hash, "unknown");
+    return m->short_hash;
+}
+
+int sdb_model_unet_channels(const sdb_model *m) { return m->unet_channels; }
+const char *sdb_model_default_scheduler(const sdb_model *m) { return m->default_sched; }

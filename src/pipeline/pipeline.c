@@ -1,0 +1,447 @@
+/*
+ * pipeline.c — one generation, as diffusers 0.30.3 runs it:
+ *   StableDiffusionInpaintPipeline.__call__  (image + mask; 9-channel U-Net, or the legacy
+ *                                             4-channel U-Net that re-blends the known region),
+ *   StableDiffusionImg2ImgPipeline.__call__  (image, no mask),
+ *   StableDiffusionPipeline.__call__         (no image).
+ * The random draws happen in diffusers' order from one torch-compatible generator seeded with the
+ * job's seed, so the same seed gives the same picture.
+ *
+ * Sizes (where sdbatch differs from diffusers, on purpose): with width/height given, the inputs are
+ * resized to them exactly as diffusers does. Without them, diffusers would squash every input to
+ * the U-Net's sample_size x 8 (512x512); sdbatch instead keeps the input's own size: a side that is
+ * not a multiple of 8 is padded by repeating its edge pixels up to the next multiple, and the result
+ * is cropped back, so the output always has the input's exact size.
+ *
+ * Owns nothing across calls: all buffers come from the model's arena (mark at entry, reset at exit).
+ */
+#include "pipeline_internal.h"
+
+#include "sdb/fsutil.h"
+#include "sdb/resize.h"
+#include "sdb/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sdb_gen_params_default(sdb_gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->steps = 50;
+    p->guidance_scale = 7.5;
+    p->strength = 1.0;
+}
+
+typedef struct {
+    sdb_gen_trace_fn fn;
+    void *ud;
+} tracer;
+
+static void trace(const tracer *t, const char *name, const float *x, size_t n)
+{
+    if (t && t->fn) t->fn(t->ud, name, x, n);
+}
+
+/* Edge-replicating pad of an 8-bit image to w x h (>= its size). */
+static int pad_edges(const sdb_image *in, int w, int h, sdb_image *out, sdb_err *err)
+{
+    int rc = sdb_image_alloc(out, w, h, in->c, err);
+    if (rc) return rc;
+    for (int y = 0; y < h; y++) {
+        int sy = y < in->h ? y : in->h - 1;
+        for (int x = 0; x < w; x++) {
+            int sx = x < in->w ? x : in->w - 1;
+            memcpy(out->px + ((size_t)y * w + x) * in->c, in->px + ((size_t)sy * in->w + sx) * in->c, (size_t)in->c);
+        }
+    }
+    return 0;
+}
+
+/* The top-left w x h of an image. */
+static int crop_to(const sdb_image *in, int w, int h, sdb_image *out, sdb_err *err)
+{
+    int rc = sdb_image_alloc(out, w, h, in->c, err);
+    if (rc) return rc;
+    for (int y = 0; y < h; y++)
+        memcpy(out->px + (size_t)y * w * in->c, in->px + (size_t)y * in->w * in->c, (size_t)w * in->c);
+    return 0;
+}
+
+/* VaeImageProcessor.resize(mode "default"/"fill") to w x h; a copy when the size is already right. */
+static int resize_to(const sdb_image *in, int w, int h, int fill, sdb_image *out, sdb_err *err)
+{
+    if (in->w == w && in->h == h) return sdb_image_copy(in, out, err);
+    return fill ? sdb_resize_and_fill(in, w, h, out, err) : sdb_resize_lanczos(in, w, h, out, err);
+}
+
+/* pil_to_numpy / 255, then normalize 2x - 1: RGB 8-bit -> [1, 3, H, W] float32 in [-1, 1]. */
+static void image_to_tensor(const sdb_image *im, float *t)
+{
+    size_t hw = (size_t)im->w * im->h;
+    for (size_t i = 0; i < hw; i++)
+        for (int c = 0; c < 3; c++) {
+            float v = (float)im->px[i * 3 + c] / 255.0f;
+            t[c * hw + i] = 2.0f * v - 1.0f;
+        }
+}
+
+/* Mask processor: L 8-bit -> /255 -> binarised (< 0.5 -> 0, else 1) [1, 1, H, W]. */
+static void mask_to_tensor(const sdb_image *m, float *t)
+{
+    size_t hw = (size_t)m->w * m->h;
+    for (size_t i = 0; i < hw; i++) t[i] = ((float)m->px[i] / 255.0f) < 0.5f ? 0.0f : 1.0f;
+}
+
+/* image_processor.postprocess(output_type="pil"): clamp(x/2 + 0.5, 0, 1), *255, round half to even. */
+static int tensor_to_image(const float *t, int W, int H, sdb_image *out, sdb_err *err)
+{
+    int rc = sdb_image_alloc(out, W, H, 3, err);
+    if (rc) return rc;
+    size_t hw = (size_t)W * H;
+    for (int c = 0; c < 3; c++)
+        for (size_t i = 0; i < hw; i++) {
+            float v = t[c * hw + i];
+            if (isnan(v)) return sdb_fail(err, SDB_ENUMERIC, "the decoded image contains NaN");
+            v = v / 2.0f + 0.5f;
+            v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+            out->px[i * 3 + c] = (uint8_t)nearbyintf(v * 255.0f);
+        }
+    return 0;
+}
+
+/* Tokenises and encodes one prompt into out[77 * hidden]. */
+static int encode_text(sdb_model *m, const char *text, float *out, const tracer *tr, const char *ids_name,
+                       const sdb_log *log, sdb_err *err)
+{
+    int L = sdb_tokenizer_max_length(m->tok);
+    int32_t ids[1024];
+    if (L > 1024) return sdb_fail(err, SDB_EUNSUPPORTED, "tokenizer max length %d too large", L);
+    int rc = sdb_tokenizer_encode(m->tok, text, -1, ids, NULL, log, err);
+    if (rc) return rc;
+    if (tr && tr->fn) {
+        float f[1024];
+        for (int i = 0; i < L; i++) f[i] = (float)ids[i];
+        trace(tr, ids_name, f, (size_t)L);
+    }
+    return sdb_clip_encode(m->clip, ids, 1, out, &m->arena, err);
+}
+
+/* latent_dist.sample(generator) * scaling_factor of an image tensor [1, 3, H, W]. */
+static int encode_image_latents(sdb_model *m, const float *img, int H, int W, float *lat, size_t nlat,
+                                sdb_rng *rng, const tracer *tr, const char *what, sdb_err *err)
+{
+    size_t mark = sdb_arena_mark(&m->arena);
+    float *mean = sdb_arena_floats(&m->arena, nlat), *std = sdb_arena_floats(&m->arena, nlat);
+    float *noise = sdb_arena_floats(&m->arena, nlat);
+    if (!mean || !std || !noise) return sdb_fail(err, SDB_ENOMEM, "out of scratch memory");
+    int rc = sdb_vae_encode(m->vae, img, H, W, mean, std, NULL, &m->arena, err);
+    if (rc) return rc;
+    char name[64];
+    snprintf(name, sizeof name, "%s/mean", what);
+    trace(tr, name, mean, nlat);
+    snprintf(name, sizeof name, "%s/std", what);
+    trace(tr, name, std, nlat);
+    sdb_rng_randn(rng, noise, nlat);
+    snprintf(name, sizeof name, "%s/noise", what);
+    trace(tr, name, noise, nlat);
+    sdb_vae_sample(mean, std, noise, nlat, lat);
+    float sf = sdb_vae_scaling_factor(m->vae);
+    for (size_t i = 0; i < nlat; i++) lat[i] = sf * lat[i];
+    sdb_arena_reset(&m->arena, mark);
+    return 0;
+}
+
+static int check_params(const sdb_model *m, const sdb_gen_params *p, sdb_err *err)
+{
+    if (!p->prompt) return sdb_fail(err, SDB_EINVAL, "prompt: required");
+    if (p->steps <= 0) return sdb_fail(err, SDB_EINVAL, "steps: must be a positive number, got %d", p->steps);
+    if (p->steps > 10000) return sdb_fail(err, SDB_EINVAL, "steps: %d is more than 10000", p->steps);
+    if (!(p->strength > 0.0 && p->strength <= 1.0)) return sdb_fail(err, SDB_EINVAL, "strength: must be in (0, 1], got %g", p->strength);
+    if (!isfinite(p->guidance_scale)) return sdb_fail(err, SDB_EINVAL, "guidance_scale: must be a finite number");
+    if (p->width < 0 || p->height < 0 || p->width % 8 || p->height % 8)
+        return sdb_fail(err, SDB_EINVAL, "width/height: must be positive multiples of 8, got %dx%d", p->width, p->height);
+    if ((p->width == 0) != (p->height == 0)) return sdb_fail(err, SDB_EINVAL, "width and height: give both or neither");
+    if (p->padding_mask_crop < 0) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: must be >= 0");
+    if (p->mask && !p->image) return sdb_fail(err, SDB_EINVAL, "mask: given without an image");
+    if (p->padding_mask_crop && !p->mask) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: needs a mask");
+    if (p->eta < 0 || p->eta > 1) return sdb_fail(err, SDB_EINVAL, "eta: must be in [0, 1], got %g", p->eta);
+    if (!p->image && m->unet_channels == 9)
+        return sdb_fail(err, SDB_EINVAL, "this is an inpainting model (9-channel U-Net): it needs an image and a mask");
+    if (p->image && !p->mask && m->unet_channels == 9)
+        return sdb_fail(err, SDB_EINVAL, "this is an inpainting model (9-channel U-Net): img2img needs a mask too");
+    return 0;
+}
+
+int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
+                    sdb_gen_trace_fn trace_fn, void *trace_ud, sdb_image *out,
+                    const sdb_log *log, sdb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = check_params(m, p, err);
+    if (rc) return rc;
+    tracer trs = {trace_fn, trace_ud}, *tr = &trs;
+    const int inpaint = p->mask != NULL, img2img = p->image && !p->mask;
+    const int legacy = inpaint && m->unet_channels == 4;
+    const int cfg = p->guidance_scale > 1.0;
+    const int B = cfg ? 2 : 1;
+    size_t arena_mark = sdb_arena_mark(&m->arena);
+    sdb_sched *sched = NULL;
+    sdb_image image = {0}, mask = {0}, tmp = {0}, gen = {0}, work_img = {0}, work_mask = {0}, orig_mask = {0};
+    int crop[4] = {0, 0, 0, 0}, use_crop = 0;
+
+    /* 0. sizes: explicit (diffusers), or the input's own, padded to multiples of 8 */
+    int W = p->width, H = p->height, outW, outH;
+    if (!W) {
+        if (p->image && !p->padding_mask_crop) { W = (p->image->w + 7) / 8 * 8; H = (p->image->h + 7) / 8 * 8; }
+        else { W = H = sdb_unet_sample_size(m->unet) * 8; }
+    }
+    outW = W; outH = H;
+    const int h = H / 8, w = W / 8;
+    const size_t nlat = (size_t)4 * h * w, npix = (size_t)W * H;
+
+    /* 1. inputs as 8-bit images at the working size */
+    if (p->image) {
+        if ((rc = sdb_image_to_rgb(p->image, &image, err))) goto done;
+        if (p->mask) {
+            /* the mask is resized in its own mode (L or RGB) before going grayscale, as Pillow does */
+            if (p->mask->c == 4 || p->mask->c == 2) { if ((rc = sdb_image_to_rgb(p->mask, &orig_mask, err))) goto done; }
+            else if ((rc = sdb_image_copy(p->mask, &orig_mask, err))) goto done;
+            if (orig_mask.w != image.w || orig_mask.h != image.h) {
+                sdb_logf(log, SDB_LOG_WARN, "mask is %dx%d but the image is %dx%d: resizing the mask (Lanczos), as diffusers does",
+                         orig_mask.w, orig_mask.h, image.w, image.h);
+                if (!p->width) {
+                    sdb_image r = {0};
+                    if ((rc = sdb_resize_lanczos(&orig_mask, image.w, image.h, &r, err))) goto done;
+                    sdb_image_free(&orig_mask);
+                    orig_mask = r;
+                }
+            }
+        }
+        if (p->padding_mask_crop) {
+            /* crop around the mask (grown by the margin, to the working aspect), then resize-and-fill */
+            if ((rc = sdb_get_crop_region(&orig_mask, W, H, p->padding_mask_crop, crop, err))) goto done;
+            use_crop = 1;
+            if ((rc = sdb_image_crop(&image, crop, &tmp, err))) goto done;
+            if ((rc = resize_to(&tmp, W, H, 1, &work_img, err))) goto done;
+            sdb_image_free(&tmp);
+            if ((rc = sdb_image_crop(&orig_mask, crop, &tmp, err))) goto done;
+            if ((rc = resize_to(&tmp, W, H, 1, &work_mask, err))) goto done;
+            sdb_image_free(&tmp);
+            trace(tr, "crops_coords", (const float[]){(float)crop[0], (float)crop[1], (float)crop[2], (float)crop[3]}, 4);
+        } else if (p->width) {
+            if ((rc = resize_to(&image, W, H, 0, &work_img, err))) goto done;
+            if (p->mask && (rc = resize_to(&orig_mask, W, H, 0, &work_mask, err))) goto done;
+        } else {
+            outW = image.w; outH = image.h;
+            if ((rc = pad_edges(&image, W, H, &work_img, err))) goto done;
+            if (p->mask && (rc = pad_edges(&orig_mask, W, H, &work_mask, err))) goto done;
+        }
+        if (p->mask && work_mask.c != 1) {
+            if ((rc = sdb_image_to_l(&work_mask, &tmp, err))) goto done;
+            sdb_image_free(&work_mask);
+            work_mask = tmp;
+            memset(&tmp, 0, sizeof tmp);
+        }
+    }
+
+    /* scratch tensors */
+    const int ctx_len = sdb_tokenizer_max_length(m->tok);
+    const int hidden = sdb_clip_get_config(m->clip)->hidden_size;
+    const int cin = m->unet_channels;
+    float *ctx = sdb_arena_floats(&m->arena, (size_t)B * ctx_len * hidden);
+    float *latents = sdb_arena_floats(&m->arena, nlat), *noise = sdb_arena_floats(&m->arena, nlat);
+    float *image_latents = sdb_arena_floats(&m->arena, nlat);
+    float *init_image = sdb_arena_floats(&m->arena, 3 * npix), *mask_cond = sdb_arena_floats(&m->arena, npix);
+    float *mask_lat = sdb_arena_floats(&m->arena, (size_t)h * w);
+    float *masked_lat = sdb_arena_floats(&m->arena, nlat);
+    float *unet_in = sdb_arena_floats(&m->arena, (size_t)B * cin * h * w);
+    float *unet_out = sdb_arena_floats(&m->arena, (size_t)B * 4 * h * w);
+    float *guided = sdb_arena_floats(&m->arena, nlat);
+    if (!ctx || !latents || !noise || !image_latents || !init_image || !mask_cond || !mask_lat ||
+        !masked_lat || !unet_in || !unet_out || !guided) { rc = sdb_fail(err, SDB_ENOMEM, "out of scratch memory"); goto done; }
+    size_t loop_mark = sdb_arena_mark(&m->arena);
+
+    /* 2. encode_prompt: [uncond, cond] with classifier-free guidance, else cond alone */
+    if (cfg) {
+        if ((rc = encode_text(m, p->negative_prompt ? p->negative_prompt : "", ctx, tr, "uncond_input_ids", log, err))) goto done;
+        if ((rc = encode_text(m, p->prompt, ctx + (size_t)ctx_len * hidden, tr, "prompt_input_ids", log, err))) goto done;
+    } else if ((rc = encode_text(m, p->prompt, ctx, tr, "prompt_input_ids", log, err))) goto done;
+    trace(tr, "prompt_embeds", ctx, (size_t)B * ctx_len * hidden);
+
+    /* 3. scheduler.set_timesteps, then get_timesteps(strength) */
+    if ((rc = sdb_sched_create(&sched, p->scheduler && p->scheduler[0] ? p->scheduler : NULL, &m->sched_cfg, err))) goto done;
+    if (p->eta != 0.0 && (rc = sdb_sched_set_eta(sched, p->eta, err))) goto done;
+    if ((rc = sdb_sched_set_timesteps(sched, p->steps, err))) goto done;
+    int first = 0, remaining = sdb_sched_num_timesteps(sched);
+    if ((p->image) && (rc = sdb_sched_strength(sched, p->strength, &first, &remaining, err))) goto done;
+    const double *ts = sdb_sched_timesteps(sched);
+    const int nts = sdb_sched_num_timesteps(sched);
+    {
+        float tsf[10001];
+        for (int i = first; i < nts && i - first < 10001; i++) tsf[i - first] = (float)ts[i];
+        trace(tr, "timesteps", tsf, (size_t)(nts - first));
+    }
+
+    sdb_rng rng;
+    sdb_rng_seed(&rng, p->seed);
+    const int strength_max = p->strength == 1.0;
+
+    /* 4. preprocess the image (VaeImageProcessor.preprocess) */
+    if (p->image) {
+        image_to_tensor(&work_img, init_image);
+        trace(tr, "init_image", init_image, 3 * npix);
+    }
+
+    /* 5. prepare_latents (draw order: image sample, then noise — as diffusers) */
+    if (img2img) {
+        if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", err))) goto done;
+        sdb_rng_randn(&rng, noise, nlat);
+        if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
+    } else if (inpaint) {
+        if (legacy || !strength_max) {
+            if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", err))) goto done;
+        }
+        sdb_rng_randn(&rng, noise, nlat);
+        if (strength_max) {
+            float s = sdb_sched_init_noise_sigma(sched);
+            for (size_t i = 0; i < nlat; i++) latents[i] = noise[i] * s;
+        } else if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
+    } else {
+        sdb_rng_randn(&rng, noise, nlat);
+        float s = sdb_sched_init_noise_sigma(sched);
+        for (size_t i = 0; i < nlat; i++) latents[i] = noise[i] * s;
+    }
+    trace(tr, "initial_noise", noise, nlat);
+    trace(tr, "initial_latents", latents, nlat);
+
+    /* 6. mask, masked image and their latents (prepare_mask_latents) */
+    if (inpaint) {
+        mask_to_tensor(&work_mask, mask_cond);
+        trace(tr, "mask_condition", mask_cond, npix);
+        float *masked_image = sdb_arena_floats(&m->arena, 3 * npix);
+        if (!masked_image) { rc = sdb_fail(err, SDB_ENOMEM, "out of scratch memory"); goto done; }
+        for (int c = 0; c < 3; c++)
+            for (size_t i = 0; i < npix; i++) masked_image[c * npix + i] = init_image[c * npix + i] * (mask_cond[i] < 0.5f ? 1.0f : 0.0f);
+        trace(tr, "masked_image", masked_image, 3 * npix);
+        /* F.interpolate(mask, size=(H/8, W/8)), nearest: pixel (8i, 8j) */
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++) mask_lat[i * w + j] = mask_cond[(size_t)(i * 8) * W + j * 8];
+        trace(tr, "mask_latents", mask_lat, (size_t)h * w);
+        rc = encode_image_latents(m, masked_image, H, W, masked_lat, nlat, &rng, tr, legacy || !strength_max ? "vae_encode/1" : "vae_encode/0", err);
+        sdb_arena_reset(&m->arena, loop_mark);
+        if (rc) goto done;
+        trace(tr, "masked_image_latents", masked_lat, nlat);
+    }
+
+    /* 7. the denoising loop */
+    const float g = (float)p->guidance_scale;
+    for (int i = first, k = 0; i < nts; i++, k++) {
+        double tb[2] = {ts[i], ts[i]};
+        /* latent_model_input = scale_model_input(cat([latents] * B), t), then + mask + masked latents */
+        for (int b = 0; b < B; b++) {
+            float *dst = unet_in + (size_t)b * cin * h * w;
+            sdb_sched_scale_model_input(sched, latents, dst, nlat, i);
+            if (cin == 9) {
+                memcpy(dst + nlat, mask_lat, (size_t)h * w * sizeof(float));
+                memcpy(dst + nlat + (size_t)h * w, masked_lat, nlat * sizeof(float));
+            }
+        }
+        if (k < 2 || i == nts - 1) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "step%d/unet_input", k);
+            trace(tr, nm, unet_in, (size_t)B * cin * h * w);
+        }
+        rc = sdb_unet_forward(m->unet, unet_in, B, h, w, tb, ctx, ctx_len, unet_out, &m->arena, err);
+        if (rc) goto done;
+        if (k < 2 || i == nts - 1) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "step%d/unet_output", k);
+            trace(tr, nm, unet_out, (size_t)B * 4 * h * w);
+        }
+        /* classifier-free guidance: uncond + g * (cond - uncond) */
+        if (cfg) {
+            const float *u = unet_out, *c = unet_out + nlat;
+            for (size_t j = 0; j < nlat; j++) guided[j] = u[j] + g * (c[j] - u[j]);
+        } else memcpy(guided, unet_out, nlat * sizeof(float));
+        trace(tr, "steps/noise_pred", guided, nlat);
+        if ((rc = sdb_sched_step(sched, guided, i, latents, latents, nlat, &rng, err))) goto done;
+        trace(tr, "steps/prev_sample", latents, nlat);
+        if (legacy) {
+            /* re-blend the known region: (1 - mask) * add_noise(image_latents, noise, t_next) + mask * latents */
+            float *proper = guided; /* free now */
+            if (i < nts - 1) { if ((rc = sdb_sched_add_noise(sched, image_latents, noise, proper, nlat, i + 1, err))) goto done; }
+            else memcpy(proper, image_latents, nlat * sizeof(float));
+            for (int c = 0; c < 4; c++)
+                for (size_t j = 0; j < (size_t)h * w; j++) {
+                    float mk = mask_lat[j];
+                    latents[c * h * w + j] = (1.0f - mk) * proper[c * h * w + j] + mk * latents[c * h * w + j];
+                }
+            trace(tr, "steps/latents_after", latents, nlat);
+        }
+        if (on_step && on_step(ud, k + 1, remaining)) {
+            rc = sdb_fail(err, SDB_EINTERRUPTED, "interrupted at step %d of %d", k + 1, remaining);
+            goto done;
+        }
+    }
+    trace(tr, "final_latents", latents, nlat);
+
+    /* 8. vae.decode(latents / scaling_factor), postprocess to 8-bit */
+    {
+        float *z = guided, *dec = sdb_arena_floats(&m->arena, 3 * npix);
+        if (!dec) { rc = sdb_fail(err, SDB_ENOMEM, "out of scratch memory"); goto done; }
+        float sf = sdb_vae_scaling_factor(m->vae);
+        for (size_t j = 0; j < nlat; j++) z[j] = latents[j] / sf;
+        trace(tr, "vae_decode_input", z, nlat);
+        if ((rc = sdb_vae_decode(m->vae, z, h, w, dec, &m->arena, err))) goto done;
+        trace(tr, "vae_decode_output", dec, 3 * npix);
+        if ((rc = tensor_to_image(dec, W, H, &gen, err))) goto done;
+    }
+
+    /* 9. back to the caller's geometry */
+    if (use_crop) {
+        if ((rc = sdb_apply_overlay(&orig_mask, &image, &gen, crop, out, err))) goto done;
+    } else if (outW != W || outH != H) {
+        if ((rc = crop_to(&gen, outW, outH, out, err))) goto done;
+    } else {
+        *out = gen;
+        memset(&gen, 0, sizeof gen);
+    }
+
+done:
+    if (sched) sdb_sched_free(sched);
+    sdb_image_free(&image); sdb_image_free(&mask); sdb_image_free(&tmp); sdb_image_free(&gen);
+    sdb_image_free(&work_img); sdb_image_free(&work_mask); sdb_image_free(&orig_mask);
+    sdb_arena_reset(&m->arena, arena_mark);
+    if (rc) sdb_image_free(out);
+    return rc;
+}
+
+int sdb_generate(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
+                 sdb_image *out, const sdb_log *log, sdb_err *err)
+{
+    return sdb_generate_ex(m, p, on_step, ud, NULL, NULL, out, log, err);
+}
+
+char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int height)
+{
+    const char *sampler = "PNDM";
+    sdb_sched *s = NULL;
+    if (sdb_sched_create(&s, p->scheduler && p->scheduler[0] ? p->scheduler : NULL, &m->sched_cfg, NULL) == 0) {
+        sampler = sdb_sched_a1111_name(s);
+    }
+    char extra[128] = "";
+    if (p->image && p->strength != 1.0) snprintf(extra, sizeof extra, ", Denoising strength: %g", p->strength);
+    size_t n = strlen(p->prompt) + (p->negative_prompt ? strlen(p->negative_prompt) : 0) + 512;
+    char *txt = malloc(n);
+    if (txt) {
+        int o = snprintf(txt, n, "%s\n", p->prompt);
+        if (p->negative_prompt && p->negative_prompt[0]) o += snprintf(txt + o, n - (size_t)o, "Negative prompt: %s\n", p->negative_prompt);
+        snprintf(txt + o, n - (size_t)o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model hash: %s%s",
+                 p->steps, sampler, p->guidance_scale, (unsigned long long)p->seed, width, height,
+                 sdb_model_short_hash(m), extra);
+    }
+    if (s) sdb_sched_free(s);
+    return txt;
+}

@@ -1,0 +1,35 @@
+/*
+ * pipeline_internal.h — the sdb_model struct shared by model.c and pipeline.c (not public).
+ */
+#ifndef SDB_PIPELINE_INTERNAL_H
+#define SDB_PIPELINE_INTERNAL_H
+
+#include "sdb/pipeline.h"
+#include "sdb/arena.h"
+#include "sdb/clip.h"
+#include "sdb/config.h"
+#include "sdb/sched.h"
+#include "sdb/tokenizer.h"
+#include "sdb/unet.h"
+#include "sdb/vae.h"
+#include "sdb/weights.h"
+
+#include <openssl/evp.h>
+
+struct sdb_model {
+    char path[4096];
+    sdb_tokenizer *tok;
+    sdb_clip *clip;
+    sdb_unet *unet;
+    sdb_vae *vae;
+    sdb_weights w_text, w_unet, w_vae;
+    sdb_st *single;          /* the single-file checkpoint, when loaded from one */
+    sdb_config sched_cfg;    /* scheduler/scheduler_config.json */
+    const char *default_sched;
+    int unet_channels;
+    char unet_file[4096];    /* the file the A1111 short hash is taken of */
+    char id[65], short_hash[16];
+    sdb_arena arena;         /* scratch for every generation, reused */
+};
+
+#endif
