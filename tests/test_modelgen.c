@@ -540,6 +540,38 @@ static void test_cli(void)
     free(b);
 }
 
+/* tools/fetch-model.sh cannot download here; check it parses, documents itself and rejects
+ * unknown options, and that its checksum table is well-formed. */
+static void test_fetch_script(void)
+{
+    char cmd[2048];
+    const char *sh = SDB_SOURCE_DIR "/tools/fetch-model.sh";
+    snprintf(cmd, sizeof cmd, "bash -n '%s'", sh);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "bash '%s' --help | grep -q HF_TOKEN", sh);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "bash '%s' --frobnicate >/dev/null 2>&1", sh);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *text = NULL;
+    size_t n = 0;
+    sdb_err err;
+    CHECK_OK(sdb_read_file(sh, &text, &n, &err), &err);
+    if (!text) return;
+    const char *need[] = {"unet/diffusion_pytorch_model.fp16.safetensors\t", "vae/diffusion_pytorch_model.fp16.safetensors\t",
+                          "text_encoder/model.fp16.safetensors\t", "tokenizer/vocab.json\t", "tokenizer/merges.txt\t"};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        const char *p = strstr(text, need[i]);
+        CHECKF(p != NULL, "fetch-model.sh lists no checksum for %s", need[i]);
+        if (!p) continue;
+        p += strlen(need[i]);
+        int hex = 0;
+        while ((p[hex] >= '0' && p[hex] <= '9') || (p[hex] >= 'a' && p[hex] <= 'f')) hex++;
+        CHECKF(hex == 64 && (p[hex] == '\n' || p[hex] == '"'), "fetch-model.sh: bad sha256 for %s", need[i]);
+    }
+    free(text);
+}
+
 /* ---- demo inputs ------------------------------------------------------------------------- */
 
 /* Reads a PNG as 8-bit; returns width/height/channels (colour type) or 0 on failure. */
@@ -639,6 +671,7 @@ int main(void)
     RUN(test_activations);
     RUN(test_thread_independent);
     RUN(test_cli);
+    RUN(test_fetch_script);
     RUN(test_demo_inputs);
     return sdb_t_done();
 }
