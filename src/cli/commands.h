@@ -4,6 +4,7 @@
  * `int cmd_<name>(int argc, char **argv)` (argv[0] is the command name; it handles --help).
  */
 SDB_COMMAND(version, "print the version and the libraries it was built with")
+SDB_COMMAND(generate, "generate one image: inpaint (--image --mask), img2img (--image) or txt2img")
 SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the token strings)")
 SDB_COMMAND(validate, "check a batch manifest (schema, inputs, model configs) without computing")
 SDB_COMMAND(run, "run a batch manifest's pending jobs, resumably")

@@ -1,0 +1,189 @@
+/*
+ * cmd_generate.c — `sdbatch generate`: one image from the command line (inpaint with --image and
+ * --mask, img2img with --image alone, txt2img with neither), written atomically as a PNG that
+ * carries its parameters in AUTOMATIC1111's `parameters` text chunk.
+ */
+#include "cli.h"
+
+#include "sdb/fsutil.h"
+#include "sdb/image.h"
+#include "sdb/pipeline.h"
+#include "sdb/sched.h"
+#include "sdb/threads.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: sdbatch generate --model PATH --prompt TEXT --output PATH [options]\n"
+"\n"
+"Runs Stable Diffusion 1.x once, as diffusers' pipelines do: inpainting with --image and --mask,\n"
+"img2img with --image alone, txt2img with neither.\n"
+"\n"
+"  --model PATH            diffusers pipeline folder, or a single-file .safetensors checkpoint\n"
+"  --config DIR            (single file) folder with the component configs (default: beside it)\n"
+"  --tokenizer DIR         (single file) tokenizer folder (default: DIR/tokenizer)\n"
+"  --prompt TEXT           what to paint\n"
+"  --negative-prompt TEXT  what to avoid (default: none)\n"
+"  --image PATH            input image (PNG or JPEG)\n"
+"  --mask PATH             inpainting mask: white = repaint, black = keep\n"
+"  --seed N                random seed (default: a random one, printed and stored in the PNG)\n"
+"  --steps N               denoising steps (default 50)\n"
+"  --guidance-scale F      classifier-free guidance (default 7.5; <= 1 disables it)\n"
+"  --strength F            in (0, 1]: how much of the image is re-noised (default 1.0)\n"
+"  --scheduler NAME        %s (default: the model's own)\n"
+"  --eta F                 DDIM's eta (default 0)\n"
+"  --width W --height H    work at this size (multiples of 8), as diffusers does; default: the\n"
+"                          input's own size (padded to multiples of 8 and cropped back)\n"
+"  --padding-mask-crop N   inpaint only a crop around the mask, grown by N pixels, then paste back\n"
+"  --threads N             threads (default: $SLURM_CPUS_PER_TASK, else the CPUs this process may use)\n"
+"  --output PATH           the PNG to write (atomically)\n"
+"  -q, --quiet             no progress bar\n", sdb_sched_names());
+}
+
+static volatile sig_atomic_t g_stop; /* set by the signal handler (CLI only, never in the library) */
+static void on_signal(int sig) { g_stop = sig; }
+
+typedef struct { int tty, quiet; double t0; } progress;
+
+static int on_step(void *ud, int step, int total)
+{
+    progress *p = ud;
+    if (p->tty && !p->quiet) {
+        int width = 30, fill = total ? step * width / total : width;
+        double el = sdb_now_mono() - p->t0;
+        fprintf(stderr, "\r  [%.*s%*s] step %d/%d  %.1f s/step ", fill, "##############################",
+                width - fill, "", step, total, step ? el / step : 0.0);
+        if (step == total) fputc('\n', stderr);
+        fflush(stderr);
+    }
+    return g_stop != 0;
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t s = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) { if (read(fd, &s, sizeof s) != (ssize_t)sizeof s) s = 0; close(fd); }
+    if (!s) s = (uint64_t)(sdb_now_wall() * 1e6) ^ (uint64_t)getpid();
+    return s & 0xFFFFFFFFu; /* torch keeps 32 bits; print what matters */
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
+        {"negative-prompt", required_argument, 0, 'n'}, {"image", required_argument, 0, 'i'},
+        {"mask", required_argument, 0, 'k'}, {"seed", required_argument, 0, 's'},
+        {"steps", required_argument, 0, 't'}, {"guidance-scale", required_argument, 0, 'g'},
+        {"strength", required_argument, 0, 'r'}, {"scheduler", required_argument, 0, 'S'},
+        {"eta", required_argument, 0, 'e'}, {"width", required_argument, 0, 'W'},
+        {"height", required_argument, 0, 'H'}, {"padding-mask-crop", required_argument, 0, 'P'},
+        {"threads", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
+        {"tokenizer", required_argument, 0, 'z'}, {"config", required_argument, 0, 'c'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
+    sdb_model_opts mopts = {0};
+    sdb_gen_params p;
+    sdb_gen_params_default(&p);
+    int have_seed = 0, quiet = 0;
+    long long v, threads = 0;
+    double d;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'p': p.prompt = optarg; break;
+        case 'n': p.negative_prompt = optarg; break;
+        case 'i': image_path = optarg; break;
+        case 'k': mask_path = optarg; break;
+        case 's': if (cli_parse_int("generate", "--seed", optarg, 0, INT64_MAX, &v)) return EXIT_USAGE; p.seed = (uint64_t)v; have_seed = 1; break;
+        case 't': if (cli_parse_int("generate", "--steps", optarg, 1, 10000, &v)) return EXIT_USAGE; p.steps = (int)v; break;
+        case 'g': if (cli_parse_double("generate", "--guidance-scale", optarg, &d)) return EXIT_USAGE; p.guidance_scale = d; break;
+        case 'r': if (cli_parse_double("generate", "--strength", optarg, &d)) return EXIT_USAGE; p.strength = d; break;
+        case 'S': p.scheduler = optarg; break;
+        case 'e': if (cli_parse_double("generate", "--eta", optarg, &d)) return EXIT_USAGE; p.eta = d; break;
+        case 'W': if (cli_parse_int("generate", "--width", optarg, 8, 16384, &v)) return EXIT_USAGE; p.width = (int)v; break;
+        case 'H': if (cli_parse_int("generate", "--height", optarg, 8, 16384, &v)) return EXIT_USAGE; p.height = (int)v; break;
+        case 'P': if (cli_parse_int("generate", "--padding-mask-crop", optarg, 0, 100000, &v)) return EXIT_USAGE; p.padding_mask_crop = (int)v; break;
+        case 'T': if (cli_parse_int("generate", "--threads", optarg, 1, 1024, &threads)) return EXIT_USAGE; break;
+        case 'o': output = optarg; break;
+        case 'z': mopts.tokenizer_dir = optarg; break;
+        case 'c': mopts.config_dir = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: return cli_usage_error("generate", "unknown option");
+        }
+    }
+    if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
+    if (!model) return cli_usage_error("generate", "--model is required");
+    if (!p.prompt) return cli_usage_error("generate", "--prompt is required");
+    if (!output) return cli_usage_error("generate", "--output is required");
+    if (mask_path && !image_path) return cli_usage_error("generate", "--mask needs --image");
+    if (!(p.strength > 0 && p.strength <= 1)) return cli_usage_error("generate", "--strength must be in (0, 1], got %g", p.strength);
+    if ((p.width == 0) != (p.height == 0)) return cli_usage_error("generate", "give both --width and --height, or neither");
+    if (p.width % 8 || p.height % 8) return cli_usage_error("generate", "--width and --height must be multiples of 8");
+    if (p.scheduler) {
+        sdb_sched_kind k;
+        sdb_err e = {0};
+        if (sdb_sched_kind_from_name(p.scheduler, &k, &e)) return cli_usage_error("generate", "%s", e.msg);
+    }
+    if (!have_seed) p.seed = random_seed();
+    if (!threads) {
+        const char *s = getenv("SLURM_CPUS_PER_TASK");
+        threads = s && atoi(s) > 0 ? atoi(s) : sdb_threads_available();
+    }
+    sdb_threads_set((int)threads);
+
+    sdb_log log = cli_logger();
+    sdb_err err = {0};
+    sdb_image image = {0}, mask = {0}, out = {0};
+    int rc = 0;
+    if (image_path) {
+        if ((rc = sdb_image_load(image_path, &image, 3, 0, &err))) return cli_error("generate", &err);
+        p.image = &image;
+    }
+    if (mask_path) {
+        if ((rc = sdb_image_load(mask_path, &mask, 0, 0, &err))) { sdb_image_free(&image); return cli_error("generate", &err); }
+        p.mask = &mask;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    sdb_model *m = NULL;
+    if ((rc = sdb_model_load(&m, model, &mopts, &log, &err))) {
+        sdb_image_free(&image); sdb_image_free(&mask);
+        return cli_error("generate", &err);
+    }
+    progress pr = {isatty(2), quiet, sdb_now_mono()};
+    rc = sdb_generate(m, &p, on_step, &pr, &out, &log, &err);
+    int code = EXIT_OK;
+    if (rc == SDB_EINTERRUPTED) {
+        fprintf(stderr, "\nsdbatch generate: interrupted; nothing written\n");
+        code = g_stop == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+    } else if (rc) {
+        code = cli_error("generate", &err);
+    } else {
+        char *params = sdb_gen_params_a1111(m, &p, out.w, out.h);
+        const char *keys[1] = {"parameters"}, *vals[1] = {params ? params : ""};
+        if ((rc = sdb_png_write(output, &out, keys, vals, 1, &err))) code = cli_error("generate", &err);
+        else printf("wrote %s (%dx%d, seed %llu, %d steps, %.1f s)\n", output, out.w, out.h,
+                    (unsigned long long)p.seed, p.steps, sdb_now_mono() - pr.t0);
+        free(params);
+    }
+    sdb_image_free(&out);
+    sdb_image_free(&image);
+    sdb_image_free(&mask);
+    sdb_model_free(m);
+    return code;
+}
