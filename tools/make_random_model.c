@@ -803,16 +803,6 @@ static void fill_tensor(const mg_opts *o, const char *component, const mg_tensor
     char key[320];
     snprintf(key, sizeof key, "%s/%s", component, t->name);
     uint64_t tseed = fnv1a(key) ^ (o->seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull);
-    int64_t nchunks = (n + MG_CHUNK - 1) / MG_CHUNK;
-#pragma omp parallel for schedule(static) if (nchunks > 4)
-    for (int64_t c = 0; c < nchunks; c++) {
-        mg_rng r;
-        uint64_t cs = tseed + 0xD1B54A32D192ED03ull * (uint64_t)(c + 1);
-        mg_rng_seed(&r, cs);
-        int64_t b = c * MG_CHUNK, e = b + MG_CHUNK < n ? b + MG_CHUNK : n;
-        mg_randn(&r, x + b, (size_t)(e - b));
-    }
-
     double scale, offset = 0.0;
     const char *nm = t->name;
     if (ends_with(nm, "token_embedding.weight")) scale = 1.0;
@@ -824,7 +814,16 @@ static void fill_tensor(const mg_opts *o, const char *component, const mg_tensor
         for (int d = 1; d < t->ndim; d++) fan_in *= t->shape[d];
         scale = 1.0 / sqrt((double)fan_in);
     }
-    for (int64_t i = 0; i < n; i++) x[i] = (float)(offset + scale * x[i]);
+    int64_t nchunks = (n + MG_CHUNK - 1) / MG_CHUNK;
+#pragma omp parallel for schedule(static) if (nchunks > 4)
+    for (int64_t c = 0; c < nchunks; c++) {
+        mg_rng r;
+        uint64_t cs = tseed + 0xD1B54A32D192ED03ull * (uint64_t)(c + 1);
+        mg_rng_seed(&r, cs);
+        int64_t b = c * MG_CHUNK, e = b + MG_CHUNK < n ? b + MG_CHUNK : n;
+        mg_randn(&r, x + b, (size_t)(e - b));
+        for (int64_t i = b; i < e; i++) x[i] = (float)(offset + scale * x[i]);
+    }
 
     /* Make the random VAE behave a little like a real one. */
     if (!strcmp(component, "vae")) {
@@ -894,7 +893,12 @@ static int write_weights(const char *path, const mg_opts *o, const char *compone
         size_t numel = (size_t)mg_numel(t);
         fill_tensor(o, component, t, buf);
         if (o->f16) {
-            sdb_f32_to_f16_array(buf, half, numel);
+            int64_t nch = ((int64_t)numel + MG_CHUNK - 1) / MG_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 4)
+            for (int64_t c = 0; c < nch; c++) {
+                size_t b = (size_t)c * MG_CHUNK, e = b + MG_CHUNK < numel ? b + MG_CHUNK : numel;
+                sdb_f32_to_f16_array(buf + b, half + b, e - b);
+            }
             rc = sdb_wfile_write(&wf, half, numel * sizeof(uint16_t), err);
         } else {
             rc = sdb_wfile_write(&wf, buf, numel * sizeof(float), err);
