@@ -37,7 +37,7 @@ static void concurrent(int nproc, int kill_one)
         /* wait until process 0 has claimed something, then kill it */
         for (int t = 0; t < 600; t++) {
             usleep(50 * 1000);
-            if (sdb_file_exists(b.db) &&
+            if (sdb_file_exists(b.db) && rt_sql(b.db, "SELECT count(*) FROM sqlite_master WHERE name='jobs'") == 1 &&
                 rt_sql(b.db, "SELECT count(*) FROM jobs WHERE state='running' AND pid=%ld", (long)pids[0]) > 0) break;
         }
         kill(pids[0], SIGKILL);

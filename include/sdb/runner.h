@@ -74,7 +74,9 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
                      sdb_run_result *res, const sdb_log *log, sdb_err *err);
 
 /* Removes `.<name>.png.tmp.<pid>.<n>` files in `dir` whose pid is not a live process on this
- * host; returns how many. */
-int sdb_clean_temp_files(const char *dir);
+ * host and that are at least min_age_seconds old (0 = any age: right when one host owns the
+ * folder; shards on a shared folder pass a multiple of the lease, since a pid dead here may be
+ * alive on another node); returns how many. */
+int sdb_clean_temp_files(const char *dir, double min_age_seconds);
 
 #endif

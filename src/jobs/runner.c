@@ -118,8 +118,9 @@ static long temp_pid(const char *fn)
     return pid;
 }
 
-int sdb_clean_temp_files(const char *dir)
+int sdb_clean_temp_files(const char *dir, double min_age_seconds)
 {
+    double now = sdb_now_wall();
     DIR *d = opendir(dir);
     if (!d) return 0;
     int n = 0;
@@ -131,6 +132,11 @@ int sdb_clean_temp_files(const char *dir)
         if (pid != (long)getpid() && !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) continue;
         if (pid == (long)getpid()) continue;
         char *p = sdb_path_join(dir, e->d_name);
+        struct stat sb;
+        if (p && min_age_seconds > 0 && (stat(p, &sb) != 0 || now - (double)sb.st_mtime < min_age_seconds)) {
+            free(p);
+            continue;
+        }
         if (p && unlink(p) == 0) n++;
         free(p);
     }
@@ -372,7 +378,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             if (seen) free(d); else dirs[nd++] = d;
         }
         int cleaned = 0;
-        for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k]); free(dirs[k]); }
+        for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k], o->n_shards > 0 ? 2 * lease : 0); free(dirs[k]); }
         free(dirs);
         if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
     }
