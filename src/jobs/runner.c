@@ -20,19 +20,10 @@
 
 /* ---- the real executor: pipeline.h ----------------------------------------------------------- */
 
-/* TEMPORARY until src/pipeline lands: weak references keep the build linking without it. */
-#pragma weak sdb_model_load
-#pragma weak sdb_model_free
-#pragma weak sdb_model_id
-#pragma weak sdb_gen_params_default
-#pragma weak sdb_generate
-#pragma weak sdb_gen_params_a1111
-
 
 static int px_load(void *ud, const char *path, int threads, void **model, const char **model_id,
                    const sdb_log *log, sdb_err *err)
 {
-    if (!sdb_model_load) return sdb_fail(err, SDB_EUNSUPPORTED, "this sdbatch was built without the pipeline");
     sdb_model_opts mo;
     memset(&mo, 0, sizeof mo);
     mo.threads = threads;
