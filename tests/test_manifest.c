@@ -97,7 +97,7 @@ static void test_good(void)
         "    prompt: a lighthouse\n"
         "    strength: 1\n"
         "    eta: 0.5\n",
-        sdb_t_path("models/tiny-sd-inpaint"), scene, mask);
+        sdb_t_path("models/tiny-sd"), scene, mask);   /* 4-channel: the txt2img job is fine */
     const char *path = write_manifest("good.yaml", text);
     sdb_manifest m;
     sdb_err err;
@@ -207,6 +207,7 @@ static void test_bad(void)
         {"undecodable", "jobs:\n  - id: a\n    prompt: p\n    image: garbage.png\n", ":7:12: job 'a': image", 1},
         {"missing-mask-default", "defaults:\n  mask: masks/none.png\njobs:\n  - id: a\n    prompt: p\n    image: frames/0001.png\n", ":5:9: job 'a': mask", 1},
         {"missing-model", "!version: 1\nmodel: ../no/such/model\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":2:8: model '", 1},
+        {"txt2img-on-inpainting", "jobs:\n  - id: a\n    prompt: p\n", ":5:5: job 'a': the model is an inpainting model", 1},
     };
     int n = (int)(sizeof cases / sizeof cases[0]);
     CHECK(n >= 15);

@@ -827,9 +827,11 @@ void sdb_job_identity(const sdb_job_spec *j, const char *model_id, char out[65])
     sdb_sha256_hex(buf, (size_t)n, out);
 }
 
-static void check_model(sdb_manifest *m)
+/* Returns the U-Net's in_channels when the model is a folder whose config says it (else 0). */
+static int check_model(sdb_manifest *m)
 {
-    if (!m->model) return;
+    int unet_channels = 0;
+    if (!m->model) return 0;
     sdb_err err;
     sdb_err_clear(&err);
     if (sdb_is_dir(m->model)) {
@@ -841,7 +843,11 @@ static void check_model(sdb_manifest *m)
             memset(&cfg, 0, sizeof cfg);
             if (!p) continue;
             if (sdb_config_load(&cfg, p, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
-            else sdb_config_free(&cfg);
+            else {
+                long long ch;
+                if (i == 1 && sdb_config_int(&cfg, "in_channels", 4, &ch, &err) == 0) unet_channels = (int)ch;
+                sdb_config_free(&cfg);
+            }
             free(p);
         }
         static const char *const files[] = {"tokenizer/vocab.json", "tokenizer/merges.txt", NULL};
@@ -857,16 +863,19 @@ static void check_model(sdb_manifest *m)
     } else {
         ERR(m, m->model_pos, "model '%s' does not exist", m->model);
     }
+    return unet_channels;
 }
 
 static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
 {
     inputs in = {0};
-    if (full) check_model(m);
+    int unet_channels = full ? check_model(m) : 0;
     for (int i = 0; i < m->n_jobs; i++) {
         sdb_job_spec *j = &m->jobs[i];
         input *img = j->image ? input_get(&in, j->image, full) : NULL;
         input *mask = j->mask ? input_get(&in, j->mask, full) : NULL;
+        if (full && unet_channels == 9 && (!j->image || !j->mask))
+            ERR(m, j->pos, "job '%s': the model is an inpainting model (9-channel U-Net): give the job an image and a mask", j->id);
         if (full) {
             free(j->bad_input);
             j->bad_input = NULL;
