@@ -51,7 +51,11 @@ typedef struct sdb_run_opts {
     int n_only;
     int dry_run;              /* report what would run; no model, no state written */
     double lease_seconds;     /* default 600 (env SDB_LEASE_SECONDS overrides) */
-    int shard, n_shards;      /* n_shards 0 = not sharded (issue 8 builds on this) */
+    int shard, n_shards;      /* n_shards 0 = not sharded. Sharded: the state file is
+                                 state.<shard>-of-<n_shards>.db, written by this task only, so at
+                                 start every row it left running is orphaned (a requeued task) */
+    const unsigned char *job_mask; /* m->n_jobs flags, 1 = this process's job (its shard's);
+                                      NULL = every job */
     int progress;             /* 1: redraw a progress bar on `progress_fp` (a TTY) */
     FILE *progress_fp;        /* default stderr */
     FILE *lines_fp;           /* one line per finished job (default stdout); NULL = silent */

@@ -234,11 +234,18 @@ static int lost(prog *p, const char *id, sdb_err *err)
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
-static int selected(const sdb_run_opts *o, const char *id)
+static int selected_id(const sdb_run_opts *o, const char *id)
 {
     if (!o->only || o->n_only <= 0) return 1;
     for (int i = 0; i < o->n_only; i++) if (!strcmp(o->only[i], id)) return 1;
     return 0;
+}
+
+/* Job i is this run's: in --only (if given) and in the shard's mask (if given). */
+static int sel(const sdb_manifest *m, const sdb_run_opts *o, int i)
+{
+    if (o->job_mask && !o->job_mask[i]) return 0;
+    return selected_id(o, m->jobs[i].id);
 }
 
 /* Other state files of the folder (read-only): a job done in any of them is done. */
@@ -301,7 +308,7 @@ static int dry_run(const sdb_manifest *m, const sdb_run_opts *o, sdb_run_result 
     FILE *f = o->lines_fp ? o->lines_fp : stdout;
     for (int i = 0; i < m->n_jobs; i++) {
         const sdb_job_spec *j = &m->jobs[i];
-        if (!selected(o, j->id)) continue;
+        if (!sel(m, o, i)) continue;
         res->total++;
         int done = 0, failed_final = 0;
         for (int k = 0; k < ns && !done; k++) {
@@ -373,7 +380,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
         free(dirs);
         if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
     }
-    if ((rc = sdb_store_recover(store, &me, 0, &res->recovered, err))) goto out;
+    if ((rc = sdb_store_recover(store, &me, o->n_shards > 0, &res->recovered, err))) goto out;
     if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
     sdb_kill_point("startup");
     if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
@@ -398,7 +405,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     for (int i = 0; i < m->n_jobs; i++) {
         const sdb_job_spec *j = &m->jobs[i];
         sdb_job_identity(j, model_id, ident[i]);
-        if (!selected(o, j->id)) continue;
+        if (!sel(m, o, i)) continue;
         sj[nsj].id = j->id;
         sj[nsj].identity = ident[i];
         sj[nsj].params_hash = j->params_hash;
@@ -426,7 +433,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     if (!tried) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
     /* count what is already done, for the bar */
     for (int i = 0; i < m->n_jobs; i++) {
-        if (!selected(o, m->jobs[i].id)) continue;
+        if (!sel(m, o, i)) continue;
         sdb_job_row r;
         int found;
         if (sdb_store_get(store, m->jobs[i].id, &r, &found, err) == 0 && found && r.state == SDB_JOB_DONE) p.done_count++;
@@ -440,7 +447,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
         progress_made = 0;
         for (int i = 0; i < m->n_jobs && !rc; i++) {
             const sdb_job_spec *j = &m->jobs[i];
-            if (tried[i] || !selected(o, j->id)) continue;
+            if (tried[i] || !sel(m, o, i)) continue;
             if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
             /* cheap look first: no write lock for jobs that are obviously not ours */
             sdb_job_row r;
@@ -550,7 +557,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     {
         sdb_err e2;
         for (int i = 0; i < m->n_jobs; i++) {
-            if (!selected(o, m->jobs[i].id)) continue;
+            if (!sel(m, o, i)) continue;
             sdb_job_row r;
             int found;
             if (sdb_store_get(store, m->jobs[i].id, &r, &found, &e2) || !found) { res->pending++; continue; }
