@@ -68,7 +68,7 @@ static void check_array(long min, long step)
     sdb_err err;
     for (long id = min; id <= max; id += step) {
         int i = -1, n = -1;
-        CHECK_OK(sdb_shard_from_array(id, min, step, count, &i, &n, &err), &err);
+        CHECK_OK(sdb_shard_from_array(id, min, max, step, count, &i, &n, &err), &err);
         CHECKF(n == 16 && i == (id - min) / step, "array %ld-%ld:%ld id %ld -> %d/%d", min, max, step, id, i, n);
         int ie = -1, ne = -1;
         set_array(id, min, max, step, count);
@@ -88,9 +88,17 @@ static void array_mapping(void)
     check_array(5, 3);    /* --array=5-50:3 */
     sdb_err err;
     int i, n;
-    CHECK(sdb_shard_from_array(3, 0, 2, 16, &i, &n, &err) != 0);    /* off the 0-30:2 grid */
-    CHECK(sdb_shard_from_array(0, 1, 1, 16, &i, &n, &err) != 0);    /* below MIN */
-    CHECK(sdb_shard_from_array(32, 0, 2, 16, &i, &n, &err) != 0);   /* beyond the count */
+    CHECK(sdb_shard_from_array(3, 0, 30, 2, 16, &i, &n, &err) != 0);    /* off the 0-30:2 grid */
+    CHECK(sdb_shard_from_array(0, 1, 16, 1, 16, &i, &n, &err) != 0);    /* below MIN */
+    CHECK(sdb_shard_from_array(32, 0, -1, 2, 16, &i, &n, &err) != 0);   /* beyond the count */
+    /* --array=1,3 as Slurm 22.05 describes it (COUNT 2, MIN 1, MAX 3, STEP 1): refused for both
+       tasks, with a pointer to SDB_SHARDS (task 1 alone would otherwise look like shard 0 of 2) */
+    CHECK(sdb_shard_from_array(1, 1, 3, 1, 2, &i, &n, &err) != 0);
+    CHECK(strstr(err.msg, "SDB_SHARDS") != NULL);
+    CHECK(sdb_shard_from_array(3, 1, 3, 1, 2, &i, &n, &err) != 0);
+    set_array(1, 1, 3, 1, 2);
+    CHECK(sdb_shard_from_env(&i, &n, &err) != 0);
+    clear_env();
     /* STEP unset (older Slurm): 1 */
     set_array(7, 1, 16, 1, 16);
     unsetenv("SLURM_ARRAY_TASK_STEP");
@@ -101,7 +109,7 @@ static void array_mapping(void)
     CHECK(sdb_shard_from_env(&i, &n, &err) != 0);
     /* resubmitting a subset: --array=1,3 with SDB_SHARDS=4 -> the task id is the shard */
     clear_env();
-    set_array(3, 1, 3, 2, 2);
+    set_array(3, 1, 3, 1, 2);
     setenv("SDB_SHARDS", "4", 1);
     CHECK_OK(sdb_shard_from_env(&i, &n, &err), &err);
     CHECK(i == 3 && n == 4);

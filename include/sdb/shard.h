@@ -52,8 +52,11 @@ int sdb_shard_parse(const char *s, int *index, int *count, sdb_err *err);
  * SDB_SHARDS). *count = 0 (and 0 returned) when SLURM_ARRAY_TASK_ID is not set. */
 int sdb_shard_from_env(int *index, int *count, sdb_err *err);
 /* The mapping itself: index = (id - min) / step of count shards (step <= 0 means 1). Fails when
- * id is not on the array's grid or the index is out of range. */
-int sdb_shard_from_array(long id, long min, long step, long count, int *index, int *out_count, sdb_err *err);
+ * id is not on the array's grid, the index is out of range, or (max >= 0) the array is not the
+ * regular range min-max:step (a list such as --array=1,3: Slurm gives it COUNT 2, MIN 1, MAX 3,
+ * STEP 1, which no index formula can serve; SDB_SHARDS is the way to run such a subset). */
+int sdb_shard_from_array(long id, long min, long max, long step, long count, int *index, int *out_count,
+                         sdb_err *err);
 
 /* Default --threads: SLURM_CPUS_PER_TASK when set (and a positive number), else the CPUs this
  * process may use (its affinity mask, sdb_threads_available). */

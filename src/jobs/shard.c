@@ -54,11 +54,15 @@ int sdb_shard_parse(const char *s, int *index, int *count, sdb_err *err)
     return 0;
 }
 
-int sdb_shard_from_array(long id, long min, long step, long count, int *index, int *out_count, sdb_err *err)
+int sdb_shard_from_array(long id, long min, long max, long step, long count, int *index, int *out_count,
+                         sdb_err *err)
 {
     if (step <= 0) step = 1;
     if (count < 1 || count > SDB_SHARD_MAX)
         return sdb_fail(err, SDB_EINVAL, "Slurm array: task count %ld out of range 1..%d", count, SDB_SHARD_MAX);
+    if (max >= 0 && min + (count - 1) * step != max)
+        return sdb_fail(err, SDB_EINVAL, "Slurm array: tasks %ld-%ld:%ld do not make %ld tasks (a list like --array=1,3?): "
+                        "to run a subset of shards, set SDB_SHARDS=N and use the shard indices as task ids", min, max, step, count);
     if (id < min || (id - min) % step)
         return sdb_fail(err, SDB_EINVAL, "Slurm array: task id %ld is not on the array's grid (min %ld, step %ld); "
                         "for an irregular array (a list like 1,3) set SDB_SHARDS=N and use the shard indices as task ids", id, min, step);
@@ -88,17 +92,19 @@ int sdb_shard_from_env(int *index, int *count, sdb_err *err)
         *count = (int)v;
         return 0;
     }
-    long min = 0, step = 1, cnt;
+    long min = 0, max = -1, step = 1, cnt;
     const char *s;
     if ((s = getenv("SLURM_ARRAY_TASK_MIN")) && *s && parse_long(s, &min))
         return sdb_fail(err, SDB_EINVAL, "SLURM_ARRAY_TASK_MIN='%s' is not a number", s);
+    if ((s = getenv("SLURM_ARRAY_TASK_MAX")) && *s && parse_long(s, &max))
+        return sdb_fail(err, SDB_EINVAL, "SLURM_ARRAY_TASK_MAX='%s' is not a number", s);
     if ((s = getenv("SLURM_ARRAY_TASK_STEP")) && *s && parse_long(s, &step))
         return sdb_fail(err, SDB_EINVAL, "SLURM_ARRAY_TASK_STEP='%s' is not a number", s);
     s = getenv("SLURM_ARRAY_TASK_COUNT");
     if (!s || parse_long(s, &cnt))
         return sdb_fail(err, SDB_EINVAL, "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is %s%s%s",
                         s ? "'" : "missing", s ? s : "", s ? "'" : "");
-    return sdb_shard_from_array(id, min, step, cnt, index, count, err);
+    return sdb_shard_from_array(id, min, max, step, cnt, index, count, err);
 }
 
 int sdb_shard_default_threads(void)
