@@ -95,7 +95,8 @@ static void test_conv(void)
     conv_case(1, 3, 2, 3, 1, 0, 0, 0, 0, 6, 8, 1, 0);     /* no padding */
     conv_case(1, 2, 3, 3, 1, 2, 0, 1, 3, 5, 4, 1, 1);     /* odd asymmetric padding */
     /* deep enough that the im2col is split into several tiles (K*Ho*Wo*4 > tile budget) */
-    conv_case(1, 320, 16, 3, 1, 1, 1, 1, 1, 96, 40, 1, 1);
+    conv_case(1, 512, 8, 3, 1, 1, 1, 1, 1, 70, 60, 1, 1);   /* 2 tiles: 60 + 10 rows */
+    conv_case(1, 320, 40, 3, 1, 1, 1, 1, 1, 24, 40, 1, 1);
     conv_case(2, 96, 8, 3, 2, 0, 0, 1, 1, 130, 66, 1, 0);
 }
 

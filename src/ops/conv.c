@@ -21,10 +21,10 @@
 
 /* im2col tile budget: big enough that the weight matrix (packed by OpenBLAS once per GEMM call)
  * is amortised over many output columns, small enough to stay a bounded scratch. */
-#define SDB_CONV_TILE_BYTES ((size_t)24 << 20)
+#define SDB_CONV_TILE_BYTES ((size_t)64 << 20)
 /* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
  * (K = 2560*9) still run GEMMs with a reasonable N. */
-#define SDB_CONV_MIN_COLS 256
+#define SDB_CONV_MIN_COLS 512
 
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
 {
@@ -87,30 +87,36 @@ static void init_out(const sdb_conv2d *c, float *y, const float *res, size_t HWo
     }
 }
 
-/* The fixed block grid of an M x N product: chunks of about SDB_GEMM_BLOCK along the larger
- * dimension; when that gives fewer than SDB_GEMM_MIN_TASKS blocks, the other dimension is split too
- * (pieces of at least 64). Depends on the shapes only. */
-#define SDB_GEMM_BLOCK 256
-#define SDB_GEMM_MIN_TASKS 8
-static int split_even(int dim, int parts)
+/* The fixed block grid of an M x N product, depending on the shapes only. OpenBLAS re-packs both
+ * operand blocks of every call (a block of A: mb x K, of B: K x nb), so blocks are made as large and
+ * as square as possible (packing cost ~ K (mb + nb) per 2 mb nb K flops): start from chunks of at
+ * most SDB_GEMM_BLOCK_MAX along each dimension, then halve the larger block side until there are
+ * at least SDB_GEMM_MIN_TASKS blocks (an even count keeps 2 threads balanced) or the sides reach
+ * SDB_GEMM_BLOCK_MIN. */
+#define SDB_GEMM_BLOCK_MAX 1024
+#define SDB_GEMM_BLOCK_MIN 96
+#define SDB_GEMM_MIN_TASKS 4
+static int chunk_of(int dim, int parts)
 {
     int c = (dim + parts - 1) / parts;
-    return (c + 15) & ~15;
+    c = (c + 15) & ~15;
+    return c < dim ? c : dim;
 }
 static void grid_of(int M, int N, int *mb, int *nb)
 {
-    int big = M >= N ? M : N, small = M >= N ? N : M;
-    int nbig = (big + SDB_GEMM_BLOCK - 1) / SDB_GEMM_BLOCK;
-    int cb = split_even(big, nbig), cs = small;
-    if (nbig < SDB_GEMM_MIN_TASKS) {
-        int want = (SDB_GEMM_MIN_TASKS + nbig - 1) / nbig;
-        int maxp = small / 64 > 0 ? small / 64 : 1;
-        if (want > maxp) want = maxp;
-        cs = split_even(small, want);
-        if (cs > small) cs = small;
+    int pm = (M + SDB_GEMM_BLOCK_MAX - 1) / SDB_GEMM_BLOCK_MAX;
+    int pn = (N + SDB_GEMM_BLOCK_MAX - 1) / SDB_GEMM_BLOCK_MAX;
+    for (;;) {
+        int cm = chunk_of(M, pm), cn = chunk_of(N, pn);
+        int tm = (M + cm - 1) / cm, tn = (N + cn - 1) / cn;
+        if (tm * tn >= SDB_GEMM_MIN_TASKS) break;
+        if (cm >= cn && cm >= 2 * SDB_GEMM_BLOCK_MIN) pm *= 2;
+        else if (cn >= 2 * SDB_GEMM_BLOCK_MIN) pn *= 2;
+        else if (cm >= 2 * SDB_GEMM_BLOCK_MIN) pm *= 2;
+        else break;
     }
-    if (cb > big) cb = big;
-    if (M >= N) { *mb = cb; *nb = cs; } else { *mb = cs; *nb = cb; }
+    *mb = chunk_of(M, pm);
+    *nb = chunk_of(N, pn);
     if (*mb < 1) *mb = 1;
     if (*nb < 1) *nb = 1;
 }
