@@ -207,6 +207,9 @@ static void test_bad(void)
         {"undecodable", "jobs:\n  - id: a\n    prompt: p\n    image: garbage.png\n", ":7:12: job 'a': image", 1},
         {"missing-mask-default", "defaults:\n  mask: masks/none.png\njobs:\n  - id: a\n    prompt: p\n    image: frames/0001.png\n", ":5:9: job 'a': mask", 1},
         {"missing-model", "!version: 1\nmodel: ../no/such/model\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":2:8: model '", 1},
+        {"single-file-no-configs", "!version: 1\nmodel: %TINYFILE%\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":2:8: model: a single-file checkpoint needs the component configs", 1},
+        {"model-config-not-diffusers", "!version: 1\nmodel: %TINYFILE%\nmodel_config: frames\noutput_dir: o\njobs:\n  - id: a\n    prompt: p\n", ":3:15: model_config:", 1},
+        {"model-config-on-folder", "model_config: frames\njobs:\n  - id: a\n    prompt: p\n    image: frames/0001.png\n    mask: masks/0001.png\n", ":4:15: 'model_config' is for single-file checkpoints", 1},
         {"txt2img-on-inpainting", "jobs:\n  - id: a\n    prompt: p\n", ":5:5: job 'a': the model is an inpainting model", 1},
     };
     int n = (int)(sizeof cases / sizeof cases[0]);
@@ -218,6 +221,12 @@ static void test_bad(void)
         char text[4096], name[128];
         if (c->body[0] == '!') snprintf(text, sizeof text, "%s", c->body + 1);
         else snprintf(text, sizeof text, "%s%s", header, c->body);
+        char *tf = strstr(text, "%TINYFILE%");   /* the shared single-file checkpoint (no configs beside it) */
+        if (tf) {
+            char rest[4096];
+            snprintf(rest, sizeof rest, "%s", tf + 10);
+            snprintf(tf, sizeof text - (size_t)(tf - text), "%s%s", sdb_t_path("models/tiny-sd-inpaint.safetensors"), rest);
+        }
         snprintf(name, sizeof name, "bad-%s.yaml", c->name);
         const char *path = write_manifest(name, text);
         sdb_manifest m;
@@ -233,6 +242,24 @@ static void test_bad(void)
         CHECK(rc != SDB_EFORMAT || strstr(err.msg, path));
         sdb_manifest_free(&m);
     }
+}
+
+static void test_single_file_model(void)
+{
+    setup();
+    char text[2048];
+    snprintf(text, sizeof text,
+        "version: 1\nmodel: %s\nmodel_config: %s\noutput_dir: out\njobs:\n"
+        "  - id: a\n    prompt: p\n    image: frames/0001.png\n    mask: masks/0001.png\n",
+        sdb_t_path("models/tiny-sd-inpaint.safetensors"), sdb_t_path("models/tiny-sd-inpaint"));
+    const char *path = write_manifest("single.yaml", text);
+    sdb_manifest m;
+    sdb_err err;
+    CHECK_OK(sdb_manifest_load(&m, path, &err), &err);
+    CHECK_OK(sdb_manifest_check(&m, &err), &err);
+    if (m.n_diags) dump(&m);
+    CHECK(m.model_config && strstr(m.model_config, "tiny-sd-inpaint") && !m.tokenizer);
+    sdb_manifest_free(&m);
 }
 
 static void test_every_problem(void)
@@ -308,6 +335,7 @@ int main(void)
     RUN(test_shipped_examples);
     RUN(test_good);
     RUN(test_bad);
+    RUN(test_single_file_model);
     RUN(test_every_problem);
     RUN(test_seed_auto);
     return sdb_t_done();

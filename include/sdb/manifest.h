@@ -56,6 +56,9 @@ typedef struct sdb_manifest {
     int version;
     char *model;       /* resolved model path */
     sdb_pos model_pos;
+    char *model_config;   /* single-file checkpoints: a diffusers folder with the configs (NULL = beside it) */
+    char *tokenizer;      /* single-file checkpoints: the tokenizer folder (NULL = <configs>/tokenizer) */
+    sdb_pos model_config_pos, tokenizer_pos;
     char *output_dir;  /* resolved */
     sdb_job_spec *jobs;
     int n_jobs;

@@ -30,9 +30,10 @@ typedef int (*sdb_run_step_fn)(void *ud, int step, int total);
 
 typedef struct sdb_executor {
     void *ud;
-    /* Loads the model once; *model_id receives a stable hex id of the weights (owned by the model). */
-    int (*load)(void *ud, const char *model_path, int threads, void **model, const char **model_id,
-                const sdb_log *log, sdb_err *err);
+    /* Loads the model once; *model_id receives a stable hex id of the weights (owned by the model).
+     * config_dir / tokenizer_dir: for single-file checkpoints (NULL = beside the file). */
+    int (*load)(void *ud, const char *model_path, const char *config_dir, const char *tokenizer_dir,
+                int threads, void **model, const char **model_id, const sdb_log *log, sdb_err *err);
     /* Runs one job; *png receives the encoded PNG (malloc'd), with its `parameters` text chunk. */
     int (*run)(void *ud, void *model, const sdb_job_spec *job, sdb_run_step_fn on_step, void *step_ud,
                uint8_t **png, size_t *png_len, const sdb_log *log, sdb_err *err);

@@ -609,7 +609,7 @@ static void parse_root(ctx *c, yaml_node_t *root)
         ERR(m, npos(root), "the manifest must be a mapping (version, model, output_dir, defaults, jobs), got %s", kind(root));
         return;
     }
-    yaml_node_t *ver = NULL, *model = NULL, *outdir = NULL, *defaults = NULL, *jobs = NULL;
+    yaml_node_t *ver = NULL, *model = NULL, *outdir = NULL, *defaults = NULL, *jobs = NULL, *mcfg = NULL, *tok = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
         yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
@@ -617,9 +617,10 @@ static void parse_root(ctx *c, yaml_node_t *root)
         const char *k = sval(kn);
         yaml_node_t **slot = !strcmp(k, "version") ? &ver : !strcmp(k, "model") ? &model :
                              !strcmp(k, "output_dir") ? &outdir : !strcmp(k, "defaults") ? &defaults :
-                             !strcmp(k, "jobs") ? &jobs : NULL;
+                             !strcmp(k, "jobs") ? &jobs : !strcmp(k, "model_config") ? &mcfg :
+                             !strcmp(k, "tokenizer") ? &tok : NULL;
         if (!slot) {
-            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, output_dir, defaults, jobs)", k);
+            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, model_config, tokenizer, output_dir, defaults, jobs)", k);
             continue;
         }
         if (*slot) { ERR(m, npos(kn), "duplicate key '%s' (first at line %d)", k, npos(*slot).line); continue; }
@@ -640,6 +641,8 @@ static void parse_root(ctx *c, yaml_node_t *root)
         m->model = abs_path(m->dir, s);
         m->model_pos = npos(model);
     }
+    if (mcfg && get_string(c, mcfg, "model_config", &s) == 0) { m->model_config = abs_path(m->dir, s); m->model_config_pos = npos(mcfg); }
+    if (tok && get_string(c, tok, "tokenizer", &s) == 0) { m->tokenizer = abs_path(m->dir, s); m->tokenizer_pos = npos(tok); }
     if (!outdir) ERR(m, top, "missing 'output_dir'");
     else if (get_string(c, outdir, "output_dir", &s) == 0) m->output_dir = abs_path(m->dir, s);
     fields d;
@@ -730,7 +733,7 @@ void sdb_manifest_free(sdb_manifest *m)
     free(m->jobs);
     for (int i = 0; i < m->n_diags; i++) free(m->diags[i].text);
     free(m->diags);
-    free(m->path); free(m->dir); free(m->model); free(m->output_dir);
+    free(m->path); free(m->dir); free(m->model); free(m->output_dir); free(m->model_config); free(m->tokenizer);
     memset(m, 0, sizeof *m);
 }
 
@@ -834,32 +837,61 @@ static int check_model(sdb_manifest *m)
     if (!m->model) return 0;
     sdb_err err;
     sdb_err_clear(&err);
-    if (sdb_is_dir(m->model)) {
-        static const char *const cfgs[] = {"model_index.json", "unet/config.json", "vae/config.json",
-                                           "text_encoder/config.json", "scheduler/scheduler_config.json", NULL};
+    char *cfgdir = NULL;
+    if (!sdb_is_dir(m->model) && sdb_file_exists(m->model)) {
+        /* a single-file checkpoint: its weights, then the configs it needs from a folder */
+        sdb_st *st = NULL;
+        if (sdb_st_open(&st, m->model, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
+        else sdb_st_close(st);
+        cfgdir = m->model_config ? strdup(m->model_config) : sdb_path_dirname(m->model);
+        char *u = cfgdir ? sdb_path_join(cfgdir, "unet/config.json") : NULL;
+        if (u && !sdb_file_exists(u)) {
+            if (m->model_config)
+                ERR(m, m->model_config_pos, "model_config: %s has no unet/config.json (it must be a diffusers folder with the component configs)", cfgdir);
+            else
+                ERR(m, m->model_pos, "model: a single-file checkpoint needs the component configs: none beside it in %s; "
+                    "set 'model_config:' to a diffusers folder of the same architecture", cfgdir);
+            free(u);
+            free(cfgdir);
+            return 0;
+        }
+        free(u);
+    }
+    if (cfgdir || sdb_is_dir(m->model)) {
+        const char *root = cfgdir ? cfgdir : m->model;
+        sdb_pos at = cfgdir && m->model_config ? m->model_config_pos : m->model_pos;
+        static const char *const cfgs[] = {"unet/config.json", "vae/config.json", "text_encoder/config.json",
+                                           "scheduler/scheduler_config.json", "model_index.json", NULL};
         for (int i = 0; cfgs[i]; i++) {
-            char *p = sdb_path_join(m->model, cfgs[i]);
+            if (cfgdir && i == 4) break;   /* model_index.json: folders only */
+            char *p = sdb_path_join(root, cfgs[i]);
             sdb_config cfg;
             memset(&cfg, 0, sizeof cfg);
             if (!p) continue;
-            if (sdb_config_load(&cfg, p, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
+            if (sdb_config_load(&cfg, p, &err)) ERR(m, at, "model: %s", err.msg);
             else {
                 long long ch;
-                if (i == 1 && sdb_config_int(&cfg, "in_channels", 4, &ch, &err) == 0) unet_channels = (int)ch;
+                if (i == 0 && sdb_config_int(&cfg, "in_channels", 4, &ch, &err) == 0) unet_channels = (int)ch;
                 sdb_config_free(&cfg);
             }
             free(p);
         }
-        static const char *const files[] = {"tokenizer/vocab.json", "tokenizer/merges.txt", NULL};
-        for (int i = 0; files[i]; i++) {
-            char *p = sdb_path_join(m->model, files[i]);
-            if (p && !sdb_file_exists(p)) ERR(m, m->model_pos, "model: %s is missing", p);
+        if (!cfgdir && m->model_config)
+            ERR(m, m->model_config_pos, "'model_config' is for single-file checkpoints; the model is a folder with its own configs");
+        if (!cfgdir && m->tokenizer)
+            ERR(m, m->tokenizer_pos, "'tokenizer' is for single-file checkpoints; the model is a folder with its own tokenizer/");
+        int own_tok = cfgdir && m->tokenizer;
+        char *tokdir = own_tok ? strdup(m->tokenizer) : sdb_path_join(root, "tokenizer");
+        sdb_pos tat = own_tok ? m->tokenizer_pos : at;
+        static const char *const files[] = {"vocab.json", "merges.txt", NULL};
+        for (int i = 0; files[i] && tokdir; i++) {
+            char *p = sdb_path_join(tokdir, files[i]);
+            if (p && !sdb_file_exists(p)) ERR(m, tat, "model: tokenizer file %s is missing%s", p,
+                                              cfgdir && !m->tokenizer ? " (set 'tokenizer:' to the tokenizer folder)" : "");
             free(p);
         }
-    } else if (sdb_file_exists(m->model)) {
-        sdb_st *st = NULL;
-        if (sdb_st_open(&st, m->model, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
-        else sdb_st_close(st);
+        free(tokdir);
+        free(cfgdir);
     } else {
         ERR(m, m->model_pos, "model '%s' does not exist", m->model);
     }
