@@ -143,7 +143,7 @@ typedef struct {
     const sdb_run_opts *o;
     const sdb_log *log;
     sdb_store *store;
-    int total, done_count;
+    int total, done_count, failed_count;
     double t_start, first_job_start;
     int jobs_this_run;
     double job_seconds_sum;
@@ -177,7 +177,8 @@ static void draw(prog *p, int force)
     bar[width] = '\0';
     double rate = p->jobs_this_run > 0 ? p->jobs_this_run / ((now - p->first_job_start) / 60.0) : 0;
     char eta[32] = "?";
-    if (rate > 0) fmt_dur((p->total - p->done_count) / rate * 60.0, eta, sizeof eta);
+    int left = p->total - p->done_count - p->failed_count;
+    if (rate > 0) fmt_dur((left > 0 ? left : 0) / rate * 60.0, eta, sizeof eta);
     fprintf(f, "\r\033[K[%s] %d/%d jobs", bar, p->done_count, p->total);
     if (p->cur_id) fprintf(f, " | %s step %d/%d", p->cur_id, p->step, p->steps);
     if (rate > 0) fprintf(f, " | %.2f img/min | ETA %s", rate, eta);
@@ -502,6 +503,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
                     if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
                     break;
                 }
+                p.failed_count++;
                 line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
                 continue;
             }
@@ -532,6 +534,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             if (jrc) {
                 res->ran_failed++;
                 if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
+                p.failed_count++;
                 line(&p, "failed %s: %s", j->id, jerr.msg);
                 continue;
             }
