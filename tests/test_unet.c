@@ -236,6 +236,87 @@ static void test_fp16_weights(void)
     sdb_weights_free(&w);
 }
 
+/* replaces the first occurrence of `from` in s (in place, s has room) */
+static int replace1(char *s, size_t cap, const char *from, const char *to)
+{
+    char *p = strstr(s, from);
+    if (!p) return -1;
+    size_t fl = strlen(from), tl = strlen(to), rest = strlen(p + fl);
+    if (strlen(s) - fl + tl + 1 > cap) return -1;
+    memmove(p + tl, p + fl, rest + 1);
+    memcpy(p, to, tl);
+    return 0;
+}
+
+/* SD 2.x-style config forms: use_linear_projection (proj_in/proj_out as [C, C] linears) and the
+ * per-block list form of attention_head_dim. With the tiny weights' 1x1 convs stored as [C, C]
+ * and the list [8, 8, 8, 8], the model is the same function: the output must equal the reference. */
+static void test_sd2_style_config(void)
+{
+    if (!sdb_t_data()) return;
+    sdb_err err;
+    sdb_err_clear(&err);
+    const char *dir = sdb_t_tmpdir();
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), &err), &err);
+    if (!st) return;
+    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
+    int nproj = 0;
+    for (int i = 0; i < st->n; i++) {
+        const sdb_st_tensor *t = &st->tensors[i];
+        wt[i].name = t->name;
+        wt[i].dtype = t->dtype;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].data = t->data;
+        size_t L = strlen(t->name);
+        if (t->ndim == 4 && L > 15 && (strstr(t->name, ".proj_in.weight") || strstr(t->name, ".proj_out.weight"))) {
+            wt[i].ndim = 2;
+            nproj++;
+        }
+    }
+    CHECK(nproj == 2 * 16); /* 6 down + 1 mid + 9 up transformers */
+    char wpath[1024], cpath[1024];
+    snprintf(wpath, sizeof wpath, "%s/diffusion_pytorch_model.safetensors", dir);
+    snprintf(cpath, sizeof cpath, "%s/config.json", dir);
+    CHECK_OK(sdb_st_write(wpath, wt, st->n, NULL, NULL, 0, &err), &err);
+    free(wt);
+    sdb_st_close(st);
+    FILE *f = fopen(sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), "rb");
+    char text[8192];
+    size_t len = f ? fread(text, 1, sizeof text - 64, f) : 0;
+    if (f) fclose(f);
+    text[len] = 0;
+    CHECK(replace1(text, sizeof text, "\"use_linear_projection\": false", "\"use_linear_projection\": true") == 0);
+    CHECK(replace1(text, sizeof text, "\"attention_head_dim\": 8", "\"attention_head_dim\": [8, 8, 8, 8]") == 0);
+    f = fopen(cpath, "wb");
+    if (f) { fputs(text, f); fclose(f); }
+    sdb_weights w;
+    CHECK_OK(sdb_weights_open(&w, wpath, "unet", &err), &err);
+    sdb_unet *u = NULL;
+    CHECK_OK(sdb_unet_load(&u, cpath, &w, &err), &err);
+    if (u) {
+        int n = 0;
+        float *out = run_case(u, "inpaint_t981", &n);
+        const float *ref = ref_f32("inpaint_t981/out", NULL);
+        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 1e-4, 1e-4, "linear projections + list heads"));
+        free(out);
+        sdb_unet_free(u);
+    }
+    sdb_weights_free(&w);
+    /* the shape check: the 4-D conv weights are refused when linear projections are configured */
+    sdb_weights w2;
+    CHECK_OK(sdb_weights_open(&w2, sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), "unet", &err), &err);
+    sdb_config cfg;
+    CHECK_OK(sdb_config_parse(&cfg, text, "config.json", &err), &err);
+    u = NULL;
+    int rc = sdb_unet_load_config(&u, &cfg, &w2, &err);
+    CHECKF(rc == SDB_EFORMAT && strstr(err.msg, "proj_in"), "rc %d: %s", rc, err.msg);
+    sdb_unet_free(u);
+    sdb_config_free(&cfg);
+    sdb_weights_free(&w2);
+}
+
 static void test_config_refusals(void)
 {
     if (!sdb_t_data()) return;
@@ -344,6 +425,7 @@ int main(void)
     RUN(test_debug_intermediates);
     RUN(test_single_file);
     RUN(test_fp16_weights);
+    RUN(test_sd2_style_config);
     RUN(test_config_refusals);
     RUN(test_sd15_layout);
     if (refs) sdb_st_close(refs);
