@@ -9,3 +9,5 @@ SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the tok
 SDB_COMMAND(validate, "check a batch manifest (schema, inputs, model configs) without computing")
 SDB_COMMAND(run, "run a batch manifest's pending jobs, resumably")
 SDB_COMMAND(status, "show a batch's progress from its state database(s)")
+SDB_COMMAND(daemon, "run the manifests of a spool folder as a service (SIGTERM stops, resumably)")
+SDB_COMMAND(submit, "hand a manifest to the daemon: copy it into a spool atomically")
