@@ -8,6 +8,9 @@
  */
 #include "test_run_common.h"
 
+#include <poll.h>
+#include <pty.h>
+
 static void append(const rt_batch *b, const char *text)
 {
     char *s;
@@ -218,8 +221,46 @@ static void bad_manifest_exits_2(void)
     }
 }
 
+/* On a terminal: a progress bar with jobs done/total, the current job's step, images/min, ETA. */
+static void progress_bar_on_tty(void)
+{
+    rt_batch b;
+    rt_make(&b, 3, NULL);
+    replace(&b, "  steps: 3\n", "  steps: 12\n");
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    if (pid == 0) {
+        if (chdir(b.dir) != 0) _exit(120);
+        setenv("OMP_NUM_THREADS", "1", 0);
+        execl(sdb_t_binary(), sdb_t_binary(), "run", b.manifest, (char *)NULL);
+        _exit(122);
+    }
+    CHECK(pid > 0);
+    if (pid <= 0) return;
+    char *buf = malloc(1 << 20);
+    size_t n = 0;
+    for (;;) {
+        struct pollfd pf = {master, POLLIN, 0};
+        if (poll(&pf, 1, 120000) <= 0) break;
+        ssize_t r = read(master, buf + n, (1 << 20) - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+        if (n >= (1 << 20) - 1) break;
+    }
+    buf[n] = '\0';
+    int st = rt_wait(pid);
+    close(master);
+    CHECK(rt_exit_code(st) == 0);
+    CHECKF(strstr(buf, "] 0/3 jobs") && strstr(buf, "] 1/3 jobs"), "no bar in:\n%.2000s", buf);
+    CHECK(strstr(buf, "step ") && strstr(buf, "/12"));
+    CHECK(strstr(buf, "img/min") && strstr(buf, "ETA"));
+    CHECK(strstr(buf, "done job00") && strstr(buf, "\r"));
+    free(buf);
+}
+
 int main(void)
 {
+    RUN(progress_bar_on_tty);
     RUN(edit_reruns_one);
     RUN(bad_jobs_fail_alone);
     RUN(sigint_stops_at_step);
