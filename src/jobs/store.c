@@ -1,26 +1,40 @@
 /*
  * store.c — the job-state database (see store.h).
  *
- * THE JOB STATE MACHINE (one row of `jobs`; the function making each transition in brackets)
+ * THE JOB STATE MACHINE (one row of `jobs`; [function] makes the transition)
  *
- *      [sdb_store_sync: new id]
- *               |
- *               v                [sdb_store_claim]
- *         +-----------+ ------------------------------> +-----------+  [sdb_store_complete]  +--------+
- *    +--->|  PENDING  |                                 |  RUNNING  | ---------------------> |  DONE  |
- *    |    +-----------+ <------------------------------ +-----------+                        +--------+
- *    |      ^       ^    [sdb_store_release: SIGINT/TERM] |  |   |   [sdb_store_recover: owner dead,  ^  |
- *    |      |       |    [sdb_store_recover: owner dead,  |  |   +--- recorded output hash matches] --+  |
- *    |      |       |     no complete output]             |  |                                         |
- *    |      |       |                 [sdb_store_fail]    |  | [sdb_store_claim: owner dead -> re-own] |
- *    |      |       |                      +--------------+  +--> (RUNNING, new run_id)                |
- *    |      |       |                      v                                                           |
- *    |      |       |                +-----------+  [sdb_store_claim: attempts < max_attempts          |
- *    |      |       +----------------|  FAILED   |   or --retry-failed]  ---> RUNNING                  |
- *    |      |   [sdb_store_sync:     +-----------+                                                     |
- *    |      |    identity changed]                                                                     |
- *    |      +------------------------ [sdb_store_sync: identity changed, or output file gone] ---------+
- *    +-- [sdb_store_sync: identity changed while RUNNING under a dead owner]
+ *                        [sdb_store_sync: id not in the table]
+ *                                       |
+ *                                       v
+ *   [sdb_store_sync:              +-----------+      [sdb_store_claim]       +-----------+
+ *    identity changed, or ------->|  PENDING  |----------------------------->|  RUNNING  |
+ *    a done job's output          +-----------+                              +-----------+
+ *    file is gone]                  ^   ^   ^   [sdb_store_release]            |   |   |
+ *               ^                   |   |   +---- SIGINT/SIGTERM, the ---------+   |   |
+ *               |                   |   |         attempt is not counted           |   |
+ *               |                   |   |                                          |   |
+ *               |                   |   +-------- [sdb_store_recover, or inside ---+   |
+ *               |                   |             sdb_store_claim]: owner dead         |
+ *               |                   |             (pid gone / lease expired), no       |
+ *               |                   |             complete output recorded             |
+ *               |                   |                                                  |
+ *               |      [sdb_store_sync:                [sdb_store_fail]                |
+ *               |       identity changed]          +-----------------------------------+
+ *               |                   |              |                                   |
+ *               |              +-----------+       |     [sdb_store_complete]          |
+ *               |              |  FAILED   |<------+     after the rename              |
+ *               |              +-----------+             -- or --                      |
+ *               |                 |                      [sdb_store_recover]: owner    |
+ *               |                 | [sdb_store_claim:    dead, the output it recorded  |
+ *               |                 |  attempts <          (prepare) exists with the     |
+ *               |                 |  max_attempts, or    recorded SHA-256              |
+ *               |                 |  --retry-failed]                                   v
+ *               |                 +----> RUNNING                                 +-----------+
+ *               +----------------------------------------------------------------|   DONE    |
+ *                                                                                +-----------+
+ *
+ * Every arrow is one SQLite transaction. Each claim also appends a row to `runs` (outcome
+ * NULL); the transitions out of RUNNING close it: done / failed / interrupted / orphaned.
  *
  * CRASH POINTS of one job (the runner, src/jobs/runner.c) and what a restart does:
  *   a. before/inside the claim transaction     -> the transaction rolls back: row unchanged.
