@@ -32,19 +32,19 @@ void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
     *Wo = (W + c->pad_l + c->pad_r - c->k) / c->stride + 1;
 }
 
-/* col[(ci*k+ky)*k+kx][(r-r0)*Wo + ox] for output rows r0..r1-1 of image x [cin, H, W].
+/* col[(ci*k+ky)*k+kx][(r-r0)*Wo + ox] (row stride ldcol) for output rows r0..r1-1 of image
+ * x [cin, H, W].
  * Called inside a parallel region (orphaned omp for). */
 static void im2col_tile(const sdb_conv2d *c, const float *x, int H, int W, int Wo, int r0, int r1,
-                        float *col)
+                        float *col, int ldcol)
 {
     const int k = c->k, s = c->stride, kk = k * k;
-    const int ncols = (r1 - r0) * Wo;
     const int K = c->cin * kk;
 #pragma omp for schedule(static)
     for (int row = 0; row < K; row++) {
         int ci = row / kk, ky = (row % kk) / k, kx = row % k;
         const float *xc = x + (size_t)ci * H * W;
-        float *dst = col + (size_t)row * ncols;
+        float *dst = col + (size_t)row * ldcol;
         /* valid ox range: 0 <= ox*s + kx - pad_l < W */
         int off = kx - c->pad_l;
         int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
@@ -168,6 +168,39 @@ void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *
     sdb_gemm(1, M, N, K, x, K, W, K, 1.0f, y, N);
 }
 
+/* Small images (low-resolution U-Net levels: 8x8, 16x16 latents): the GEMM of one image has so
+ * few columns that packing the weights dominates, so all images go into one im2col matrix
+ * [K, N*HWo] and one GEMM into a scratch [cout, N*HWo], scattered to NCHW with bias/residual. */
+#define SDB_CONV_BATCH_MAX_HW 1024
+static int conv_batched(const sdb_conv2d *c, const float *x, int N, int H, int W, int Ho, int Wo,
+                        float *y, const float *residual, sdb_arena *scratch)
+{
+    const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
+    const int K = c->cin * c->k * c->k, ncols = (int)(N * HWo), cout = c->cout;
+    size_t mark = sdb_arena_mark(scratch);
+    float *col = sdb_arena_floats(scratch, (size_t)K * ncols);
+    float *tmp = sdb_arena_floats(scratch, (size_t)cout * ncols);
+    if (!col || !tmp) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
+#pragma omp parallel
+    {
+        for (int n = 0; n < N; n++) /* each an omp for ending with a barrier */
+            im2col_tile(c, x + (size_t)n * c->cin * HW, H, W, Wo, 0, Ho, col + (size_t)n * HWo, ncols);
+        gemm_grid_body(0, cout, ncols, K, c->w, K, col, ncols, 0.0f, tmp, ncols);
+#pragma omp for schedule(static)
+        for (int t = 0; t < N * cout; t++) {
+            int n = t / cout, co = t % cout;
+            const float *src = tmp + (size_t)co * ncols + (size_t)n * HWo;
+            float *dst = y + ((size_t)n * cout + co) * HWo;
+            const float *r = residual ? residual + ((size_t)n * cout + co) * HWo : NULL;
+            float b = c->b ? c->b[co] : 0.0f;
+            /* same association as the unbatched path: (residual + bias) + product */
+            for (size_t i = 0; i < HWo; i++) dst[i] = ((r ? r[i] : 0.0f) + b) + src[i];
+        }
+    }
+    sdb_arena_reset(scratch, mark);
+    return 0;
+}
+
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch)
 {
@@ -177,6 +210,9 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
     const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
     const int K = c->cin * c->k * c->k;
     const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+    if (N > 1 && HWo <= SDB_CONV_BATCH_MAX_HW &&
+        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_TILE_BYTES)
+        return conv_batched(c, x, N, H, W, Ho, Wo, y, residual, scratch);
 
     int rows_per_tile = Ho;
     float *col = NULL;
@@ -205,7 +241,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
             int ncols = (r1 - r0) * Wo;
 #pragma omp parallel
             {
-                im2col_tile(c, xn, H, W, Wo, r0, r1, col); /* ends with a barrier */
+                im2col_tile(c, xn, H, W, Wo, r0, r1, col, ncols); /* ends with a barrier */
                 gemm_grid_body(0, c->cout, ncols, K, c->w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
                                (int)HWo);
             }
