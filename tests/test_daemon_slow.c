@@ -11,6 +11,8 @@
  *                    to an uninterrupted daemon run, no temp files.
  *   sigterm          SIGTERM mid-job: exit 0 within about a step, the job back to pending, the
  *                    manifest still in active/; the restart finishes with identical outputs.
+ *   crash_loop       a manifest that kills the daemon at every start before any job finishes is
+ *                    moved to failed/ after --max-crashes starts.
  */
 #include "test_run_common.h"
 #include "sdb/daemon.h"
@@ -20,6 +22,8 @@
 
 #define NJ 3      /* jobs of the resume manifests */
 #define STEPS 6
+#define LONG_STEPS 30   /* job01's: the job the signals hit */
+#define LONG_STEPS_S "30"
 
 static double now_s(void)
 {
@@ -87,8 +91,8 @@ static int wait_event(const char *log_path, const char *event, int n, double tim
     return 0;
 }
 
-/* A first field of a JSON log event (the last one with this event): a number. */
-static double last_event_num(const char *log_path, const char *event, const char *key)
+/* A number field of the last event of this kind about this job in a JSON log. */
+static double last_event_num(const char *log_path, const char *event, const char *job, const char *key)
 {
     char *text = NULL;
     sdb_err err;
@@ -97,7 +101,8 @@ static double last_event_num(const char *log_path, const char *event, const char
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         json_t *o = json_loads(line, 0, NULL);
         const char *ev = o ? json_string_value(json_object_get(o, "event")) : NULL;
-        if (ev && !strcmp(ev, event) && json_is_number(json_object_get(o, key))) v = json_number_value(json_object_get(o, key));
+        const char *jb = o ? json_string_value(json_object_get(o, "job")) : NULL;
+        if (ev && !strcmp(ev, event) && jb && !strcmp(jb, job) && json_is_number(json_object_get(o, key))) v = json_number_value(json_object_get(o, key));
         json_decref(o);
     }
     free(text);
@@ -121,7 +126,7 @@ static void make_resume_manifest(const char *dir)
     static const char *const prompts[NJ] = {"a lighthouse", "a small dog", "a red boat"};
     for (int i = 0; i < NJ; i++)
         n += snprintf(text + n, sizeof text - n, "  - id: job%02d\n    prompt: \"%s\"\n    seed: %d\n%s", i, prompts[i], 100 + i,
-                      i == 1 ? "    scheduler: ddim\n" : "");
+                      i == 1 ? "    scheduler: ddim\n    steps: " LONG_STEPS_S "\n" : "");
     snprintf(p, sizeof p, "%s/src/batch.yaml", dir);
     write_text(p, text);
 }
@@ -174,8 +179,8 @@ static void baseline(void)
     CHECK(rt_each_done_once(&b));
     char lp[1200];
     snprintf(lp, sizeof lp, "%s/daemon.log", b.dir);
-    double js = last_event_num(lp, "job_done", "seconds");
-    if (isfinite(js) && js > 0) step_seconds = js / STEPS;
+    double js = last_event_num(lp, "job_done", "job01", "seconds");
+    if (isfinite(js) && js > 0) step_seconds = js / LONG_STEPS;
     fprintf(stderr, "    one job %.2f s, ~%.2f s a step\n", js, step_seconds);
     /* the same outputs as `sdbatch run` on the original manifest (the same state db, already done) */
     const char *st_args[] = {"status", "src/batch.yaml", "--json", NULL};
@@ -225,8 +230,34 @@ static void kill_and_resume(const char *point)
 
 static void sigkill_resume(void)
 {
-    kill_and_resume("step@9");        /* job01, step 3 of 6 */
+    kill_and_resume("step@16");       /* job01, step 10 of 30 */
     kill_and_resume("renamed@2");     /* job01's PNG in place, not yet marked done */
+}
+
+/* A manifest that takes the daemon down again and again without a job finishing is given up
+ * (--max-crashes), so a service restarted on failure does not loop on it for ever. */
+static void crash_loop(void)
+{
+    rt_batch b;
+    resume_batch(&b, sdb_t_tmpdir());
+    make_resume_manifest(b.dir);
+    submit(&b, "src/batch.yaml", "spool");
+    usleep(1100000);
+    const char *envs[] = {"SDB_TEST_KILL_AT=claimed", NULL};
+    const char *args[] = {"daemon", "--spool", "spool", "--once", "--max-crashes", "2", "--log", "daemon.log",
+                          "--log-format", "json", NULL};
+    for (int k = 0; k < 2; k++) {
+        int st = rt_wait(rt_spawn(&b, envs, args, "killed"));
+        CHECKF(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "start %d: status %d", k + 1, st);
+        CHECK(exists(b.dir, "spool/active/batch.yaml"));
+    }
+    int st = rt_wait(rt_spawn(&b, envs, args, "daemon"));
+    CHECKF(rt_exit_code(st) == 0, "third start: exit %d", rt_exit_code(st));
+    CHECK(exists(b.dir, "spool/failed/batch.yaml") && !exists(b.dir, "spool/active/batch.yaml"));
+    CHECK(!exists(b.dir, "spool/active/.batch.yaml.starts"));
+    char *errs = rt_slurp(&b, "spool/failed/batch.yaml.errors.txt");
+    CHECKF(strstr(errs, "stopped 2 times in a row"), "errors file: %s", errs);
+    free(errs);
 }
 
 static void sigterm(void)
@@ -240,7 +271,7 @@ static void sigterm(void)
     char lp[1200];
     snprintf(lp, sizeof lp, "%s/daemon.log", b.dir);
     CHECK(wait_event(lp, "job_start", 2, 60));
-    usleep((useconds_t)(step_seconds * 2.5 * 1e6));    /* in the middle of job01 */
+    usleep((useconds_t)(step_seconds * 8 * 1e6));    /* in the middle of job01 (30 steps) */
     double t0 = now_s();
     kill(pid, SIGTERM);
     int st = rt_wait(pid);
@@ -381,5 +412,6 @@ int main(void)
     RUN(baseline);
     RUN(sigkill_resume);
     RUN(sigterm);
+    RUN(crash_loop);
     return sdb_t_done();
 }

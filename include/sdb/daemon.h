@@ -8,6 +8,8 @@
  *   DIR/done/       manifests that ran to their end (their failed jobs are in their state db)
  *   DIR/failed/     invalid manifests (or a fatal error: model, state db), with <name>.errors.txt
  *   DIR/daemon.pid  the pid of the daemon holding the spool; flock'ed while it runs
+ *   DIR/active/.<name>.starts  how many times the daemon started on that manifest without a job
+ *                   finishing since (a crash counter; see max_crashes)
  * A manifest moves between the folders by rename(2) only, so it is always in exactly one of them.
  * Each manifest's jobs are recorded in the same SQLite state `sdbatch run` uses
  * (<output_dir>/.sdbatch/state.db), so `sdbatch status MANIFEST` works on it at any time and a
@@ -96,6 +98,11 @@ typedef struct sdb_daemon_opts {
     int max_attempts;          /* passed to the runner (default 2) */
     double rescan_seconds;     /* periodic rescan of incoming/ besides inotify (default 10) */
     int once;                  /* exit (0) when nothing is left to do instead of waiting */
+    int max_crashes;           /* a manifest whose run ended this many times in a row without a
+                                  job finishing (daemon crashed, killed, OOM) goes to failed/ at
+                                  the next start (count in active/.<name>.starts); 0 = never */
+    double min_free_mb;        /* before loading a model, drop cached ones (LRU first) while the
+                                  system's MemAvailable is below this; 0 = off */
     volatile sig_atomic_t *stop;  /* SIGTERM/SIGINT: stop at the next step boundary */
     sdb_dlog *log;
     const sdb_executor *executor; /* NULL = sdb_executor_pipeline() */

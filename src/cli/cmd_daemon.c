@@ -39,9 +39,14 @@ static void usage(FILE *f)
         "  --log FILE           append the event log to FILE (default: stderr)\n"
         "  --log-format F       text (default) or json (one JSON object a line)\n"
         "  --max-models N       models kept loaded, least recently used dropped first (default 1)\n"
+        "  --min-free-memory MB before loading a model, drop cached ones while the system has less\n"
+        "                       than MB MiB available (default 0: off)\n"
         "  --threads N          compute threads (default: as the library decides)\n"
         "  --max-attempts N     as for 'sdbatch run' (default 2)\n"
         "  --rescan SECONDS     rescan incoming/ this often besides inotify (default 10)\n"
+        "  --max-crashes N      give a manifest up (to failed/) when the daemon stopped N times in a\n"
+        "                       row while running it without finishing a job: it crashed, was\n"
+        "                       killed or ran out of memory (default 3; 0 = never)\n"
         "  --once               exit when there is nothing left to do instead of waiting\n\n"
         "Signals: SIGTERM/SIGINT stop at the next denoising step, leave the job pending and the\n"
         "manifest in active/, and exit 0 (a second one ends at once; still resumable). SIGHUP\n"
@@ -59,6 +64,7 @@ int cmd_daemon(int argc, char **argv)
     o.max_models = 1;
     o.max_attempts = 2;
     o.rescan_seconds = 10;
+    o.max_crashes = 3;
     const char *log_path = NULL;
     int json = 0;
     long long v;
@@ -86,6 +92,14 @@ int cmd_daemon(int argc, char **argv)
             if (cli_parse_double("daemon", "--rescan", argv[++i], &d)) return EXIT_USAGE;
             if (!(d >= 0.1 && d <= 86400)) return cli_usage_error("daemon", "--rescan expects 0.1 to 86400 seconds");
             o.rescan_seconds = d;
+        } else if (!strcmp(a, "--max-crashes") && i + 1 < argc) {
+            if (cli_parse_int("daemon", "--max-crashes", argv[++i], 0, 1000000, &v)) return EXIT_USAGE;
+            o.max_crashes = (int)v;
+        } else if (!strcmp(a, "--min-free-memory") && i + 1 < argc) {
+            double d;
+            if (cli_parse_double("daemon", "--min-free-memory", argv[++i], &d)) return EXIT_USAGE;
+            if (!(d >= 0 && d < 1e9)) return cli_usage_error("daemon", "--min-free-memory expects MiB >= 0");
+            o.min_free_mb = d;
         } else if (!strcmp(a, "--once")) o.once = 1;
         else if (a[0] == '-' && a[1]) return cli_usage_error("daemon", "unknown option '%s'", a);
         else return cli_usage_error("daemon", "unexpected argument '%s' (the spool is given with --spool)", a);

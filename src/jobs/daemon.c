@@ -461,7 +461,7 @@ int sdb_spool_rewrite_paths(const char *text, size_t len, const char *dir, char 
                     rewrite_job_map(&rs, &doc, yaml_document_get_node(&doc, *it), text, dir);
         }
     yaml_document_delete(&doc);
-    qsort(rs.r, (size_t)rs.n, sizeof *rs.r, cmp_repl);
+    if (rs.n > 1) qsort(rs.r, (size_t)rs.n, sizeof *rs.r, cmp_repl);
     char *buf = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&buf, &n);
@@ -653,7 +653,7 @@ static int list_folder(const char *spool, const char *folder, double settle, ent
     }
     closedir(d);
     free(dir);
-    qsort(v, (size_t)n, sizeof *v, cmp_entry);
+    if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_entry);
     *out = v;
     *n_out = n;
     return 0;
@@ -811,6 +811,7 @@ typedef struct daemon_ctx {
     int n_models, max_models;
     unsigned long long tick;
     const char *cur;          /* the manifest being run (its name) */
+    char *crash_file;         /* active/.<name>.starts of the manifest being run, while nonzero */
     char linebuf[8192];       /* the runner's per-job lines, being assembled */
     size_t linelen;
 } daemon_ctx;
@@ -821,6 +822,19 @@ static void log_sink(void *ud, sdb_log_level level, const char *msg)
     daemon_ctx *d = ud;
     sdb_dlog_event(d->o->log, "log", "level", 's', sdb_log_level_name(level), "manifest", 's', d->cur,
                    "message", 's', msg, NULL);
+}
+
+/* MemAvailable from /proc/meminfo in MiB, or -1. */
+static double mem_available_mb(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    double v = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "MemAvailable:", 13)) { v = atof(line + 13) / 1024.0; break; }
+    fclose(f);
+    return v;
 }
 
 static int same_str(const char *a, const char *b) { return a && b ? !strcmp(a, b) : a == b; }
@@ -845,6 +859,17 @@ static int cache_load(void *ud, const char *path, const char *config, const char
             sdb_dlog_event(d->o->log, "model_reused", "manifest", 's', d->cur, "model", 's', path, NULL);
             return 0;
         }
+    /* a memory floor: drop cached models (LRU first) while the system is short of memory */
+    double avail;
+    while (d->o->min_free_mb > 0 && d->n_models > 0 && (avail = mem_available_mb()) >= 0 && avail < d->o->min_free_mb) {
+        int lru = 0;
+        for (int i = 1; i < d->n_models; i++) if (d->models[i].used < d->models[lru].used) lru = i;
+        sdb_dlog_event(d->o->log, "model_evicted", "model", 's', d->models[lru].path, "reason", 's', "memory",
+                       "available_mb", 'f', avail, NULL);
+        d->real->unload(d->real->ud, d->models[lru].model);
+        cached_free(&d->models[lru]);
+        d->models[lru] = d->models[--d->n_models];
+    }
     while (d->n_models >= d->max_models && d->n_models > 0) {
         int lru = 0;
         for (int i = 1; i < d->n_models; i++) if (d->models[i].used < d->models[lru].used) lru = i;
@@ -917,6 +942,11 @@ static void job_line(daemon_ctx *d, char *s)
         rest = rest ? rest + 1 : (char *)"";
     }
     if (!strcmp(what, "done")) {
+        if (d->crash_file) {   /* progress: the run of crashes (if any) is over */
+            unlink(d->crash_file);
+            free(d->crash_file);
+            d->crash_file = NULL;
+        }
         const char *arrow = strstr(rest, "-> ");
         sdb_dlog_event(l, "job_done", "manifest", 's', d->cur, "job", 's', id, "seconds", 'f', secs, "output", 's',
                        arrow ? arrow + 3 : NULL, NULL);
@@ -1036,6 +1066,36 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
         if (ferr) ret = ferr;
         goto out;
     }
+    /* A manifest that keeps taking the daemon down (a crash, an OOM kill, a stop that timed out)
+       without a single job finishing in between is given up after max_crashes starts. */
+    if (o->max_crashes > 0) {
+        char *cf = NULL;
+        if (asprintf(&cf, "%s/active/.%s.starts", o->spool, name) < 0) cf = NULL;
+        int starts = 0;
+        char *ct = NULL;
+        if (cf && sdb_read_file(cf, &ct, NULL, &e) == 0) { starts = atoi(ct); free(ct); }
+        starts++;
+        if (cf && starts > o->max_crashes) {
+            char *text = NULL;
+            if (asprintf(&text, "%s: error: the daemon stopped %d times in a row while running this manifest without "
+                                "finishing a job (crashed, killed, or out of memory); given up. Its jobs so far are in "
+                                "its state database; submit it again to retry.\n", fpath, starts - 1) < 0) text = NULL;
+            int ferr = text ? fail_manifest(d, name, text, err) : sdb_fail(err, SDB_ENOMEM, "out of memory");
+            free(text);
+            unlink(cf);
+            free(cf);
+            if (ferr) { ret = ferr; goto out; }
+            sdb_dlog_event(l, "manifest_failed", "manifest", 's', name, "error", 's', "too many crashes", "starts", 'i',
+                           (long long)(starts - 1), "moved_to", 's', fpath, NULL);
+            goto out;
+        }
+        if (cf) {
+            char num[32];
+            snprintf(num, sizeof num, "%d\n", starts);
+            if (sdb_write_file_atomic(cf, num, strlen(num), &e) == 0) d->crash_file = cf;
+            else free(cf);
+        }
+    }
     sdb_dlog_event(l, "manifest_start", "manifest", 's', name, "jobs", 'i', (long long)m.n_jobs, "priority", 'i',
                    (long long)prio, "model", 's', m.model, "output_dir", 's', m.output_dir, NULL);
     if (m.n_input_errors)
@@ -1081,6 +1141,8 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
                    "running_elsewhere", 'i', (long long)res.running, "ran", 'i', (long long)res.ran, "seconds", 'f', secs,
                    NULL);
 out:
+    /* ended here (done, failed, invalid, or stopped cleanly by a signal): no crash to count */
+    if (d->crash_file) { unlink(d->crash_file); free(d->crash_file); d->crash_file = NULL; }
     d->cur = NULL;
     sdb_manifest_free(&m);
     free(path);
