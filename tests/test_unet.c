@@ -328,6 +328,10 @@ static void test_config_refusals(void)
         {"\"resnet_time_scale_shift\": \"scale_shift\"", "resnet_time_scale_shift"},
         {"\"mid_block_type\": \"UNetMidBlock2DSimpleCrossAttn\"", "mid_block_type"},
         {"\"addition_embed_type\": \"text_time\"", "addition_embed_type"},
+        {"\"mid_block_type\": null", "mid_block_type"},
+        {"\"transformer_layers_per_block\": 9", "transformer_layers_per_block"},
+        {"\"cross_attention_dim\": [32, 32, 32, 32]", "cross_attention_dim"},
+        {"\"attention_head_dim\": [8, 8]", "attention_head_dim"},
     };
     FILE *f = fopen(sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), "rb");
     if (!f) { CHECK(0); return; }

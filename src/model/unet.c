@@ -294,6 +294,10 @@ int sdb_unet_load_config(sdb_unet **out, const sdb_config *c, sdb_weights *w, sd
     TRY(cfg_require_str(c, "act_fn", "silu", err));
     TRY(cfg_require_str(c, "time_embedding_type", "positional", err));
     TRY(cfg_require_str(c, "resnet_time_scale_shift", "default", err));
+    {
+        json_t *mb = json_object_get(c->root, "mid_block_type");
+        if (mb && json_is_null(mb)) return cfg_fail(c, err, "mid_block_type", "null (no mid block) is not supported");
+    }
     TRY(cfg_require_str(c, "mid_block_type", "UNetMidBlock2DCrossAttn", err));
     TRY(cfg_require_str(c, "attention_type", "default", err));
     static const char *must_null[] = {"addition_embed_type", "class_embed_type", "num_class_embeds",
