@@ -21,7 +21,7 @@
 
 /* im2col tile budget: big enough that the weight matrix (packed by OpenBLAS once per GEMM call)
  * is amortised over many output columns, small enough to stay a bounded scratch. */
-#define SDB_CONV_TILE_BYTES ((size_t)64 << 20)
+#define SDB_CONV_TILE_BYTES ((size_t)32 << 20)
 /* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
  * (K = 2560*9) still run GEMMs with a reasonable N. */
 #define SDB_CONV_MIN_COLS 512
@@ -172,6 +172,9 @@ void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *
  * few columns that packing the weights dominates, so all images go into one im2col matrix
  * [K, N*HWo] and one GEMM into a scratch [cout, N*HWo], scattered to NCHW with bias/residual. */
 #define SDB_CONV_BATCH_MAX_HW 1024
+/* im2col budget of that path (batches of 2+ images only: the U-Net's guidance pair, never the
+ * batch-1 VAE): covers every SD 1.x conv at 8x8 and 16x16 and the 1280-channel ones at 32x32. */
+#define SDB_CONV_BATCH_BYTES ((size_t)96 << 20)
 static int conv_batched(const sdb_conv2d *c, const float *x, int N, int H, int W, int Ho, int Wo,
                         float *y, const float *residual, sdb_arena *scratch)
 {
@@ -211,7 +214,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
     const int K = c->cin * c->k * c->k;
     const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
     if (N > 1 && HWo <= SDB_CONV_BATCH_MAX_HW &&
-        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_TILE_BYTES)
+        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_BATCH_BYTES)
         return conv_batched(c, x, N, H, W, Ho, Wo, y, residual, scratch);
 
     int rows_per_tile = Ho;
