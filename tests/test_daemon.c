@@ -9,7 +9,7 @@
  *   - the pid-file lock refuses a second holder with a message naming the pid;
  *   - `status --spool` (JSON) lists every manifest with its folder and counts.
  */
-#include "harness.h"
+#include "test_run_common.h"
 #include "sdb/daemon.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
@@ -253,6 +253,10 @@ static void run_order_and_status(void)
     json_error_t je;
     json_t *doc = json_loads(buf ? buf : "", 0, &je);
     CHECKF(doc != NULL, "status --spool --json: %s\n%s", je.text, buf);
+    json_t *schema = json_load_file(SDB_SOURCE_DIR "/schemas/spool-status.schema.json", 0, &je);
+    CHECKF(schema != NULL, "spool-status.schema.json: %s", je.text);
+    if (doc && schema) CHECK(rt_validate(doc, schema, "status"));
+    json_decref(schema);
     if (doc) {
         CHECK(json_is_null(json_object_get(doc, "daemon_pid")));
         json_t *arr = json_object_get(doc, "manifests");
@@ -298,6 +302,8 @@ static void pid_lock(void)
 
 int main(void)
 {
+    (void)rt_make; (void)rt_run; (void)rt_status_json; (void)rt_hashes; (void)rt_temp_files; (void)rt_each_done_once;
+    (void)rt_show; (void)rt_jint;
     if (!sdb_t_data()) return sdb_t_done();
     RUN(rewrite_resolves_the_same);
     RUN(submit_names);

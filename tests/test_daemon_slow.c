@@ -61,18 +61,26 @@ static int wait_files(const char *dir, const char *const *rels, double timeout)
     }
 }
 
-/* Counts the JSON log lines with this event (every line must be a JSON object with "event"). */
+/* Counts the JSON log lines with this event; with bad_lines, every line is also validated
+ * against schemas/daemon-event.schema.json (failures counted there). */
 static int count_events(const char *log_path, const char *event, int *bad_lines)
 {
     char *text = NULL;
     sdb_err err;
     if (sdb_read_file(log_path, &text, NULL, &err)) return 0;
+    static json_t *schema;
+    if (!schema && bad_lines) {
+        json_error_t je;
+        schema = json_load_file(SDB_SOURCE_DIR "/schemas/daemon-event.schema.json", 0, &je);
+        CHECKF(schema != NULL, "daemon-event.schema.json: %s", je.text);
+    }
     int n = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t je;
         json_t *o = json_loads(line, 0, &je);
         const char *ev = o ? json_string_value(json_object_get(o, "event")) : NULL;
-        if (!ev || !json_object_get(o, "time")) { if (bad_lines) (*bad_lines)++; fprintf(stderr, "    bad log line: %s\n", line); }
+        int ok = ev && json_object_get(o, "time") && (!bad_lines || !schema || rt_validate(o, schema, "event"));
+        if (!ok) { if (bad_lines) (*bad_lines)++; fprintf(stderr, "    bad log line: %s\n", line); }
         else if (!strcmp(ev, event)) n++;
         json_decref(o);
     }
