@@ -19,7 +19,9 @@ typedef struct sdb_conv2d {
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo);
 /* y = conv(x) (+ residual when not NULL, same shape as y): x [N, cin, H, W] -> y [N, cout, Ho, Wo].
  * y must not alias x. Scratch (e.g. im2col tiles) comes from the arena and is released before
- * returning; its size stays bounded for large images. Returns 0 or SDB_ENOMEM. */
+ * returning; its size stays bounded for large images (32 MiB im2col tiles; batches of small
+ * images, <= 1024 output pixels, share one im2col of up to 96 MiB). Results are identical for any
+ * thread count. Returns 0 or SDB_ENOMEM. */
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch);
 
@@ -27,7 +29,9 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
  * counts): the product is cut into a block grid that depends only on the shapes, blocks run in an
  * OpenMP loop, each a single-threaded sgemm. Row-major:
  *   C[M,N] = A[M,K] · op(B) + beta * C, op(B) = B [K,N] (transB 0) or Bᵀ with B [N,K] (transB 1).
- * Call outside OpenMP parallel regions (it opens its own). */
+ * Call outside OpenMP parallel regions (it opens its own). Bit-identity across thread counts holds
+ * when the counts are set with sdb_threads_set (OpenBLAS single-threaded inside the blocks relies
+ * on its OpenMP build seeing an active parallel region, or on its own count being 1). */
 void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
 /* torch.nn.Linear on sdb_gemm: y[M,N] = x[M,K] · W[N,K]ᵀ + bias (bias may be NULL); with
