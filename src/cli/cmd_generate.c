@@ -43,7 +43,8 @@ static void usage(FILE *f)
 "  --width W --height H    work at this size (multiples of 8), as diffusers does; default: the\n"
 "                          input's own size (padded to multiples of 8 and cropped back)\n"
 "  --padding-mask-crop N   inpaint only a crop around the mask, grown by N pixels, then paste back\n"
-"  --threads N             threads (default: $SLURM_CPUS_PER_TASK, else the CPUs this process may use)\n"
+"  --threads N             threads (default: $OMP_NUM_THREADS, else $SLURM_CPUS_PER_TASK, else the\n"
+"                          CPUs this process may use)\n"
 "  --output PATH           the PNG to write (atomically)\n"
 "  -q, --quiet             no progress bar\n", sdb_sched_names());
 }
@@ -137,11 +138,11 @@ int cmd_generate(int argc, char **argv)
         if (sdb_sched_kind_from_name(p.scheduler, &k, &e)) return cli_usage_error("generate", "%s", e.msg);
     }
     if (!have_seed) p.seed = random_seed();
-    if (!threads) {
+    if (!threads && !getenv("OMP_NUM_THREADS")) { /* OMP_NUM_THREADS, when set, rules */
         const char *s = getenv("SLURM_CPUS_PER_TASK");
         threads = s && atoi(s) > 0 ? atoi(s) : sdb_threads_available();
     }
-    sdb_threads_set((int)threads);
+    if (threads) sdb_threads_set((int)threads);
 
     sdb_log log = cli_logger();
     sdb_err err = {0};
