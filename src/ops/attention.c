@@ -106,7 +106,7 @@ int sdb_attention(const float *q, int ldq, const float *k, int ldk, const float 
     __builtin_cpu_init();
     const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
-#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1 && (size_t)nq * nk * heads >= 262144)
+#pragma omp parallel for schedule(dynamic, 1) /* always a real team: inside it OpenBLAS runs single-threaded */
     for (int task = 0; task < ntasks; task++) {
         int h = task / nblocks, blk = task % nblocks;
         int r0 = blk * ATTN_BLOCK_ROWS;
