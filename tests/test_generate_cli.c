@@ -1,0 +1,155 @@
+/*
+ * test_generate_cli.c — `sdbatch generate` end to end, as a user runs it: a real child process,
+ * real files. The reference inpainting run (refs/pipeline case a) through the CLI reproduces
+ * diffusers' 8-bit image; the PNG carries AUTOMATIC1111's `parameters` chunk; a mask of another
+ * size is resized with a warning; bad input fails with a clear message and writes nothing.
+ */
+#include "harness.h"
+#include "sdb/image.h"
+#include "sdb/safetensors.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Runs the binary with args (a shell-quoted string); returns the exit code; output in out. */
+static int run(const char *args, char *out, size_t n)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' %s 2>&1", sdb_t_binary(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char out[1 << 16];
+
+static void test_reference_run_through_the_cli(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char png[1024], args[8192];
+    snprintf(png, sizeof png, "%s/a.png", dir);
+    snprintf(args, sizeof args,
+             "generate --model '%s' --image '%s' --mask '%s' --prompt 'cat with a hat' --seed 42 --steps 20 "
+             "--width 128 --height 128 --output '%s'",
+             sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
+             sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), png);
+    int rc = run(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECK(strstr(out, "wrote ") != NULL);
+    sdb_err err = {0};
+    sdb_image im = {0};
+    CHECK_OK(sdb_image_load(png, &im, 0, 0, &err), &err);
+    sdb_st *ref = NULL;
+    CHECK_OK(sdb_st_open(&ref, sdb_t_path("refs/pipeline/pipeline_a_inpaint_pndm.safetensors"), &err), &err);
+    if (im.px && ref) {
+        const sdb_st_tensor *t = sdb_st_find(ref, "output_u8");
+        CHECK(t && t->numel == (int64_t)im.w * im.h * im.c);
+        size_t same = 0, n = (size_t)t->numel;
+        int maxd = 0;
+        for (size_t i = 0; i < n; i++) {
+            int d = abs((int)im.px[i] - (int)t->data[i]);
+            same += d == 0;
+            if (d > maxd) maxd = d;
+        }
+        fprintf(stderr, "  CLI output vs diffusers: %.4f%% identical, max diff %d\n", 100.0 * same / n, maxd);
+        CHECK((double)same / n >= 0.99 && maxd <= 2);
+    }
+    /* the parameters chunk, in AUTOMATIC1111's layout */
+    char **keys = NULL, **vals = NULL;
+    int nt = 0;
+    CHECK_OK(sdb_png_read_text(png, &keys, &vals, &nt, &err), &err);
+    int found = 0;
+    for (int i = 0; i < nt; i++)
+        if (!strcmp(keys[i], "parameters")) {
+            found = 1;
+            fprintf(stderr, "  parameters: %s\n", vals[i]);
+            CHECK(strncmp(vals[i], "cat with a hat\n", 15) == 0);
+            CHECK(strstr(vals[i], "Steps: 20, Sampler: PNDM, CFG scale: 7.5, Seed: 42, Size: 128x128, Model hash: ") != NULL);
+        }
+    CHECK(found);
+    sdb_png_text_free(keys, vals, nt);
+    sdb_image_free(&im);
+    sdb_st_close(ref);
+}
+
+static void test_mask_of_another_size_and_own_size_default(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char png[1024], mask[1024], args[8192];
+    snprintf(png, sizeof png, "%s/b.png", dir);
+    snprintf(mask, sizeof mask, "%s/mask64.png", dir);
+    /* a 64x64 mask for a 136x96 JPEG: resized with a warning; the output keeps the image's size */
+    sdb_err err = {0};
+    sdb_image m = {0};
+    CHECK_OK(sdb_image_alloc(&m, 64, 64, 1, &err), &err);
+    for (int i = 0; i < 64 * 64; i++) m.px[i] = (i % 64) > 20 && (i / 64) > 20 ? 255 : 0;
+    CHECK_OK(sdb_png_write(mask, &m, NULL, NULL, 0, &err), &err);
+    sdb_image_free(&m);
+    snprintf(args, sizeof args,
+             "generate --model '%s' --image '%s' --mask '%s' --prompt 'a cabin' --seed 5 --steps 3 --scheduler euler_a "
+             "--negative-prompt 'blurry' --output '%s'",
+             sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_136x96.jpg"), mask, png);
+    int rc = run(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECKF(strstr(out, "resizing the mask") != NULL, "no warning about the mask size: %s", out);
+    sdb_image im = {0};
+    CHECK_OK(sdb_image_load(png, &im, 0, 0, &err), &err);
+    CHECK(im.w == 136 && im.h == 96);
+    sdb_image_free(&im);
+    char **keys = NULL, **vals = NULL;
+    int nt = 0;
+    CHECK_OK(sdb_png_read_text(png, &keys, &vals, &nt, &err), &err);
+    CHECK(nt == 1 && strstr(vals[0], "\nNegative prompt: blurry\n") && strstr(vals[0], "Sampler: Euler a"));
+    sdb_png_text_free(keys, vals, nt);
+}
+
+static void test_bad_input(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char png[1024], args[8192];
+    snprintf(png, sizeof png, "%s/never.png", dir);
+    const char *model = sdb_t_path("models/tiny-sd-inpaint");
+    const char *img = sdb_t_path("refs/pipeline/inputs/scene_128x128.png");
+    const char *msk = sdb_t_path("refs/pipeline/inputs/mask_128x128.png");
+    struct { const char *extra; int code; const char *needle; } cases[] = {
+        {"--steps 0", 2, "--steps"},
+        {"--strength 1.5", 2, "--strength"},
+        {"--strength 0", 2, "--strength"},
+        {"--scheduler heun", 2, "dpmpp_2m_karras"},
+        {"--width 100 --height 128", 2, "multiples of 8"},
+        {"--width 128", 2, "--height"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x %s --output '%s'",
+                 model, img, msk, cases[i].extra, png);
+        int rc = run(args, out, sizeof out);
+        CHECKF(rc == cases[i].code && strstr(out, cases[i].needle), "%s: exit %d: %s", cases[i].extra, rc, out);
+    }
+    /* unreadable image, missing model parts, a folder that is no model */
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --output '%s'", model, msk + 0, "/nonexistent/mask.png", png);
+    CHECK(run(args, out, sizeof out) != 0 && strstr(out, "/nonexistent/mask.png"));
+    char bad[1024];
+    snprintf(bad, sizeof bad, "%s/garbage.png", dir);
+    FILE *f = fopen(bad, "wb");
+    fputs("this is not an image", f);
+    fclose(f);
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --output '%s'", model, bad, msk, png);
+    CHECK(run(args, out, sizeof out) != 0 && strstr(out, "garbage.png"));
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --output '%s'", dir, img, msk, png);
+    CHECK(run(args, out, sizeof out) != 0 && strstr(out, "model_index.json"));
+    CHECK(access(png, F_OK) != 0); /* nothing was written by any failure */
+    CHECK(run("generate --help", out, sizeof out) == 0 && strstr(out, "--padding-mask-crop"));
+}
+
+int main(void)
+{
+    RUN(test_reference_run_through_the_cli);
+    RUN(test_mask_of_another_size_and_own_size_default);
+    RUN(test_bad_input);
+    return sdb_t_done();
+}
