@@ -146,8 +146,32 @@ static void test_bad_input(void)
     CHECK(run("generate --help", out, sizeof out) == 0 && strstr(out, "--padding-mask-crop"));
 }
 
+/* A diffusers folder with F16 weights under the `.fp16.safetensors` variant names (made by the
+ * project's random-model generator) loads and generates. */
+static void test_fp16_variant_folder(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char cmd[4096], model[1024], png[1024], args[8192];
+    snprintf(model, sizeof model, "%s/m16", dir);
+    snprintf(png, sizeof png, "%s/f16.png", dir);
+    char gen[1024];
+    snprintf(gen, sizeof gen, "%s", sdb_t_binary());
+    char *slash = strrchr(gen, '/');
+    if (slash) snprintf(slash + 1, sizeof gen - (size_t)(slash + 1 - gen), "sdbatch-make-random-model");
+    snprintf(cmd, sizeof cmd, "'%s' '%s' --size tiny --dtype f16 --fp16-variant > /dev/null 2>&1", gen, model);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s/unet/diffusion_pytorch_model.fp16.safetensors", model);
+    CHECK(access(cmd, F_OK) == 0);
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt 'a cat' --seed 1 --steps 2 --output '%s'",
+             model, sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), png);
+    int rc = run(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECK(access(png, F_OK) == 0);
+}
+
 int main(void)
 {
+    RUN(test_fp16_variant_folder);
     RUN(test_reference_run_through_the_cli);
     RUN(test_mask_of_another_size_and_own_size_default);
     RUN(test_bad_input);
