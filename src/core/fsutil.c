@@ -8,14 +8,12 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <openssl/evp.h>
-#include <stdatomic.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static atomic_uint tmp_counter;
 
 char *sdb_path_dirname(const char *path)
 {
@@ -49,10 +47,18 @@ int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err)
     size_t n = strlen(dir) + strlen(base) + 64;
     w->tmp_path = malloc(n);
     if (!w->tmp_path) { free(dir); free(copy); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
-    snprintf(w->tmp_path, n, "%s/.%s.tmp.%ld.%u", dir, base, (long)getpid(), atomic_fetch_add(&tmp_counter, 1u));
+    /* ".<name>.tmp.<pid>.<tid><ns>": unique without any shared counter (O_EXCL settles the rest) */
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        snprintf(w->tmp_path, n, "%s/.%s.tmp.%ld.%ld%09ld", dir, base, (long)getpid(), (long)syscall(SYS_gettid),
+                 (long)ts.tv_nsec + attempt);
+        fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     free(dir);
     free(copy);
-    int fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         int rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot create temp file %s", path, w->tmp_path);
         free(w->tmp_path); w->tmp_path = NULL;
