@@ -20,6 +20,7 @@
 #include "sdb/arena.h"
 #include "sdb/config.h"
 #include "sdb/error.h"
+#include "sdb/profile.h"
 #include "sdb/weights.h"
 
 typedef struct sdb_unet sdb_unet;
@@ -52,5 +53,8 @@ size_t sdb_unet_last_peak(const sdb_unet *u);
 typedef void (*sdb_unet_debug_fn)(void *ctx, const char *name, const float *data, int B, int C,
                                   int H, int W);
 void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx);
+/* Attaches per-op-kind counters that every following forward adds to (NULL detaches; the caller
+ * owns the profile and keeps it alive while attached). */
+void sdb_unet_set_profile(sdb_unet *u, sdb_profile *p);
 
 #endif

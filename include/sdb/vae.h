@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include "sdb/arena.h"
 #include "sdb/error.h"
+#include "sdb/profile.h"
 #include "sdb/weights.h"
 
 #define SDB_VAE_MAX_BLOCKS 8
@@ -87,6 +88,8 @@ size_t sdb_vae_weight_bytes(const sdb_vae *v);
  * "decoder.conv_in", "decoder.mid_block", "decoder.up_blocks.2" (diffusers module names). */
 typedef void (*sdb_vae_debug_fn)(void *ud, const char *name, const float *x, int C, int H, int W);
 void sdb_vae_set_debug(sdb_vae *v, sdb_vae_debug_fn fn, void *ud);
+/* Attaches counters (convolution and attention time/FLOPs) that encode/decode add to; NULL = off. */
+void sdb_vae_set_profile(sdb_vae *v, sdb_profile *p);
 /* Tuning/testing: the upsampled-input strip size of the decoder's upsamplers, in floats
  * (0 = the default, 4 Mi floats). Smaller = less scratch, more (cheaper) conv calls. */
 void sdb_vae_set_strip_floats(sdb_vae *v, size_t floats);

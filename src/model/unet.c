@@ -21,6 +21,7 @@
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/norm.h"
 #include "sdb/ops/resample.h"
+#include "sdb/profile.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -85,6 +86,7 @@ struct sdb_unet {
     size_t last_peak;
     sdb_unet_debug_fn dbg;
     void *dbg_ctx;
+    sdb_profile *prof;      /* per-op-kind counters (sdb_unet_set_profile), NULL = off */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -467,6 +469,7 @@ int sdb_unet_sample_size(const sdb_unet *u) { return u->sample_size; }
 int sdb_unet_cross_attention_dim(const sdb_unet *u) { return u->ctx_dim; }
 size_t sdb_unet_last_peak(const sdb_unet *u) { return u->last_peak; }
 void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx) { u->dbg = fn; u->dbg_ctx = ctx; }
+void sdb_unet_set_profile(sdb_unet *u, sdb_profile *p) { u->prof = p; }
 
 /* ------------------------------------------------------------------------------------------ */
 /* forward                                                                                      */
@@ -478,6 +481,7 @@ typedef struct {
     const float *st;      /* silu(temb) [B, tdim] */
     const float *ctx;     /* [B, L, ctx_dim] */
     int L;
+    sdb_profile *prof;    /* NULL = no timing */
 } fw_t;
 
 #define ALLOC(ptr, count) do { (ptr) = sdb_arena_floats(F->a, (size_t)(count)); if (!(ptr)) return SDB_ENOMEM; } while (0)
@@ -486,6 +490,51 @@ static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W
 {
     if (F->u->dbg) F->u->dbg(F->u->dbg_ctx, name, x, F->B, C, H, W);
 }
+
+/* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
+ * attached (sdb_profile: one NULL test otherwise). */
+static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                   const float *res)
+{
+    double t = sdb_prof_begin(F->prof);
+    int rc = sdb_conv2d_forward(c, x, N, H, W, y, res, F->a);
+    if (F->prof) {
+        int Ho, Wo;
+        sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
+        sdb_prof_end(F->prof, SDB_PROF_CONV, t, 2.0 * N * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
+    }
+    return rc;
+}
+static void linear_fw(fw_t *F, const float *x, int M, int K, const float *w, const float *b, int N,
+                      float *y, int acc)
+{
+    double t = sdb_prof_begin(F->prof);
+    sdb_gemm_linear(x, M, K, w, b, N, y, acc);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)N * K);
+}
+static int attention_fw(fw_t *F, const float *q, const float *k, const float *v, float *o, int ld,
+                        int nq, int nk, int heads, int hd, float scale)
+{
+    double t = sdb_prof_begin(F->prof);
+    int rc = sdb_attention(q, ld, k, ld, v, ld, o, ld, nq, nk, heads, hd, scale, 0, F->a);
+    sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * (double)nk * heads * hd);
+    return rc;
+}
+static void groupnorm_fw(fw_t *F, const float *x, int C, int HW, const norm_t *n, float eps, int silu,
+                         float *y)
+{
+    double t = sdb_prof_begin(F->prof);
+    sdb_groupnorm(x, F->B, C, HW, F->u->groups, n->g, n->b, eps, silu, y);
+    sdb_prof_end(F->prof, SDB_PROF_NORM, t, 0);
+}
+static void layernorm_fw(fw_t *F, const float *x, int rows, int C, const norm_t *n, float *y)
+{
+    double t = sdb_prof_begin(F->prof);
+    sdb_layernorm(x, rows, C, n->g, n->b, 1e-5f, y);
+    sdb_prof_end(F->prof, SDB_PROF_NORM, t, 0);
+}
+#define PROF_BEGIN() double prof_t_ = sdb_prof_begin(F->prof)
+#define PROF_END(kind) sdb_prof_end(F->prof, (kind), prof_t_, 0)
 
 /* y [B, cout, H, W] = resnet(x [B, cin, H, W]); y must not alias x. */
 static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, float *y)
@@ -497,26 +546,25 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
     ALLOC(tp, (size_t)B * r->cout);
     ALLOC(h, (size_t)B * r->cout * HW);
     ALLOC(bias, r->cout);
-    sdb_groupnorm(x, B, r->cin, HW, F->u->groups, r->n1.g, r->n1.b, F->u->eps, 1, g);
-    sdb_gemm_linear(F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0);
+    groupnorm_fw(F, x, r->cin, HW, &r->n1, F->u->eps, 1, g);
+    linear_fw(F, F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0);
     for (int n = 0; n < B; n++) {
         sdb_conv2d c1 = r->c1;
         for (int co = 0; co < r->cout; co++) bias[co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
         c1.b = bias;
-        int rc = sdb_conv2d_forward(&c1, g + (size_t)n * r->cin * HW, 1, H, W,
-                                    h + (size_t)n * r->cout * HW, NULL, F->a);
+        int rc = conv_fw(F, &c1, g + (size_t)n * r->cin * HW, 1, H, W, h + (size_t)n * r->cout * HW, NULL);
         if (rc) return rc;
     }
-    sdb_groupnorm(h, B, r->cout, HW, F->u->groups, r->n2.g, r->n2.b, F->u->eps, 1, h);
+    groupnorm_fw(F, h, r->cout, HW, &r->n2, F->u->eps, 1, h);
     const float *res = x;
     if (r->has_sc) {
         float *s;
         ALLOC(s, (size_t)B * r->cout * HW);
-        int rc = sdb_conv2d_forward(&r->sc, x, B, H, W, s, NULL, F->a);
+        int rc = conv_fw(F, &r->sc, x, B, H, W, s, NULL);
         if (rc) return rc;
         res = s;
     }
-    int rc = sdb_conv2d_forward(&r->c2, h, B, H, W, y, res, F->a);
+    int rc = conv_fw(F, &r->c2, h, B, H, W, y, res);
     sdb_arena_reset(F->a, mark);
     return rc;
 }
@@ -534,9 +582,13 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         float *tin;
         ALLOC(g, (size_t)M * C);
         ALLOC(tin, (size_t)M * C);
-        sdb_groupnorm(x, B, C, HW, F->u->groups, X->norm.g, X->norm.b, 1e-6f, 0, g);
-        for (int n = 0; n < B; n++) sdb_transpose(g + (size_t)n * C * HW, C, HW, tin + (size_t)n * HW * C);
-        sdb_gemm_linear(tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0);
+        groupnorm_fw(F, x, C, HW, &X->norm, 1e-6f, 0, g);
+        {
+            PROF_BEGIN();
+            for (int n = 0; n < B; n++) sdb_transpose(g + (size_t)n * C * HW, C, HW, tin + (size_t)n * HW * C);
+            PROF_END(SDB_PROF_COPY);
+        }
+        linear_fw(F, tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0);
         sdb_arena_reset(F->a, m2);
     }
     ALLOC(nb, (size_t)M * C);
@@ -552,45 +604,49 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     for (int bi = 0; bi < X->nblk; bi++) {
         const tblock_t *b = &X->blk[bi];
         /* self-attention */
-        sdb_layernorm(t, M, C, b->n1.g, b->n1.b, 1e-5f, nb);
-        sdb_gemm_linear(nb, M, C, b->q1, NULL, C, q, 0);
-        sdb_gemm_linear(nb, M, C, b->k1, NULL, C, k, 0);
-        sdb_gemm_linear(nb, M, C, b->v1, NULL, C, v, 0);
+        layernorm_fw(F, t, M, C, &b->n1, nb);
+        linear_fw(F, nb, M, C, b->q1, NULL, C, q, 0);
+        linear_fw(F, nb, M, C, b->k1, NULL, C, k, 0);
+        linear_fw(F, nb, M, C, b->v1, NULL, C, v, 0);
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C;
-            int rc = sdb_attention(q + o, C, k + o, C, v + o, C, ao + o, C, HW, HW, X->heads, X->head_dim,
-                                   scale, 0, F->a);
+            int rc = attention_fw(F, q + o, k + o, v + o, ao + o, C, HW, HW, X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
-        sdb_gemm_linear(ao, M, C, b->o1.w, b->o1.b, C, t, 1);
+        linear_fw(F, ao, M, C, b->o1.w, b->o1.b, C, t, 1);
         /* cross-attention on the text states */
-        sdb_layernorm(t, M, C, b->n2.g, b->n2.b, 1e-5f, nb);
-        sdb_gemm_linear(nb, M, C, b->q2, NULL, C, q, 0);
-        sdb_gemm_linear(F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0);
-        sdb_gemm_linear(F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0);
+        layernorm_fw(F, t, M, C, &b->n2, nb);
+        linear_fw(F, nb, M, C, b->q2, NULL, C, q, 0);
+        linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0);
+        linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0);
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C, oc = (size_t)n * L * C;
-            int rc = sdb_attention(q + o, C, kc + oc, C, vc + oc, C, ao + o, C, HW, L, X->heads, X->head_dim,
-                                   scale, 0, F->a);
+            int rc = attention_fw(F, q + o, kc + oc, vc + oc, ao + o, C, HW, L, X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
-        sdb_gemm_linear(ao, M, C, b->o2.w, b->o2.b, C, t, 1);
+        linear_fw(F, ao, M, C, b->o2.w, b->o2.b, C, t, 1);
         /* GEGLU feed-forward, in row chunks */
-        sdb_layernorm(t, M, C, b->n3.g, b->n3.b, 1e-5f, nb);
+        layernorm_fw(F, t, M, C, &b->n3, nb);
         for (int r0 = 0; r0 < M; r0 += rows) {
             int rr = M - r0 < rows ? M - r0 : rows;
-            sdb_gemm_linear(nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0);
-            sdb_geglu(hid, rr, 4 * C, gg);
-            sdb_gemm_linear(gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1);
+            linear_fw(F, nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0);
+            {
+                PROF_BEGIN();
+                sdb_geglu(hid, rr, 4 * C, gg);
+                PROF_END(SDB_PROF_ELEMENTWISE);
+            }
+            linear_fw(F, gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1);
         }
     }
     /* proj_out, back to NCHW, + residual */
-    sdb_gemm_linear(t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0);
+    linear_fw(F, t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0);
+    PROF_BEGIN();
     for (int n = 0; n < B; n++) {
         float *yn = y + (size_t)n * C * HW;
         sdb_transpose(nb + (size_t)n * HW * C, HW, C, yn);
         sdb_add(yn, x + (size_t)n * C * HW, (size_t)C * HW);
     }
+    PROF_END(SDB_PROF_COPY);
     sdb_arena_reset(F->a, mark);
     return 0;
 }
@@ -662,9 +718,9 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
         float *h1;
         size_t m = sdb_arena_mark(F->a);
         ALLOC(h1, (size_t)B * u->tdim);
-        sdb_gemm_linear(tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0);
+        linear_fw(F, tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0);
         sdb_silu(h1, (size_t)B * u->tdim);
-        sdb_gemm_linear(h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0);
+        linear_fw(F, h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0);
         sdb_arena_reset(F->a, m);
     }
     debug(F, "time_embedding", temb, u->tdim, 1, 1);
@@ -679,7 +735,7 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
     /* conv_in */
     float *h;
     ALLOC(h, (size_t)B * u->c0 * H0 * W0);
-    if ((rc = sdb_conv2d_forward(&u->conv_in, sample, B, H0, W0, h, NULL, F->a))) return rc;
+    if ((rc = conv_fw(F, &u->conv_in, sample, B, H0, W0, h, NULL))) return rc;
     debug(F, "conv_in", h, u->c0, H0, W0);
     skips[nskip++] = (skip_t){h, u->c0, H0, W0};
     int C = u->c0, H = H0, W = W0;
@@ -705,7 +761,7 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             int Ho = Hs[i + 1], Wo = Ws[i + 1];
             float *dst;
             ALLOC(dst, (size_t)B * C * Ho * Wo);
-            if ((rc = sdb_conv2d_forward(&b->sampler, h, B, H, W, dst, NULL, F->a))) return rc;
+            if ((rc = conv_fw(F, &b->sampler, h, B, H, W, dst, NULL))) return rc;
             h = dst; H = Ho; W = Wo;
             skips[nskip++] = (skip_t){h, C, H, W};
         }
@@ -729,9 +785,13 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             if (s.H != H || s.W != W) return SDB_EINVAL;
             float *cat = other_buf(bufs, h, NULL);
             size_t hs = (size_t)C * H * W, ss = (size_t)s.C * H * W;
-            for (int n = 0; n < B; n++) {
-                memcpy(cat + (size_t)n * (hs + ss), h + (size_t)n * hs, sizeof(float) * hs);
-                memcpy(cat + (size_t)n * (hs + ss) + hs, s.p + (size_t)n * ss, sizeof(float) * ss);
+            {
+                PROF_BEGIN();
+                for (int n = 0; n < B; n++) {
+                    memcpy(cat + (size_t)n * (hs + ss), h + (size_t)n * hs, sizeof(float) * hs);
+                    memcpy(cat + (size_t)n * (hs + ss) + hs, s.p + (size_t)n * ss, sizeof(float) * ss);
+                }
+                PROF_END(SDB_PROF_COPY);
             }
             float *ro = other_buf(bufs, cat, NULL);
             if ((rc = resnet_fw(F, &b->res[j], cat, H, W, ro))) return rc;
@@ -747,10 +807,14 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             /* to the size of the next skip (= 2x unless the input size was odd somewhere) */
             int Ho = skips[nskip - 1].H, Wo = skips[nskip - 1].W;
             float *upb = other_buf(bufs, h, NULL);
-            sdb_upsample_nearest(h, B, C, H, W, upb, Ho, Wo);
+            {
+                PROF_BEGIN();
+                sdb_upsample_nearest(h, B, C, H, W, upb, Ho, Wo);
+                PROF_END(SDB_PROF_COPY);
+            }
             float *dst = other_buf(bufs, upb, h);
             H = Ho; W = Wo;
-            if ((rc = sdb_conv2d_forward(&b->sampler, upb, B, H, W, dst, NULL, F->a))) return rc;
+            if ((rc = conv_fw(F, &b->sampler, upb, B, H, W, dst, NULL))) return rc;
             h = dst;
         }
         char nm[32];
@@ -760,10 +824,14 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
 
     /* out */
     float *g = other_buf(bufs, h, NULL);
-    sdb_groupnorm(h, B, C, H * W, u->groups, u->norm_out.g, u->norm_out.b, u->eps, 0, g);
+    groupnorm_fw(F, h, C, H * W, &u->norm_out, u->eps, 0, g);
     debug(F, "conv_norm_out", g, C, H, W);
-    sdb_silu(g, (size_t)B * C * H * W);
-    return sdb_conv2d_forward(&u->conv_out, g, B, H, W, out, NULL, F->a);
+    {
+        PROF_BEGIN();
+        sdb_silu(g, (size_t)B * C * H * W);
+        PROF_END(SDB_PROF_ELEMENTWISE);
+    }
+    return conv_fw(F, &u->conv_out, g, B, H, W, out, NULL);
 }
 
 int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
@@ -774,7 +842,7 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
     size_t mark = sdb_arena_mark(arena);
     size_t old_peak = arena->peak;
     arena->peak = mark;
-    fw_t F = {u, arena, B, NULL, context, ctx_len};
+    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof};
     int rc = forward_impl(&F, sample, h, w, timesteps, out);
     u->last_peak = arena->peak - mark;
     if (old_peak > arena->peak) arena->peak = old_peak;

@@ -28,6 +28,7 @@
 #include "sdb/ops/conv.h"
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/resample.h"
+#include "sdb/profile.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -92,6 +93,7 @@ struct sdb_vae {
     size_t strip_floats;
     sdb_vae_debug_fn debug;
     void *debug_ud;
+    sdb_profile *prof;  /* sdb_vae_set_profile: convolution and attention counters, NULL = off */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -434,6 +436,8 @@ float sdb_vae_scaling_factor(const sdb_vae *v) { return (float)v->cfg.scaling_fa
 size_t sdb_vae_peak_bytes(const sdb_vae *v) { return v->peak; }
 size_t sdb_vae_weight_bytes(const sdb_vae *v) { return v->w ? v->w->bytes : 0; }
 
+void sdb_vae_set_profile(sdb_vae *v, sdb_profile *p) { v->prof = p; }
+
 void sdb_vae_set_debug(sdb_vae *v, sdb_vae_debug_fn fn, void *ud)
 {
     v->debug = fn;
@@ -500,8 +504,14 @@ static float *alloc_f(vae_ctx *c, size_t n) { return sdb_arena_floats(c->a, n); 
 static int conv(vae_ctx *c, const sdb_conv2d *cv, const float *x, int H, int W, float *y,
                 const float *res)
 {
+    double t = sdb_prof_begin(c->v->prof);
     int rc = sdb_conv2d_forward(cv, x, 1, H, W, y, res, c->a);
     if (rc) return oom(c, "convolution");
+    if (c->v->prof) {
+        int Ho, Wo;
+        sdb_conv2d_out_size(cv, H, W, &Ho, &Wo);
+        sdb_prof_end(c->v->prof, SDB_PROF_CONV, t, 2.0 * cv->cout * (double)cv->cin * cv->k * cv->k * Ho * Wo);
+    }
     return 0;
 }
 
@@ -576,7 +586,9 @@ static int attn_fwd(vae_ctx *c, const vae_attn *at, float *x, int H, int W)
     if ((rc = conv(c, &pv, xn, H, W, t, NULL))) return rc;
     sdb_transpose(t, C, n, vv);
     float scale = (float)(1.0 / sqrt((double)C));
+    double t_att = sdb_prof_begin(c->v->prof);
     if (sdb_attention(q, C, k, C, vv, C, xn, C, n, n, 1, C, scale, 0, c->a)) return oom(c, "attention");
+    sdb_prof_end(c->v->prof, SDB_PROF_ATTENTION, t_att, 4.0 * n * (double)n * C);
     sdb_transpose(xn, n, C, t); /* [HW, C] -> [C, HW] */
     if ((rc = conv(c, &po, t, H, W, q, x))) return rc; /* out projection + residual */
     memcpy(x, q, sz * sizeof(float));

@@ -1,0 +1,40 @@
+/*
+ * bench.h — speed and memory of a loaded model on this machine (`sdbatch bench`).
+ *
+ * Every figure is a median over `reps` timed runs after one warm-up run, measured in one process
+ * together with OpenBLAS's own sgemm rate on a 4096² product (this machine's GEMM "peak"), so the
+ * model's effective GFLOP/s can be read as a fraction of it even on a noisy, shared machine.
+ */
+#ifndef SDB_BENCH_H
+#define SDB_BENCH_H
+
+#include "sdb/error.h"
+#include "sdb/log.h"
+#include "sdb/pipeline.h"
+#include "sdb/profile.h"
+
+typedef struct sdb_bench_opts {
+    int size;     /* image side in pixels (multiple of 8), default 512 */
+    int steps;    /* denoising steps of the timed whole inpainting run, default 4 (0 = skip it) */
+    int reps;     /* timed repetitions per figure (medians), default 3 */
+    int profile;  /* break the U-Net step down by op kind */
+    int gemm_n;   /* side of the reference sgemm, default 4096 */
+} sdb_bench_opts;
+
+typedef struct sdb_bench_result {
+    int size, latent, threads, steps, reps;
+    double sgemm_gflops;
+    double text_encode_s, unet_step_s, vae_encode_s, vae_decode_s, run_s;
+    double text_gflop, unet_gflop, vae_encode_gflop, vae_decode_gflop; /* counted work (GFLOP) */
+    double unet_step_min_s, unet_step_max_s;
+    double peak_rss_mib, weights_mib;
+    sdb_profile unet_prof; /* one U-Net step (averaged over the timed reps) when opts.profile */
+    int have_prof;
+} sdb_bench_result;
+
+void sdb_bench_opts_default(sdb_bench_opts *o);
+/* Runs the benchmark on a loaded model (inpainting or not: the U-Net gets its own channel count). */
+int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, const sdb_log *log,
+                  sdb_err *err);
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * cmd_bench.c — `sdbatch bench`: how fast this machine runs a model (see include/sdb/bench.h).
+ */
+#include "cli.h"
+
+#include "sdb/bench.h"
+#include "sdb/pipeline.h"
+#include "sdb/threads.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void help(void)
+{
+    printf("usage: sdbatch bench --model PATH [--size 512] [--threads N] [--steps N] [--reps N]\n"
+           "                     [--json] [--profile]\n\n"
+           "Times, as medians of --reps runs (default 3) after a warm-up: text encoding (prompt and\n"
+           "negative prompt), one U-Net step at batch 2 (guidance), VAE encode and decode of a\n"
+           "SIZE x SIZE image, and one whole inpainting run of --steps steps (default 4; 0 skips it).\n"
+           "Prints the counted FLOPs and effective GFLOP/s of each, OpenBLAS's sgemm rate on a 4096^2\n"
+           "product in the same run (and every rate as a fraction of it), the peak RSS (VmHWM) and\n"
+           "the expected images/hour at this size.\n\n"
+           "  --model PATH   diffusers folder or single-file checkpoint (a random full-size one:\n"
+           "                 sdbatch-make-random-model DIR --size full)\n"
+           "  --size N       image side in pixels, a multiple of 8 (default 512)\n"
+           "  --threads N    threads (default: OMP_NUM_THREADS when set, else every available CPU)\n"
+           "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
+           "  --reps N       timed repetitions per figure (default 3)\n"
+           "  --profile      break a U-Net step down by op kind (also SDB_PROFILE=1)\n"
+           "  --json         one JSON object on stdout instead of the table\n");
+}
+
+static double ratio(double gflop, double s, double peak) { return s > 0 && peak > 0 ? gflop / s / peak : 0; }
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model = NULL;
+    long long threads = 0, v;
+    int json = 0;
+    sdb_bench_opts o;
+    sdb_bench_opts_default(&o);
+    const char *pe = getenv("SDB_PROFILE");
+    if (pe && *pe && strcmp(pe, "0")) o.profile = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--profile")) o.profile = 1;
+        else if (!strcmp(a, "--model") && has) model = argv[++i];
+        else if (!strcmp(a, "--size") && has) {
+            if (cli_parse_int("bench", a, argv[++i], 64, 4096, &v)) return EXIT_USAGE;
+            o.size = (int)v;
+        } else if (!strcmp(a, "--threads") && has) {
+            if (cli_parse_int("bench", a, argv[++i], 1, 1024, &threads)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--steps") && has) {
+            if (cli_parse_int("bench", a, argv[++i], 0, 1000, &v)) return EXIT_USAGE;
+            o.steps = (int)v;
+        } else if (!strcmp(a, "--reps") && has) {
+            if (cli_parse_int("bench", a, argv[++i], 1, 64, &v)) return EXIT_USAGE;
+            o.reps = (int)v;
+        } else return cli_usage_error("bench", "unknown or incomplete option '%s'", a);
+    }
+    if (!model) return cli_usage_error("bench", "--model is required");
+    if (o.size % 8) return cli_usage_error("bench", "--size must be a multiple of 8");
+    if (!threads && !getenv("OMP_NUM_THREADS")) threads = sdb_threads_available();
+    if (threads) sdb_threads_set((int)threads);
+
+    sdb_log log = cli_logger();
+    if (json && log.level < SDB_LOG_WARN) log.level = SDB_LOG_WARN;
+    sdb_err err = {0};
+    sdb_model *m = NULL;
+    sdb_model_opts mo = {0};
+    if (sdb_model_load(&m, model, &mo, &log, &err)) return cli_error("bench", &err);
+    sdb_bench_result r;
+    int rc = sdb_bench_run(m, &o, &r, &log, &err);
+    sdb_model_free(m);
+    if (rc) return cli_error("bench", &err);
+
+    const double pk = r.sgemm_gflops;
+    /* images/hour at this size: text encoding, VAE encode (masked image) and decode, steps U-Net
+     * steps — from the whole run when there was one, else from the stage medians */
+    double per_image = r.run_s > 0 ? r.run_s : r.text_encode_s + r.vae_encode_s + r.vae_decode_s + o.steps * r.unet_step_s;
+    double fixed = per_image - o.steps * r.unet_step_s;
+    if (fixed < 0) fixed = 0;
+    double iph = per_image > 0 ? 3600.0 / per_image : 0;
+    if (json) {
+        printf("{\"size\": %d, \"latent\": %d, \"threads\": %d, \"reps\": %d, \"steps\": %d, "
+               "\"sgemm_gflops\": %.2f, "
+               "\"text_encode_s\": %.4f, \"text_encode_gflop\": %.2f, "
+               "\"unet_step_s\": %.4f, \"unet_step_min_s\": %.4f, \"unet_step_max_s\": %.4f, "
+               "\"unet_gflop\": %.2f, \"unet_gflops\": %.2f, \"unet_sgemm_ratio\": %.4f, "
+               "\"vae_encode_s\": %.4f, \"vae_encode_gflop\": %.2f, \"vae_encode_gflops\": %.2f, "
+               "\"vae_decode_s\": %.4f, \"vae_decode_gflop\": %.2f, \"vae_decode_gflops\": %.2f, "
+               "\"vae_decode_sgemm_ratio\": %.4f, \"run_s\": %.3f, \"images_per_hour\": %.2f, "
+               "\"peak_rss_mib\": %.1f, \"weights_mib\": %.1f",
+               r.size, r.latent, r.threads, r.reps, r.steps, pk, r.text_encode_s, r.text_gflop,
+               r.unet_step_s, r.unet_step_min_s, r.unet_step_max_s, r.unet_gflop,
+               r.unet_gflop / r.unet_step_s, ratio(r.unet_gflop, r.unet_step_s, pk),
+               r.vae_encode_s, r.vae_encode_gflop, r.vae_encode_gflop / r.vae_encode_s,
+               r.vae_decode_s, r.vae_decode_gflop, r.vae_decode_gflop / r.vae_decode_s,
+               ratio(r.vae_decode_gflop, r.vae_decode_s, pk), r.run_s, iph, r.peak_rss_mib, r.weights_mib);
+        if (r.have_prof) {
+            printf(", \"profile\": {");
+            for (int k = 0; k < SDB_PROF_KINDS; k++)
+                printf("%s\"%s\": {\"s\": %.4f, \"gflop\": %.2f, \"calls\": %ld}", k ? ", " : "",
+                       sdb_prof_kind_name(k), r.unet_prof.seconds[k], r.unet_prof.flops[k] / 1e9,
+                       r.unet_prof.calls[k]);
+            printf("}");
+        }
+        printf("}\n");
+        return 0;
+    }
+    printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, medians of %d after a warm-up\n",
+           r.size, r.size, r.latent, r.latent, r.threads, r.reps);
+    printf("  OpenBLAS sgemm 4096^2            %8.1f GFLOP/s (= 100%%)\n", pk);
+    printf("  %-28s %9s %9s %10s %7s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm");
+#define ROW(name, s, g) printf("  %-28s %9.3f %9.1f %10.1f %6.0f%%\n", name, s, g, (s) > 0 ? (g) / (s) : 0, 100 * ratio(g, s, pk))
+    ROW("text encoding (2 prompts)", r.text_encode_s, r.text_gflop);
+    ROW("U-Net step (batch 2)", r.unet_step_s, r.unet_gflop);
+    ROW("VAE encode", r.vae_encode_s, r.vae_encode_gflop);
+    ROW("VAE decode", r.vae_decode_s, r.vae_decode_gflop);
+#undef ROW
+    printf("  U-Net step min / max          %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
+    if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
+    printf("  peak RSS (VmHWM)                 %8.0f MiB (weights %.0f MiB, + %.0f MiB)\n", r.peak_rss_mib,
+           r.weights_mib, r.peak_rss_mib - r.weights_mib);
+    printf("  images/hour at %dx%d: %.1f at %d steps", r.size, r.size, iph, o.steps);
+    int more[3] = {20, 30, 50};
+    for (int i = 0; i < 3; i++)
+        if (more[i] != o.steps && r.unet_step_s > 0)
+            printf(", %.1f at %d", 3600.0 / (fixed + more[i] * r.unet_step_s), more[i]);
+    printf(" (this machine, %d threads)\n", r.threads);
+    if (r.have_prof) {
+        double tot = 0;
+        for (int k = 0; k < SDB_PROF_KINDS; k++) tot += r.unet_prof.seconds[k];
+        printf("  U-Net step by op kind (mean of %d profiled steps; %.3f s in ops of a %.3f s step):\n",
+               r.reps, tot, r.unet_step_s);
+        for (int k = 0; k < SDB_PROF_KINDS; k++) {
+            double s = r.unet_prof.seconds[k], g = r.unet_prof.flops[k] / 1e9;
+            printf("    %-12s %8.3f s %5.1f%%  %6ld calls", sdb_prof_kind_name(k), s,
+                   tot > 0 ? 100 * s / tot : 0, r.unet_prof.calls[k]);
+            if (g > 0) printf("  %8.1f GFLOP  %7.1f GFLOP/s  %4.0f%% of sgemm", g, s > 0 ? g / s : 0, 100 * ratio(g, s, pk));
+            printf("\n");
+        }
+    }
+    return 0;
+}
