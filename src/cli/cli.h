@@ -13,7 +13,7 @@
 
 /* Exit codes, documented in the README. */
 enum { EXIT_OK = 0, EXIT_FAILURE_RUN = 1, EXIT_USAGE = 2, EXIT_JOBS_FAILED = 3,
-       EXIT_SIGINT = 130, EXIT_SIGTERM = 143 };
+       EXIT_SIGINT = 130, EXIT_SIGUSR1 = 138, EXIT_SIGTERM = 143 };
 
 /* A logger writing to stderr at `level` (SDB_LOG_INFO unless SDB_LOG=debug/warn/error). */
 sdb_log cli_logger(void);

@@ -4,6 +4,7 @@
 #include "cli.h"
 #include "sdb/manifest.h"
 #include "sdb/runner.h"
+#include "shard_cli.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -27,7 +28,11 @@ static void usage(FILE *f)
         "that is not done yet, recording each job in <output_dir>/.sdbatch/state.db. Run it again\n"
         "after a crash, a kill or an edit: finished jobs are skipped, edited ones redone. Several\n"
         "processes may run one manifest at once on one host; each job runs exactly once.\n\n"
-        "  --threads N        compute threads (default: as the library decides)\n"
+        "  --threads N        compute threads (default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS,\n"
+        "                     else the CPUs this process may run on: its affinity mask)\n"
+        "  --shard I/N|auto   run only shard I of N (0-based; see README: the split is by expected cost\n"
+        "                     and stable when jobs are appended); state in state.<I>-of-<N>.db. auto\n"
+        "                     (the default inside a Slurm array) takes it from SLURM_ARRAY_TASK_*\n"
         "  --max-attempts N   a failed job is retried by later runs until it failed N times (default 2)\n"
         "  --retry-failed     retry failed jobs whatever their attempts\n"
         "  --only ID...       run only these jobs (ids, space or comma separated)\n"
@@ -35,10 +40,11 @@ static void usage(FILE *f)
         "  --state PATH       the state database (default <output_dir>/.sdbatch/state.db)\n"
         "  --no-progress      one line per finished job even on a terminal\n\n"
         "On a terminal a progress bar shows jobs done/total, the current job's step, images/min and\n"
-        "the ETA; otherwise one line per finished job. SIGINT/SIGTERM stop at the next denoising step\n"
-        "and return the job to pending (a second signal ends at once).\n\n"
+        "the ETA; otherwise one line per finished job. SIGINT/SIGTERM/SIGUSR1 stop at the next denoising\n"
+        "step and return the job to pending (a second signal ends at once); SIGUSR1 is what\n"
+        "`sbatch --signal=B:USR1@120` sends (via tools/slurm/sdbatch-array.sbatch) before a time limit.\n\n"
         "Exit status: 0 all selected jobs done, 3 some failed, 2 bad manifest or usage,\n"
-        "130 / 143 interrupted by SIGINT / SIGTERM, 1 other errors (state database, model).\n");
+        "130 / 143 / 138 interrupted by SIGINT / SIGTERM / SIGUSR1, 1 other errors (state database, model).\n");
 }
 
 int cmd_run(int argc, char **argv)
@@ -49,6 +55,8 @@ int cmd_run(int argc, char **argv)
     const char *path = NULL;
     const char **only = calloc(argc + 1, sizeof *only);
     int n_only = 0, no_progress = 0;
+    const char *shard_arg = NULL;
+    unsigned char *shard_mask = NULL;
     char *only_buf[64];
     int n_only_buf = 0;
     long long v;
@@ -66,6 +74,7 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--dry-run")) o.dry_run = 1;
         else if (!strcmp(a, "--no-progress")) no_progress = 1;
         else if (!strcmp(a, "--state") && i + 1 < argc) o.state_path = argv[++i];
+        else if (!strcmp(a, "--shard") && i + 1 < argc) shard_arg = argv[++i];
         else if (!strcmp(a, "--only")) {
             int got = 0;
             while (i + 1 < argc && argv[i + 1][0] != '-') {
@@ -111,6 +120,7 @@ int cmd_run(int argc, char **argv)
             code = cli_usage_error("run", "--only: no job '%s' in %s", only[i], path);
             goto out;
         }
+    if ((code = cli_shard_setup(&m, shard_arg, &o, &shard_mask)) != EXIT_OK) goto out;
     o.only = only;
     o.n_only = n_only;
     o.progress = !no_progress && isatty(STDERR_FILENO);
@@ -123,6 +133,7 @@ int cmd_run(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 
     sdb_run_result res;
     rc = sdb_run_manifest(&m, sdb_executor_pipeline(), &o, &res, &log, &err);
@@ -130,7 +141,7 @@ int cmd_run(int argc, char **argv)
         int sig = res.interrupted ? res.interrupted : (int)stop_sig;
         fprintf(stderr, "sdbatch run: interrupted by signal %d: %d done, %d pending; run again to resume\n",
                 sig, res.done, res.total - res.done - res.failed);
-        code = sig == SIGTERM ? EXIT_SIGTERM : EXIT_SIGINT;
+        code = sig == SIGTERM ? EXIT_SIGTERM : sig == SIGUSR1 ? EXIT_SIGUSR1 : EXIT_SIGINT;
         goto out;
     }
     if (rc) { code = cli_error("run", &err); if (code == EXIT_USAGE) code = EXIT_FAILURE_RUN; goto out; }
@@ -143,6 +154,7 @@ int cmd_run(int argc, char **argv)
     code = res.failed ? EXIT_JOBS_FAILED : EXIT_OK;
 out:
     sdb_manifest_free(&m);
+    free(shard_mask);
     for (int i = 0; i < n_only_buf; i++) free(only_buf[i]);
     free(only);
     return code;

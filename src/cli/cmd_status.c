@@ -7,6 +7,7 @@
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
 #include "sdb/store.h"
+#include "shard_cli.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -25,13 +26,17 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sdbatch status MANIFEST [--state PATH] [--jobs] [--json]\n\n"
+        "usage: sdbatch status MANIFEST [--state PATH] [--jobs] [--shards[=N]] [--json]\n\n"
         "Shows how far a batch is: jobs per state, percent done, throughput, ETA and the last\n"
         "failures with their reasons. Reads every state database in <output_dir>/.sdbatch/ (the\n"
         "plain state.db and the shards' state.<I>-of-<N>.db) together; a job done in any counts as\n"
         "done. A job whose parameters or inputs changed since its row was written counts as pending.\n\n"
         "  --state PATH   read this database only\n"
         "  --jobs         one line per job\n"
+        "  --shards       per shard (of every state.<I>-of-<N>.db set): jobs, done, failed, running,\n"
+        "                 pending, its task's state (complete, running, stopped, failed, not started),\n"
+        "                 stragglers, and the sbatch line that resubmits the unfinished shards;\n"
+        "                 --shards=N also shows how N shards would split the manifest\n"
         "  --json         machine-readable (schemas/status.schema.json)\n\n"
         "Exit status: 0, 2 bad manifest or usage, 1 unreadable state.\n");
 }
@@ -41,13 +46,19 @@ static int rank(sdb_job_state s) { return s == SDB_JOB_DONE ? 3 : s == SDB_JOB_R
 int cmd_status(int argc, char **argv)
 {
     const char *path = NULL, *state = NULL;
-    int jobs_flag = 0, json = 0;
+    int jobs_flag = 0, json = 0, shards_n = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return EXIT_OK; }
         else if (!strcmp(a, "--state") && i + 1 < argc) state = argv[++i];
         else if (!strcmp(a, "--jobs")) jobs_flag = 1;
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--shards")) shards_n = 0;
+        else if (!strncmp(a, "--shards=", 9)) {
+            long long v;
+            if (cli_parse_int("status", "--shards", a + 9, 1, 100000, &v)) return EXIT_USAGE;
+            shards_n = (int)v;
+        }
         else if (a[0] == '-' && a[1]) return cli_usage_error("status", "unknown option '%s'", a);
         else if (!path) path = a;
         else return cli_usage_error("status", "unexpected argument '%s'", a);
@@ -145,6 +156,8 @@ int cmd_status(int argc, char **argv)
             if (isfinite(x->seconds)) { sum_secs += x->seconds; n_timed++; }
         }
     }
+    sdb_job_state *js = calloc(m.n_jobs ? m.n_jobs : 1, sizeof *js);   /* for --shards */
+    for (int i = 0; i < m.n_jobs && js; i++) js[i] = mj[i].state;
     int total = m.n_jobs;
     double pct = total ? 100.0 * counts[SDB_JOB_DONE] / total : 100.0;
     double rate = NAN;   /* images per minute, over the wall-clock span of the finished jobs */
@@ -178,6 +191,7 @@ int cmd_status(int argc, char **argv)
             json_array_append_new(arr, jo);
         }
         json_object_set_new(o, "jobs", arr);
+        if (shards_n >= 0 && js) cli_status_shards(&m, path, js, stores, rows, nrows, ns, shards_n, o, NULL);
         char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (s) { puts(s); free(s); }
         json_decref(o);
@@ -215,6 +229,7 @@ int cmd_status(int argc, char **argv)
             if (n > 5) printf("    ... and %d more (--jobs)\n", n - 5);
             free(idx);
         }
+        if (shards_n >= 0 && js) cli_status_shards(&m, path, js, stores, rows, nrows, ns, shards_n, NULL, stdout);
         if (jobs_flag)
             for (int i = 0; i < m.n_jobs; i++) {
                 printf("%-8s %-24s attempts %d", sdb_job_state_name(mj[i].state), m.jobs[i].id, mj[i].attempts);
@@ -226,6 +241,7 @@ int cmd_status(int argc, char **argv)
             }
     }
     free(mj);
+    free(js);
 out:
     for (int s = 0; s < ns; s++) { sdb_job_rows_free(rows[s], nrows[s]); sdb_store_close(stores[s]); }
     free(rows);

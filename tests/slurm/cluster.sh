@@ -21,6 +21,10 @@ data=${SDB_TEST_DATA:-$(cd "$src/.." && pwd)/shared}
 LS=${LOCAL_SLURM_SH:-$data/tools/local-slurm.sh}
 [ -f "$LS" ] || { echo "cluster.sh: $LS not found (set SDB_TEST_DATA to the shared/ folder)" >&2; exit 1; }
 
+# local-slurm.sh sizes the node with `nproc`, and GNU nproc answers OMP_NUM_THREADS when it is set
+# (CI exports OMP_NUM_THREADS=1): the cluster would get 1 CPU. The daemons do not need OpenMP.
+unset OMP_NUM_THREADS OMP_THREAD_LIMIT
+
 case "${1:-}" in
     start)
         d=${2:?usage: cluster.sh start DIR}
