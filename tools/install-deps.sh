@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential cmake pkg-config git
 libopenblas-openmp-dev libyaml-dev libsqlite3-dev sqlite3 libpng-dev libjpeg62-turbo-dev
-libjansson-dev libssl-dev libutf8proc-dev"
+libjansson-dev libssl-dev libutf8proc-dev
+slurm-wlm slurmctld slurmd slurm-client munge"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
