@@ -16,6 +16,7 @@
  *             template requeues the task. In the end every job is done exactly
  *             once, the outputs equal the single-process run's, the requeued task resumed with
  *             SLURM_RESTART_COUNT set, and the interrupted jobs were put back (runs 'interrupted').
+ *   reshard:  (no cluster) shards 0 and 2 of 4, then all of 3 shards: only the undone half runs.
  * Needs root (the daemons run as root). Takes about 2 minutes on 2 CPUs.
  */
 #include "test_run_common.h"
@@ -369,6 +370,68 @@ static void baseline(void)
     fprintf(stderr, "    single process: %d jobs in %.1f s\n", NJOBS, sdb_now_mono() - t0);
 }
 
+/* Changing N between runs never redoes finished work: shards 0 and 2 of 4 run (as plain
+ * processes, `--shard I/4`), then the whole manifest as 3 shards; then `--shard auto` with
+ * SDB_SHARDS outside any array is refused, and an unknown --shard value is a usage error. */
+static void reshard(void)
+{
+    rt_batch b;
+    make_batch(&b, "reshard");
+    const char *env[] = {"OMP_NUM_THREADS=1", NULL};
+    for (int i = 0; i < 4; i += 2) {
+        char sh_arg[16];
+        snprintf(sh_arg, sizeof sh_arg, "%d/4", i);
+        const char *args[] = {"run", b.manifest, "--shard", sh_arg, NULL};
+        int st = rt_run(&b, env, args);
+        CHECKF(rt_exit_code(st) == 0, "shard %s: exit %d", sh_arg, rt_exit_code(st));
+    }
+    json_t *doc = status_shards(&b);
+    if (doc) {
+        CHECKF(rt_jint(doc, "done") == NJOBS / 2, "after shards 0 and 2 of 4: %lld done", rt_jint(doc, "done"));
+        CHECK(shards_complete(doc) == 2);
+        json_decref(doc);
+    }
+    int ran3 = 0;
+    for (int i = 0; i < 3; i++) {
+        char sh_arg[16];
+        snprintf(sh_arg, sizeof sh_arg, "%d/3", i);
+        const char *args[] = {"run", b.manifest, "--shard", sh_arg, NULL};
+        int st = rt_run(&b, env, args);
+        CHECKF(rt_exit_code(st) == 0, "shard %s: exit %d", sh_arg, rt_exit_code(st));
+        if (rt_exit_code(st)) rt_show(&b, NULL);
+        char db[800];
+        snprintf(db, sizeof db, "%s/.sdbatch/state.%d-of-3.db", b.out, i);
+        ran3 += (int)rt_sql(db, "SELECT count(*) FROM runs WHERE outcome='done'");
+    }
+    CHECKF(ran3 == NJOBS / 2, "the 3 new shards ran %d jobs, want only the %d not done yet", ran3, NJOBS / 2);
+    /* every job done exactly once over all seven state files */
+    for (int j = 0; j < NJOBS; j++) {
+        long long runs = 0;
+        for (int n = 3; n <= 4; n++)
+            for (int i = 0; i < n; i++) {
+                char db[800];
+                snprintf(db, sizeof db, "%s/.sdbatch/state.%d-of-%d.db", b.out, i, n);
+                if (sdb_file_exists(db)) runs += rt_sql(db, "SELECT count(*) FROM runs WHERE job_id='%s' AND outcome='done'", b.ids[j]);
+            }
+        CHECKF(runs == 1, "%s done %lld times", b.ids[j], runs);
+    }
+    same_as_baseline(&b);
+    doc = status_shards(&b);
+    if (doc) {
+        CHECK(rt_jint(doc, "done") == NJOBS);
+        json_decref(doc);
+    }
+    const char *bad[] = {"run", b.manifest, "--shard", "3/3", NULL};
+    CHECK(rt_exit_code(rt_run(&b, env, bad)) == 2);
+    const char *env2[] = {"OMP_NUM_THREADS=1", "SLURM_ARRAY_TASK_ID=1", "SLURM_ARRAY_TASK_MIN=1", "SLURM_ARRAY_TASK_MAX=3",
+                          "SLURM_ARRAY_TASK_STEP=1", "SLURM_ARRAY_TASK_COUNT=2", NULL};
+    const char *args2[] = {"run", b.manifest, NULL};
+    CHECK(rt_exit_code(rt_run(&b, env2, args2)) == 2);   /* --array=1,3 without SDB_SHARDS */
+    char *err = rt_slurp(&b, "last.err");
+    CHECKF(strstr(err, "SDB_SHARDS") != NULL, "stderr: %s", err);
+    free(err);
+}
+
 static void array(void)
 {
     if (!getenv("SLURM_CONF")) { CHECK(0); return; }
@@ -537,6 +600,7 @@ int main(void)
     (void)rt_status_json;
     cluster_start();
     RUN(baseline);
+    RUN(reshard);
     RUN(array);
     RUN(disrupt);
     cluster_stop();
