@@ -19,16 +19,25 @@ typedef struct sdb_bench_opts {
     int reps;     /* timed repetitions per figure (medians), default 3 */
     int profile;  /* break the U-Net step down by op kind */
     int gemm_n;   /* side of the reference sgemm, default 4096 */
+    unsigned stages; /* SDB_BENCH_* bits, default all */
 } sdb_bench_opts;
+
+enum { SDB_BENCH_TEXT = 1, SDB_BENCH_UNET = 2, SDB_BENCH_ENCODE = 4, SDB_BENCH_DECODE = 8, SDB_BENCH_RUN = 16,
+       SDB_BENCH_ALL = 31 };
 
 typedef struct sdb_bench_result {
     int size, latent, threads, steps, reps;
-    double sgemm_gflops;
+    double sgemm_gflops;   /* median of every sgemm sample of the run (sgemm_samples of them) */
+    int sgemm_samples;
+    double unet_sgemm_gflops, vae_encode_sgemm_gflops, vae_decode_sgemm_gflops; /* sampled between
+                              the stage's own repetitions (0 when the stage did not run) */
     double text_encode_s, unet_step_s, vae_encode_s, vae_decode_s, run_s;
     double text_gflop, unet_gflop, vae_encode_gflop, vae_decode_gflop; /* counted work (GFLOP) */
     double unet_step_min_s, unet_step_max_s;
     double peak_rss_mib, weights_mib;
+    int peak_rss_run;      /* peak_rss_mib is the whole run's own peak (VmHWM reset before it) */
     sdb_profile unet_prof; /* one U-Net step (averaged over the timed reps) when opts.profile */
+    sdb_profile vae_decode_prof; /* one VAE decode (convolution and attention only), same */
     int have_prof;
 } sdb_bench_result;
 

@@ -27,7 +27,8 @@ static void help(void)
            "  --threads N    threads (default: OMP_NUM_THREADS when set, else every available CPU)\n"
            "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
            "  --reps N       timed repetitions per figure (default 3)\n"
-           "  --profile      break a U-Net step down by op kind (also SDB_PROFILE=1)\n"
+           "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
+           "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
            "  --json         one JSON object on stdout instead of the table\n");
 }
 
@@ -49,6 +50,19 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--model") && has) model = argv[++i];
+        else if (!strcmp(a, "--only") && has) {
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", argv[++i]);
+            o.stages = 0;
+            for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+                if (!strcmp(tok, "text")) o.stages |= SDB_BENCH_TEXT;
+                else if (!strcmp(tok, "unet")) o.stages |= SDB_BENCH_UNET;
+                else if (!strcmp(tok, "encode")) o.stages |= SDB_BENCH_ENCODE;
+                else if (!strcmp(tok, "decode")) o.stages |= SDB_BENCH_DECODE;
+                else if (!strcmp(tok, "run")) o.stages |= SDB_BENCH_RUN;
+                else return cli_usage_error("bench", "--only takes text,unet,encode,decode,run; got '%s'", tok);
+            }
+        }
         else if (!strcmp(a, "--size") && has) {
             if (cli_parse_int("bench", a, argv[++i], 64, 4096, &v)) return EXIT_USAGE;
             o.size = (int)v;
@@ -79,6 +93,10 @@ int cmd_bench(int argc, char **argv)
     if (rc) return cli_error("bench", &err);
 
     const double pk = r.sgemm_gflops;
+    /* each stage's ratio is to the sgemm rate sampled between its own repetitions, when there is one */
+    const double pk_unet = r.unet_sgemm_gflops > 0 ? r.unet_sgemm_gflops : pk;
+    const double pk_enc = r.vae_encode_sgemm_gflops > 0 ? r.vae_encode_sgemm_gflops : pk;
+    const double pk_dec = r.vae_decode_sgemm_gflops > 0 ? r.vae_decode_sgemm_gflops : pk;
     /* images/hour at this size: text encoding, VAE encode (masked image) and decode, steps U-Net
      * steps — from the whole run when there was one, else from the stage medians */
     double per_image = r.run_s > 0 ? r.run_s : r.text_encode_s + r.vae_encode_s + r.vae_decode_s + o.steps * r.unet_step_s;
@@ -87,7 +105,8 @@ int cmd_bench(int argc, char **argv)
     double iph = per_image > 0 ? 3600.0 / per_image : 0;
     if (json) {
         printf("{\"size\": %d, \"latent\": %d, \"threads\": %d, \"reps\": %d, \"steps\": %d, "
-               "\"sgemm_gflops\": %.2f, "
+               "\"sgemm_gflops\": %.2f, \"sgemm_samples\": %d, \"unet_sgemm_gflops\": %.2f, "
+               "\"vae_encode_sgemm_gflops\": %.2f, \"vae_decode_sgemm_gflops\": %.2f, "
                "\"text_encode_s\": %.4f, \"text_encode_gflop\": %.2f, "
                "\"unet_step_s\": %.4f, \"unet_step_min_s\": %.4f, \"unet_step_max_s\": %.4f, "
                "\"unet_gflop\": %.2f, \"unet_gflops\": %.2f, \"unet_sgemm_ratio\": %.4f, "
@@ -95,12 +114,13 @@ int cmd_bench(int argc, char **argv)
                "\"vae_decode_s\": %.4f, \"vae_decode_gflop\": %.2f, \"vae_decode_gflops\": %.2f, "
                "\"vae_decode_sgemm_ratio\": %.4f, \"run_s\": %.3f, \"images_per_hour\": %.2f, "
                "\"peak_rss_mib\": %.1f, \"weights_mib\": %.1f",
-               r.size, r.latent, r.threads, r.reps, r.steps, pk, r.text_encode_s, r.text_gflop,
+               r.size, r.latent, r.threads, r.reps, r.steps, pk, r.sgemm_samples, r.unet_sgemm_gflops,
+               r.vae_encode_sgemm_gflops, r.vae_decode_sgemm_gflops, r.text_encode_s, r.text_gflop,
                r.unet_step_s, r.unet_step_min_s, r.unet_step_max_s, r.unet_gflop,
-               r.unet_gflop / r.unet_step_s, ratio(r.unet_gflop, r.unet_step_s, pk),
-               r.vae_encode_s, r.vae_encode_gflop, r.vae_encode_gflop / r.vae_encode_s,
-               r.vae_decode_s, r.vae_decode_gflop, r.vae_decode_gflop / r.vae_decode_s,
-               ratio(r.vae_decode_gflop, r.vae_decode_s, pk), r.run_s, iph, r.peak_rss_mib, r.weights_mib);
+               r.unet_step_s > 0 ? r.unet_gflop / r.unet_step_s : 0, ratio(r.unet_gflop, r.unet_step_s, pk_unet),
+               r.vae_encode_s, r.vae_encode_gflop, r.vae_encode_s > 0 ? r.vae_encode_gflop / r.vae_encode_s : 0,
+               r.vae_decode_s, r.vae_decode_gflop, r.vae_decode_s > 0 ? r.vae_decode_gflop / r.vae_decode_s : 0,
+               ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), r.run_s, iph, r.peak_rss_mib, r.weights_mib);
         if (r.have_prof) {
             printf(", \"profile\": {");
             for (int k = 0; k < SDB_PROF_KINDS; k++)
@@ -114,25 +134,27 @@ int cmd_bench(int argc, char **argv)
     }
     printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, medians of %d after a warm-up\n",
            r.size, r.size, r.latent, r.latent, r.threads, r.reps);
-    printf("  OpenBLAS sgemm 4096^2            %8.1f GFLOP/s (= 100%%)\n", pk);
-    printf("  %-28s %9s %9s %10s %7s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm");
-#define ROW(name, s, g) printf("  %-28s %9.3f %9.1f %10.1f %6.0f%%\n", name, s, g, (s) > 0 ? (g) / (s) : 0, 100 * ratio(g, s, pk))
-    ROW("text encoding (2 prompts)", r.text_encode_s, r.text_gflop);
-    ROW("U-Net step (batch 2)", r.unet_step_s, r.unet_gflop);
-    ROW("VAE encode", r.vae_encode_s, r.vae_encode_gflop);
-    ROW("VAE decode", r.vae_decode_s, r.vae_decode_gflop);
+    printf("  OpenBLAS sgemm 4096^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
+           "                                   repetitions; each stage's ratio uses its own samples)\n", pk, r.sgemm_samples);
+    printf("  %-28s %9s %9s %10s %7s %10s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm", "its sgemm");
+#define ROW(name, s, g, p) if ((s) > 0) printf("  %-28s %9.3f %9.1f %10.1f %6.0f%% %10.1f\n", name, s, g, (s) > 0 ? (g) / (s) : 0, 100 * ratio(g, s, p), p)
+    ROW("text encoding (2 prompts)", r.text_encode_s, r.text_gflop, pk);
+    ROW("U-Net step (batch 2)", r.unet_step_s, r.unet_gflop, pk_unet);
+    ROW("VAE encode", r.vae_encode_s, r.vae_encode_gflop, pk_enc);
+    ROW("VAE decode", r.vae_decode_s, r.vae_decode_gflop, pk_dec);
 #undef ROW
-    printf("  U-Net step min / max          %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
+    if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
-    printf("  peak RSS (VmHWM)                 %8.0f MiB (weights %.0f MiB, + %.0f MiB)\n", r.peak_rss_mib,
-           r.weights_mib, r.peak_rss_mib - r.weights_mib);
+    printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB, %+.0f MiB)\n",
+           r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,
+           r.peak_rss_mib - r.weights_mib);
     printf("  images/hour at %dx%d: %.1f at %d steps", r.size, r.size, iph, o.steps);
     int more[3] = {20, 30, 50};
     for (int i = 0; i < 3; i++)
         if (more[i] != o.steps && r.unet_step_s > 0)
             printf(", %.1f at %d", 3600.0 / (fixed + more[i] * r.unet_step_s), more[i]);
     printf(" (this machine, %d threads)\n", r.threads);
-    if (r.have_prof) {
+    if (r.have_prof && r.unet_step_s > 0) {
         double tot = 0;
         for (int k = 0; k < SDB_PROF_KINDS; k++) tot += r.unet_prof.seconds[k];
         printf("  U-Net step by op kind (mean of %d profiled steps; %.3f s in ops of a %.3f s step):\n",
@@ -141,9 +163,23 @@ int cmd_bench(int argc, char **argv)
             double s = r.unet_prof.seconds[k], g = r.unet_prof.flops[k] / 1e9;
             printf("    %-12s %8.3f s %5.1f%%  %6ld calls", sdb_prof_kind_name(k), s,
                    tot > 0 ? 100 * s / tot : 0, r.unet_prof.calls[k]);
-            if (g > 0) printf("  %8.1f GFLOP  %7.1f GFLOP/s  %4.0f%% of sgemm", g, s > 0 ? g / s : 0, 100 * ratio(g, s, pk));
+            if (g > 0) printf("  %8.1f GFLOP  %7.1f GFLOP/s  %4.0f%% of sgemm", g, s > 0 ? g / s : 0, 100 * ratio(g, s, pk_unet));
             printf("\n");
         }
+    }
+    if (r.vae_decode_s > 0 && r.vae_decode_prof.calls[SDB_PROF_CONV]) {
+        const sdb_profile *vp = &r.vae_decode_prof;
+        double rest = r.vae_decode_s;
+        printf("  VAE decode by op kind (mean of %d profiled decodes):\n", r.reps);
+        for (int k = 0; k < SDB_PROF_KINDS; k++) {
+            if (!vp->calls[k]) continue;
+            double s = vp->seconds[k], g = vp->flops[k] / 1e9;
+            rest -= s;
+            printf("    %-12s %8.3f s %5.1f%%  %6ld calls  %8.1f GFLOP  %7.1f GFLOP/s  %4.0f%% of sgemm\n",
+                   sdb_prof_kind_name(k), s, 100 * s / r.vae_decode_s, vp->calls[k], g, s > 0 ? g / s : 0,
+                   100 * ratio(g, s, pk_dec));
+        }
+        printf("    %-12s %8.3f s %5.1f%%  (norms, activations, copies)\n", "other", rest, 100 * rest / r.vae_decode_s);
     }
     return 0;
 }
