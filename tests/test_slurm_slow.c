@@ -144,7 +144,7 @@ static void cluster_start(void)
     signal(SIGINT, on_fatal);
     signal(SIGTERM, on_fatal);
     signal(SIGALRM, on_fatal);
-    alarm(280);   /* well under ctest's limit: the daemons are stopped even if something hangs */
+    alarm(900);   /* under ctest's limit (1500 s): the daemons are stopped even if something hangs */
     cluster_up = 1;   /* from here on, stop it whatever happens */
     double t0 = sdb_now_mono();
     int rc = sh("SDB_TEST_DATA='%s' bash '%s/tests/slurm/cluster.sh' start '%s' >/dev/null", sdb_t_data(), SDB_SOURCE_DIR,
