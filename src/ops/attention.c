@@ -263,7 +263,7 @@ static void packed_task(const float *qh, int ldq, int rows, const float *kp, con
                 if (rows - i >= 2) pv_2x40(p, lds, vj + c, hd, nj, o + c, ldo, j0 == 0);
                 else pv_1x40(p, vj + c, hd, nj, o + c, j0 == 0);
             }
-            for (; c < hd; c += 8) {
+            for (; c < hd; c += 8) { /* head_dim is a multiple of 8 */
                 pv_1x8(p, vj + c, hd, nj, o + c, j0 == 0);
                 if (rows - i >= 2) pv_1x8(p + lds, vj + c, hd, nj, o + ldo + c, j0 == 0);
             }

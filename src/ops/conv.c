@@ -121,11 +121,55 @@ static void grid_of(int M, int N, int *mb, int *nb)
     if (*nb < 1) *nb = 1;
 }
 
+/* Small products (at most SDB_GEMM_SMALL multiply-adds: the tiny test models, time embeddings)
+ * run on the calling thread without opening a parallel region — waking the team costs more than
+ * the product, especially with OMP_WAIT_POLICY=passive — and without OpenBLAS, which outside a
+ * parallel region may thread (not reproducible across thread counts). The plain kernel below sums
+ * in a fixed order, so results do not depend on the thread count either. */
+#define SDB_GEMM_SMALL (1L << 19)
+static int gemm_is_small(int M, int N, int K) { return (long)M * N * K <= SDB_GEMM_SMALL; }
+
+static float dot_fixed(const float *a, const float *b, int K)
+{
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int k = 0;
+    for (; k + 8 <= K; k += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[k + l] * b[k + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; k < K; k++) s += a[k] * b[k];
+    return s;
+}
+
+static void gemm_small(int transB, int M, int N, int K, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        float *c = C + (size_t)i * ldc;
+        const float *a = A + (size_t)i * lda;
+        if (beta == 0.0f) memset(c, 0, sizeof(float) * N);
+        else if (beta != 1.0f) for (int j = 0; j < N; j++) c[j] *= beta;
+        if (transB) {
+            for (int j = 0; j < N; j++) c[j] += dot_fixed(a, B + (size_t)j * ldb, K);
+        } else {
+            for (int k = 0; k < K; k++) {
+                const float av = a[k], *b = B + (size_t)k * ldb;
+                for (int j = 0; j < N; j++) c[j] += av * b[j];
+            }
+        }
+    }
+}
+
 /* C (+)= A · op(B) over the block grid; each block a single-threaded sgemm. Called inside a
- * parallel region (orphaned omp for). */
+ * parallel region (orphaned omp for) — or, for small products (gemm_is_small), outside any, where
+ * it runs gemm_small on the calling thread. */
 static void gemm_grid_body(int transB, int M, int N, int K, const float *A, int lda, const float *B,
                            int ldb, float beta, float *C, int ldc)
 {
+    if (gemm_is_small(M, N, K)) {
+#pragma omp single
+        gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     int mb, nb;
     grid_of(M, N, &mb, &nb);
     const int nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb;
@@ -145,6 +189,10 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
               float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
+    if (gemm_is_small(M, N, K)) {
+        gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
 #pragma omp parallel
     gemm_grid_body(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
@@ -184,7 +232,7 @@ static int conv_batched(const sdb_conv2d *c, const float *x, int N, int H, int W
     float *col = sdb_arena_floats(scratch, (size_t)K * ncols);
     float *tmp = sdb_arena_floats(scratch, (size_t)cout * ncols);
     if (!col || !tmp) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
-#pragma omp parallel
+#pragma omp parallel if (!gemm_is_small(cout, ncols, K))
     {
         for (int n = 0; n < N; n++) /* each an omp for ending with a barrier */
             im2col_tile(c, x + (size_t)n * c->cin * HW, H, W, Wo, 0, Ho, col + (size_t)n * HWo, ncols);
@@ -242,7 +290,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
         for (int r0 = 0; r0 < Ho; r0 += rows_per_tile) {
             int r1 = r0 + rows_per_tile < Ho ? r0 + rows_per_tile : Ho;
             int ncols = (r1 - r0) * Wo;
-#pragma omp parallel
+#pragma omp parallel if (!gemm_is_small(c->cout, ncols, K))
             {
                 im2col_tile(c, xn, H, W, Wo, r0, r1, col, ncols); /* ends with a barrier */
                 gemm_grid_body(0, c->cout, ncols, K, c->w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
