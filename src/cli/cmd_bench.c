@@ -27,6 +27,7 @@ static void help(void)
            "  --threads N    threads (default: OMP_NUM_THREADS when set, else every available CPU)\n"
            "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
            "  --reps N       timed repetitions per figure (default 3)\n"
+           "  --gemm N       side of the reference sgemm product (default 4096)\n"
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
            "  --json         one JSON object on stdout instead of the table\n");
@@ -71,6 +72,9 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--steps") && has) {
             if (cli_parse_int("bench", a, argv[++i], 0, 1000, &v)) return EXIT_USAGE;
             o.steps = (int)v;
+        } else if (!strcmp(a, "--gemm") && has) {
+            if (cli_parse_int("bench", a, argv[++i], 64, 16384, &v)) return EXIT_USAGE;
+            o.gemm_n = (int)v;
         } else if (!strcmp(a, "--reps") && has) {
             if (cli_parse_int("bench", a, argv[++i], 1, 64, &v)) return EXIT_USAGE;
             o.reps = (int)v;
@@ -82,7 +86,7 @@ int cmd_bench(int argc, char **argv)
     if (threads) sdb_threads_set((int)threads);
 
     sdb_log log = cli_logger();
-    if (json && log.level < SDB_LOG_WARN) log.level = SDB_LOG_WARN;
+    if (json && log.level > SDB_LOG_WARN) log.level = SDB_LOG_WARN; /* stdout is the object */
     sdb_err err = {0};
     sdb_model *m = NULL;
     sdb_model_opts mo = {0};
@@ -134,8 +138,8 @@ int cmd_bench(int argc, char **argv)
     }
     printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, medians of %d after a warm-up\n",
            r.size, r.size, r.latent, r.latent, r.threads, r.reps);
-    printf("  OpenBLAS sgemm 4096^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
-           "                                   repetitions; each stage's ratio uses its own samples)\n", pk, r.sgemm_samples);
+    printf("  OpenBLAS sgemm %4d^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
+           "                                   repetitions; each stage's ratio uses its own samples)\n", o.gemm_n, pk, r.sgemm_samples);
     printf("  %-28s %9s %9s %10s %7s %10s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm", "its sgemm");
 #define ROW(name, s, g, p) if ((s) > 0) printf("  %-28s %9.3f %9.1f %10.1f %6.0f%% %10.1f\n", name, s, g, (s) > 0 ? (g) / (s) : 0, 100 * ratio(g, s, p), p)
     ROW("text encoding (2 prompts)", r.text_encode_s, r.text_gflop, pk);

@@ -1,0 +1,83 @@
+/*
+ * test_bench_cli.c — `sdbatch bench` on the tiny model, as a user runs it (a child process): the
+ * --json object has the documented fields with sane values, --profile's breakdown names every op
+ * kind, and bad options are usage errors. A smoke test of the command, not a timed test: the
+ * figures themselves are not checked (the machine is shared).
+ */
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static int run(const char *args, char *out, size_t n)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' %s 2>&1", sdb_t_binary(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char out[1 << 16];
+
+static double field(const char *json, const char *key)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *at = strstr(json, pat);
+    return at ? atof(at + strlen(pat)) : -1.0;
+}
+
+static void test_json_fields(void)
+{
+    char args[4096];
+    snprintf(args, sizeof args, "bench --model '%s' --size 64 --reps 1 --steps 1 --gemm 512 --json",
+             sdb_t_path("models/tiny-sd-inpaint"));
+    int rc = run(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECKF(out[0] == '{' && strstr(out, "}\n"), "%s", out);
+    const char *keys[] = {"unet_step_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
+                          "vae_decode_s", "peak_rss_mib", "run_s"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        CHECKF(field(out, keys[i]) > 0, "%s: %s", keys[i], out);
+    CHECK(field(out, "threads") == 1);
+    CHECK(field(out, "size") == 64);
+    CHECK(field(out, "latent") == 8);
+}
+
+static void test_profile_and_only(void)
+{
+    char args[4096];
+    snprintf(args, sizeof args, "bench --model '%s' --size 64 --reps 1 --gemm 512 --only unet --profile",
+             sdb_t_path("models/tiny-sd-inpaint"));
+    int rc = run(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    const char *kinds[] = {"convolution", "linear", "attention", "norm", "elementwise", "copies"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) CHECKF(strstr(out, kinds[i]) != NULL, "%s", kinds[i]);
+    CHECK(strstr(out, "U-Net step (batch 2)") != NULL);
+    CHECK(strstr(out, "VAE decode  ") == NULL); /* not timed */
+}
+
+static void test_usage_errors(void)
+{
+    CHECK(run("bench", out, sizeof out) == 2);
+    CHECK(strstr(out, "--model is required") != NULL);
+    char args[4096];
+    snprintf(args, sizeof args, "bench --model '%s' --size 100", sdb_t_path("models/tiny-sd-inpaint"));
+    CHECK(run(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "bench --model '%s' --only unet,colour", sdb_t_path("models/tiny-sd-inpaint"));
+    CHECK(run(args, out, sizeof out) == 2);
+    CHECK(run("bench --help", out, sizeof out) == 0);
+}
+
+int main(void)
+{
+    RUN(test_json_fields);
+    RUN(test_profile_and_only);
+    RUN(test_usage_errors);
+    return sdb_t_done();
+}
