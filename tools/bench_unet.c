@@ -1,8 +1,10 @@
 /*
  * bench_unet.c — speed and memory of one U-Net forward at full size, without any weight file.
  *
- *   bench_unet [unet/config.json] [threads] [latent side] [repeats]
- *   (defaults: shared/models/sd15-inpaint-layout/unet/config.json, 2, 64, 2)
+ *   bench_unet [unet/config.json] [threads] [latent side] [repeats] [check]
+ *   (defaults: shared/models/sd15-inpaint-layout/unet/config.json, 2, 64, 2; with a fifth
+ *   argument "check", the forward is run once more on 1 thread and its output compared bit for bit
+ *   with the multi-threaded one)
  *
  * The weights come from sdb_weights' recording mode (every tensor the config needs, as the real
  * loader requests it), filled with small random values. Batch 2 (classifier-free guidance), 77
@@ -133,6 +135,17 @@ int main(int argc, char **argv)
         double t = now() - t0, c = cpu() - c0;
         printf("forward %d: %.2f s wall (%.2f s CPU), %.1f GFLOPS = %.0f%% of the sgemm rate; arena peak %.1f MiB\n",
                r + 1, t, c, flops / t / 1e9, 100.0 * flops / t / 1e9 / peak, sdb_unet_last_peak(u) / 1048576.0);
+    }
+    if (argc > 5 && !strcmp(argv[5], "check")) {
+        size_t no = (size_t)Bt * sdb_unet_out_channels(u) * S * S;
+        float *o1 = malloc(sizeof(float) * no);
+        sdb_threads_set(1);
+        if (sdb_unet_forward(u, x, Bt, S, S, ts, ctx, L, o1, &a, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+        sdb_threads_set(th);
+        int same = !memcmp(o1, o, sizeof(float) * no);
+        printf("1 thread vs %d threads: %s\n", th, same ? "bit-identical" : "DIFFERENT");
+        free(o1);
+        if (!same) return 1;
     }
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
