@@ -48,7 +48,8 @@
  *   f. after complete                          -> DONE.
  *
  * INVARIANTS crash safety rests on
- *   1. Every state change is one SQLite transaction (WAL, synchronous=FULL): it happens entirely
+ *   1. Every state change is one SQLite transaction (WAL, or a rollback journal for shard files;
+ *      synchronous=FULL): it happens entirely
  *      or not at all, whatever kills the process.
  *   2. A claim reads and updates the row inside BEGIN IMMEDIATE, i.e. holding the database's
  *      write lock: two claimers serialise and the second sees RUNNING. So a job has at most one
@@ -280,7 +281,14 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
     }
     sqlite3_busy_timeout(s->db, 60000);
     if (!s->readonly) {
-        if ((rc = exec(s, "PRAGMA journal_mode=WAL", err))) goto fail;
+        /* A shard's file (state.<I>-of-<N>.db) is written by one task but read by the other shards'
+         * hosts and by `status` elsewhere, possibly over NFS/Lustre: WAL's shared-memory index only
+         * works among processes of one host, so shard files use a rollback journal. The plain
+         * state.db is shared only by processes of one host: WAL, so readers never block the writer. */
+        const char *base = strrchr(path, '/');
+        base = base ? base + 1 : path;
+        int shard_file = strncmp(base, "state.", 6) == 0 && strstr(base, "-of-") != NULL;
+        if ((rc = exec(s, shard_file ? "PRAGMA journal_mode=DELETE" : "PRAGMA journal_mode=WAL", err))) goto fail;
         if ((rc = exec(s, "PRAGMA synchronous=FULL", err))) goto fail;
         if ((rc = migrate(s, err))) goto fail;
     } else {
