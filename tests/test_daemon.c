@@ -214,6 +214,20 @@ static void priority_key(void)
     CHECK(seen_prio && seen_key);
     if (!seen_prio || !seen_key) sdb_manifest_print_diags(&m, stderr);
     sdb_manifest_free(&m);
+    /* the manifest parser itself (run, validate, status) accepts the key and checks its type */
+    CHECK(sdb_manifest_load(&m, p, &err) == SDB_EFORMAT);
+    seen_prio = 0;
+    for (int i = 0; i < m.n_diags; i++) if (strstr(m.diags[i].text, "bad.yaml:4:11: 'priority' must be a whole number")) seen_prio = 1;
+    CHECK(seen_prio);
+    sdb_manifest_free(&m);
+    snprintf(t, sizeof t, "version: 1\nmodel: %s\noutput_dir: out\npriority: -3\njobs:\n  - id: a\n    prompt: p\n",
+             sdb_t_path("models/tiny-sd-inpaint"));
+    put("prio/good.yaml", t);
+    snprintf(p, sizeof p, "%s/prio/good.yaml", dir);
+    CHECKF(sdb_manifest_load(&m, p, &err) == 0, "%s", err.msg);
+    sdb_manifest_free(&m);
+    CHECK(sdb_spool_load_manifest(&m, p, &prio, &err) == 0 && prio == -3);
+    sdb_manifest_free(&m);
 }
 
 static void run_order_and_status(void)

@@ -400,6 +400,26 @@ static void end_to_end(void)
     fprintf(stderr, "    m3.yaml.errors.txt:\n%s", errs);
     free(errs);
 
+    /* status --spool: the three manifests where they ended, with their counts */
+    const char *sargs[] = {"status", "--spool", "spool", "--json", NULL};
+    st = rt_wait(rt_spawn(&b, NULL, sargs, "spool-status"));
+    CHECKF(rt_exit_code(st) == 0, "status --spool: exit %d", rt_exit_code(st));
+    char *stext = rt_slurp(&b, "spool-status.out");
+    json_t *sdoc = json_loads(stext, 0, NULL);
+    json_t *marr = sdoc ? json_object_get(sdoc, "manifests") : NULL;
+    CHECKF(json_array_size(marr) == 3, "status --spool:\n%s", stext);
+    for (size_t i = 0; i < json_array_size(marr); i++) {
+        json_t *o = json_array_get(marr, i);
+        const char *nm = json_string_value(json_object_get(o, "name")), *fo = json_string_value(json_object_get(o, "folder"));
+        if (!nm || !fo) { CHECK(0); continue; }
+        if (!strcmp(nm, "m1.yaml")) CHECK(!strcmp(fo, "done") && rt_jint(o, "done") == 2);
+        else if (!strcmp(nm, "m2.yaml")) CHECK(!strcmp(fo, "done") && rt_jint(o, "done") == 2 && rt_jint(o, "failed") == 1);
+        else if (!strcmp(nm, "m3.yaml")) CHECK(!strcmp(fo, "failed") && json_is_string(json_object_get(o, "errors")));
+        else CHECKF(0, "unexpected manifest %s", nm);
+    }
+    json_decref(sdoc);
+    free(stext);
+
     int bad = 0;
     CHECK(count_events(rotated, "manifest_taken", &bad) == 3);
     CHECK(count_events(rotated, "job_done", &bad) == 4);

@@ -4,6 +4,7 @@
  * --json follows schemas/status.schema.json.
  */
 #include "cli.h"
+#include "sdb/daemon.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
 #include "sdb/store.h"
@@ -26,7 +27,8 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: sdbatch status MANIFEST [--state PATH] [--jobs] [--shards[=N]] [--json]\n\n"
+        "usage: sdbatch status MANIFEST [--state PATH] [--jobs] [--shards[=N]] [--json]\n"
+        "       sdbatch status --spool DIR [--json]\n\n"
         "Shows how far a batch is: jobs per state, percent done, throughput, ETA and the last\n"
         "failures with their reasons. Reads every state database in <output_dir>/.sdbatch/ (the\n"
         "plain state.db and the shards' state.<I>-of-<N>.db) together; a job done in any counts as\n"
@@ -37,7 +39,9 @@ static void usage(FILE *f)
         "                 pending, its task's state (complete, running, stopped, failed, not started),\n"
         "                 stragglers, and the sbatch line that resubmits the unfinished shards;\n"
         "                 --shards=N also shows how N shards would split the manifest\n"
-        "  --json         machine-readable (schemas/status.schema.json)\n\n"
+        "  --json         machine-readable (schemas/status.schema.json)\n"
+        "  --spool DIR    instead of a manifest: every manifest of a daemon's spool with its\n"
+        "                 progress (--json: schemas/spool-status.schema.json)\n\n"
         "Exit status: 0, 2 bad manifest or usage, 1 unreadable state.\n");
 }
 
@@ -45,12 +49,13 @@ static int rank(sdb_job_state s) { return s == SDB_JOB_DONE ? 3 : s == SDB_JOB_R
 
 int cmd_status(int argc, char **argv)
 {
-    const char *path = NULL, *state = NULL;
+    const char *path = NULL, *state = NULL, *spool = NULL;
     int jobs_flag = 0, json = 0, shards_n = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return EXIT_OK; }
         else if (!strcmp(a, "--state") && i + 1 < argc) state = argv[++i];
+        else if (!strcmp(a, "--spool") && i + 1 < argc) spool = argv[++i];
         else if (!strcmp(a, "--jobs")) jobs_flag = 1;
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--shards")) shards_n = 0;
@@ -62,6 +67,14 @@ int cmd_status(int argc, char **argv)
         else if (a[0] == '-' && a[1]) return cli_usage_error("status", "unknown option '%s'", a);
         else if (!path) path = a;
         else return cli_usage_error("status", "unexpected argument '%s'", a);
+    }
+    if (spool) {   /* a daemon's spool: src/jobs/daemon.c */
+        if (path || state || jobs_flag || shards_n >= 0)
+            return cli_usage_error("status", "--spool lists a spool: give no MANIFEST, --state, --jobs or --shards");
+        sdb_err serr;
+        sdb_err_clear(&serr);
+        if (sdb_spool_status(spool, stdout, json, &serr)) return cli_error("status", &serr);
+        return EXIT_OK;
     }
     if (!path) return cli_usage_error("status", "missing MANIFEST");
     sdb_manifest m;

@@ -609,7 +609,7 @@ static void parse_root(ctx *c, yaml_node_t *root)
         ERR(m, npos(root), "the manifest must be a mapping (version, model, output_dir, defaults, jobs), got %s", kind(root));
         return;
     }
-    yaml_node_t *ver = NULL, *model = NULL, *outdir = NULL, *defaults = NULL, *jobs = NULL, *mcfg = NULL, *tok = NULL;
+    yaml_node_t *ver = NULL, *model = NULL, *outdir = NULL, *defaults = NULL, *jobs = NULL, *mcfg = NULL, *tok = NULL, *prio = NULL;
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
         yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
@@ -618,9 +618,9 @@ static void parse_root(ctx *c, yaml_node_t *root)
         yaml_node_t **slot = !strcmp(k, "version") ? &ver : !strcmp(k, "model") ? &model :
                              !strcmp(k, "output_dir") ? &outdir : !strcmp(k, "defaults") ? &defaults :
                              !strcmp(k, "jobs") ? &jobs : !strcmp(k, "model_config") ? &mcfg :
-                             !strcmp(k, "tokenizer") ? &tok : NULL;
+                             !strcmp(k, "tokenizer") ? &tok : !strcmp(k, "priority") ? &prio : NULL;
         if (!slot) {
-            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, model_config, tokenizer, output_dir, defaults, jobs)", k);
+            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, model_config, tokenizer, output_dir, priority, defaults, jobs)", k);
             continue;
         }
         if (*slot) { ERR(m, npos(kn), "duplicate key '%s' (first at line %d)", k, npos(*slot).line); continue; }
@@ -643,6 +643,10 @@ static void parse_root(ctx *c, yaml_node_t *root)
     }
     if (mcfg && get_string(c, mcfg, "model_config", &s) == 0) { m->model_config = abs_path(m->dir, s); m->model_config_pos = npos(mcfg); }
     if (tok && get_string(c, tok, "tokenizer", &s) == 0) { m->tokenizer = abs_path(m->dir, s); m->tokenizer_pos = npos(tok); }
+    if (prio) {   /* the daemon's queue order (src/jobs/daemon.c); nothing else reads it */
+        long long pv;
+        (void)get_int(c, prio, "priority", -1000000, 1000000, &pv);
+    }
     if (!outdir) ERR(m, top, "missing 'output_dir'");
     else if (get_string(c, outdir, "output_dir", &s) == 0) m->output_dir = abs_path(m->dir, s);
     fields d;
