@@ -103,9 +103,9 @@ int cmd_status(int argc, char **argv)
         free(db);
         free(dir);
     }
-    sdb_store **stores = calloc(np ? np : 1, sizeof *stores);
-    sdb_job_row **rows = calloc(np ? np : 1, sizeof *rows);
-    int *nrows = calloc(np ? np : 1, sizeof *nrows);
+    sdb_store **stores = calloc((size_t)(np > 0 ? np : 1), sizeof *stores);
+    sdb_job_row **rows = calloc((size_t)(np > 0 ? np : 1), sizeof *rows);
+    int *nrows = calloc((size_t)(np > 0 ? np : 1), sizeof *nrows);
     int ns = 0, code = EXIT_OK;
     for (int i = 0; i < np; i++) {
         sdb_store *s;
@@ -126,7 +126,7 @@ int cmd_status(int argc, char **argv)
     sdb_worker me;
     sdb_worker_self(&me);
     double now = sdb_now_wall();
-    merged *mj = calloc(m.n_jobs ? m.n_jobs : 1, sizeof *mj);
+    merged *mj = calloc((size_t)(m.n_jobs > 0 ? m.n_jobs : 1), sizeof *mj);
     int counts[4] = {0};
     double first_start = 0, last_finish = 0, sum_secs = 0;
     int n_timed = 0;
@@ -169,7 +169,7 @@ int cmd_status(int argc, char **argv)
             if (isfinite(x->seconds)) { sum_secs += x->seconds; n_timed++; }
         }
     }
-    sdb_job_state *js = calloc(m.n_jobs ? m.n_jobs : 1, sizeof *js);   /* for --shards */
+    sdb_job_state *js = calloc((size_t)(m.n_jobs > 0 ? m.n_jobs : 1), sizeof *js);   /* for --shards */
     for (int i = 0; i < m.n_jobs && js; i++) js[i] = mj[i].state;
     int total = m.n_jobs;
     double pct = total ? 100.0 * counts[SDB_JOB_DONE] / total : 100.0;
@@ -230,7 +230,7 @@ int cmd_status(int argc, char **argv)
         /* the last failures */
         int shown = 0;
         for (int pass = 0; pass < 1; pass++) {
-            int *idx = malloc(sizeof(int) * (m.n_jobs ? m.n_jobs : 1));
+            int *idx = malloc(sizeof(int) * (size_t)(m.n_jobs > 0 ? m.n_jobs : 1));
             int n = 0;
             for (int i = 0; i < m.n_jobs; i++) if (mj[i].state == SDB_JOB_FAILED) idx[n++] = i;
             for (int a = 0; a < n; a++)   /* most recent first; few failures, selection sort is fine */
