@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int sdb_t_checks_failed;
@@ -86,4 +87,16 @@ int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double 
             what, n, maxref, maxabs, worst, tol, ok ? "ok" : "TOO FAR");
     if (!ok) sdb_t_checks_failed++;
     return ok;
+}
+
+int sdb_t_sdbatch(const char *args, char *out, size_t n)
+{
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' %s 2>&1", SDB_BINARY, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t got = fread(out, 1, n - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

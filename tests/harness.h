@@ -36,6 +36,10 @@ const char *sdb_t_tmpdir(void);
 /* Path of the sdbatch binary built with the tests. */
 const char *sdb_t_binary(void);
 
+/* Runs the built sdbatch with `args` (shell words) on one thread, stderr merged into stdout;
+ * the output (truncated to n-1 bytes) goes to out. Returns the exit code, or -1. */
+int sdb_t_sdbatch(const char *args, char *out, size_t n);
+
 /* Compares n floats with the reference: passes when max|a-ref| <= atol + rtol * max|ref|.
  * Prints max abs/rel error either way (with `what`); returns 1 on pass. */
 int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double rtol, const char *what);

@@ -10,17 +10,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static int run(const char *args, char *out, size_t n)
-{
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' %s 2>&1", sdb_t_binary(), args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, char *out, size_t n) { return sdb_t_sdbatch(args, out, n); }
 
 static char out[1 << 16];
 
