@@ -191,6 +191,20 @@ static int write_mask(const char *dir, const char *name, const canvas *m)
     return rc;
 }
 
+/* Writes a scene's picture (PNG, or JPEG at `jpeg_quality` when it is > 0) and then, if that
+ * worked, its mask; frees both canvases. */
+static int save_scene(const char *dir, canvas *c, const char *name, int jpeg_quality, canvas *m, const char *mask_name)
+{
+    unsigned char *px = to_rgb8(c);
+    int rc = jpeg_quality > 0 ? write_jpeg(dir, name, px, c->w, c->h, jpeg_quality)
+                              : write_png(dir, name, px, c->w, c->h, 0);
+    free(px);
+    if (!rc) rc = write_mask(dir, mask_name, m);
+    free(c->px);
+    free(m->px);
+    return rc;
+}
+
 /* ---- the scenes -------------------------------------------------------------------------- */
 
 static void house(canvas *c, float x0, float y0, float w, float h, const float wall[3], const float roof[3])
@@ -237,17 +251,11 @@ static int scene_demo(const char *dir)
     tree(&c, 106, 102, 12);
     float path[5] = {64, 100, 58, 128, 4};
     fill(&c, sd_segment, path, 0.78f, 0.70f, 0.52f);
-    unsigned char *px = to_rgb8(&c);
-    int rc = write_png(dir, "demo.png", px, c.w, c.h, 0);
-    free(px);
 
     canvas m = canvas_new(128, 128);
     float blob[4] = {64, 84, 28, 24};
     fill(&m, sd_ellipse, blob, 1, 1, 1);
-    if (!rc) rc = write_mask(dir, "demo-mask.png", &m);
-    free(c.px);
-    free(m.px);
-    return rc;
+    return save_scene(dir, &c, "demo.png", 0, &m, "demo-mask.png");
 }
 
 static int scene_street(const char *dir)
@@ -279,19 +287,13 @@ static int scene_street(const char *dir)
         float dash[5] = {x, 81, x + 12, 81, 0.9f};
         fill(&c, sd_segment, dash, 0.95f, 0.92f, 0.70f);
     }
-    unsigned char *px = to_rgb8(&c);
-    int rc = write_png(dir, "street-136x96.png", px, c.w, c.h, 0);
-    free(px);
 
     /* a diagonal scratch across the picture, as on a damaged print */
     canvas m = canvas_new(136, 96);
     float s1[5] = {18, 10, 104, 74, 3.5f}, s2[5] = {104, 74, 122, 86, 2.5f};
     fill(&m, sd_segment, s1, 1, 1, 1);
     fill(&m, sd_segment, s2, 1, 1, 1);
-    if (!rc) rc = write_mask(dir, "street-136x96-mask.png", &m);
-    free(c.px);
-    free(m.px);
-    return rc;
+    return save_scene(dir, &c, "street-136x96.png", 0, &m, "street-136x96-mask.png");
 }
 
 static int scene_garden(const char *dir)
@@ -321,17 +323,11 @@ static int scene_garden(const char *dir)
         }
     float bench[4] = {64, 78, 90, 82};
     fill(&c, sd_box, bench, 0.48f, 0.32f, 0.18f);
-    unsigned char *px = to_rgb8(&c);
-    int rc = write_jpeg(dir, "garden-96x128.jpg", px, c.w, c.h, 90);
-    free(px);
 
     canvas m = canvas_new(96, 128);
     float blob[4] = {18, 88, 16, 20};
     fill(&m, sd_ellipse, blob, 1, 1, 1);
-    if (!rc) rc = write_mask(dir, "garden-96x128-mask.png", &m);
-    free(c.px);
-    free(m.px);
-    return rc;
+    return save_scene(dir, &c, "garden-96x128.jpg", 90, &m, "garden-96x128-mask.png");
 }
 
 int main(int argc, char **argv)
