@@ -1,6 +1,6 @@
 /*
  * test_core.c — core pieces: half/bfloat16 conversions (all 65536 values against an independent
- * ldexp formula, scalar vs F16C), the arena, atomic writes, config accessors, error context.
+ * ldexp formula, scalar vs F16C; narrowing against the nearest-half definition), the arena, atomic writes, config accessors, error context.
  */
 #include "harness.h"
 #include "sdb/arena.h"
@@ -60,6 +60,78 @@ static void test_f16_rounding(void)
     CHECK(sdb_f32_to_f16(0x1p-25f) == 0x0000);   /* half of the smallest subnormal: ties to even 0 */
     CHECK(sdb_f32_to_f16(0x1.8p-24f) == 0x0002); /* 1.5 subnormal units -> 2 */
     CHECK(sdb_bf16_to_f32(0x3F80) == 1.0f && sdb_bf16_to_f32(0xC040) == -3.0f);
+}
+
+/* The correctly rounded half of a finite double x >= 0 by definition: the two neighbouring halves
+ * from the table of all finite positive ones (65536 standing for the overflow step to infinity,
+ * 0x7C00, whose mantissa is even), nearest wins, a tie goes to the even one. */
+static double half_values[0x7C01];
+static uint16_t half_nearest(double x)
+{
+    unsigned lo = 0, hi = 0x7C00; /* half_values[lo] <= x < half_values[hi] (x below 65536) */
+    if (x >= 65536.0) return 0x7C00;
+    while (hi - lo > 1) {
+        unsigned mid = (lo + hi) / 2;
+        if (half_values[mid] <= x) lo = mid; else hi = mid;
+    }
+    double dl = x - half_values[lo], dh = half_values[hi] - x; /* exact in double */
+    if (dl < dh) return (uint16_t)lo;
+    if (dh < dl) return (uint16_t)hi;
+    return (uint16_t)((lo & 1) ? hi : lo);
+}
+
+static uint16_t signed_nearest(double x)
+{
+    return (uint16_t)((signbit(x) ? 0x8000 : 0) | half_nearest(fabs(x)));
+}
+
+/* Narrowing float32 -> half against half_nearest on every float whose 13 dropped mantissa bits
+ * take the patterns that decide rounding (exact, just above/below the half-way point, the tie,
+ * all ones), for every exponent, kept mantissa and sign; scalar and array (F16C) code. */
+static void test_f16_narrowing(void)
+{
+    for (unsigned h = 0; h < 0x7C00; h++) half_values[h] = half_reference((uint16_t)h);
+    half_values[0x7C00] = 65536.0;
+    static const uint32_t low[] = {0, 1, 0x7FF, 0x800, 0xFFF, 0x1000, 0x1001, 0x17FF, 0x1FFF};
+    const size_t nlow = sizeof low / sizeof low[0];
+    size_t n = 2 * 255 * 1024 * nlow + 16, k = 0;
+    float *f = malloc(n * sizeof *f);
+    uint16_t *arr = malloc(n * sizeof *arr);
+    for (uint32_t sgn = 0; sgn < 2; sgn++)
+        for (uint32_t e = 0; e < 255; e++)
+            for (uint32_t m = 0; m < 1024; m++)
+                for (size_t l = 0; l < nlow; l++) {
+                    uint32_t u = sgn << 31 | e << 23 | m << 13 | low[l];
+                    memcpy(&f[k++], &u, 4);
+                }
+    /* specials, some inside an 8-wide group with ordinary values */
+    const float sp[16] = {INFINITY, -INFINITY, NAN, -NAN, 1.0f, 65504.0f, 65519.99f, 65520.0f,
+                          -0.0f, 0x1p-25f, 0x1.8p-24f, 1e-40f, NAN, 2.0f, 3.0f, -1e30f};
+    for (int i = 0; i < 16; i++) f[k++] = sp[i];
+    sdb_f32_to_f16_array(f, arr, n);
+    size_t bad = 0, bad_arr = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t s = sdb_f32_to_f16(f[i]);
+        if (arr[i] != s) bad_arr++;
+        if (isnan(f[i])) { if ((s & 0x7FFF) != 0x7E00) bad++; continue; }
+        if (s != signed_nearest((double)f[i])) {
+            if (bad < 5) fprintf(stderr, "  %a -> %04x, expected %04x\n", (double)f[i], s, signed_nearest((double)f[i]));
+            bad++;
+        }
+    }
+    CHECKF(bad == 0, "%zu of %zu narrowings differ from the definition", bad, n);
+    CHECKF(bad_arr == 0, "%zu array narrowings differ from the scalar ones", bad_arr);
+    /* from double: rounded once. 1 + 2^-11 + 2^-40 is above the tie between 1 and 1 + 2^-10,
+     * but rounds to exactly the tie in float32 (which would then round to even, 1.0) */
+    CHECK(sdb_f64_to_f16(1.0 + 0x1p-11 + 0x1p-40) == 0x3C01);
+    CHECK(sdb_f64_to_f16(1.0 + 0x1p-11) == 0x3C00 && sdb_f64_to_f16(-(1.0 + 0x1p-11 + 0x1p-40)) == 0xBC01);
+    CHECK(sdb_f64_to_f16(1e300) == 0x7C00 && sdb_f64_to_f16(1e-300) == 0 && sdb_f64_to_f16(65519.999) == 0x7BFF);
+    double dv[] = {0x1.0008000001p-20, 3.14159265358979, -2.0000000000001, 65519.9999999, 1e-7, 0x1.ffdp-15};
+    for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++)
+        CHECKF(sdb_f64_to_f16(dv[i]) == signed_nearest(dv[i]), "%a -> %04x, expected %04x", dv[i],
+               sdb_f64_to_f16(dv[i]), signed_nearest(dv[i]));
+    free(f);
+    free(arr);
 }
 
 static void test_arena(void)
@@ -178,6 +250,7 @@ int main(void)
 {
     RUN(test_f16_all_values);
     RUN(test_f16_rounding);
+    RUN(test_f16_narrowing);
     RUN(test_arena);
     RUN(test_atomic_write);
     RUN(test_config);

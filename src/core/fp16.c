@@ -4,8 +4,9 @@
  */
 #include "sdb/fp16.h"
 
-#include <string.h>
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 static inline float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
@@ -44,6 +45,19 @@ uint16_t sdb_f32_to_f16(float f)
     return (uint16_t)(sign | (((a >> 23) - 112) << 10) | ((a >> 13) & 0x3FFu));
 }
 
+uint16_t sdb_f64_to_f16(double d)
+{
+    /* Round to float32 by "round to odd" (truncate, then set the last bit when inexact): with 13
+     * more bits than half has, the final round-to-nearest-even then gives the correctly rounded
+     * half of d itself. */
+    float f = (float)d;
+    if ((double)f != d && isfinite(f)) {
+        if (fabs((double)f) > fabs(d)) f = nextafterf(f, 0.0f); /* truncated toward zero */
+        f = bits_f32(f32_bits(f) | 1u);
+    }
+    return sdb_f32_to_f16(f);
+}
+
 int sdb_fp16_has_f16c(void)
 {
     __builtin_cpu_init();
@@ -75,7 +89,27 @@ void sdb_bf16_to_f32_array(const uint16_t *src, float *dst, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = sdb_bf16_to_f32(src[i]);
 }
 
+__attribute__((target("avx,f16c")))
+static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_loadu_ps(src + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) {
+            /* a NaN: F16C keeps its payload, the scalar code gives one quiet NaN */
+            for (size_t j = i; j < i + 8; j++) dst[j] = sdb_f32_to_f16(src[j]);
+            continue;
+        }
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) dst[i] = sdb_f32_to_f16(src[i]);
+}
+
 void sdb_f32_to_f16_array(const float *src, uint16_t *dst, size_t n)
 {
+    if (n >= 8 && sdb_fp16_has_f16c()) {
+        f32_to_f16_f16c(src, dst, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++) dst[i] = sdb_f32_to_f16(src[i]);
 }
