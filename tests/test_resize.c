@@ -24,6 +24,18 @@ static const sdb_st_tensor *need(const sdb_st *st, const char *name)
 /* ---------------------------------------------------------------------------------------------- */
 /* the pipeline reference                                                                          */
 
+/* Loads case i's inputs (the 192x128 scene, RGB, and its mask, L) and opens its reference file;
+ * returns 1 when all three are there (failures are recorded). The caller frees what it got. */
+static int open_case_i(sdb_image *scene, sdb_image *mask, sdb_st **st)
+{
+    sdb_err err = {0};
+    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_192x128.png"), scene, 3, 0, &err), &err);
+    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"), mask, 1, 0, &err), &err);
+    *st = NULL;
+    CHECK_OK(sdb_st_open(st, sdb_t_path(CASE_I), &err), &err);
+    return scene->px && mask->px && *st;
+}
+
 static void test_case_i_crop_region(void)
 {
     sdb_err err = {0};
@@ -51,11 +63,8 @@ static void test_case_i_preprocess(void)
 {
     sdb_err err = {0};
     sdb_image scene, mask;
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_192x128.png"), &scene, 3, 0, &err), &err);
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"), &mask, 1, 0, &err), &err);
-    sdb_st *st = NULL;
-    CHECK_OK(sdb_st_open(&st, sdb_t_path(CASE_I), &err), &err);
-    if (!scene.px || !mask.px || !st) goto out;
+    sdb_st *st;
+    if (!open_case_i(&scene, &mask, &st)) goto out;
     int crop[4];
     CHECK_OK(sdb_get_crop_region(&mask, 128, 128, 8, crop, &err), &err);
 
@@ -106,11 +115,8 @@ static void test_case_i_overlay(void)
 {
     sdb_err err = {0};
     sdb_image scene, mask;
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_192x128.png"), &scene, 3, 0, &err), &err);
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"), &mask, 1, 0, &err), &err);
-    sdb_st *st = NULL;
-    CHECK_OK(sdb_st_open(&st, sdb_t_path(CASE_I), &err), &err);
-    if (!scene.px || !mask.px || !st) goto out;
+    sdb_st *st;
+    if (!open_case_i(&scene, &mask, &st)) goto out;
     const sdb_st_tensor *tc = need(st, "output_u8_crop"), *to = need(st, "output_u8"), *tcc = need(st, "crops_coords");
     if (!tc || !to || !tcc) goto out;
     CHECK(tc->nbytes == 128 * 128 * 3 && to->nbytes == 128 * 192 * 3);
