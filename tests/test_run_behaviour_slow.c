@@ -101,7 +101,7 @@ static void bad_jobs_fail_alone(void)
     for (int i = 0; i < 3; i++) CHECK(h[i][0]);
     CHECK(rt_sql(b.db, "SELECT count(*) FROM jobs WHERE state='failed'") == 2);
     CHECK(rt_sql(b.db, "SELECT count(*) FROM jobs WHERE id='nomask' AND error LIKE '%%missing.png%%'") == 1);
-    json_t *doc = rt_status_json(&b);
+    json_t *doc = rt_status_json(&b, NULL);
     if (doc) {
         CHECK(rt_jint(doc, "total") == 5 && rt_jint(doc, "done") == 3 && rt_jint(doc, "failed") == 2);
         json_t *jobs = json_object_get(doc, "jobs");
@@ -181,7 +181,7 @@ static void only_and_dry_run(void)
     CHECK(rt_exit_code(rt_run(&b, NULL, args)) == 0);
     CHECK(rt_sql(b.db, "SELECT count(*) FROM runs WHERE outcome='done'") == 2);
     CHECK(rt_sql(b.db, "SELECT count(*) FROM runs WHERE job_id IN ('job01','job03') AND outcome='done'") == 2);
-    json_t *doc = rt_status_json(&b);
+    json_t *doc = rt_status_json(&b, NULL);
     if (doc) {
         CHECK(rt_jint(doc, "done") == 2 && rt_jint(doc, "pending") == 2);
         json_decref(doc);
@@ -214,7 +214,7 @@ static void bad_manifest_exits_2(void)
     replace(&b, "  colour: red\n", "");
     CHECK(rt_exit_code(rt_run(&b, NULL, vargs)) == 0);
     /* status before any run: all pending, valid JSON */
-    json_t *doc = rt_status_json(&b);
+    json_t *doc = rt_status_json(&b, NULL);
     if (doc) {
         CHECK(rt_jint(doc, "total") == 2 && rt_jint(doc, "pending") == 2);
         json_decref(doc);

@@ -191,6 +191,21 @@ static int rt_each_done_once(const rt_batch *b)
     return ok;
 }
 
+/* The reference run a test compares with: a fresh batch of n jobs, run once without disturbance,
+ * must exit 0 with an output for every job and every job done exactly once; h gets the outputs'
+ * hashes (rt_hashes). (inline: tests that do not use it get no unused-function warning) */
+static inline void rt_baseline(rt_batch *b, int n, char (*h)[65])
+{
+    rt_make(b, n, NULL);
+    const char *args[] = {"run", b->manifest, NULL};
+    int st = rt_run(b, NULL, args);
+    CHECKF(rt_exit_code(st) == 0, "exit %d", rt_exit_code(st));
+    if (rt_exit_code(st)) rt_show(b, NULL);
+    rt_hashes(b, h);
+    for (int i = 0; i < n; i++) CHECKF(h[i][0], "no output for %s", b->ids[i]);
+    CHECK(rt_each_done_once(b));
+}
+
 /* ---- a small JSON Schema (2020-12 subset) validator: type, required, properties, items, enum,
  * const, minimum, maximum — enough for schemas/status.schema.json. */
 static int rt_type_ok(const json_t *v, const char *t)
@@ -259,11 +274,15 @@ static int rt_validate(const json_t *v, const json_t *schema, const char *where)
     return ok;
 }
 
-/* Runs `status --json`, validates it against schemas/status.schema.json; returns the parsed
- * document (NULL on failure). */
-static json_t *rt_status_json(const rt_batch *b)
+/* Runs `status [option] --json` (option: e.g. "--shards", or NULL), validates the output against
+ * schemas/status.schema.json; returns the parsed document (NULL on failure). */
+static json_t *rt_status_json(const rt_batch *b, const char *option)
 {
-    const char *args[] = {"status", b->manifest, "--json", NULL};
+    const char *args[5] = {"status", b->manifest};
+    int n = 2;
+    if (option) args[n++] = option;
+    args[n++] = "--json";
+    args[n] = NULL;
     int st = rt_wait(rt_spawn(b, NULL, args, "status"));
     CHECKF(rt_exit_code(st) == 0, "status exit %d", rt_exit_code(st));
     char *text = rt_slurp(b, "status.out");

@@ -13,13 +13,7 @@ static char base[NJOBS][65];
 static void baseline(void)
 {
     rt_batch b;
-    rt_make(&b, NJOBS, NULL);
-    const char *args[] = {"run", b.manifest, NULL};
-    int st = rt_run(&b, NULL, args);
-    CHECKF(rt_exit_code(st) == 0, "exit %d", rt_exit_code(st));
-    if (rt_exit_code(st)) rt_show(&b, NULL);
-    rt_hashes(&b, base);
-    CHECK(rt_each_done_once(&b));
+    rt_baseline(&b, NJOBS, base);
 }
 
 static void concurrent(int nproc, int kill_one)
@@ -62,7 +56,7 @@ static void concurrent(int nproc, int kill_one)
     fprintf(stderr, "    %d processes: the jobs were done by %lld of them\n", nproc, workers);
     CHECK(workers >= 1);
     CHECK(rt_sql(b.db, "SELECT count(*) FROM runs WHERE outcome='done'") == NJOBS);
-    json_t *doc = rt_status_json(&b);
+    json_t *doc = rt_status_json(&b, NULL);
     if (doc) {
         CHECK(rt_jint(doc, "done") == NJOBS && rt_jint(doc, "running") == 0);
         json_decref(doc);

@@ -17,14 +17,7 @@ static char base[NJOBS][65];
 static void baseline(void)
 {
     rt_batch b;
-    rt_make(&b, NJOBS, NULL);
-    const char *args[] = {"run", b.manifest, NULL};
-    int st = rt_run(&b, NULL, args);
-    CHECKF(rt_exit_code(st) == 0, "exit %d", rt_exit_code(st));
-    if (rt_exit_code(st)) rt_show(&b, NULL);
-    rt_hashes(&b, base);
-    for (int i = 0; i < NJOBS; i++) CHECKF(base[i][0], "no output for %s", b.ids[i]);
-    CHECK(rt_each_done_once(&b));
+    rt_baseline(&b, NJOBS, base);
     /* the PNG carries the A1111 parameters chunk */
     char p[800];
     snprintf(p, sizeof p, "%s/job00.png", b.out);
@@ -72,7 +65,7 @@ static void scenario(const char *const *kills)
     for (int i = 0; i < NJOBS; i++) CHECKF(!strcmp(h[i], base[i]), "%s differs from the uninterrupted run", b.ids[i]);
     CHECK(rt_each_done_once(&b));
     CHECK(rt_temp_files(&b) == 0);
-    json_t *doc = rt_status_json(&b);
+    json_t *doc = rt_status_json(&b, NULL);
     if (doc) {
         CHECK(rt_jint(doc, "total") == NJOBS && rt_jint(doc, "done") == NJOBS);
         CHECK(rt_jint(doc, "pending") == 0 && rt_jint(doc, "running") == 0 && rt_jint(doc, "failed") == 0);

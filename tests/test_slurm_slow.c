@@ -225,27 +225,6 @@ static void same_as_baseline(const rt_batch *b)
     CHECK(rt_temp_files(b) == 0);
 }
 
-/* `status --shards --json`, schema-checked; returns the document. */
-static json_t *status_shards(const rt_batch *b)
-{
-    const char *args[] = {"status", b->manifest, "--shards", "--json", NULL};
-    int st = rt_wait(rt_spawn(b, NULL, args, "status"));
-    CHECKF(rt_exit_code(st) == 0, "status exit %d", rt_exit_code(st));
-    char *text = rt_slurp(b, "status.out");
-    json_error_t je;
-    json_t *doc = json_loads(text, 0, &je);
-    CHECKF(doc != NULL, "status --json is not JSON: %s", je.text);
-    free(text);
-    if (!doc) return NULL;
-    json_t *schema = json_load_file(SDB_SOURCE_DIR "/schemas/status.schema.json", 0, &je);
-    CHECKF(schema != NULL, "schema: %s", je.text);
-    if (schema) {
-        CHECK(rt_validate(doc, schema, "status"));
-        json_decref(schema);
-    }
-    return doc;
-}
-
 static int shards_complete(const json_t *doc)
 {
     const json_t *arr = json_object_get(doc, "shards");
@@ -385,7 +364,7 @@ static void reshard(void)
         int st = rt_run(&b, env, args);
         CHECKF(rt_exit_code(st) == 0, "shard %s: exit %d", sh_arg, rt_exit_code(st));
     }
-    json_t *doc = status_shards(&b);
+    json_t *doc = rt_status_json(&b, "--shards");
     if (doc) {
         CHECKF(rt_jint(doc, "done") == NJOBS / 2, "after shards 0 and 2 of 4: %lld done", rt_jint(doc, "done"));
         CHECK(shards_complete(doc) == 2);
@@ -416,7 +395,7 @@ static void reshard(void)
         CHECKF(runs == 1, "%s done %lld times", b.ids[j], runs);
     }
     same_as_baseline(&b);
-    doc = status_shards(&b);
+    doc = rt_status_json(&b, "--shards");
     if (doc) {
         CHECK(rt_jint(doc, "done") == NJOBS);
         json_decref(doc);
@@ -460,7 +439,7 @@ static void array(void)
         CHECKF(strstr(log, want) != NULL, "%s does not say '%s'", name, want);
         free(log);
     }
-    json_t *doc = status_shards(&b);
+    json_t *doc = rt_status_json(&b, "--shards");
     if (doc) {
         CHECKF(rt_jint(doc, "done") == NJOBS, "status: %lld done", rt_jint(doc, "done"));
         CHECKF(shards_complete(doc) == 4, "status: %d of 4 shards complete", shards_complete(doc));
@@ -529,7 +508,7 @@ static void disrupt(void)
     fprintf(stderr, "    %.1f s: sbatch --wait returned %d\n", sdb_now_mono() - t0, st);
     /* and no task of it is left in the queue (a requeued task waits there for its BeginTime) */
     if (!(ok = wait_for(&b, array_gone, jid, 60))) { CHECKF(0, "array %d still in the queue", jid); goto bail; }
-    json_t *doc = status_shards(&b);
+    json_t *doc = rt_status_json(&b, "--shards");
     if (doc) {
         CHECKF(!strcmp(shard_state(doc, 1), "stopped"), "shard 1 is '%s', want stopped", shard_state(doc, 1));
         CHECKF(rt_jint(doc, "done") < NJOBS, "every job done although shard 1 was cancelled mid-way");
@@ -552,7 +531,7 @@ static void disrupt(void)
     /* every job exactly once, outputs as the single process made them */
     CHECK(done_once_across_shards(&b));
     same_as_baseline(&b);
-    doc = status_shards(&b);
+    doc = rt_status_json(&b, "--shards");
     if (doc) {
         CHECKF(shards_complete(doc) == 4, "status: %d of 4 shards complete", shards_complete(doc));
         CHECK(rt_jint(doc, "done") == NJOBS);
@@ -597,7 +576,6 @@ bail:
 int main(void)
 {
     (void)rt_each_done_once;   /* shared helpers this test does not need */
-    (void)rt_status_json;
     cluster_start();
     RUN(baseline);
     RUN(reshard);
