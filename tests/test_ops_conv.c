@@ -1,9 +1,11 @@
 /*
  * test_ops_conv.c — conv2d, GroupNorm(+SiLU), nearest upsampling and transpose against naive
- * double-precision references written here; 1 vs 2 threads bit-identical.
+ * double-precision references written here; 1 vs 2 threads bit-identical; conv and linear with a
+ * half (F16) weight matrix bit-identical to the same matrix widened to float32 and passed as such.
  */
 #include "harness.h"
 #include "sdb/arena.h"
+#include "sdb/fp16.h"
 #include "sdb/ops/conv.h"
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/resample.h"
@@ -43,7 +45,7 @@ static void conv_ref(const sdb_conv2d *c, const float *x, int N, int H, int W, f
                                 int iy = oy * c->stride + ky - c->pad_t;
                                 int ix = ox * c->stride + kx - c->pad_l;
                                 if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                                acc += (double)c->w[((co * c->cin + ci) * c->k + ky) * c->k + kx] *
+                                acc += (double)c->w.f32[((co * c->cin + ci) * c->k + ky) * c->k + kx] *
                                        x[(((size_t)n * c->cin + ci) * H + iy) * W + ix];
                             }
                     size_t o = (((size_t)n * c->cout + co) * Ho + oy) * Wo + ox;
@@ -54,13 +56,24 @@ static void conv_ref(const sdb_conv2d *c, const float *x, int N, int H, int W, f
 
 static sdb_arena arena;
 
+/* w rounded to half (the F16 matrix) and that half widened back (what it stands for) */
+static uint16_t *half_of(const float *w, size_t n, float **widened)
+{
+    uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+    *widened = malloc(sizeof(float) * (n ? n : 1));
+    sdb_f32_to_f16_array(w, h, n);
+    sdb_f16_to_f32_array(h, *widened, n);
+    return h;
+}
+
 static void conv_case(int N, int cin, int cout, int k, int stride, int pt, int pl, int pb, int pr,
                       int H, int W, int bias, int resid)
 {
-    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, NULL, NULL};
-    float *w = rand_buf((size_t)cout * cin * k * k, 0.3f);
+    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, {NULL, NULL}, NULL};
+    const size_t nw = (size_t)cout * cin * k * k;
+    float *w = rand_buf(nw, 0.3f);
     float *b = bias ? rand_buf(cout, 0.5f) : NULL;
-    c.w = w; c.b = b;
+    c.w = sdb_wmat_f32(w); c.b = b;
     int Ho, Wo;
     sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
     size_t nx = (size_t)N * cin * H * W, ny = (size_t)N * cout * Ho * Wo;
@@ -79,6 +92,21 @@ static void conv_case(int N, int cin, int cout, int k, int stride, int pt, int p
              stride, pt, pl, pb, pr, H, W, bias ? " bias" : "", resid ? " resid" : "");
     CHECKF(sdb_t_close(y1, ref, ny, 1e-5, 1e-5, what), "%s", what);
     CHECKF(memcmp(y1, y2, sizeof(float) * ny) == 0, "%s: 1 vs 2 threads differ", what);
+    /* the weights as an F16 matrix: exactly the conv of the widened float32 matrix */
+    float *ww;
+    uint16_t *wh = half_of(w, nw, &ww);
+    sdb_conv2d c16 = c, cw = c;
+    c16.w = sdb_wmat_f16(wh);
+    cw.w = sdb_wmat_f32(ww);
+    sdb_threads_set(1);
+    CHECK(sdb_conv2d_forward(&cw, x, N, H, W, ref, r, &arena) == 0);
+    CHECK(sdb_conv2d_forward(&c16, x, N, H, W, y1, r, &arena) == 0);
+    CHECK(sdb_arena_mark(&arena) == mark);
+    sdb_threads_set(2);
+    CHECK(sdb_conv2d_forward(&c16, x, N, H, W, y2, r, &arena) == 0);
+    CHECKF(memcmp(y1, ref, sizeof(float) * ny) == 0, "%s: F16 weights differ from their float32 widening", what);
+    CHECKF(memcmp(y2, ref, sizeof(float) * ny) == 0, "%s: F16 weights, 2 threads differ", what);
+    free(wh); free(ww);
     free(w); free(b); free(x); free(r); free(ref); free(y1); free(y2);
 }
 
@@ -208,12 +236,14 @@ static void test_transpose(void)
 
 static void test_gemm_linear(void)
 {
-    int shapes[][3] = {{1, 3, 2}, {77, 32, 64}, {512, 320, 96}, {130, 700, 40}, {33, 17, 1000}};
+    int shapes[][3] = {{1, 3, 2}, {77, 32, 64}, {512, 320, 96}, {130, 700, 40}, {33, 17, 1000}, {64, 300, 260}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int M = shapes[t][0], K = shapes[t][1], N = shapes[t][2];
         float *x = rand_buf((size_t)M * K, 1.0f), *W = rand_buf((size_t)N * K, 0.2f), *b = rand_buf(N, 1.0f);
         float *y0 = rand_buf((size_t)M * N, 1.0f);
         float *ref = malloc(sizeof(float) * M * N), *y1 = malloc(sizeof(float) * M * N), *y2 = malloc(sizeof(float) * M * N);
+        float *Ww;
+        uint16_t *Wh = half_of(W, (size_t)N * K, &Ww);
         for (int acc = 0; acc < 2; acc++) {
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) {
@@ -224,14 +254,30 @@ static void test_gemm_linear(void)
             memcpy(y1, y0, sizeof(float) * M * N);
             memcpy(y2, y0, sizeof(float) * M * N);
             sdb_threads_set(1);
-            sdb_gemm_linear(x, M, K, W, b, N, y1, acc);
+            CHECK(sdb_gemm_linear(x, M, K, sdb_wmat_f32(W), b, N, y1, acc, NULL) == 0);
             sdb_threads_set(2);
-            sdb_gemm_linear(x, M, K, W, b, N, y2, acc);
+            CHECK(sdb_gemm_linear(x, M, K, sdb_wmat_f32(W), b, N, y2, acc, NULL) == 0);
             char what[96];
             snprintf(what, sizeof what, "linear %dx%d -> %d acc%d", M, K, N, acc);
             CHECKF(sdb_t_close(y1, ref, (size_t)M * N, 1e-5, 1e-5, what), "%s", what);
             CHECKF(memcmp(y1, y2, sizeof(float) * M * N) == 0, "%s: 1 vs 2 threads differ", what);
+            /* F16 W: exactly the linear of its float32 widening, for 1 and 2 threads */
+            const sdb_wmat w16 = sdb_wmat_f16(Wh);
+            size_t mark = sdb_arena_mark(&arena);
+            memcpy(ref, y0, sizeof(float) * M * N);
+            memcpy(y1, y0, sizeof(float) * M * N);
+            memcpy(y2, y0, sizeof(float) * M * N);
+            sdb_threads_set(1);
+            CHECK(sdb_gemm_linear(x, M, K, sdb_wmat_f32(Ww), b, N, ref, acc, NULL) == 0);
+            CHECK(sdb_gemm_linear(x, M, K, w16, b, N, y1, acc, &arena) == 0);
+            sdb_threads_set(2);
+            CHECK(sdb_gemm_linear(x, M, K, w16, b, N, y2, acc, &arena) == 0);
+            CHECK(sdb_arena_mark(&arena) == mark);
+            CHECKF(memcmp(y1, ref, sizeof(float) * M * N) == 0, "%s: F16 W differs from its float32 widening", what);
+            CHECKF(memcmp(y2, ref, sizeof(float) * M * N) == 0, "%s: F16 W, 2 threads differ", what);
+            CHECK(sdb_gemm_linear(x, M, K, w16, b, N, y2, acc, NULL) == SDB_EINVAL); /* half needs scratch */
         }
+        free(Wh); free(Ww);
         free(x); free(W); free(b); free(y0); free(ref); free(y1); free(y2);
     }
 }

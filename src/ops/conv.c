@@ -11,9 +11,13 @@
  * tile's GEMM is cut into a fixed grid of blocks (grid_of: chosen from the shapes only) that run as OpenMP tasks, each a single-threaded sgemm (OpenBLAS's OpenMP build
  * runs single-threaded inside an active parallel region). im2col is a parallel pure copy. Results
  * are therefore identical for any thread count (tests/test_ops_conv.c checks 1 vs 2 threads).
+ *
+ * Half weight matrices (sdb_wmat.f16) are widened into the arena once per call (widen_wmat: an
+ * exact conversion, split over the threads) and then used exactly like float32 ones.
  */
 #include "sdb/ops/conv.h"
 #include "sdb/error.h"
+#include "sdb/fp16.h"
 
 #include <cblas.h>
 #include <stddef.h>
@@ -25,6 +29,24 @@
 /* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
  * (K = 2560*9) still run GEMMs with a reasonable N. */
 #define SDB_CONV_MIN_COLS 512
+
+/* float32 view of a weight matrix of n elements: the matrix itself, or (half) a widened copy in the
+ * arena (the caller releases it with its other scratch). NULL when the arena is exhausted. */
+#define SDB_WIDEN_CHUNK ((size_t)1 << 16)
+static const float *widen_wmat(sdb_wmat w, size_t n, sdb_arena *scratch)
+{
+    if (w.f32) return w.f32;
+    if (!w.f16 || !scratch) return NULL;
+    float *dst = sdb_arena_floats(scratch, n);
+    if (!dst) return NULL;
+    const long chunks = (long)((n + SDB_WIDEN_CHUNK - 1) / SDB_WIDEN_CHUNK);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (long c = 0; c < chunks; c++) {
+        size_t i0 = (size_t)c * SDB_WIDEN_CHUNK, len = n - i0 < SDB_WIDEN_CHUNK ? n - i0 : SDB_WIDEN_CHUNK;
+        sdb_f16_to_f32_array(w.f16 + i0, dst + i0, len);
+    }
+    return dst;
+}
 
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
 {
@@ -197,9 +219,13 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
     gemm_grid_body(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *bias, int N,
-                     float *y, int accumulate)
+int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
+                    int accumulate, sdb_arena *scratch)
 {
+    if (!W.f32 && !scratch) return SDB_EINVAL;
+    size_t mark = W.f32 ? 0 : sdb_arena_mark(scratch);
+    const float *w = widen_wmat(W, (size_t)N * K, scratch);
+    if (!w) return SDB_ENOMEM;
     if (bias || !accumulate) {
 #pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
         for (int i = 0; i < M; i++) {
@@ -213,7 +239,9 @@ void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *
             }
         }
     }
-    sdb_gemm(1, M, N, K, x, K, W, K, 1.0f, y, N);
+    sdb_gemm(1, M, N, K, x, K, w, K, 1.0f, y, N);
+    if (!W.f32) sdb_arena_reset(scratch, mark);
+    return 0;
 }
 
 /* Small images (low-resolution U-Net levels: 8x8, 16x16 latents): the GEMM of one image has so
@@ -223,20 +251,19 @@ void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *
 /* im2col budget of that path (batches of 2+ images only: the U-Net's guidance pair, never the
  * batch-1 VAE): covers every SD 1.x conv at 8x8 and 16x16 and the 1280-channel ones at 32x32. */
 #define SDB_CONV_BATCH_BYTES ((size_t)96 << 20)
-static int conv_batched(const sdb_conv2d *c, const float *x, int N, int H, int W, int Ho, int Wo,
-                        float *y, const float *residual, sdb_arena *scratch)
+static int conv_batched(const sdb_conv2d *c, const float *w, const float *x, int N, int H, int W,
+                        int Ho, int Wo, float *y, const float *residual, sdb_arena *scratch)
 {
     const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
     const int K = c->cin * c->k * c->k, ncols = (int)(N * HWo), cout = c->cout;
-    size_t mark = sdb_arena_mark(scratch);
     float *col = sdb_arena_floats(scratch, (size_t)K * ncols);
     float *tmp = sdb_arena_floats(scratch, (size_t)cout * ncols);
-    if (!col || !tmp) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
+    if (!col || !tmp) return SDB_ENOMEM;
 #pragma omp parallel if (!gemm_is_small(cout, ncols, K))
     {
         for (int n = 0; n < N; n++) /* each an omp for ending with a barrier */
             im2col_tile(c, x + (size_t)n * c->cin * HW, H, W, Wo, 0, Ho, col + (size_t)n * HWo, ncols);
-        gemm_grid_body(0, cout, ncols, K, c->w, K, col, ncols, 0.0f, tmp, ncols);
+        gemm_grid_body(0, cout, ncols, K, w, K, col, ncols, 0.0f, tmp, ncols);
 #pragma omp for schedule(static)
         for (int t = 0; t < N * cout; t++) {
             int n = t / cout, co = t % cout;
@@ -248,7 +275,6 @@ static int conv_batched(const sdb_conv2d *c, const float *x, int N, int H, int W
             for (size_t i = 0; i < HWo; i++) dst[i] = ((r ? r[i] : 0.0f) + b) + src[i];
         }
     }
-    sdb_arena_reset(scratch, mark);
     return 0;
 }
 
@@ -261,13 +287,18 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
     const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
     const int K = c->cin * c->k * c->k;
     const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+    size_t mark = sdb_arena_mark(scratch);
+    const float *w = widen_wmat(c->w, (size_t)c->cout * K, scratch);
+    if (!w) return SDB_ENOMEM;
     if (N > 1 && HWo <= SDB_CONV_BATCH_MAX_HW &&
-        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_BATCH_BYTES)
-        return conv_batched(c, x, N, H, W, Ho, Wo, y, residual, scratch);
+        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_BATCH_BYTES) {
+        int rc = conv_batched(c, w, x, N, H, W, Ho, Wo, y, residual, scratch);
+        sdb_arena_reset(scratch, mark);
+        return rc;
+    }
 
     int rows_per_tile = Ho;
     float *col = NULL;
-    size_t mark = sdb_arena_mark(scratch);
     if (!direct) {
         size_t cols = SDB_CONV_TILE_BYTES / ((size_t)K * sizeof(float));
         if (cols < SDB_CONV_MIN_COLS) cols = SDB_CONV_MIN_COLS;
@@ -275,7 +306,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
         if (rows_per_tile < 1) rows_per_tile = 1;
         if (rows_per_tile > Ho) rows_per_tile = Ho;
         col = sdb_arena_floats(scratch, (size_t)K * rows_per_tile * Wo);
-        if (!col) return SDB_ENOMEM;
+        if (!col) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
     }
 
     for (int n = 0; n < N; n++) {
@@ -284,7 +315,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
         const float *rn = residual ? residual + (size_t)n * c->cout * HWo : NULL;
         init_out(c, yn, rn, HWo);
         if (direct) {
-            sdb_gemm(0, c->cout, (int)HW, K, c->w, K, xn, (int)HW, 1.0f, yn, (int)HWo);
+            sdb_gemm(0, c->cout, (int)HW, K, w, K, xn, (int)HW, 1.0f, yn, (int)HWo);
             continue;
         }
         for (int r0 = 0; r0 < Ho; r0 += rows_per_tile) {
@@ -293,7 +324,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
 #pragma omp parallel if (!gemm_is_small(c->cout, ncols, K))
             {
                 im2col_tile(c, xn, H, W, Wo, r0, r1, col, ncols); /* ends with a barrier */
-                gemm_grid_body(0, c->cout, ncols, K, c->w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
+                gemm_grid_body(0, c->cout, ncols, K, w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
                                (int)HWo);
             }
         }

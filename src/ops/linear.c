@@ -6,12 +6,14 @@
 #include "sdb/ops/linear.h"
 #include "sdb/ops/conv.h"
 
-void sdb_linear(const float *x, int M, int K, const float *W, const float *bias, int N, float *y)
+int sdb_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
+               sdb_arena *scratch)
 {
-    sdb_gemm_linear(x, M, K, W, bias, N, y, 0);
+    return sdb_gemm_linear(x, M, K, W, bias, N, y, 0, scratch);
 }
 
-void sdb_linear_acc(const float *x, int M, int K, const float *W, const float *bias, int N, float *y)
+int sdb_linear_acc(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
+                   sdb_arena *scratch)
 {
-    sdb_gemm_linear(x, M, K, W, bias, N, y, 1);
+    return sdb_gemm_linear(x, M, K, W, bias, N, y, 1, scratch);
 }

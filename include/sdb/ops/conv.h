@@ -1,27 +1,42 @@
 /*
- * conv.h — 2-D convolution on OpenBLAS GEMMs (NCHW activations, torch weight layout).
+ * conv.h — 2-D convolution on OpenBLAS GEMMs (NCHW activations, torch weight layout), and the
+ * thread-count-independent GEMMs it runs on.
+ *
+ * Weight matrices come as an sdb_wmat: float32, or IEEE half (a model kept as F16 in memory). A
+ * half matrix is widened to float32 (exactly) into the arena at the start of each call and the
+ * float32 GEMM runs on that, so its results are bit-identical to passing the widened matrix.
  */
 #ifndef SDB_OPS_CONV_H
 #define SDB_OPS_CONV_H
 
+#include <stdint.h>
 #include "sdb/arena.h"
+
+/* A weight matrix: exactly one of the two is set. */
+typedef struct sdb_wmat {
+    const float *f32;
+    const uint16_t *f16; /* IEEE half bits */
+} sdb_wmat;
+
+static inline sdb_wmat sdb_wmat_f32(const float *w) { sdb_wmat m = {w, 0}; return m; }
+static inline sdb_wmat sdb_wmat_f16(const uint16_t *w) { sdb_wmat m = {0, w}; return m; }
 
 typedef struct sdb_conv2d {
     int cin, cout;
     int k;                          /* square kernel: 1 or 3 */
     int stride;                     /* 1 or 2 */
     int pad_t, pad_l, pad_b, pad_r; /* zero padding per side */
-    const float *w;                 /* [cout, cin, k, k], as torch stores it */
+    sdb_wmat w;                     /* [cout, cin, k, k], as torch stores it */
     const float *b;                 /* [cout] or NULL */
 } sdb_conv2d;
 
 /* Output size for an H x W input. */
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo);
 /* y = conv(x) (+ residual when not NULL, same shape as y): x [N, cin, H, W] -> y [N, cout, Ho, Wo].
- * y must not alias x. Scratch (e.g. im2col tiles) comes from the arena and is released before
- * returning; its size stays bounded for large images (32 MiB im2col tiles; batches of small
- * images, <= 1024 output pixels, share one im2col of up to 96 MiB). Results are identical for any
- * thread count. Returns 0 or SDB_ENOMEM. */
+ * y must not alias x. Scratch (e.g. im2col tiles, a half weight matrix widened) comes from the
+ * arena and is released before returning; its size stays bounded for large images (32 MiB im2col
+ * tiles; batches of small images, <= 1024 output pixels, share one im2col of up to 96 MiB).
+ * Results are identical for any thread count. Returns 0 or SDB_ENOMEM. */
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch);
 
@@ -35,8 +50,10 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
 void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
 /* torch.nn.Linear on sdb_gemm: y[M,N] = x[M,K] · W[N,K]ᵀ + bias (bias may be NULL); with
- * `accumulate`, y += x · Wᵀ + bias. Bit-identical for any thread count. y must not alias x. */
-void sdb_gemm_linear(const float *x, int M, int K, const float *W, const float *bias, int N,
-                     float *y, int accumulate);
+ * `accumulate`, y += x · Wᵀ + bias. Bit-identical for any thread count. y must not alias x.
+ * `scratch` holds a half W widened (may be NULL for a float32 W). Returns 0, SDB_ENOMEM when the
+ * scratch is exhausted, or SDB_EINVAL for a half W without scratch. */
+int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
+                    int accumulate, sdb_arena *scratch);
 
 #endif
