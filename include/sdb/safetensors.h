@@ -56,6 +56,11 @@ void sdb_st_close(sdb_st *st);
 const sdb_st_tensor *sdb_st_find(const sdb_st *st, const char *name);
 /* Metadata value for key, or NULL. */
 const char *sdb_st_meta(const sdb_st *st, const char *key);
+/* Gives back the memory pages lying wholly inside t's data (a tensor of st whose values were
+ * copied elsewhere), so they no longer count in the process's resident set; reading t again maps
+ * them in again from the file. Pages shared with neighbouring data stay. Returns the bytes
+ * released (0 for in-memory files or tensors smaller than a page). */
+size_t sdb_st_release(const sdb_st *st, const sdb_st_tensor *t);
 /* Converts any floating dtype (F32/F16/BF16/F64) and the integer dtypes to float32 into dst
  * (t->numel floats). */
 int sdb_st_to_f32(const sdb_st_tensor *t, float *dst, sdb_err *err);

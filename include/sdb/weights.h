@@ -4,8 +4,16 @@
  * One sdb_weights wraps one open safetensors file (a diffusers component file, or the single-file
  * LDM checkpoint shared by three components) plus how to translate a diffusers name into the
  * file's name: a prefix and an optional mapping function (the LDM layouts: see ldm_names.h).
- * Tensors come out as float32: F32 data 4-byte aligned in the mapping is used in place (weights
- * are loaded once, by the page cache); F16/BF16/F64 are widened into buffers the sdb_weights owns.
+ *
+ * Vectors (biases, norm scales: sdb_weights_get) come out as float32: F32 data 4-byte aligned in
+ * the mapping is used in place (weights are loaded once, by the page cache); F16/BF16/F64 are
+ * widened into buffers the sdb_weights owns. Matrices (every weight of 2 or more dimensions: the
+ * GEMM weights the ops take as sdb_wmat, and embedding tables: sdb_weights_get_mat) come out the
+ * same way in the default float32 mode; in f16 mode (keep_f16) they stay IEEE half — an F16
+ * tensor of the file is used in place, any other is rounded to nearest even into an owned buffer
+ * (and counted in `rounded`, since the model then computes with other numbers than the file's).
+ * Whenever a tensor is copied out of the mapping, the file pages it lay on are released
+ * (sdb_st_release), so a file's data is never resident twice.
  */
 #ifndef SDB_WEIGHTS_H
 #define SDB_WEIGHTS_H
@@ -13,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "sdb/error.h"
+#include "sdb/ops/conv.h"
 #include "sdb/safetensors.h"
 
 /* Maps a diffusers name to the file's name (without prefix) into out. Returns 0, or -1 when the
@@ -30,9 +39,11 @@ typedef struct sdb_weights {
     void *map_ctx;          /* its context */
     int owns_map_ctx;       /* free(map_ctx) with the weights */
     const char *component;  /* "unet", "vae", "text_encoder": for messages */
-    void **owned;           /* widened copies */
+    void **owned;           /* widened / rounded copies */
     int n_owned, cap_owned;
-    size_t bytes;           /* float32 bytes handed out (the model's weight memory) */
+    int keep_f16;           /* f16 mode: matrices as IEEE half (set before the first get) */
+    int rounded;            /* f16 mode: matrices rounded to half from another dtype */
+    size_t bytes;           /* bytes handed out, as held (the model's weight memory) */
     /* Recording mode (no file): every get() succeeds with a zero-filled buffer and appends the
      * requested name and shape here. Model generators use it to enumerate a config's tensors by
      * running the real loader; loaders must therefore request fully specified shapes. */
@@ -64,5 +75,18 @@ int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *s
 /* printf-style name convenience: sdb_weights_getf(w, &p, err, ndim, shape, "down_blocks.%d.x", i) */
 int sdb_weights_getf(sdb_weights *w, const float **out, sdb_err *err, int ndim,
                      const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The matrix `name` (see the top: float32, or half in f16 mode), shape-checked as sdb_weights_get. */
+int sdb_weights_get_mat(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                        sdb_wmat *out, sdb_err *err);
+int sdb_weights_get_matf(sdb_weights *w, sdb_wmat *out, sdb_err *err, int ndim,
+                         const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Layers as the models load them: "<name>.weight" (the matrix) and "<name>.bias" (float32).
+ * A convolution [cout, cin, k, k] with a bias, `pad` on every side. */
+int sdb_weights_conv2d(sdb_weights *w, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,
+                       const char *name, sdb_err *err);
+/* A linear layer [out, in]; its bias [out] when `bias` is not NULL. */
+int sdb_weights_linear(sdb_weights *w, sdb_wmat *W, const float **bias, int out, int in,
+                       const char *name, sdb_err *err);
 
 #endif

@@ -239,6 +239,18 @@ const char *sdb_st_meta(const sdb_st *st, const char *key)
     return NULL;
 }
 
+size_t sdb_st_release(const sdb_st *st, const sdb_st_tensor *t)
+{
+    if (!st->map || !st->map_size || !t->nbytes) return 0; /* not a mapping of ours */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
+    uintptr_t to = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
+    if (to <= from) return 0;
+    /* a read-only private file mapping: dropped pages are read from the file again on access */
+    if (madvise((void *)from, to - from, MADV_DONTNEED) != 0) return 0;
+    return to - from;
+}
+
 int sdb_st_to_f32(const sdb_st_tensor *t, float *dst, sdb_err *err)
 {
     size_t n = (size_t)t->numel;

@@ -9,6 +9,7 @@
  * applied to q·k, masked scores get exactly zero weight, which is what adding float32-min gives).
  */
 #include "sdb/clip.h"
+#include "model_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -16,16 +17,18 @@
 #include <string.h>
 
 #include "sdb/config.h"
+#include "sdb/fp16.h"
 #include "sdb/fsutil.h"
 #include "sdb/ops/activation.h"
 #include "sdb/ops/attention.h"
 #include "sdb/ops/conv.h"
 #include "sdb/ops/norm.h"
 
+typedef struct { sdb_wmat w; const float *b; } clip_lin;
+
 typedef struct {
     const float *ln1_w, *ln1_b, *ln2_w, *ln2_b;
-    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
-    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    clip_lin q, k, v, o, fc1, fc2;
 } clip_layer;
 
 struct sdb_clip {
@@ -33,21 +36,10 @@ struct sdb_clip {
     sdb_weights *w;        /* borrowed, or own_w */
     sdb_weights own_w;
     int owns_w;
-    const float *tok_emb, *pos_emb, *lnf_w, *lnf_b;
+    sdb_wmat tok_emb, pos_emb; /* [vocab, H], [positions, H] */
+    const float *lnf_w, *lnf_b;
     clip_layer *layers;
 };
-
-static int cfg_int(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
-                   int *out, sdb_err *err)
-{
-    long long v;
-    int rc = sdb_config_int(c, key, def, &v, err);
-    if (rc) return rc;
-    if (v < lo || v > hi)
-        return sdb_fail(err, SDB_EFORMAT, "%s: '%s' is %lld, expected %lld..%lld", c->path, key, v, lo, hi);
-    *out = (int)v;
-    return 0;
-}
 
 int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err *err)
 {
@@ -56,12 +48,12 @@ int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err 
     int rc = sdb_config_load(&c, config_path, err);
     if (rc) return rc;
     /* defaults: transformers' CLIPTextConfig */
-    if (!rc) rc = cfg_int(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
-    if (!rc) rc = cfg_int(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
-    if (!rc) rc = cfg_int(&c, "intermediate_size", 2048, 1, 1 << 20, &cfg->intermediate_size, err);
-    if (!rc) rc = cfg_int(&c, "num_hidden_layers", 12, 1, 1000, &cfg->num_hidden_layers, err);
-    if (!rc) rc = cfg_int(&c, "num_attention_heads", 8, 1, 65536, &cfg->num_attention_heads, err);
-    if (!rc) rc = cfg_int(&c, "max_position_embeddings", 77, 1, 1 << 16, &cfg->max_position_embeddings, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "intermediate_size", 2048, 1, 1 << 20, &cfg->intermediate_size, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "num_hidden_layers", 12, 1, 1000, &cfg->num_hidden_layers, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "num_attention_heads", 8, 1, 65536, &cfg->num_attention_heads, err);
+    if (!rc) rc = sdb_model_cfg_int(&c, "max_position_embeddings", 77, 1, 1 << 16, &cfg->max_position_embeddings, err);
     double eps = 1e-5;
     if (!rc) rc = sdb_config_double(&c, "layer_norm_eps", 1e-5, &eps, err);
     if (!rc && !(eps > 0 && eps < 1)) rc = sdb_fail(err, SDB_EFORMAT, "%s: 'layer_norm_eps' is %g, expected a small positive number", config_path, eps);
@@ -80,49 +72,53 @@ int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err 
     return rc;
 }
 
-static int get1(sdb_weights *w, const float **out, sdb_err *err, int64_t n, const char *fmt, int layer, const char *what)
+/* "text_model.encoder.layers.<l>.<what>": a vector of n values, or a linear layer (out x in) */
+static int get_vec(sdb_weights *w, const float **out, int64_t n, int l, const char *what, sdb_err *err)
 {
-    int64_t shape[1] = {n};
-    return sdb_weights_getf(w, out, err, 1, shape, fmt, layer, what);
+    const int64_t shape[1] = {n};
+    return sdb_weights_getf(w, out, err, 1, shape, "text_model.encoder.layers.%d.%s", l, what);
 }
-
-static int get2(sdb_weights *w, const float **out, sdb_err *err, int64_t r, int64_t c, const char *fmt, int layer, const char *what)
+static int get_lin(sdb_weights *w, clip_lin *lin, int out, int in, int l, const char *what, sdb_err *err)
 {
-    int64_t shape[2] = {r, c};
-    return sdb_weights_getf(w, out, err, 2, shape, fmt, layer, what);
+    char name[256];
+    snprintf(name, sizeof name, "text_model.encoder.layers.%d.%s", l, what);
+    return sdb_weights_linear(w, &lin->w, &lin->b, out, in, name, err);
 }
 
 static int load_weights(sdb_clip *m, sdb_err *err)
 {
     const sdb_clip_config *c = &m->cfg;
     sdb_weights *w = m->w;
-    int64_t H = c->hidden_size, I = c->intermediate_size;
-    int64_t s_tok[2] = {c->vocab_size, H}, s_pos[2] = {c->max_position_embeddings, H}, s_h[1] = {H};
-    int rc = sdb_weights_get(w, "text_model.embeddings.token_embedding.weight", 2, s_tok, &m->tok_emb, err);
-    if (!rc) rc = sdb_weights_get(w, "text_model.embeddings.position_embedding.weight", 2, s_pos, &m->pos_emb, err);
+    const int H = c->hidden_size, I = c->intermediate_size;
+    const int64_t s_tok[2] = {c->vocab_size, H}, s_pos[2] = {c->max_position_embeddings, H}, s_h[1] = {H};
+    int rc = sdb_weights_get_mat(w, "text_model.embeddings.token_embedding.weight", 2, s_tok, &m->tok_emb, err);
+    if (!rc) rc = sdb_weights_get_mat(w, "text_model.embeddings.position_embedding.weight", 2, s_pos, &m->pos_emb, err);
     if (!rc) rc = sdb_weights_get(w, "text_model.final_layer_norm.weight", 1, s_h, &m->lnf_w, err);
     if (!rc) rc = sdb_weights_get(w, "text_model.final_layer_norm.bias", 1, s_h, &m->lnf_b, err);
-    static const char *L = "text_model.encoder.layers.%d.%s";
     for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
         clip_layer *y = &m->layers[l];
-        if (!rc) rc = get1(w, &y->ln1_w, err, H, L, l, "layer_norm1.weight");
-        if (!rc) rc = get1(w, &y->ln1_b, err, H, L, l, "layer_norm1.bias");
-        if (!rc) rc = get2(w, &y->q_w, err, H, H, L, l, "self_attn.q_proj.weight");
-        if (!rc) rc = get1(w, &y->q_b, err, H, L, l, "self_attn.q_proj.bias");
-        if (!rc) rc = get2(w, &y->k_w, err, H, H, L, l, "self_attn.k_proj.weight");
-        if (!rc) rc = get1(w, &y->k_b, err, H, L, l, "self_attn.k_proj.bias");
-        if (!rc) rc = get2(w, &y->v_w, err, H, H, L, l, "self_attn.v_proj.weight");
-        if (!rc) rc = get1(w, &y->v_b, err, H, L, l, "self_attn.v_proj.bias");
-        if (!rc) rc = get2(w, &y->o_w, err, H, H, L, l, "self_attn.out_proj.weight");
-        if (!rc) rc = get1(w, &y->o_b, err, H, L, l, "self_attn.out_proj.bias");
-        if (!rc) rc = get1(w, &y->ln2_w, err, H, L, l, "layer_norm2.weight");
-        if (!rc) rc = get1(w, &y->ln2_b, err, H, L, l, "layer_norm2.bias");
-        if (!rc) rc = get2(w, &y->fc1_w, err, I, H, L, l, "mlp.fc1.weight");
-        if (!rc) rc = get1(w, &y->fc1_b, err, I, L, l, "mlp.fc1.bias");
-        if (!rc) rc = get2(w, &y->fc2_w, err, H, I, L, l, "mlp.fc2.weight");
-        if (!rc) rc = get1(w, &y->fc2_b, err, H, L, l, "mlp.fc2.bias");
+        if (!rc) rc = get_vec(w, &y->ln1_w, H, l, "layer_norm1.weight", err);
+        if (!rc) rc = get_vec(w, &y->ln1_b, H, l, "layer_norm1.bias", err);
+        if (!rc) rc = get_lin(w, &y->q, H, H, l, "self_attn.q_proj", err);
+        if (!rc) rc = get_lin(w, &y->k, H, H, l, "self_attn.k_proj", err);
+        if (!rc) rc = get_lin(w, &y->v, H, H, l, "self_attn.v_proj", err);
+        if (!rc) rc = get_lin(w, &y->o, H, H, l, "self_attn.out_proj", err);
+        if (!rc) rc = get_vec(w, &y->ln2_w, H, l, "layer_norm2.weight", err);
+        if (!rc) rc = get_vec(w, &y->ln2_b, H, l, "layer_norm2.bias", err);
+        if (!rc) rc = get_lin(w, &y->fc1, I, H, l, "mlp.fc1", err);
+        if (!rc) rc = get_lin(w, &y->fc2, H, I, l, "mlp.fc2", err);
     }
     return rc;
+}
+
+/* dst[0..H) (+)= row r of an embedding table (half rows widened, exactly) */
+static void emb_row(const sdb_wmat *e, size_t r, int H, int add, float *dst)
+{
+    for (int j = 0; j < H; j++) {
+        size_t i = r * (size_t)H + (size_t)j;
+        float v = e->f32 ? e->f32[i] : sdb_f16_to_f32(e->f16[i]);
+        dst[j] = add ? dst[j] + v : v;
+    }
 }
 
 static int clip_build(sdb_clip *m, const char *config_path, sdb_err *err)
@@ -210,6 +206,13 @@ int sdb_clip_encode(sdb_clip *m, const int32_t *ids, int B, float *out, sdb_aren
     return sdb_clip_encode_ex(m, ids, B, m->cfg.max_position_embeddings, out, NULL, scratch, err);
 }
 
+/* y [M, out] = x [M, in] · Wᵀ + b */
+static int linear(clip_lin l, const float *x, int M, int in, int out, float *y, sdb_arena *scratch, sdb_err *err)
+{
+    int rc = sdb_gemm_linear(x, M, in, l.w, l.b, out, y, 0, scratch);
+    return rc ? sdb_fail(err, rc, "text encoder: scratch memory exhausted (a %dx%d weight)", out, in) : 0;
+}
+
 int sdb_clip_encode_ex(sdb_clip *m, const int32_t *ids, int B, int S, float *out, float *hidden,
                        sdb_arena *scratch, sdb_err *err)
 {
@@ -236,11 +239,11 @@ int sdb_clip_encode_ex(sdb_clip *m, const int32_t *ids, int B, int S, float *out
                         5 * MH + (size_t)M * I, B);
     }
 
-    /* embeddings */
+    /* embeddings: token + position */
     for (int r = 0; r < M; r++) {
-        const float *te = m->tok_emb + (size_t)ids[r] * H, *pe = m->pos_emb + (size_t)(r % S) * H;
         float *xr = x + (size_t)r * H;
-        for (int j = 0; j < H; j++) xr[j] = te[j] + pe[j];
+        emb_row(&m->tok_emb, (size_t)ids[r], H, 0, xr);
+        emb_row(&m->pos_emb, (size_t)(r % S), H, 1, xr);
     }
     if (hidden) memcpy(hidden, x, MH * sizeof(float));
 
@@ -249,23 +252,23 @@ int sdb_clip_encode_ex(sdb_clip *m, const int32_t *ids, int B, int S, float *out
         const clip_layer *y = &m->layers[l];
         /* self-attention block */
         sdb_layernorm(x, M, H, y->ln1_w, y->ln1_b, c->layer_norm_eps, h);
-        sdb_gemm_linear(h, M, H, y->q_w, y->q_b, H, q, 0);
-        sdb_gemm_linear(h, M, H, y->k_w, y->k_b, H, k, 0);
-        sdb_gemm_linear(h, M, H, y->v_w, y->v_b, H, v, 0);
+        rc = linear(y->q, h, M, H, H, q, scratch, err);
+        if (!rc) rc = linear(y->k, h, M, H, H, k, scratch, err);
+        if (!rc) rc = linear(y->v, h, M, H, H, v, scratch, err);
         for (int b = 0; b < B && !rc; b++) {
             size_t o = (size_t)b * S * H;
             if (sdb_attention(q + o, H, k + o, H, v + o, H, a + o, H, S, S, heads, hd, scale, 1, scratch))
                 rc = sdb_fail(err, SDB_ENOMEM, "text encoder: scratch memory exhausted in attention");
         }
+        if (!rc) rc = linear(y->o, a, M, H, H, h, scratch, err);
         if (rc) break;
-        sdb_gemm_linear(a, M, H, y->o_w, y->o_b, H, h, 0);
         sdb_add(x, h, MH);
         /* MLP block */
         sdb_layernorm(x, M, H, y->ln2_w, y->ln2_b, c->layer_norm_eps, h);
-        sdb_gemm_linear(h, M, H, y->fc1_w, y->fc1_b, I, f, 0);
+        if ((rc = linear(y->fc1, h, M, H, I, f, scratch, err))) break;
         if (c->hidden_act == SDB_CLIP_ACT_QUICK_GELU) sdb_quick_gelu(f, (size_t)M * I);
         else sdb_gelu(f, (size_t)M * I);
-        sdb_gemm_linear(f, M, I, y->fc2_w, y->fc2_b, H, h, 0);
+        if ((rc = linear(y->fc2, f, M, I, H, h, scratch, err))) break;
         sdb_add(x, h, MH);
         if (hidden) memcpy(hidden + (size_t)(l + 1) * MH, x, MH * sizeof(float));
     }

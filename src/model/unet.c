@@ -25,7 +25,6 @@
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +34,7 @@
 #define MAX_TBLOCKS 4  /* transformer blocks per Transformer2DModel */
 #define FF_ROWS 1024   /* feed-forward row chunk */
 
-typedef struct { const float *w, *b; } lin_t;
+typedef struct { sdb_wmat w; const float *b; } lin_t;
 typedef struct { const float *g, *b; } norm_t;
 
 typedef struct {
@@ -49,9 +48,9 @@ typedef struct {
 
 typedef struct {
     norm_t n1, n2, n3;
-    const float *q1, *k1, *v1;
+    sdb_wmat q1, k1, v1;
     lin_t o1;
-    const float *q2, *k2, *v2;
+    sdb_wmat q2, k2, v2;
     lin_t o2;
     lin_t ff1, ff2;
 } tblock_t;
@@ -172,20 +171,6 @@ typedef struct {
     sdb_err *err;
 } ld_t;
 
-static int get_w(ld_t *L, const float **out, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
-                const char *fmt, ...) __attribute__((format(printf, 8, 9)));
-static int get_w(ld_t *L, const float **out, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3,
-                const char *fmt, ...)
-{
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    int64_t shape[4] = {d0, d1, d2, d3};
-    return sdb_weights_get(L->w, name, ndim, shape, out, L->err);
-}
-
 /* "<pfx>.<nm>" or just "<nm>" at the top level */
 static const char *join(char *buf, size_t n, const char *pfx, const char *nm)
 {
@@ -196,37 +181,41 @@ static const char *join(char *buf, size_t n, const char *pfx, const char *nm)
 
 #define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
-static int load_norm(ld_t *L, norm_t *n, int C, const char *pfx0, const char *nm)
+/* "<pfx>.<nm>.weight" / ".bias" of C values each (norms) */
+static int load_norm(ld_t *L, norm_t *n, int C, const char *pfx, const char *nm)
 {
-    char pfx[300];
-    join(pfx, sizeof pfx, pfx0, nm);
-    nm = "";
-    TRY(get_w(L, &n->g, 1, C, 0, 0, 0, "%s%s.weight", pfx, nm));
-    TRY(get_w(L, &n->b, 1, C, 0, 0, 0, "%s%s.bias", pfx, nm));
-    return 0;
+    char name[300];
+    const int64_t s[1] = {C};
+    join(name, sizeof name, pfx, nm);
+    TRY(sdb_weights_getf(L->w, &n->g, L->err, 1, s, "%s.weight", name));
+    return sdb_weights_getf(L->w, &n->b, L->err, 1, s, "%s.bias", name);
 }
-static int load_lin(ld_t *L, lin_t *l, int out, int in, int bias, const char *pfx0, const char *nm)
+static int load_lin(ld_t *L, lin_t *l, int out, int in, int bias, const char *pfx, const char *nm)
 {
-    char pfx[300];
-    join(pfx, sizeof pfx, pfx0, nm);
-    nm = "";
-    TRY(get_w(L, &l->w, 2, out, in, 0, 0, "%s%s.weight", pfx, nm));
+    char name[300];
     l->b = NULL;
-    if (bias) TRY(get_w(L, &l->b, 1, out, 0, 0, 0, "%s%s.bias", pfx, nm));
-    return 0;
+    return sdb_weights_linear(L->w, &l->w, bias ? &l->b : NULL, out, in, join(name, sizeof name, pfx, nm), L->err);
+}
+/* a bias-free projection (attention q, k, v) */
+static int load_mat(ld_t *L, sdb_wmat *m, int out, int in, const char *pfx, const char *nm)
+{
+    char name[300];
+    return sdb_weights_linear(L->w, m, NULL, out, in, join(name, sizeof name, pfx, nm), L->err);
+}
+/* proj_in / proj_out: a linear layer, or (use_linear_projection false) a 1x1 conv [C, C, 1, 1]
+ * holding the same matrix */
+static int load_proj(ld_t *L, lin_t *l, int C, int linear_proj, const char *pfx, const char *nm)
+{
+    if (linear_proj) return load_lin(L, l, C, C, 1, pfx, nm);
+    const int64_t ws[4] = {C, C, 1, 1}, bs[1] = {C};
+    TRY(sdb_weights_get_matf(L->w, &l->w, L->err, 4, ws, "%s.%s.weight", pfx, nm));
+    return sdb_weights_getf(L->w, &l->b, L->err, 1, bs, "%s.%s.bias", pfx, nm);
 }
 static int load_conv(ld_t *L, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,
-                     const char *pfx0, const char *nm)
+                     const char *pfx, const char *nm)
 {
-    char pfx[300];
-    join(pfx, sizeof pfx, pfx0, nm);
-    nm = "";
-    memset(c, 0, sizeof *c);
-    c->cin = cin; c->cout = cout; c->k = k; c->stride = stride;
-    c->pad_t = c->pad_l = c->pad_b = c->pad_r = pad;
-    TRY(get_w(L, &c->w, 4, cout, cin, k, k, "%s%s.weight", pfx, nm));
-    TRY(get_w(L, &c->b, 1, cout, 0, 0, 0, "%s%s.bias", pfx, nm));
-    return 0;
+    char name[300];
+    return sdb_weights_conv2d(L->w, c, cin, cout, k, stride, pad, join(name, sizeof name, pfx, nm), L->err);
 }
 
 static int load_resnet(ld_t *L, resnet_t *r, int cin, int cout, int tdim, const char *pfx)
@@ -250,37 +239,26 @@ static int load_xformer(ld_t *L, xformer_t *x, int C, int heads, int nblk, int c
                         "(config field 'attention_head_dim')", pfx, C, heads);
     x->C = C; x->heads = heads; x->head_dim = C / heads; x->nblk = nblk;
     TRY(load_norm(L, &x->norm, C, pfx, "norm"));
-    if (linear_proj) {
-        TRY(load_lin(L, &x->proj_in, C, C, 1, pfx, "proj_in"));
-    } else {
-        TRY(get_w(L, &x->proj_in.w, 4, C, C, 1, 1, "%s.proj_in.weight", pfx));
-        TRY(get_w(L, &x->proj_in.b, 1, C, 0, 0, 0, "%s.proj_in.bias", pfx));
-    }
+    TRY(load_proj(L, &x->proj_in, C, linear_proj, pfx, "proj_in"));
     for (int k = 0; k < nblk; k++) {
         char bp[256];
         snprintf(bp, sizeof bp, "%s.transformer_blocks.%d", pfx, k);
         tblock_t *b = &x->blk[k];
-        lin_t tmp;
         TRY(load_norm(L, &b->n1, C, bp, "norm1"));
-        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_q")); b->q1 = tmp.w;
-        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_k")); b->k1 = tmp.w;
-        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn1.to_v")); b->v1 = tmp.w;
+        TRY(load_mat(L, &b->q1, C, C, bp, "attn1.to_q"));
+        TRY(load_mat(L, &b->k1, C, C, bp, "attn1.to_k"));
+        TRY(load_mat(L, &b->v1, C, C, bp, "attn1.to_v"));
         TRY(load_lin(L, &b->o1, C, C, 1, bp, "attn1.to_out.0"));
         TRY(load_norm(L, &b->n2, C, bp, "norm2"));
-        TRY(load_lin(L, &tmp, C, C, 0, bp, "attn2.to_q")); b->q2 = tmp.w;
-        TRY(load_lin(L, &tmp, C, ctx_dim, 0, bp, "attn2.to_k")); b->k2 = tmp.w;
-        TRY(load_lin(L, &tmp, C, ctx_dim, 0, bp, "attn2.to_v")); b->v2 = tmp.w;
+        TRY(load_mat(L, &b->q2, C, C, bp, "attn2.to_q"));
+        TRY(load_mat(L, &b->k2, C, ctx_dim, bp, "attn2.to_k"));
+        TRY(load_mat(L, &b->v2, C, ctx_dim, bp, "attn2.to_v"));
         TRY(load_lin(L, &b->o2, C, C, 1, bp, "attn2.to_out.0"));
         TRY(load_norm(L, &b->n3, C, bp, "norm3"));
         TRY(load_lin(L, &b->ff1, 8 * C, C, 1, bp, "ff.net.0.proj"));
         TRY(load_lin(L, &b->ff2, C, 4 * C, 1, bp, "ff.net.2"));
     }
-    if (linear_proj) {
-        TRY(load_lin(L, &x->proj_out, C, C, 1, pfx, "proj_out"));
-    } else {
-        TRY(get_w(L, &x->proj_out.w, 4, C, C, 1, 1, "%s.proj_out.weight", pfx));
-        TRY(get_w(L, &x->proj_out.b, 1, C, 0, 0, 0, "%s.proj_out.bias", pfx));
-    }
+    TRY(load_proj(L, &x->proj_out, C, linear_proj, pfx, "proj_out"));
     return 0;
 }
 
@@ -505,12 +483,13 @@ static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, i
     }
     return rc;
 }
-static void linear_fw(fw_t *F, const float *x, int M, int K, const float *w, const float *b, int N,
-                      float *y, int acc)
+static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const float *b, int N,
+                     float *y, int acc)
 {
     double t = sdb_prof_begin(F->prof);
-    sdb_gemm_linear(x, M, K, w, b, N, y, acc);
+    int rc = sdb_gemm_linear(x, M, K, w, b, N, y, acc, F->a);
     sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)N * K);
+    return rc;
 }
 static int attention_fw(fw_t *F, const float *q, const float *k, const float *v, float *o, int ld,
                         int nq, int nk, int heads, int hd, float scale)
@@ -547,7 +526,7 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
     ALLOC(h, (size_t)B * r->cout * HW);
     ALLOC(bias, r->cout);
     groupnorm_fw(F, x, r->cin, HW, &r->n1, F->u->eps, 1, g);
-    linear_fw(F, F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0);
+    TRY(linear_fw(F, F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0));
     for (int n = 0; n < B; n++) {
         sdb_conv2d c1 = r->c1;
         for (int co = 0; co < r->cout; co++) bias[co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
@@ -588,7 +567,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
             for (int n = 0; n < B; n++) sdb_transpose(g + (size_t)n * C * HW, C, HW, tin + (size_t)n * HW * C);
             PROF_END(SDB_PROF_COPY);
         }
-        linear_fw(F, tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0);
+        TRY(linear_fw(F, tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0));
         sdb_arena_reset(F->a, m2);
     }
     ALLOC(nb, (size_t)M * C);
@@ -605,41 +584,41 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         const tblock_t *b = &X->blk[bi];
         /* self-attention */
         layernorm_fw(F, t, M, C, &b->n1, nb);
-        linear_fw(F, nb, M, C, b->q1, NULL, C, q, 0);
-        linear_fw(F, nb, M, C, b->k1, NULL, C, k, 0);
-        linear_fw(F, nb, M, C, b->v1, NULL, C, v, 0);
+        TRY(linear_fw(F, nb, M, C, b->q1, NULL, C, q, 0));
+        TRY(linear_fw(F, nb, M, C, b->k1, NULL, C, k, 0));
+        TRY(linear_fw(F, nb, M, C, b->v1, NULL, C, v, 0));
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C;
             int rc = attention_fw(F, q + o, k + o, v + o, ao + o, C, HW, HW, X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
-        linear_fw(F, ao, M, C, b->o1.w, b->o1.b, C, t, 1);
+        TRY(linear_fw(F, ao, M, C, b->o1.w, b->o1.b, C, t, 1));
         /* cross-attention on the text states */
         layernorm_fw(F, t, M, C, &b->n2, nb);
-        linear_fw(F, nb, M, C, b->q2, NULL, C, q, 0);
-        linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0);
-        linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0);
+        TRY(linear_fw(F, nb, M, C, b->q2, NULL, C, q, 0));
+        TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0));
+        TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0));
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C, oc = (size_t)n * L * C;
             int rc = attention_fw(F, q + o, kc + oc, vc + oc, ao + o, C, HW, L, X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
-        linear_fw(F, ao, M, C, b->o2.w, b->o2.b, C, t, 1);
+        TRY(linear_fw(F, ao, M, C, b->o2.w, b->o2.b, C, t, 1));
         /* GEGLU feed-forward, in row chunks */
         layernorm_fw(F, t, M, C, &b->n3, nb);
         for (int r0 = 0; r0 < M; r0 += rows) {
             int rr = M - r0 < rows ? M - r0 : rows;
-            linear_fw(F, nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0);
+            TRY(linear_fw(F, nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0));
             {
                 PROF_BEGIN();
                 sdb_geglu(hid, rr, 4 * C, gg);
                 PROF_END(SDB_PROF_ELEMENTWISE);
             }
-            linear_fw(F, gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1);
+            TRY(linear_fw(F, gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1));
         }
     }
     /* proj_out, back to NCHW, + residual */
-    linear_fw(F, t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0);
+    TRY(linear_fw(F, t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0));
     PROF_BEGIN();
     for (int n = 0; n < B; n++) {
         float *yn = y + (size_t)n * C * HW;
@@ -718,9 +697,9 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
         float *h1;
         size_t m = sdb_arena_mark(F->a);
         ALLOC(h1, (size_t)B * u->tdim);
-        linear_fw(F, tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0);
+        TRY(linear_fw(F, tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0));
         sdb_silu(h1, (size_t)B * u->tdim);
-        linear_fw(F, h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0);
+        TRY(linear_fw(F, h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0));
         sdb_arena_reset(F->a, m);
     }
     debug(F, "time_embedding", temb, u->tdim, 1, 1);

@@ -20,6 +20,7 @@
  * upsampling + conv runs in horizontal strips so the 4x-size upsampled tensor never exists whole.
  */
 #include "sdb/vae.h"
+#include "model_internal.h"
 
 #include "sdb/config.h"
 #include "sdb/fsutil.h"
@@ -53,7 +54,8 @@ typedef struct {
 typedef struct {
     int C;
     vae_gn norm;
-    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo; /* [C, C] row-major (out, in), [C] */
+    sdb_wmat wq, wk, wv, wo;            /* [C, C] row-major (out, in) */
+    const float *bq, *bk, *bv, *bo;     /* [C] */
 } vae_attn;
 
 typedef struct {
@@ -118,19 +120,6 @@ void sdb_vae_config_sd15(sdb_vae_config *cfg)
     cfg->mid_block_add_attention = 1;
 }
 
-static int cfg_int(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
-                   int *out, sdb_err *err)
-{
-    long long v;
-    int rc = sdb_config_int(c, key, def, &v, err);
-    if (rc) return rc;
-    if (v < lo || v > hi)
-        return sdb_fail(err, SDB_EINVAL, "%s: field '%s': %lld is out of range [%lld, %lld]",
-                        c->path, key, v, lo, hi);
-    *out = (int)v;
-    return 0;
-}
-
 int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *err)
 {
     sdb_config c;
@@ -147,11 +136,11 @@ int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *e
         rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: _class_name '%s' is not supported (only AutoencoderKL)", c.path, s);
         goto out;
     }
-    if ((rc = cfg_int(&c, "in_channels", 3, 1, 64, &cfg->in_channels, err))) goto out;
-    if ((rc = cfg_int(&c, "out_channels", 3, 1, 64, &cfg->out_channels, err))) goto out;
-    if ((rc = cfg_int(&c, "latent_channels", 4, 1, 256, &cfg->latent_channels, err))) goto out;
-    if ((rc = cfg_int(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
-    if ((rc = cfg_int(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
+    if ((rc = sdb_model_cfg_int(&c, "in_channels", 3, 1, 64, &cfg->in_channels, err))) goto out;
+    if ((rc = sdb_model_cfg_int(&c, "out_channels", 3, 1, 64, &cfg->out_channels, err))) goto out;
+    if ((rc = sdb_model_cfg_int(&c, "latent_channels", 4, 1, 256, &cfg->latent_channels, err))) goto out;
+    if ((rc = sdb_model_cfg_int(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
+    if ((rc = sdb_model_cfg_int(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
     if ((rc = sdb_config_double(&c, "scaling_factor", 0.18215, &cfg->scaling_factor, err))) goto out;
     if (!(cfg->scaling_factor > 0) || !isfinite(cfg->scaling_factor)) {
         rc = sdb_fail(err, SDB_EINVAL, "%s: field 'scaling_factor': %g must be positive", c.path, cfg->scaling_factor);
@@ -233,16 +222,7 @@ static int load_conv(sdb_vae *v, sdb_conv2d *c, int cin, int cout, int k, sdb_er
     va_start(ap, fmt);
     vsnprintf(base, sizeof base, fmt, ap);
     va_end(ap);
-    memset(c, 0, sizeof *c);
-    c->cin = cin;
-    c->cout = cout;
-    c->k = k;
-    c->stride = 1;
-    c->pad_t = c->pad_l = c->pad_b = c->pad_r = k / 2;
-    int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
-    int rc = sdb_weights_getf(v->w, &c->w, err, 4, ws, "%s.weight", base);
-    if (!rc) rc = sdb_weights_getf(v->w, &c->b, err, 1, bs, "%s.bias", base);
-    return rc;
+    return sdb_weights_conv2d(v->w, c, cin, cout, k, 1, k / 2, base, err);
 }
 
 static int load_gn(sdb_vae *v, vae_gn *g, int C, sdb_err *err, const char *fmt, ...)
@@ -281,14 +261,14 @@ static int load_resnet(sdb_vae *v, vae_resnet *r, int cin, int cout, const char 
 }
 
 /* A [C, C] linear weight that LDM checkpoints store as a [C, C, 1, 1] 1x1 conv. */
-static int load_square(sdb_vae *v, const float **wt, const float **b, int C, const char *name,
+static int load_square(sdb_vae *v, sdb_wmat *wt, const float **b, int C, const char *name,
                        sdb_err *err)
 {
     char nm[300];
     snprintf(nm, sizeof nm, "%s.weight", name);
     const sdb_st_tensor *t = sdb_weights_find(v->w, nm);
     int64_t s4[4] = {C, C, 1, 1}, bs[1] = {C};
-    int rc = sdb_weights_get(v->w, nm, (t && t->ndim == 4) ? 4 : 2, s4, wt, err);
+    int rc = sdb_weights_get_mat(v->w, nm, (t && t->ndim == 4) ? 4 : 2, s4, wt, err);
     if (!rc) rc = sdb_weights_getf(v->w, b, err, 1, bs, "%s.bias", name);
     return rc;
 }

@@ -1,8 +1,9 @@
 /*
- * weights.c — name lookup and float32 access to a component's weights (see weights.h).
- * Owns: the widened copies of non-F32 tensors, and the file when opened here.
+ * weights.c — name lookup and float32 / half access to a component's weights (see weights.h).
+ * Owns: the converted copies of tensors not usable in place, and the file when opened here.
  */
 #include "sdb/weights.h"
+#include "sdb/fp16.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,11 +117,10 @@ const sdb_st_tensor *sdb_weights_find(const sdb_weights *w, const char *name)
     return sdb_st_find(w->st, fname);
 }
 
-int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
-                    const float **out, sdb_err *err)
+/* The file tensor of `name`, checked against the expected shape. */
+static int lookup(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                  const sdb_st_tensor **out, sdb_err *err)
 {
-    *out = NULL;
-    if (w->recording) return record(w, name, ndim, shape, out, err);
     char fname[512];
     const char *comp = w->component ? w->component : "model";
     if (file_name(w, name, fname, sizeof fname) != 0)
@@ -139,25 +139,100 @@ int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *s
         sdb_shape_str(t->shape, t->ndim, got, sizeof got);
         return sdb_fail(err, SDB_EFORMAT, "%s: %s: tensor '%s' has shape %s, expected %s", w->st->path, comp, fname, got, want);
     }
+    *out = t;
+    return 0;
+}
+
+/* A buffer of `bytes` the weights own (freed with them). */
+static void *owned_buffer(sdb_weights *w, size_t bytes, const sdb_st_tensor *t, sdb_err *err)
+{
+    if (w->n_owned == w->cap_owned) {
+        int nc = w->cap_owned ? 2 * w->cap_owned : 64;
+        void **p = realloc(w->owned, (size_t)nc * sizeof *p);
+        if (!p) { sdb_fail(err, SDB_ENOMEM, "out of memory"); return NULL; }
+        w->owned = p;
+        w->cap_owned = nc;
+    }
+    void *buf = malloc(bytes + 1);
+    if (!buf) {
+        sdb_fail(err, SDB_ENOMEM, "%s: out of memory converting '%s'", w->component ? w->component : "model", t->name);
+        return NULL;
+    }
+    w->owned[w->n_owned++] = buf;
+    return buf;
+}
+
+int sdb_weights_get(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                    const float **out, sdb_err *err)
+{
+    *out = NULL;
+    if (w->recording) return record(w, name, ndim, shape, out, err);
+    const sdb_st_tensor *t;
+    int rc = lookup(w, name, ndim, shape, &t, err);
+    if (rc) return rc;
     if (t->dtype == SDB_DT_F32 && ((uintptr_t)t->data & 3u) == 0) {
         *out = (const float *)(const void *)t->data;
         w->bytes += t->nbytes;
         return 0;
     }
-    if (w->n_owned == w->cap_owned) {
-        int nc = w->cap_owned ? 2 * w->cap_owned : 64;
-        void **p = realloc(w->owned, (size_t)nc * sizeof *p);
-        if (!p) return sdb_fail(err, SDB_ENOMEM, "out of memory");
-        w->owned = p;
-        w->cap_owned = nc;
-    }
-    float *buf = malloc((size_t)t->numel * sizeof(float) + 1);
-    if (!buf) return sdb_fail(err, SDB_ENOMEM, "%s: out of memory widening '%s'", comp, fname);
-    int rc = sdb_st_to_f32(t, buf, err);
-    if (rc) { free(buf); return rc; }
-    w->owned[w->n_owned++] = buf;
+    float *buf = owned_buffer(w, (size_t)t->numel * sizeof(float), t, err);
+    if (!buf) return SDB_ENOMEM;
+    if ((rc = sdb_st_to_f32(t, buf, err))) return rc;
+    sdb_st_release(w->st, t);
     w->bytes += (size_t)t->numel * sizeof(float);
     *out = buf;
+    return 0;
+}
+
+/* t's values as half, rounded to nearest even (exact for F16 data). */
+static int to_f16(const sdb_st_tensor *t, uint16_t *dst, sdb_err *err)
+{
+    const size_t n = (size_t)t->numel;
+    if (t->dtype == SDB_DT_F16) {
+        memcpy(dst, t->data, n * 2);
+        return 0;
+    }
+    if (t->dtype == SDB_DT_F64) {
+        for (size_t i = 0; i < n; i++) {
+            double d;
+            memcpy(&d, t->data + 8 * i, 8);
+            dst[i] = sdb_f64_to_f16(d);
+        }
+        return 0;
+    }
+    if (t->dtype == SDB_DT_F32 && ((uintptr_t)t->data & 3u) == 0) {
+        sdb_f32_to_f16_array((const float *)(const void *)t->data, dst, n);
+        return 0;
+    }
+    /* via float32, which holds every value of the other dtypes exactly (BF16, small integers) */
+    float *tmp = malloc(n * sizeof(float) + 1);
+    if (!tmp) return sdb_fail(err, SDB_ENOMEM, "out of memory converting '%s'", t->name);
+    int rc = sdb_st_to_f32(t, tmp, err);
+    if (!rc) sdb_f32_to_f16_array(tmp, dst, n);
+    free(tmp);
+    return rc;
+}
+
+int sdb_weights_get_mat(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
+                        sdb_wmat *out, sdb_err *err)
+{
+    out->f32 = NULL;
+    out->f16 = NULL;
+    if (!w->keep_f16 || w->recording) return sdb_weights_get(w, name, ndim, shape, &out->f32, err);
+    const sdb_st_tensor *t;
+    int rc = lookup(w, name, ndim, shape, &t, err);
+    if (rc) return rc;
+    if (t->dtype == SDB_DT_F16 && ((uintptr_t)t->data & 1u) == 0) {
+        out->f16 = (const uint16_t *)(const void *)t->data;
+    } else {
+        uint16_t *buf = owned_buffer(w, (size_t)t->numel * 2, t, err);
+        if (!buf) return SDB_ENOMEM;
+        if ((rc = to_f16(t, buf, err))) return rc;
+        sdb_st_release(w->st, t);
+        if (t->dtype != SDB_DT_F16) w->rounded++;
+        out->f16 = buf;
+    }
+    w->bytes += (size_t)t->numel * 2;
     return 0;
 }
 
@@ -170,4 +245,39 @@ int sdb_weights_getf(sdb_weights *w, const float **out, sdb_err *err, int ndim,
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
     return sdb_weights_get(w, name, ndim, shape, out, err);
+}
+
+int sdb_weights_get_matf(sdb_weights *w, sdb_wmat *out, sdb_err *err, int ndim,
+                         const int64_t *shape, const char *fmt, ...)
+{
+    char name[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return sdb_weights_get_mat(w, name, ndim, shape, out, err);
+}
+
+int sdb_weights_conv2d(sdb_weights *w, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,
+                       const char *name, sdb_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->cin = cin;
+    c->cout = cout;
+    c->k = k;
+    c->stride = stride;
+    c->pad_t = c->pad_l = c->pad_b = c->pad_r = pad;
+    const int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
+    int rc = sdb_weights_get_matf(w, &c->w, err, 4, ws, "%s.weight", name);
+    if (!rc) rc = sdb_weights_getf(w, &c->b, err, 1, bs, "%s.bias", name);
+    return rc;
+}
+
+int sdb_weights_linear(sdb_weights *w, sdb_wmat *W, const float **bias, int out, int in,
+                       const char *name, sdb_err *err)
+{
+    const int64_t ws[2] = {out, in}, bs[1] = {out};
+    int rc = sdb_weights_get_matf(w, W, err, 2, ws, "%s.weight", name);
+    if (!rc && bias) rc = sdb_weights_getf(w, bias, err, 1, bs, "%s.bias", name);
+    return rc;
 }
