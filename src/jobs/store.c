@@ -69,6 +69,21 @@
  *   8. A database file is only ever written by processes of ONE host (shards have their own
  *      file), so SQLite's locks, which do not work across NFS/Lustre clients, are only relied on
  *      between processes of that host.
+ *   9. No transaction turns from a reader into a writer. SQLite calls the busy handler (our
+ *      60 s busy timeout) only for a lock taken when a transaction STARTS; a transaction that
+ *      has read and then wants to write gets SQLITE_BUSY ("database is locked") at once — in WAL
+ *      its snapshot may be stale, so waiting could not help. Hence: every transaction that may
+ *      write starts with BEGIN IMMEDIATE (begin(), migrate()), so its reads happen under the
+ *      write lock; a write outside one (set_meta, heartbeat) is a single autocommit statement,
+ *      which takes the write lock as it starts; every statement is finalized before its
+ *      function returns (no read left open holding a snapshot); a failed COMMIT is rolled back.
+ *      SQLite itself reads-then-writes in one place: switching a file's journal mode (PRAGMA
+ *      journal_mode=WAL reads the header, then writes its version bytes). Several `sdbatch run`
+ *      started at once on a new state.db got "database is locked" from it (tests/
+ *      test_store_concurrency.c reproduces it); set_journal_mode() retries it for the busy
+ *      timeout. Not a cause: WAL recovery after a SIGKILLed writer (SQLITE_BUSY_RECOVERY goes
+ *      through the busy handler), checkpoints (automatic ones are passive and never fail a
+ *      commit; the last connection's close skips its checkpoint when busy).
  * Together: after any crash, re-running converges — every job ends DONE exactly once in `runs`
  * (outcome 'done'), its output equal to an uninterrupted run's, and no temp file remains.
  */
@@ -84,6 +99,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* How long any statement waits for another process's lock before failing with SQLITE_BUSY. */
+#define BUSY_TIMEOUT_MS 60000
 
 struct sdb_store {
     sqlite3 *db;
@@ -197,6 +215,33 @@ static int exec(sdb_store *s, const char *sql, sdb_err *err)
     return 0;
 }
 
+/* PRAGMA journal_mode=<mode>, retried while SQLite answers SQLITE_BUSY, for as long as the busy
+ * timeout (invariant 9). Switching a file to WAL (or back) is the one write SQLite starts inside
+ * a read transaction (it reads the header, then writes its version bytes): when several
+ * processes open a new state.db at the same instant, all but one get SQLITE_BUSY from it at once,
+ * without the busy handler being called. Once the first has switched the file, a retry finds the
+ * header already in WAL and writes nothing. */
+static int set_journal_mode(sdb_store *s, const char *mode, sdb_err *err)
+{
+    char sql[48];
+    snprintf(sql, sizeof sql, "PRAGMA journal_mode=%s", mode);
+    double t0 = sdb_now_mono();
+    int delay_ms = 1;
+    for (;;) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+        if (rc == SQLITE_OK) return 0;
+        if ((rc & 0xff) != SQLITE_BUSY || (sdb_now_mono() - t0) * 1000 > BUSY_TIMEOUT_MS) {
+            rc = sdb_fail(err, SDB_ESTATE, "%s: %s (in: %s)", s->path, msg ? msg : sqlite3_errstr(rc), sql);
+            sqlite3_free(msg);
+            return rc;
+        }
+        sqlite3_free(msg);
+        sqlite3_sleep(delay_ms);
+        if (delay_ms < 64) delay_ms *= 2;
+    }
+}
+
 /* Migrations: migrations[v] takes a database from user_version v to v+1. Never edit one that
  * has shipped; append. */
 static const char *const migrations[] = {
@@ -279,7 +324,7 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
                       s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, 60000);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
     if (!s->readonly) {
         /* A shard's file (state.<I>-of-<N>.db) is written by one task but read by the other shards'
          * hosts and by `status` elsewhere, possibly over NFS/Lustre: WAL's shared-memory index only
@@ -288,7 +333,7 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;
         int shard_file = strncmp(base, "state.", 6) == 0 && strstr(base, "-of-") != NULL;
-        if ((rc = exec(s, shard_file ? "PRAGMA journal_mode=DELETE" : "PRAGMA journal_mode=WAL", err))) goto fail;
+        if ((rc = set_journal_mode(s, shard_file ? "DELETE" : "WAL", err))) goto fail;
         if ((rc = exec(s, "PRAGMA synchronous=FULL", err))) goto fail;
         if ((rc = migrate(s, err))) goto fail;
     } else {
@@ -512,8 +557,16 @@ static int begin(sdb_store *s, sdb_err *err)
     if (s->readonly) return sdb_fail(err, SDB_ESTATE, "%s: opened read-only", s->path);
     return exec(s, "BEGIN IMMEDIATE", err);
 }
-static int commit(sdb_store *s, sdb_err *err) { return exec(s, "COMMIT", err); }
 static void rollback(sdb_store *s) { exec(s, "ROLLBACK", NULL); }
+/* A COMMIT that fails (e.g. SQLITE_BUSY after the timeout, on a rollback-journal shard file a
+ * reader keeps locked) leaves the transaction open; it is rolled back, so the connection is never
+ * left inside a transaction whose snapshot would go stale (invariant 9). */
+static int commit(sdb_store *s, sdb_err *err)
+{
+    int rc = exec(s, "COMMIT", err);
+    if (rc && !sqlite3_get_autocommit(s->db)) rollback(s);
+    return rc;
+}
 
 /* Does the recorded output exist with the recorded hash? */
 static int output_matches(const sdb_job_row *r)
@@ -596,11 +649,19 @@ int sdb_store_recover(sdb_store *s, const sdb_worker *me, int all_running, int *
     }
     sdb_job_row *rows = NULL;
     int nr = 0, cap = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (nr == cap) { cap = cap ? cap * 2 : 16; sdb_job_row *np = realloc(rows, cap * sizeof *np); if (!np) break; rows = np; }
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        if (nr == cap) {
+            cap = cap ? cap * 2 : 16;
+            sdb_job_row *np = realloc(rows, cap * sizeof *np);
+            if (!np) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); break; }
+            rows = np;
+        }
         read_row(st, &rows[nr++]);
     }
+    if (!rc && src != SQLITE_DONE) rc = dberr(s, err, "read running jobs");
     sqlite3_finalize(st);
+    if (rc) { sdb_job_rows_free(rows, nr); rollback(s); return rc; }
     double now = sdb_now_wall();
     sdb_kill_point("recover_txn");
     for (int i = 0; i < nr && !rc; i++) {
