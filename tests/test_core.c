@@ -220,6 +220,17 @@ static void test_config(void)
     const char *types[8];
     CHECK_OK(sdb_config_string_array(&c, "down_block_types", types, 8, &nb, &err), &err);
     CHECK(nb == 4 && strcmp(types[3], "DownBlock2D") == 0);
+    /* array fields: missing, not an array, too long, a wrong element: each names the field */
+    CHECK(sdb_config_int_array(&c, "no_such_field", blocks, 8, &nb, &err) == SDB_EFORMAT);
+    CHECKF(strstr(err.msg, "'no_such_field' is missing") && strstr(err.msg, "config.json"), "%s", err.msg);
+    CHECK(sdb_config_string_array(&c, "in_channels", types, 8, &nb, &err) == SDB_EFORMAT);
+    CHECKF(strstr(err.msg, "'in_channels' must be an array") != NULL, "%s", err.msg);
+    CHECK(sdb_config_int_array(&c, "block_out_channels", blocks, 3, &nb, &err) == SDB_EUNSUPPORTED);
+    CHECKF(strstr(err.msg, "'block_out_channels' has 4 entries (at most 3") != NULL, "%s", err.msg);
+    CHECK(sdb_config_string_array(&c, "block_out_channels", types, 8, &nb, &err) == SDB_EFORMAT);
+    CHECKF(strstr(err.msg, "'block_out_channels'[0] must be a string") != NULL, "%s", err.msg);
+    CHECK(sdb_config_int_array(&c, "down_block_types", blocks, 8, &nb, &err) == SDB_EFORMAT);
+    CHECKF(strstr(err.msg, "'down_block_types'[0] must be an integer") != NULL, "%s", err.msg);
     double eps;
     CHECK_OK(sdb_config_double(&c, "norm_eps", 0, &eps, &err), &err);
     CHECK(eps == 1e-5);

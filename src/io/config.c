@@ -117,13 +117,24 @@ int sdb_config_string(const sdb_config *c, const char *key, const char *def, con
     return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be a string", c->path, key);
 }
 
-int sdb_config_int_array(const sdb_config *c, const char *key, long long *vals, int max, int *n, sdb_err *err)
+/* The array field `key` (required, at most max entries): *arr and its size *n, or an error naming
+ * the field. */
+static int get_array(const sdb_config *c, const char *key, int max, json_t **arr, int *n, sdb_err *err)
 {
     json_t *v = get(c, key);
     if (!v) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' is missing", c->path, key);
     if (!json_is_array(v)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an array", c->path, key);
     if ((int)json_array_size(v) > max) return sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s' has %zu entries (at most %d supported)", c->path, key, json_array_size(v), max);
+    *arr = v;
     *n = (int)json_array_size(v);
+    return 0;
+}
+
+int sdb_config_int_array(const sdb_config *c, const char *key, long long *vals, int max, int *n, sdb_err *err)
+{
+    json_t *v;
+    int rc = get_array(c, key, max, &v, n, err);
+    if (rc) return rc;
     for (int i = 0; i < *n; i++) {
         json_t *e = json_array_get(v, (size_t)i);
         if (!json_is_integer(e)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s'[%d] must be an integer", c->path, key, i);
@@ -134,11 +145,9 @@ int sdb_config_int_array(const sdb_config *c, const char *key, long long *vals, 
 
 int sdb_config_string_array(const sdb_config *c, const char *key, const char **vals, int max, int *n, sdb_err *err)
 {
-    json_t *v = get(c, key);
-    if (!v) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' is missing", c->path, key);
-    if (!json_is_array(v)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an array", c->path, key);
-    if ((int)json_array_size(v) > max) return sdb_fail(err, SDB_EUNSUPPORTED, "%s: field '%s' has %zu entries (at most %d supported)", c->path, key, json_array_size(v), max);
-    *n = (int)json_array_size(v);
+    json_t *v;
+    int rc = get_array(c, key, max, &v, n, err);
+    if (rc) return rc;
     for (int i = 0; i < *n; i++) {
         json_t *e = json_array_get(v, (size_t)i);
         if (!json_is_string(e)) return sdb_fail(err, SDB_EFORMAT, "%s: field '%s'[%d] must be a string", c->path, key, i);
