@@ -2,6 +2,8 @@
  * harness.c — implementation of the test harness (see harness.h).
  */
 #include "harness.h"
+#include "sdb/fp16.h"
+#include "sdb/safetensors.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -87,6 +89,37 @@ int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double 
             what, n, maxref, maxabs, worst, tol, ok ? "ok" : "TOO FAR");
     if (!ok) sdb_t_checks_failed++;
     return ok;
+}
+
+int sdb_t_write_f16_copy(const char *src, const char *dst)
+{
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, src, &err), &err);
+    if (!st) return -1;
+    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
+    uint16_t **bufs = calloc((size_t)st->n, sizeof *bufs);
+    for (int i = 0; i < st->n; i++) {
+        const sdb_st_tensor *t = &st->tensors[i];
+        float *f = malloc((size_t)t->numel * sizeof(float));
+        CHECK_OK(sdb_st_to_f32(t, f, &err), &err);
+        bufs[i] = malloc((size_t)t->numel * 2 + 2);
+        sdb_f32_to_f16_array(f, bufs[i], (size_t)t->numel);
+        free(f);
+        wt[i].name = t->name;
+        wt[i].dtype = SDB_DT_F16;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].data = bufs[i];
+    }
+    int rc = sdb_st_write(dst, wt, st->n, NULL, NULL, 0, &err);
+    CHECK_OK(rc, &err);
+    for (int i = 0; i < st->n; i++) free(bufs[i]);
+    free(bufs);
+    free(wt);
+    sdb_st_close(st);
+    return rc ? -1 : 0;
 }
 
 int sdb_t_sdbatch(const char *args, char *out, size_t n)

@@ -4,7 +4,8 @@
  * RUN(fn) runs one test function; CHECK/CHECKF record failures with file:line and keep going;
  * sdb_t_done() prints "N passed, M failed" and returns the exit code. Test data (the team's tiny
  * models and reference tensors) come from $SDB_TEST_DATA or ../shared beside the source tree; when
- * it is missing the test FAILS (it never skips).
+ * it is missing the test FAILS (it never skips). Plus the helpers several tests share (temp folders,
+ * running the built binary, comparing floats, an F16 copy of a weights file).
  */
 #ifndef SDB_TEST_HARNESS_H
 #define SDB_TEST_HARNESS_H
@@ -39,6 +40,10 @@ const char *sdb_t_binary(void);
 /* Runs the built sdbatch with `args` (shell words) on one thread, stderr merged into stdout;
  * the output (truncated to n-1 bytes) goes to out. Returns the exit code, or -1. */
 int sdb_t_sdbatch(const char *args, char *out, size_t n);
+
+/* Writes to dst a copy of the safetensors file src with every tensor converted to F16 (names and
+ * shapes kept). Returns 0, or records the failure and returns -1. */
+int sdb_t_write_f16_copy(const char *src, const char *dst);
 
 /* Compares n floats with the reference: passes when max|a-ref| <= atol + rtol * max|ref|.
  * Prints max abs/rel error either way (with `what`); returns 1 on pass. */

@@ -7,7 +7,6 @@
 #include "sdb/arena.h"
 #include "sdb/config.h"
 #include "sdb/ldm_names.h"
-#include "sdb/fp16.h"
 #include "sdb/safetensors.h"
 #include "sdb/threads.h"
 #include "sdb/unet.h"
@@ -97,6 +96,27 @@ static float *run_case(sdb_unet *u, const char *cname, int *n_out)
     CHECKF(rc == 0, "%s: %s", cname, err.msg);
     *n_out = (int)n;
     return out;
+}
+
+/* Loads the U-Net from `weights` and `config`, runs case inpaint_t981 and compares the output with
+ * the reference (atol = rtol = tol). */
+static void check_t981(const char *weights, const char *config, double tol, const char *what)
+{
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_weights w;
+    CHECK_OK(sdb_weights_open(&w, weights, "unet", &err), &err);
+    sdb_unet *u = NULL;
+    CHECK_OK(sdb_unet_load(&u, config, &w, &err), &err);
+    if (u) {
+        int n = 0;
+        float *out = run_case(u, "inpaint_t981", &n);
+        const float *ref = ref_f32("inpaint_t981/out", NULL);
+        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, tol, tol, what));
+        free(out);
+        sdb_unet_free(u);
+    }
+    sdb_weights_free(&w);
 }
 
 static void test_cases(void)
@@ -192,48 +212,11 @@ static void test_single_file(void)
 static void test_fp16_weights(void)
 {
     if (!sdb_t_data()) return;
-    sdb_err err;
-    sdb_err_clear(&err);
-    sdb_st *st = NULL;
-    CHECK_OK(sdb_st_open(&st, sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), &err), &err);
-    if (!st) return;
-    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
-    uint16_t **bufs = calloc((size_t)st->n, sizeof *bufs);
-    for (int i = 0; i < st->n; i++) {
-        const sdb_st_tensor *t = &st->tensors[i];
-        float *f = malloc(sizeof(float) * (size_t)t->numel);
-        sdb_st_to_f32(t, f, &err);
-        bufs[i] = malloc(2 * (size_t)t->numel);
-        for (int64_t k = 0; k < t->numel; k++) bufs[i][k] = sdb_f32_to_f16(f[k]);
-        free(f);
-        wt[i].name = t->name;
-        wt[i].dtype = SDB_DT_F16;
-        wt[i].ndim = t->ndim;
-        memcpy(wt[i].shape, t->shape, sizeof t->shape);
-        wt[i].data = bufs[i];
-    }
     char path[1024];
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.fp16.safetensors", sdb_t_tmpdir());
-    CHECK_OK(sdb_st_write(path, wt, st->n, NULL, NULL, 0, &err), &err);
-    for (int i = 0; i < st->n; i++) free(bufs[i]);
-    free(bufs);
-    free(wt);
-    sdb_st_close(st);
-
-    sdb_weights w;
-    CHECK_OK(sdb_weights_open(&w, path, "unet", &err), &err);
-    sdb_unet *u = NULL;
-    CHECK_OK(sdb_unet_load(&u, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), &w, &err), &err);
-    if (u) {
-        int n = 0;
-        float *out = run_case(u, "inpaint_t981", &n);
-        const float *ref = ref_f32("inpaint_t981/out", NULL);
-        /* fp16 rounding of every weight: ~1e-3 relative */
-        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 3e-2, 3e-2, "fp16 weights"));
-        free(out);
-        sdb_unet_free(u);
-    }
-    sdb_weights_free(&w);
+    if (sdb_t_write_f16_copy(sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), path)) return;
+    /* fp16 rounding of every weight: ~1e-3 relative */
+    check_t981(path, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), 3e-2, "fp16 weights");
 }
 
 /* replaces the first occurrence of `from` in s (in place, s has room) */
@@ -291,25 +274,13 @@ static void test_sd2_style_config(void)
     CHECK(replace1(text, sizeof text, "\"attention_head_dim\": 8", "\"attention_head_dim\": [8, 8, 8, 8]") == 0);
     f = fopen(cpath, "wb");
     if (f) { fputs(text, f); fclose(f); }
-    sdb_weights w;
-    CHECK_OK(sdb_weights_open(&w, wpath, "unet", &err), &err);
-    sdb_unet *u = NULL;
-    CHECK_OK(sdb_unet_load(&u, cpath, &w, &err), &err);
-    if (u) {
-        int n = 0;
-        float *out = run_case(u, "inpaint_t981", &n);
-        const float *ref = ref_f32("inpaint_t981/out", NULL);
-        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 1e-4, 1e-4, "linear projections + list heads"));
-        free(out);
-        sdb_unet_free(u);
-    }
-    sdb_weights_free(&w);
+    check_t981(wpath, cpath, 1e-4, "linear projections + list heads");
     /* the shape check: the 4-D conv weights are refused when linear projections are configured */
     sdb_weights w2;
     CHECK_OK(sdb_weights_open(&w2, sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), "unet", &err), &err);
     sdb_config cfg;
     CHECK_OK(sdb_config_parse(&cfg, text, "config.json", &err), &err);
-    u = NULL;
+    sdb_unet *u = NULL;
     int rc = sdb_unet_load_config(&u, &cfg, &w2, &err);
     CHECKF(rc == SDB_EFORMAT && strstr(err.msg, "proj_in"), "rc %d: %s", rc, err.msg);
     sdb_unet_free(u);

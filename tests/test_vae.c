@@ -7,7 +7,6 @@
  */
 #include "harness.h"
 #include "sdb/arena.h"
-#include "sdb/fp16.h"
 #include "sdb/ldm_names.h"
 #include "sdb/rng.h"
 #include "sdb/safetensors.h"
@@ -375,32 +374,10 @@ static void test_strips(void)
 static void test_fp16_variant(void)
 {
     sdb_err err;
-    sdb_st *src = NULL;
-    CHECK_OK(sdb_st_open(&src, sdb_t_path(TINY_VAE "/diffusion_pytorch_model.safetensors"), &err), &err);
-    if (!src) return;
     const char *dir = sdb_t_tmpdir();
     char path[700], cfg_src[700];
-    sdb_st_wtensor *wt = calloc((size_t)src->n, sizeof *wt);
-    uint16_t **bufs = calloc((size_t)src->n, sizeof *bufs);
-    for (int i = 0; i < src->n; i++) {
-        const sdb_st_tensor *t = &src->tensors[i];
-        float *f = malloc((size_t)t->numel * sizeof(float));
-        sdb_st_to_f32(t, f, &err);
-        bufs[i] = malloc((size_t)t->numel * 2 + 2);
-        sdb_f32_to_f16_array(f, bufs[i], (size_t)t->numel);
-        free(f);
-        wt[i].name = t->name;
-        wt[i].dtype = SDB_DT_F16;
-        wt[i].ndim = t->ndim;
-        memcpy(wt[i].shape, t->shape, sizeof t->shape);
-        wt[i].data = bufs[i];
-    }
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.fp16.safetensors", dir);
-    CHECK_OK(sdb_st_write(path, wt, src->n, NULL, NULL, 0, &err), &err);
-    for (int i = 0; i < src->n; i++) free(bufs[i]);
-    free(bufs);
-    free(wt);
-    sdb_st_close(src);
+    if (sdb_t_write_f16_copy(sdb_t_path(TINY_VAE "/diffusion_pytorch_model.safetensors"), path)) return;
     snprintf(cfg_src, sizeof cfg_src, "%s", sdb_t_path(TINY_VAE "/config.json"));
     char *text = NULL;
     size_t len = 0;
