@@ -126,6 +126,11 @@ int sdb_t_sdbatch(const char *args, char *out, size_t n)
 {
     char cmd[16384];
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 '%s' %s 2>&1", SDB_BINARY, args);
+    return sdb_t_shell(cmd, out, n);
+}
+
+int sdb_t_shell(const char *cmd, char *out, size_t n)
+{
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     size_t got = fread(out, 1, n - 1, p);

@@ -40,6 +40,9 @@ const char *sdb_t_binary(void);
 /* Runs the built sdbatch with `args` (shell words) on one thread, stderr merged into stdout;
  * the output (truncated to n-1 bytes) goes to out. Returns the exit code, or -1. */
 int sdb_t_sdbatch(const char *args, char *out, size_t n);
+/* Runs the shell command cmd; its stdout (truncated to n-1 bytes) goes to out. Returns the exit
+ * code, or -1. */
+int sdb_t_shell(const char *cmd, char *out, size_t n);
 
 /* Writes to dst a copy of the safetensors file src with every tensor converted to F16 (names and
  * shapes kept). Returns 0, or records the failure and returns -1. */

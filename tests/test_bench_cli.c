@@ -8,11 +8,16 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-
-static int run(const char *args, char *out, size_t n) { return sdb_t_sdbatch(args, out, n); }
 
 static char out[1 << 16];
+
+/* Runs `sdbatch bench --model <the tiny model> OPTIONS` into out; returns the exit code. */
+static int bench_tiny(const char *options)
+{
+    char args[4096];
+    snprintf(args, sizeof args, "bench --model '%s' %s", sdb_t_path("models/tiny-sd-inpaint"), options);
+    return sdb_t_sdbatch(args, out, sizeof out);
+}
 
 static double field(const char *json, const char *key)
 {
@@ -24,10 +29,7 @@ static double field(const char *json, const char *key)
 
 static void test_json_fields(void)
 {
-    char args[4096];
-    snprintf(args, sizeof args, "bench --model '%s' --size 64 --reps 1 --steps 1 --gemm 512 --json",
-             sdb_t_path("models/tiny-sd-inpaint"));
-    int rc = run(args, out, sizeof out);
+    int rc = bench_tiny("--size 64 --reps 1 --steps 1 --gemm 512 --json");
     CHECKF(rc == 0, "exit %d: %s", rc, out);
     CHECKF(out[0] == '{' && strstr(out, "}\n"), "%s", out);
     const char *keys[] = {"unet_step_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
@@ -41,10 +43,7 @@ static void test_json_fields(void)
 
 static void test_profile_and_only(void)
 {
-    char args[4096];
-    snprintf(args, sizeof args, "bench --model '%s' --size 64 --reps 1 --gemm 512 --only unet --profile",
-             sdb_t_path("models/tiny-sd-inpaint"));
-    int rc = run(args, out, sizeof out);
+    int rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --profile");
     CHECKF(rc == 0, "exit %d: %s", rc, out);
     const char *kinds[] = {"convolution", "linear", "attention", "norm", "elementwise", "copies"};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) CHECKF(strstr(out, kinds[i]) != NULL, "%s", kinds[i]);
@@ -54,14 +53,11 @@ static void test_profile_and_only(void)
 
 static void test_usage_errors(void)
 {
-    CHECK(run("bench", out, sizeof out) == 2);
+    CHECK(sdb_t_sdbatch("bench", out, sizeof out) == 2);
     CHECK(strstr(out, "--model is required") != NULL);
-    char args[4096];
-    snprintf(args, sizeof args, "bench --model '%s' --size 100", sdb_t_path("models/tiny-sd-inpaint"));
-    CHECK(run(args, out, sizeof out) == 2);
-    snprintf(args, sizeof args, "bench --model '%s' --only unet,colour", sdb_t_path("models/tiny-sd-inpaint"));
-    CHECK(run(args, out, sizeof out) == 2);
-    CHECK(run("bench --help", out, sizeof out) == 0);
+    CHECK(bench_tiny("--size 100") == 2);
+    CHECK(bench_tiny("--only unet,colour") == 2);
+    CHECK(sdb_t_sdbatch("bench --help", out, sizeof out) == 0);
 }
 
 int main(void)

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *const pc_dirs[] = {"/usr/local/lib/x86_64-linux-gnu/pkgconfig", "/usr/local/lib/pkgconfig",
@@ -47,12 +46,7 @@ static int configure(const char *pc_dir, const char *blas_prefix, char *out, siz
     snprintf(cmd, sizeof cmd, "env PKG_CONFIG_LIBDIR='%s' PKG_CONFIG_PATH= '%s' -S '%s' -B '%s' %s%s 2>&1",
              pc_dir, SDB_CMAKE_COMMAND, SDB_SOURCE_DIR, bdir, blas_prefix ? "-DSDB_OPENBLAS_PREFIX=" : "",
              blas_prefix ? blas_prefix : "");
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return sdb_t_shell(cmd, out, n);
 }
 
 static void test_each_missing_library_names_its_package(void)
