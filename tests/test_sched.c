@@ -48,14 +48,6 @@ static int setup(void)
     return g_meta != NULL;
 }
 
-static float *load(const char *name, int64_t *numel)
-{
-    sdb_err err = {0};
-    float *v = NULL;
-    if (sdb_st_load_f32(g_st, name, &v, numel, &err)) { CHECKF(0, "%s", err.msg); return NULL; }
-    return v;
-}
-
 static float *load_from(const sdb_st *st, const char *name, int64_t *numel)
 {
     sdb_err err = {0};
@@ -63,6 +55,8 @@ static float *load_from(const sdb_st *st, const char *name, int64_t *numel)
     if (sdb_st_load_f32(st, name, &v, numel, &err)) { CHECKF(0, "%s", err.msg); return NULL; }
     return v;
 }
+
+static float *load(const char *name, int64_t *numel) { return load_from(g_st, name, numel); }
 
 static sdb_sched *make(const char *name)
 {
