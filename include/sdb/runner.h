@@ -24,6 +24,7 @@
 #include "sdb/error.h"
 #include "sdb/log.h"
 #include "sdb/manifest.h"
+#include "sdb/store.h"
 
 /* Called after each denoising step; nonzero cancels (the executor then returns SDB_EINTERRUPTED). */
 typedef int (*sdb_run_step_fn)(void *ud, int step, int total);
@@ -43,6 +44,25 @@ typedef struct sdb_executor {
 /* The real executor (pipeline.h). */
 const sdb_executor *sdb_executor_pipeline(void);
 
+/* What became of one job this process ran (sdb_run_opts.on_job), told once the state database
+ * has recorded it. The strings are valid during the call only. */
+typedef struct sdb_job_event {
+    const char *id;
+    sdb_job_state state;   /* SDB_JOB_DONE; SDB_JOB_FAILED (an input, the executor or writing
+                              the output failed); SDB_JOB_PENDING: stopped by *stop, released
+                              (the attempt is not counted) */
+    const char *output;    /* DONE: the file written; else NULL */
+    double seconds;        /* the attempt's wall time: claim to done / failure / stop */
+    const char *error;     /* FAILED: why; else NULL */
+    int step, steps;       /* PENDING: the denoising step it stopped at, of steps; else 0 */
+    long long run_id;      /* its row in the database's `runs` table */
+} sdb_job_event;
+
+/* Called once for each job this process claimed and saw through to an outcome (not for jobs
+ * skipped as done or as someone else's, nor for one whose lease was lost to another process:
+ * its outcome is that process's). */
+typedef void (*sdb_run_job_fn)(void *ud, const sdb_job_event *ev);
+
 typedef struct sdb_run_opts {
     const char *state_path;   /* NULL: <output_dir>/.sdbatch/state.db (or the shard's file) */
     int threads;              /* 0 = leave as is */
@@ -59,7 +79,11 @@ typedef struct sdb_run_opts {
                                       NULL = every job */
     int progress;             /* 1: redraw a progress bar on `progress_fp` (a TTY) */
     FILE *progress_fp;        /* default stderr */
-    FILE *lines_fp;           /* one line per finished job (default stdout); NULL = silent */
+    FILE *lines_fp;           /* one line per finished job, for people (`done ID (S s) -> OUT`,
+                                 `failed ID (S s): ERR`, ...); NULL = silent (a dry run's
+                                 list: stdout). Programs use on_job, not this text */
+    sdb_run_job_fn on_job;    /* per-job outcome callback (NULL = none) */
+    void *on_job_ud;
     volatile sig_atomic_t *stop; /* nonzero (the signal number) = stop at the next step boundary */
 } sdb_run_opts;
 

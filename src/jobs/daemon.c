@@ -812,8 +812,6 @@ typedef struct daemon_ctx {
     unsigned long long tick;
     const char *cur;          /* the manifest being run (its name) */
     char *crash_file;         /* active/.<name>.starts of the manifest being run, while nonzero */
-    char linebuf[8192];       /* the runner's per-job lines, being assembled */
-    size_t linelen;
 } daemon_ctx;
 
 /* The runner's logger -> events. */
@@ -921,68 +919,36 @@ static void cache_clear(daemon_ctx *d)
     d->n_models = 0;
 }
 
-/* One line the runner printed about a job (runner.c's line() calls): "done ID (S s) -> OUT",
- * "failed ID (S s): ERR", "failed ID: ERR", "interrupted ID at step a/b (...)"; anything else is
- * passed on as a log event. (test_daemon_slow counts the job events, so a change of wording in
- * the runner shows there.) */
-static void job_line(daemon_ctx *d, char *s)
+/* The runner's per-job outcome (sdb_run_opts.on_job) -> job_done / job_failed / job_interrupted.
+ * Seconds are logged to the tenth, as the runner's own lines show them. */
+static void on_job(void *ud, const sdb_job_event *ev)
 {
+    daemon_ctx *d = ud;
     sdb_dlog *l = d->o->log;
-    char *orig = strdup(s);
-    char *sp = strchr(s, ' ');
-    if (!sp) {
-        sdb_dlog_event(l, "log", "level", 's', "info", "manifest", 's', d->cur, "message", 's', orig ? orig : s, NULL);
-        free(orig);
-        return;
-    }
-    *sp = '\0';
-    const char *what = s;
-    char *id = sp + 1;
-    char *rest = id + strcspn(id, " :");
-    char sep = *rest;
-    *rest = '\0';
-    rest = sep ? rest + 1 : rest;
-    double secs = NAN;
-    if (*rest == '(') {
-        secs = strtod(rest + 1, &rest);
-        rest = strchr(rest, ')');
-        rest = rest ? rest + 1 : (char *)"";
-    }
-    if (!strcmp(what, "done")) {
+    char tenths[48];
+    snprintf(tenths, sizeof tenths, "%.1f", ev->seconds);
+    double secs = strtod(tenths, NULL);
+    switch (ev->state) {
+    case SDB_JOB_DONE:
         if (d->crash_file) {   /* progress: the run of crashes (if any) is over */
             unlink(d->crash_file);
             free(d->crash_file);
             d->crash_file = NULL;
         }
-        const char *arrow = strstr(rest, "-> ");
-        sdb_dlog_event(l, "job_done", "manifest", 's', d->cur, "job", 's', id, "seconds", 'f', secs, "output", 's',
-                       arrow ? arrow + 3 : NULL, NULL);
-    } else if (!strcmp(what, "failed")) {
-        while (*rest == ':' || *rest == ' ') rest++;
-        sdb_dlog_event(l, "job_failed", "manifest", 's', d->cur, "job", 's', id, "seconds", 'f', secs, "error", 's',
-                       rest, NULL);
-    } else if (!strcmp(what, "interrupted")) {
-        while (*rest == ' ') rest++;
-        sdb_dlog_event(l, "job_interrupted", "manifest", 's', d->cur, "job", 's', id, "detail", 's', rest, NULL);
-    } else {
-        sdb_dlog_event(l, "log", "level", 's', "info", "manifest", 's', d->cur, "message", 's', orig ? orig : what, NULL);
+        sdb_dlog_event(l, "job_done", "manifest", 's', d->cur, "job", 's', ev->id, "seconds", 'f', secs, "output", 's',
+                       ev->output, NULL);
+        break;
+    case SDB_JOB_FAILED:
+        sdb_dlog_event(l, "job_failed", "manifest", 's', d->cur, "job", 's', ev->id, "seconds", 'f', secs, "error", 's',
+                       ev->error ? ev->error : "", NULL);
+        break;
+    default: {
+        char detail[96];
+        snprintf(detail, sizeof detail, "at step %d/%d (back to pending)", ev->step, ev->steps);
+        sdb_dlog_event(l, "job_interrupted", "manifest", 's', d->cur, "job", 's', ev->id, "detail", 's', detail, NULL);
+        break;
     }
-    free(orig);
-}
-
-static ssize_t lines_write(void *cookie, const char *buf, size_t n)
-{
-    daemon_ctx *d = cookie;
-    for (size_t i = 0; i < n; i++) {
-        if (buf[i] == '\n' || d->linelen == sizeof d->linebuf - 1) {
-            d->linebuf[d->linelen] = '\0';
-            if (d->linelen) job_line(d, d->linebuf);
-            d->linelen = 0;
-            if (buf[i] == '\n') continue;
-        }
-        d->linebuf[d->linelen++] = buf[i];
     }
-    return (ssize_t)n;
 }
 
 static char *spool_path(const daemon_ctx *d, const char *folder, const char *name, const char *suffix)
@@ -1107,13 +1073,12 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
     if (m.n_input_errors)
         sdb_dlog_event(l, "manifest_bad_inputs", "manifest", 's', name, "jobs", 'i', (long long)m.n_input_errors, NULL);
 
-    cookie_io_functions_t io = {NULL, lines_write, NULL, NULL};
-    FILE *lines = fopencookie(d, "w", io);
     sdb_run_opts ro;
     memset(&ro, 0, sizeof ro);
     ro.threads = o->threads;
     ro.max_attempts = o->max_attempts > 0 ? o->max_attempts : 2;
-    ro.lines_fp = lines;
+    ro.on_job = on_job;
+    ro.on_job_ud = d;
     ro.stop = o->stop;
     sdb_log slog = {log_sink, d, SDB_LOG_INFO};
     const char *lv = getenv("SDB_LOG");
@@ -1123,7 +1088,6 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
     sdb_err rerr;
     sdb_err_clear(&rerr);
     rc = sdb_run_manifest(&m, &d->ex, &ro, &res, &slog, &rerr);
-    if (lines) fclose(lines);
     double secs = sdb_now_mono() - t0;
     if (rc == SDB_EINTERRUPTED || res.interrupted) {
         sdb_dlog_event(l, "manifest_interrupted", "manifest", 's', name, "signal", 'i',

@@ -209,6 +209,23 @@ static void line(prog *p, const char *fmt, ...)
     fflush(f);
 }
 
+/* Tells the caller's on_job (if any) what became of a job. */
+static void job_event(prog *p, const char *id, sdb_job_state state, const char *output, double seconds,
+                      const char *error, long long run_id)
+{
+    if (!p->o->on_job) return;
+    sdb_job_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.id = id;
+    ev.state = state;
+    ev.output = output;
+    ev.seconds = seconds;
+    ev.error = error;
+    if (state == SDB_JOB_PENDING) { ev.step = p->step; ev.steps = p->steps; }
+    ev.run_id = run_id;
+    p->o->on_job(p->o->on_job_ud, &ev);
+}
+
 static int on_step(void *ud, int step, int total)
 {
     prog *p = ud;
@@ -492,6 +509,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
                 res->ran--;
                 if ((rc = sdb_store_release(store, j->id, run_id, "interrupted by signal", err))) break;
                 line(&p, "interrupted %s at step %d/%d (back to pending)", j->id, p.step, p.steps);
+                job_event(&p, j->id, SDB_JOB_PENDING, NULL, secs, NULL, run_id);
                 res->interrupted = o->stop ? (int)*o->stop : SIGINT;
                 rc = SDB_EINTERRUPTED;
                 break;
@@ -505,6 +523,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
                 }
                 p.failed_count++;
                 line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
+                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
                 continue;
             }
             sdb_kill_point("generated");
@@ -536,6 +555,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
                 if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
                 p.failed_count++;
                 line(&p, "failed %s: %s", j->id, jerr.msg);
+                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
                 continue;
             }
             sdb_kill_point("renamed");
@@ -550,6 +570,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
             p.jobs_this_run++;
             p.job_seconds_sum += secs;
             line(&p, "done %s (%.1f s) -> %s", j->id, secs, j->output);
+            job_event(&p, j->id, SDB_JOB_DONE, j->output, secs, NULL, run_id);
             if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
         }
         /* jobs running under live owners elsewhere are theirs; jobs released by dead ones were
