@@ -7,6 +7,8 @@
 #include "sdb/error.h"
 #include "sdb/log.h"
 
+#include <signal.h>
+
 #define SDB_COMMAND(name, summary) int cmd_##name(int argc, char **argv);
 #include "commands.h"
 #undef SDB_COMMAND
@@ -24,5 +26,11 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 /* Parses a whole integer / float option value; on failure prints a usage error and returns -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
+/* sigaction(sig) with `handler`, an empty mask and sa_flags (e.g. SA_RESTART). */
+void cli_handle_signal(int sig, void (*handler)(int), int sa_flags);
+/* Catches each signal of `sigs` (0-terminated) with a handler that records its number in the
+ * returned flag and restores the default action, so that a second one ends the process at once.
+ * The flag stays 0 until a signal comes; it is what the library's `stop` options watch. */
+volatile sig_atomic_t *cli_catch_stop_signals(const int *sigs, int sa_flags);
 
 #endif

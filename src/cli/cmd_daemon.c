@@ -13,13 +13,7 @@
 /* Exit status when another daemon holds the spool (the unit file does not restart on it). */
 #define EXIT_SPOOL_BUSY 4
 
-static volatile sig_atomic_t stop_sig, hup_flag;
-
-static void on_stop(int sig)
-{
-    stop_sig = sig;
-    signal(sig, SIG_DFL);   /* a second one ends the process at once (still resumable) */
-}
+static volatile sig_atomic_t hup_flag;
 
 static void on_hup(int sig) { (void)sig; hup_flag = 1; }
 
@@ -112,17 +106,9 @@ int cmd_daemon(int argc, char **argv)
     if (sdb_dlog_open(&log, log_path, json, &err)) { fprintf(stderr, "sdbatch daemon: error: %s\n", err.msg); return EXIT_FAILURE_RUN; }
     log.reopen = &hup_flag;
     o.log = &log;
-    o.stop = &stop_sig;
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = on_hup;
-    sigaction(SIGHUP, &sa, NULL);
+    static const int stop_signals[] = {SIGTERM, SIGINT, 0};
+    o.stop = cli_catch_stop_signals(stop_signals, SA_RESTART);
+    cli_handle_signal(SIGHUP, on_hup, SA_RESTART);
     signal(SIGPIPE, SIG_IGN);
 
     int rc = sdb_daemon_run(&o, &err);

@@ -12,14 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_sig;
-
-static void on_signal(int sig)
-{
-    stop_sig = sig;
-    signal(sig, SIG_DFL);   /* a second one ends the process at once */
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -126,19 +118,13 @@ int cmd_run(int argc, char **argv)
     o.progress = !no_progress && isatty(STDERR_FILENO);
     o.progress_fp = stderr;
     o.lines_fp = stdout;
-    o.stop = &stop_sig;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
+    static const int stop_signals[] = {SIGINT, SIGTERM, SIGUSR1, 0};
+    o.stop = cli_catch_stop_signals(stop_signals, 0);
 
     sdb_run_result res;
     rc = sdb_run_manifest(&m, sdb_executor_pipeline(), &o, &res, &log, &err);
     if (rc == SDB_EINTERRUPTED || res.interrupted) {
-        int sig = res.interrupted ? res.interrupted : (int)stop_sig;
+        int sig = res.interrupted ? res.interrupted : (int)*o.stop;
         fprintf(stderr, "sdbatch run: interrupted by signal %d: %d done, %d pending; run again to resume\n",
                 sig, res.done, res.total - res.done - res.failed);
         code = sig == SIGTERM ? EXIT_SIGTERM : sig == SIGUSR1 ? EXIT_SIGUSR1 : EXIT_SIGINT;

@@ -1,6 +1,7 @@
 /*
- * main.c — the sdbatch command dispatcher. Everything real lives in libsdb; each subcommand's
- * front end is in cmd_<name>.c.
+ * main.c — the sdbatch command dispatcher, and the helpers of cli.h the subcommands share (logger,
+ * error and usage messages, option values, stop signals). Everything real lives in libsdb; each
+ * subcommand's front end is in cmd_<name>.c.
  */
 #include "cli.h"
 
@@ -81,6 +82,30 @@ int cli_parse_double(const char *cmd, const char *opt, const char *s, double *ou
     }
     *out = v;
     return 0;
+}
+
+static volatile sig_atomic_t stop_signal; /* the one stop flag of this process (CLI only) */
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    signal(sig, SIG_DFL);   /* a second one ends the process at once (what it did is resumable) */
+}
+
+void cli_handle_signal(int sig, void (*handler)(int), int sa_flags)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = sa_flags;
+    sa.sa_handler = handler;
+    sigaction(sig, &sa, NULL);
+}
+
+volatile sig_atomic_t *cli_catch_stop_signals(const int *sigs, int sa_flags)
+{
+    for (int i = 0; sigs[i]; i++) cli_handle_signal(sigs[i], on_stop_signal, sa_flags);
+    return &stop_signal;
 }
 
 int main(int argc, char **argv)
