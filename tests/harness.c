@@ -91,7 +91,7 @@ int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double 
     return ok;
 }
 
-int sdb_t_write_f16_copy(const char *src, const char *dst)
+int sdb_t_write_f16_copy(const char *src, const char *dst, int as_f16)
 {
     sdb_err err;
     sdb_err_clear(&err);
@@ -99,16 +99,18 @@ int sdb_t_write_f16_copy(const char *src, const char *dst)
     CHECK_OK(sdb_st_open(&st, src, &err), &err);
     if (!st) return -1;
     sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
-    uint16_t **bufs = calloc((size_t)st->n, sizeof *bufs);
+    void **bufs = calloc((size_t)st->n, sizeof *bufs);
     for (int i = 0; i < st->n; i++) {
         const sdb_st_tensor *t = &st->tensors[i];
+        CHECKF(t->dtype == SDB_DT_F32, "%s: %s is not F32", src, t->name);
         float *f = malloc((size_t)t->numel * sizeof(float));
+        uint16_t *h = malloc((size_t)t->numel * sizeof(uint16_t) + 2);
         CHECK_OK(sdb_st_to_f32(t, f, &err), &err);
-        bufs[i] = malloc((size_t)t->numel * 2 + 2);
-        sdb_f32_to_f16_array(f, bufs[i], (size_t)t->numel);
-        free(f);
+        sdb_f32_to_f16_array(f, h, (size_t)t->numel);
+        if (as_f16) { bufs[i] = h; free(f); }
+        else { sdb_f16_to_f32_array(h, f, (size_t)t->numel); bufs[i] = f; free(h); }
         wt[i].name = t->name;
-        wt[i].dtype = SDB_DT_F16;
+        wt[i].dtype = as_f16 ? SDB_DT_F16 : SDB_DT_F32;
         wt[i].ndim = t->ndim;
         memcpy(wt[i].shape, t->shape, sizeof t->shape);
         wt[i].data = bufs[i];

@@ -44,9 +44,10 @@ int sdb_t_sdbatch(const char *args, char *out, size_t n);
  * code, or -1. */
 int sdb_t_shell(const char *cmd, char *out, size_t n);
 
-/* Writes to dst a copy of the safetensors file src with every tensor converted to F16 (names and
- * shapes kept). Returns 0, or records the failure and returns -1. */
-int sdb_t_write_f16_copy(const char *src, const char *dst);
+/* Writes to dst a copy of the safetensors file src (F32 tensors) with every value rounded to F16:
+ * stored as F16 when as_f16, else as F32 holding the rounded values; names and shapes are kept.
+ * Returns 0, or records the failure and returns -1. */
+int sdb_t_write_f16_copy(const char *src, const char *dst, int as_f16);
 
 /* Compares n floats with the reference: passes when max|a-ref| <= atol + rtol * max|ref|.
  * Prints max abs/rel error either way (with `what`); returns 1 on pass. */

@@ -6,7 +6,6 @@
  */
 #include "harness.h"
 #include "sdb/clip.h"
-#include "sdb/fp16.h"
 #include "sdb/fsutil.h"
 #include "sdb/safetensors.h"
 #include "sdb/threads.h"
@@ -358,34 +357,10 @@ static void test_threads_and_batching(void)
 static int write_copy(const char *dir, const char *name, int as_f16)
 {
     sdb_err err = {0};
-    sdb_st *st = NULL;
-    char p[4096];
-    snprintf(p, sizeof p, "%s/model.safetensors", te_dir());
-    if (sdb_st_open(&st, p, &err)) { CHECKF(0, "%s", err.msg); return -1; }
-    sdb_st_wtensor *wt = calloc((size_t)st->n, sizeof *wt);
-    void **bufs = calloc((size_t)st->n, sizeof *bufs);
-    for (int i = 0; i < st->n; i++) {
-        const sdb_st_tensor *t = &st->tensors[i];
-        CHECK(t->dtype == SDB_DT_F32);
-        float *f = malloc((size_t)t->numel * sizeof(float));
-        uint16_t *h16 = malloc((size_t)t->numel * sizeof(uint16_t));
-        sdb_st_to_f32(t, f, &err);
-        sdb_f32_to_f16_array(f, h16, (size_t)t->numel);
-        if (as_f16) { bufs[i] = h16; free(f); }
-        else { sdb_f16_to_f32_array(h16, f, (size_t)t->numel); bufs[i] = f; free(h16); }
-        wt[i].name = t->name;
-        wt[i].dtype = as_f16 ? SDB_DT_F16 : SDB_DT_F32;
-        wt[i].ndim = t->ndim;
-        memcpy(wt[i].shape, t->shape, sizeof t->shape);
-        wt[i].data = bufs[i];
-    }
+    char src[4096], p[4096];
+    snprintf(src, sizeof src, "%s/model.safetensors", te_dir());
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    int rc = sdb_st_write(p, wt, st->n, NULL, NULL, 0, &err);
-    CHECK_OK(rc, &err);
-    for (int i = 0; i < st->n; i++) free(bufs[i]);
-    free(bufs);
-    free(wt);
-    sdb_st_close(st);
+    if (sdb_t_write_f16_copy(src, p, as_f16)) return -1;
     /* config.json copied into the temp folder */
     char *cfg = NULL;
     size_t len = 0;
@@ -394,7 +369,7 @@ static int write_copy(const char *dir, const char *name, int as_f16)
     snprintf(p, sizeof p, "%s/config.json", dir);
     if (cfg) CHECK_OK(sdb_write_file_atomic(p, cfg, len, &err), &err);
     free(cfg);
-    return rc;
+    return 0;
 }
 
 static void test_f16_weights(void)

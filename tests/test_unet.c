@@ -214,7 +214,7 @@ static void test_fp16_weights(void)
     if (!sdb_t_data()) return;
     char path[1024];
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.fp16.safetensors", sdb_t_tmpdir());
-    if (sdb_t_write_f16_copy(sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), path)) return;
+    if (sdb_t_write_f16_copy(sdb_t_path("models/tiny-sd-inpaint/unet/diffusion_pytorch_model.safetensors"), path, 1)) return;
     /* fp16 rounding of every weight: ~1e-3 relative */
     check_t981(path, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), 3e-2, "fp16 weights");
 }

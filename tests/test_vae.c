@@ -377,7 +377,7 @@ static void test_fp16_variant(void)
     const char *dir = sdb_t_tmpdir();
     char path[700], cfg_src[700];
     snprintf(path, sizeof path, "%s/diffusion_pytorch_model.fp16.safetensors", dir);
-    if (sdb_t_write_f16_copy(sdb_t_path(TINY_VAE "/diffusion_pytorch_model.safetensors"), path)) return;
+    if (sdb_t_write_f16_copy(sdb_t_path(TINY_VAE "/diffusion_pytorch_model.safetensors"), path, 1)) return;
     snprintf(cfg_src, sizeof cfg_src, "%s", sdb_t_path(TINY_VAE "/config.json"));
     char *text = NULL;
     size_t len = 0;
