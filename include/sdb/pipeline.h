@@ -21,13 +21,21 @@ typedef struct sdb_model_opts {
     const char *config_dir;    /* single-file checkpoints: a diffusers folder with the configs
                                   (NULL = beside it, else the built-in SD 1.5 inpainting configs) */
     int threads;               /* 0 = leave as is */
+    int weights_f16;           /* keep the weight matrices as IEEE half in memory (see weights.h):
+                                  F16 files are then used in place (same results, about half the
+                                  memory); other dtypes are rounded to half (other results, and so
+                                  another sdb_model_id) */
 } sdb_model_opts;
+
+/* The weights_f16 value of a weight mode's name ("f32" 0, "f16" 1; the CLI's --weights), or -1. */
+int sdb_weights_mode_parse(const char *name);
 
 /* Loads a diffusers pipeline folder or a single-file .safetensors checkpoint. */
 int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts,
                    const sdb_log *log, sdb_err *err);
 void sdb_model_free(sdb_model *m);
-/* Identity of the weights: SHA-256 (hex) over the configs and the weight files' headers and sizes;
+/* Identity of the weights: SHA-256 (hex) over the configs and the weight files' headers and sizes
+ * (and, when weights_f16 rounded any tensor, that fact: the numbers computed with differ);
  * and the AUTOMATIC1111-style short hash (first 10 hex digits of the weights file's SHA-256, or of
  * the U-Net file for folders) — computed lazily. */
 const char *sdb_model_id(sdb_model *m);

@@ -14,7 +14,7 @@
 static void help(void)
 {
     printf("usage: sdbatch bench --model PATH [--size 512] [--threads N] [--steps N] [--reps N]\n"
-           "                     [--json] [--profile]\n\n"
+           "                     [--weights f32|f16] [--json] [--profile]\n\n"
            "Times, as medians of --reps runs (default 3) after a warm-up: text encoding (prompt and\n"
            "negative prompt), one U-Net step at batch 2 (guidance), VAE encode and decode of a\n"
            "SIZE x SIZE image, and one whole inpainting run of --steps steps (default 4; 0 skips it).\n"
@@ -29,6 +29,8 @@ static void help(void)
            "  --reps N       timed repetitions per figure (default 3)\n"
            "  --gemm N       side of the reference sgemm product (default 4096)\n"
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
+           "  --weights f16  keep the weight matrices as IEEE half in memory (half the weights' RAM;\n"
+           "                 F16 model files give the same images); default f32\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
            "  --json         one JSON object on stdout instead of the table\n");
 }
@@ -40,6 +42,7 @@ int cmd_bench(int argc, char **argv)
     const char *model = NULL;
     long long threads = 0, v;
     int json = 0;
+    sdb_model_opts mo = {0};
     sdb_bench_opts o;
     sdb_bench_opts_default(&o);
     const char *pe = getenv("SDB_PROFILE");
@@ -51,6 +54,10 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--model") && has) model = argv[++i];
+        else if (!strcmp(a, "--weights") && has) {
+            if ((mo.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0)
+                return cli_usage_error("bench", "--weights takes f32 or f16, got '%s'", argv[i]);
+        }
         else if (!strcmp(a, "--only") && has) {
             char buf[256];
             snprintf(buf, sizeof buf, "%s", argv[++i]);
@@ -89,7 +96,6 @@ int cmd_bench(int argc, char **argv)
     if (json && log.level > SDB_LOG_WARN) log.level = SDB_LOG_WARN; /* stdout is the object */
     sdb_err err = {0};
     sdb_model *m = NULL;
-    sdb_model_opts mo = {0};
     if (sdb_model_load(&m, model, &mo, &log, &err)) return cli_error("bench", &err);
     sdb_bench_result r;
     int rc = sdb_bench_run(m, &o, &r, &log, &err);
@@ -117,14 +123,15 @@ int cmd_bench(int argc, char **argv)
                "\"vae_encode_s\": %.4f, \"vae_encode_gflop\": %.2f, \"vae_encode_gflops\": %.2f, "
                "\"vae_decode_s\": %.4f, \"vae_decode_gflop\": %.2f, \"vae_decode_gflops\": %.2f, "
                "\"vae_decode_sgemm_ratio\": %.4f, \"run_s\": %.3f, \"images_per_hour\": %.2f, "
-               "\"peak_rss_mib\": %.1f, \"weights_mib\": %.1f",
+               "\"peak_rss_mib\": %.1f, \"weights_mib\": %.1f, \"weights\": \"%s\"",
                r.size, r.latent, r.threads, r.reps, r.steps, pk, r.sgemm_samples, r.unet_sgemm_gflops,
                r.vae_encode_sgemm_gflops, r.vae_decode_sgemm_gflops, r.text_encode_s, r.text_gflop,
                r.unet_step_s, r.unet_step_min_s, r.unet_step_max_s, r.unet_gflop,
                r.unet_step_s > 0 ? r.unet_gflop / r.unet_step_s : 0, ratio(r.unet_gflop, r.unet_step_s, pk_unet),
                r.vae_encode_s, r.vae_encode_gflop, r.vae_encode_s > 0 ? r.vae_encode_gflop / r.vae_encode_s : 0,
                r.vae_decode_s, r.vae_decode_gflop, r.vae_decode_s > 0 ? r.vae_decode_gflop / r.vae_decode_s : 0,
-               ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), r.run_s, iph, r.peak_rss_mib, r.weights_mib);
+               ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), r.run_s, iph, r.peak_rss_mib, r.weights_mib,
+               r.weights_f16 ? "f16" : "f32");
         if (r.have_prof) {
             printf(", \"profile\": {");
             for (int k = 0; k < SDB_PROF_KINDS; k++)
@@ -136,8 +143,8 @@ int cmd_bench(int argc, char **argv)
         printf("}\n");
         return 0;
     }
-    printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, medians of %d after a warm-up\n",
-           r.size, r.size, r.latent, r.latent, r.threads, r.reps);
+    printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, %s weights, medians of %d after a warm-up\n",
+           r.size, r.size, r.latent, r.latent, r.threads, r.weights_f16 ? "f16" : "f32", r.reps);
     printf("  OpenBLAS sgemm %4d^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
            "                                   repetitions; each stage's ratio uses its own samples)\n", o.gemm_n, pk, r.sgemm_samples);
     printf("  %-28s %9s %9s %10s %7s %10s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm", "its sgemm");
@@ -149,9 +156,9 @@ int cmd_bench(int argc, char **argv)
 #undef ROW
     if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
-    printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB, %+.0f MiB)\n",
+    printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB %s, %+.0f MiB)\n",
            r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,
-           r.peak_rss_mib - r.weights_mib);
+           r.weights_f16 ? "f16" : "f32", r.peak_rss_mib - r.weights_mib);
     printf("  images/hour at %dx%d: %.1f at %d steps", r.size, r.size, iph, o.steps);
     int more[3] = {20, 30, 50};
     for (int i = 0; i < 3; i++)

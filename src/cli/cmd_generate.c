@@ -45,6 +45,9 @@ static void usage(FILE *f)
 "  --padding-mask-crop N   inpaint only a crop around the mask, grown by N pixels, then paste back\n"
 "  --threads N             threads (default: $OMP_NUM_THREADS, else $SLURM_CPUS_PER_TASK, else the\n"
 "                          CPUs this process may use)\n"
+"  --weights f32|f16       f16: keep the weight matrices as IEEE half in memory (about half the\n"
+"                          weights' RAM; an F16 model gives the same image, an F32 one is\n"
+"                          rounded to half); default f32\n"
 "  --output PATH           the PNG to write (atomically)\n"
 "  -q, --quiet             no progress bar\n", sdb_sched_names());
 }
@@ -89,6 +92,7 @@ int cmd_generate(int argc, char **argv)
         {"height", required_argument, 0, 'H'}, {"padding-mask-crop", required_argument, 0, 'P'},
         {"threads", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
         {"tokenizer", required_argument, 0, 'z'}, {"config", required_argument, 0, 'c'},
+        {"weights", required_argument, 0, 'w'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
     sdb_model_opts mopts = {0};
@@ -119,6 +123,10 @@ int cmd_generate(int argc, char **argv)
         case 'o': output = optarg; break;
         case 'z': mopts.tokenizer_dir = optarg; break;
         case 'c': mopts.config_dir = optarg; break;
+        case 'w':
+            if ((mopts.weights_f16 = sdb_weights_mode_parse(optarg)) < 0)
+                return cli_usage_error("generate", "--weights takes f32 or f16, got '%s'", optarg);
+            break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: return cli_usage_error("generate", "unknown option");

@@ -5,7 +5,8 @@
  * AUTOMATIC1111/ComfyUI layout) plus a tokenizer folder and the component configs.
  *
  * Owns: the sdb_model and everything in it — tokenizer, text encoder, U-Net, VAE, their weight
- * files (mmap'd once), the scheduler config, and the scratch arena reused by every generation.
+ * files (mmap'd once; with weights_f16 the matrices stay half, see weights.h), the scheduler
+ * config, and the scratch arena reused by every generation.
  */
 #include "pipeline_internal.h"
 
@@ -42,6 +43,14 @@ static int require_dir(const char *root, const char *sub, char *out, size_t n, s
     return 0;
 }
 
+/* Opens a component's weights file in the model's weight mode. */
+static int open_weights(sdb_model *m, sdb_weights *w, const char *path, const char *component, sdb_err *err)
+{
+    int rc = sdb_weights_open(w, path, component, err);
+    w->keep_f16 = m->weights_f16;
+    return rc;
+}
+
 static int load_folder(sdb_model *m, const char *root, sdb_err *err)
 {
     char dir[4096], cfg[4200], wpath[4200];
@@ -64,20 +73,20 @@ static int load_folder(sdb_model *m, const char *root, sdb_err *err)
     /* text encoder */
     if ((rc = require_dir(root, "text_encoder", dir, sizeof dir, err))) return rc;
     if ((rc = find_weights(dir, "model", wpath, sizeof wpath, err))) return rc;
-    if ((rc = sdb_weights_open(&m->w_text, wpath, "text_encoder", err))) return rc;
+    if ((rc = open_weights(m, &m->w_text, wpath, "text_encoder", err))) return rc;
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if ((rc = sdb_clip_load(&m->clip, cfg, &m->w_text, err))) return rc;
     /* U-Net */
     if ((rc = require_dir(root, "unet", dir, sizeof dir, err))) return rc;
     if ((rc = find_weights(dir, "diffusion_pytorch_model", wpath, sizeof wpath, err))) return rc;
-    if ((rc = sdb_weights_open(&m->w_unet, wpath, "unet", err))) return rc;
+    if ((rc = open_weights(m, &m->w_unet, wpath, "unet", err))) return rc;
     snprintf(m->unet_file, sizeof m->unet_file, "%s", wpath);
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if ((rc = sdb_unet_load(&m->unet, cfg, &m->w_unet, err))) return rc;
     /* VAE */
     if ((rc = require_dir(root, "vae", dir, sizeof dir, err))) return rc;
     if ((rc = find_weights(dir, "diffusion_pytorch_model", wpath, sizeof wpath, err))) return rc;
-    if ((rc = sdb_weights_open(&m->w_vae, wpath, "vae", err))) return rc;
+    if ((rc = open_weights(m, &m->w_vae, wpath, "vae", err))) return rc;
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if ((rc = sdb_vae_load(&m->vae, cfg, &m->w_vae, err))) return rc;
     /* scheduler config */
@@ -109,6 +118,7 @@ static int load_single_file(sdb_model *m, const char *path, const sdb_model_opts
     snprintf(m->unet_file, sizeof m->unet_file, "%s", path);
 
     sdb_weights_wrap(&m->w_text, m->single, "text_encoder", "cond_stage_model.transformer.", NULL);
+    m->w_text.keep_f16 = m->weights_f16;
     snprintf(cfg, sizeof cfg, "%s/text_encoder/config.json", cfgdir);
     if ((rc = sdb_clip_load(&m->clip, cfg, &m->w_text, err))) return rc;
 
@@ -116,6 +126,7 @@ static int load_single_file(sdb_model *m, const char *path, const sdb_model_opts
     sdb_config ucfg;
     if ((rc = sdb_config_load(&ucfg, cfg, err))) return rc;
     rc = sdb_ldm_unet_weights(&m->w_unet, m->single, &ucfg, err);
+    m->w_unet.keep_f16 = m->weights_f16;
     if (!rc) rc = sdb_unet_load_config(&m->unet, &ucfg, &m->w_unet, err);
     sdb_config_free(&ucfg);
     if (rc) return rc;
@@ -124,11 +135,17 @@ static int load_single_file(sdb_model *m, const char *path, const sdb_model_opts
     sdb_vae_config vcfg;
     if ((rc = sdb_vae_config_load(&vcfg, cfg, err))) return rc;
     if ((rc = sdb_ldm_vae_weights(&m->w_vae, m->single, &vcfg, err))) return rc;
+    m->w_vae.keep_f16 = m->weights_f16;
     if ((rc = sdb_vae_create(&m->vae, &vcfg, &m->w_vae, err))) return rc;
 
     snprintf(cfg, sizeof cfg, "%s/scheduler/scheduler_config.json", cfgdir);
     if ((rc = sdb_config_load(&m->sched_cfg, cfg, err))) return rc;
     return 0;
+}
+
+int sdb_weights_mode_parse(const char *name)
+{
+    return !strcmp(name, "f32") ? 0 : !strcmp(name, "f16") ? 1 : -1;
 }
 
 int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts,
@@ -138,6 +155,7 @@ int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts
     sdb_model *m = calloc(1, sizeof *m);
     if (!m) return sdb_fail(err, SDB_ENOMEM, "out of memory");
     snprintf(m->path, sizeof m->path, "%s", path);
+    m->weights_f16 = opts && opts->weights_f16;
     int rc;
     double t0 = sdb_now_mono();
     struct stat sb;
@@ -165,9 +183,13 @@ int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts
         m->default_sched = NULL;
         sdb_err_clear(err);
     }
-    sdb_logf(log, SDB_LOG_INFO, "model %s loaded in %.2f s (%s U-Net, %d channels; weights %.1f MiB)", path,
+    const int rounded = m->w_unet.rounded + m->w_vae.rounded + m->w_text.rounded;
+    char mode[96] = "";
+    if (m->weights_f16 && rounded) snprintf(mode, sizeof mode, ", matrices F16: %d tensors rounded to half", rounded);
+    else if (m->weights_f16) snprintf(mode, sizeof mode, ", matrices F16 as in the files");
+    sdb_logf(log, SDB_LOG_INFO, "model %s loaded in %.2f s (%s U-Net, %d channels; weights %.1f MiB%s)", path,
              sdb_now_mono() - t0, m->unet_channels == 9 ? "inpainting" : "standard", m->unet_channels,
-             (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20));
+             (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20), mode);
     *out = m;
     return 0;
 }
@@ -217,6 +239,12 @@ const char *sdb_model_id(sdb_model *m)
     }
     char *cfgtext = json_dumps(m->sched_cfg.root, JSON_SORT_KEYS | JSON_COMPACT);
     if (cfgtext) { EVP_DigestUpdate(ctx, cfgtext, strlen(cfgtext)); free(cfgtext); }
+    /* weights rounded to half compute with other numbers than the files hold (F16 files used
+     * as they are give the same results in either mode: same identity) */
+    if (m->w_unet.rounded + m->w_vae.rounded + m->w_text.rounded > 0) {
+        static const char tag[] = "weights rounded to f16";
+        EVP_DigestUpdate(ctx, tag, sizeof tag - 1);
+    }
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned dl = 0;
     EVP_DigestFinal_ex(ctx, d, &dl);
