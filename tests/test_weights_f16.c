@@ -7,8 +7,8 @@
  * load), and the same model identity. An F32 model in f16 mode computes exactly what its copy with
  * every matrix (each 2+-dimensional tensor) rounded to half computes in float32 mode — and its
  * identity differs from the F32 model's in float32 mode, because its numbers do. Underneath:
- * sdb_weights_get_mat per dtype (in place, rounded once, copied, counted), the file pages of
- * widened tensors leaving the RSS, and the CLI options.
+ * sdb_weights_get_mat per dtype (in place, rounded once, copied, counted), sdb_st_release and the
+ * file pages of widened / rounded tensors leaving the RSS, and the CLI options.
  */
 #include "harness.h"
 #include "sdb/fp16.h"
@@ -173,6 +173,22 @@ static void check_identical(const result *a, const result *b, const char *what)
            memcmp(a->img.px, b->img.px, (size_t)a->img.w * a->img.h * 3) == 0, "%s: images differ", what);
 }
 
+/* The U-Net of the model folder `dir` on weights opened in a mode. */
+static sdb_unet *load_unet(const char *dir, int keep_f16, sdb_weights *w)
+{
+    char path[4096], cfg[4096];
+    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    snprintf(cfg, sizeof cfg, "%s/unet/config.json", dir);
+    sdb_err err = {0};
+    sdb_unet *u = NULL;
+    memset(w, 0, sizeof *w);
+    CHECK_OK(sdb_weights_open(w, path, "unet", &err), &err);
+    if (!w->st) return NULL;
+    w->keep_f16 = keep_f16;
+    CHECK_OK(sdb_unet_load(&u, cfg, w, &err), &err);
+    return u;
+}
+
 /* An F16 model: the same numbers in both modes, the same identity. */
 static void test_f16_model_same_in_both_modes(void)
 {
@@ -187,17 +203,10 @@ static void test_f16_model_same_in_both_modes(void)
 
     /* the U-Net's matrices are the file's own bytes, nothing is rounded, and they take half the
      * memory of their float32 widening */
-    char path[4096], cfg[4096];
-    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
-    snprintf(cfg, sizeof cfg, "%s/unet/config.json", dir);
     sdb_err err = {0};
     sdb_weights w32, w16;
-    sdb_unet *u32 = NULL, *u16 = NULL;
-    CHECK_OK(sdb_weights_open(&w32, path, "unet", &err), &err);
-    CHECK_OK(sdb_weights_open(&w16, path, "unet", &err), &err);
-    w16.keep_f16 = 1;
-    CHECK_OK(sdb_unet_load(&u32, cfg, &w32, &err), &err);
-    CHECK_OK(sdb_unet_load(&u16, cfg, &w16, &err), &err);
+    sdb_unet *u32 = load_unet(dir, 0, &w32), *u16 = load_unet(dir, 1, &w16);
+    if (!u32 || !u16) { sdb_unet_free(u32); sdb_unet_free(u16); sdb_weights_free(&w32); sdb_weights_free(&w16); return; }
     CHECK(w16.rounded == 0 && w32.rounded == 0);
     size_t mats = 0, vecs = 0;
     for (int i = 0; i < w16.st->n; i++) {
@@ -243,17 +252,10 @@ static void test_f32_model_rounded_in_f16_mode(void)
     free_result(&single16);
 
     /* every matrix of the U-Net file was rounded, and counted */
-    char path[4096], cfg[4096];
-    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", orig_path);
-    snprintf(cfg, sizeof cfg, "%s/unet/config.json", orig_path);
-    sdb_err err = {0};
     sdb_weights w;
-    sdb_unet *u = NULL;
-    CHECK_OK(sdb_weights_open(&w, path, "unet", &err), &err);
-    w.keep_f16 = 1;
-    CHECK_OK(sdb_unet_load(&u, cfg, &w, &err), &err);
+    sdb_unet *u = load_unet(orig_path, 1, &w);
     int mats = 0;
-    for (int i = 0; i < w.st->n; i++) mats += w.st->tensors[i].ndim >= 2;
+    for (int i = 0; w.st && i < w.st->n; i++) mats += w.st->tensors[i].ndim >= 2;
     CHECKF(w.rounded == mats && mats > 100, "%d rounded, %d matrices in the file", w.rounded, mats);
     sdb_unet_free(u);
     sdb_weights_free(&w);
@@ -349,6 +351,52 @@ static long long rss_file(void)
     return kb * 1024;
 }
 
+/* sdb_st_release gives back exactly the pages inside a tensor (the process's file-backed RSS
+ * drops) and the data reads the same afterwards. */
+static void test_release_pages(void)
+{
+    /* a 3-byte tensor first, so the big one starts inside a page */
+    enum { N = 4 << 20 };
+    float *big = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) big[i] = (float)i * 0.25f;
+    const unsigned char small[3] = {1, 2, 3};
+    sdb_st_wtensor wt[2] = {{"a_small", SDB_DT_U8, 1, {3}, small}, {"b_big", SDB_DT_F32, 1, {N}, big}};
+    char path[1024];
+    snprintf(path, sizeof path, "%s/release.safetensors", sdb_t_tmpdir());
+    sdb_err err = {0};
+    CHECK_OK(sdb_st_write(path, wt, 2, NULL, NULL, 0, &err), &err);
+    sdb_st *st = NULL;
+    CHECK_OK(sdb_st_open(&st, path, &err), &err);
+    if (!st) { free(big); return; }
+    const sdb_st_tensor *t = sdb_st_find(st, "b_big");
+    CHECK(t && ((uintptr_t)t->data & 4095) != 0);
+    volatile unsigned sum = 0;
+    for (size_t i = 0; i < t->nbytes; i += 1024) sum += t->data[i]; /* map every page in */
+    long long before = rss_file();
+    size_t rel = sdb_st_release(st, t);
+    long long after = rss_file();
+    /* the whole pages between the first page boundary at or after the start and the last one at
+     * or before the end */
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), b = (uintptr_t)t->data, e = b + t->nbytes;
+    size_t expect = (size_t)((e & ~(pg - 1)) - ((b + pg - 1) & ~(pg - 1)));
+    CHECKF(rel == expect, "released %zu, expected %zu", rel, expect);
+    fprintf(stderr, "  released %zu bytes: RssFile %lld -> %lld KiB\n", rel, before / 1024, after / 1024);
+    CHECK(before - after >= (long long)rel - (1 << 20)); /* they left this process's RSS */
+    CHECK(memcmp(t->data, big, t->nbytes) == 0);          /* and read back from the file */
+    const sdb_st_tensor *s3 = sdb_st_find(st, "a_small");
+    CHECK(s3 && sdb_st_release(st, s3) == 0 && memcmp(s3->data, small, 3) == 0); /* under a page */
+    sdb_st_close(st);
+    /* an in-memory file is not ours to release */
+    char *raw = NULL;
+    size_t len = 0;
+    CHECK_OK(sdb_read_file(path, &raw, &len, &err), &err);
+    CHECK_OK(sdb_st_open_memory(&st, raw, len, "mem", &err), &err);
+    if (st) { CHECK(sdb_st_release(st, sdb_st_find(st, "b_big")) == 0); sdb_st_close(st); }
+    free(raw);
+    free(big);
+    (void)sum;
+}
+
 /* A tensor widened (float32 mode) or rounded (f16 mode) out of the mapping does not stay resident
  * in it too. */
 static void test_copied_tensors_leave_the_mapping(void)
@@ -429,6 +477,7 @@ int main(void)
 {
     sdb_threads_set(1); /* results do not depend on it (test_ops_conv); the machine is shared */
     RUN(test_get_mat_per_dtype);
+    RUN(test_release_pages);
     RUN(test_copied_tensors_leave_the_mapping);
     RUN(test_f16_model_same_in_both_modes);
     RUN(test_f32_model_rounded_in_f16_mode);

@@ -78,8 +78,6 @@ int sdb_weights_getf(sdb_weights *w, const float **out, sdb_err *err, int ndim,
 /* The matrix `name` (see the top: float32, or half in f16 mode), shape-checked as sdb_weights_get. */
 int sdb_weights_get_mat(sdb_weights *w, const char *name, int ndim, const int64_t *shape,
                         sdb_wmat *out, sdb_err *err);
-int sdb_weights_get_matf(sdb_weights *w, sdb_wmat *out, sdb_err *err, int ndim,
-                         const int64_t *shape, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Layers as the models load them: "<name>.weight" (the matrix) and "<name>.bias" (float32).
  * A convolution [cout, cin, k, k] with a bias, `pad` on every side. */

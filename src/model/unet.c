@@ -208,7 +208,9 @@ static int load_proj(ld_t *L, lin_t *l, int C, int linear_proj, const char *pfx,
 {
     if (linear_proj) return load_lin(L, l, C, C, 1, pfx, nm);
     const int64_t ws[4] = {C, C, 1, 1}, bs[1] = {C};
-    TRY(sdb_weights_get_matf(L->w, &l->w, L->err, 4, ws, "%s.%s.weight", pfx, nm));
+    char name[300];
+    snprintf(name, sizeof name, "%s.%s.weight", pfx, nm);
+    TRY(sdb_weights_get_mat(L->w, name, 4, ws, &l->w, L->err));
     return sdb_weights_getf(L->w, &l->b, L->err, 1, bs, "%s.%s.bias", pfx, nm);
 }
 static int load_conv(ld_t *L, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,

@@ -247,17 +247,6 @@ int sdb_weights_getf(sdb_weights *w, const float **out, sdb_err *err, int ndim,
     return sdb_weights_get(w, name, ndim, shape, out, err);
 }
 
-int sdb_weights_get_matf(sdb_weights *w, sdb_wmat *out, sdb_err *err, int ndim,
-                         const int64_t *shape, const char *fmt, ...)
-{
-    char name[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return sdb_weights_get_mat(w, name, ndim, shape, out, err);
-}
-
 int sdb_weights_conv2d(sdb_weights *w, sdb_conv2d *c, int cin, int cout, int k, int stride, int pad,
                        const char *name, sdb_err *err)
 {
@@ -268,7 +257,9 @@ int sdb_weights_conv2d(sdb_weights *w, sdb_conv2d *c, int cin, int cout, int k, 
     c->stride = stride;
     c->pad_t = c->pad_l = c->pad_b = c->pad_r = pad;
     const int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
-    int rc = sdb_weights_get_matf(w, &c->w, err, 4, ws, "%s.weight", name);
+    char wname[512];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    int rc = sdb_weights_get_mat(w, wname, 4, ws, &c->w, err);
     if (!rc) rc = sdb_weights_getf(w, &c->b, err, 1, bs, "%s.bias", name);
     return rc;
 }
@@ -277,7 +268,9 @@ int sdb_weights_linear(sdb_weights *w, sdb_wmat *W, const float **bias, int out,
                        const char *name, sdb_err *err)
 {
     const int64_t ws[2] = {out, in}, bs[1] = {out};
-    int rc = sdb_weights_get_matf(w, W, err, 2, ws, "%s.weight", name);
+    char wname[512];
+    snprintf(wname, sizeof wname, "%s.weight", name);
+    int rc = sdb_weights_get_mat(w, wname, 2, ws, W, err);
     if (!rc && bias) rc = sdb_weights_getf(w, bias, err, 1, bs, "%s.bias", name);
     return rc;
 }
