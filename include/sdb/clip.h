@@ -10,7 +10,8 @@
  * Weights are read through an sdb_weights by the transformers names "text_model.embeddings...",
  * "text_model.encoder.layers.N...", "text_model.final_layer_norm..." (a diffusers
  * text_encoder/model.safetensors, F32 or F16, or a single-file checkpoint wrapped with the prefix
- * "cond_stage_model.transformer."). Results do not depend on the thread count.
+ * "cond_stage_model.transformer."); in the weights' f16 mode the matrices and embedding tables stay
+ * half (weights.h). Results do not depend on the thread count.
  */
 #ifndef SDB_CLIP_H
 #define SDB_CLIP_H
@@ -56,7 +57,7 @@ void sdb_clip_free(sdb_clip *m);
 int sdb_clip_wrap_single_file(sdb_weights *w, sdb_st *st, sdb_err *err);
 
 const sdb_clip_config *sdb_clip_get_config(const sdb_clip *m);
-/* float32 bytes of weights (widened F16 copies included). */
+/* Bytes of weights as held (widened F16 copies included; half matrices in f16 mode). */
 size_t sdb_clip_weight_bytes(const sdb_clip *m);
 
 /* last_hidden_state for a batch: ids [B, S] with S = max_position_embeddings (77) -> out

@@ -10,8 +10,9 @@
  * sample_size. Anything outside that family is refused naming the config field.
  *
  * Weights by diffusers names through an sdb_weights (the diffusers folder's safetensors, or the
- * single-file LDM checkpoint via sdb_weights_wrap + the ldm_names.h mapping). Activations are NCHW;
- * every temporary comes from the caller's arena (mark at entry, reset at exit).
+ * single-file LDM checkpoint via sdb_weights_wrap + the ldm_names.h mapping); in the weights' f16
+ * mode the matrices stay half and each layer widens its own into the arena as it runs. Activations
+ * are NCHW; every temporary comes from the caller's arena (mark at entry, reset at exit).
  */
 #ifndef SDB_UNET_H
 #define SDB_UNET_H

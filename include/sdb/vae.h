@@ -80,7 +80,8 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
 
 /* Arena bytes the last encode/decode needed at most (above the arena's use at entry). */
 size_t sdb_vae_peak_bytes(const sdb_vae *v);
-/* Bytes of float32 weights the model holds (as handed out by its sdb_weights). */
+/* Bytes of weights the model holds, as handed out by its sdb_weights (float32, or half matrices
+ * in f16 mode). */
 size_t sdb_vae_weight_bytes(const sdb_vae *v);
 
 /* Debugging: called with each named intermediate (C x H x W floats, batch 1), e.g.

@@ -7,6 +7,8 @@
  * `residual + hidden_states`. Linears use sdb_gemm_linear (a fixed block grid of single-threaded
  * sgemms), so results are bit-identical for any thread count; attention is sdb_attention (scale
  * applied to q·k, masked scores get exactly zero weight, which is what adding float32-min gives).
+ * The linear weights and the embedding tables are sdb_wmat (half in the weights' f16 mode, widened
+ * exactly: by the GEMM per call, by emb_row per looked-up row).
  */
 #include "sdb/clip.h"
 #include "model_internal.h"

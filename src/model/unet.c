@@ -12,7 +12,9 @@
  * every layer's own temporaries are taken above them and released (mark/reset) when it returns.
  * Transformer activations are token-major [B*HW, C]; the feed-forward runs in row chunks so its
  * 8C-wide hidden stays bounded. Every GEMM goes through sdb_gemm / sdb_conv2d (fixed block grids),
- * attention through sdb_attention: results do not depend on the thread count.
+ * attention through sdb_attention: results do not depend on the thread count. Weight matrices are
+ * sdb_wmat (float32, or half when the weights are in f16 mode: see weights.h), which the ops widen
+ * exactly as each layer runs; biases and norm parameters are float32.
  */
 #include "sdb/unet.h"
 #include "sdb/ops/activation.h"
