@@ -332,9 +332,10 @@ typedef struct {
 } fake_exec;
 
 static int fx_load(void *ud, const char *path, const char *config_dir, const char *tokenizer_dir, int threads,
-                   void **model, const char **model_id, const sdb_log *log, sdb_err *err)
+                   int weights_f16, void **model, const char **model_id, const sdb_log *log, sdb_err *err)
 {
-    (void)ud; (void)path; (void)config_dir; (void)tokenizer_dir; (void)threads; (void)log; (void)err;
+    (void)ud; (void)path; (void)config_dir; (void)tokenizer_dir; (void)threads; (void)weights_f16; (void)log;
+    (void)err;
     static int token;
     *model = &token;
     *model_id = "00fa4e0000fa4e0000fa4e0000fa4e00";

@@ -76,6 +76,32 @@ static void edit_reruns_one(void)
     CHECK(!strcmp(h1[1], h2[1]));
 }
 
+/* --weights f16 on an F32 model rounds its matrices: another model identity, so every job is redone
+ * once, and then stays done under the same mode; a bad mode is a usage error. */
+static void weights_f16_redoes_then_keeps(void)
+{
+    rt_batch b;
+    rt_make(&b, 2, NULL);
+    const char *args[] = {"run", b.manifest, NULL};
+    const char *f16[] = {"run", b.manifest, "--weights", "f16", NULL};
+    CHECK(rt_exit_code(rt_run(&b, NULL, args)) == 0);
+    CHECK(rt_exit_code(rt_run(&b, NULL, f16)) == 0);
+    char *out = rt_slurp(&b, "last.out");
+    CHECKF(strstr(out, "done job00") && strstr(out, "done job01"), "f16 run printed:\n%s", out);
+    free(out);
+    CHECK(rt_sql(b.db, "SELECT count(*) FROM runs WHERE outcome='done'") == 4);
+    CHECK(rt_exit_code(rt_run(&b, NULL, f16)) == 0);
+    out = rt_slurp(&b, "last.out");
+    CHECKF(!strstr(out, "done job00") && !strstr(out, "done job01"), "second f16 run printed:\n%s", out);
+    free(out);
+    CHECK(rt_sql(b.db, "SELECT count(*) FROM runs WHERE outcome='done'") == 4);
+    const char *bad[] = {"run", b.manifest, "--weights", "f64", NULL};
+    CHECK(rt_exit_code(rt_run(&b, NULL, bad)) == 2);
+    char *err = rt_slurp(&b, "last.err");
+    CHECKF(strstr(err, "--weights") && strstr(err, "f64"), "stderr:\n%s", err);
+    free(err);
+}
+
 static void bad_jobs_fail_alone(void)
 {
     rt_batch b;
@@ -262,6 +288,7 @@ int main(void)
 {
     RUN(progress_bar_on_tty);
     RUN(edit_reruns_one);
+    RUN(weights_f16_redoes_then_keeps);
     RUN(bad_jobs_fail_alone);
     RUN(sigint_stops_at_step);
     RUN(sigterm_stops_at_step);

@@ -95,6 +95,7 @@ typedef struct sdb_daemon_opts {
     const char *spool;
     int max_models;            /* models kept loaded (LRU), default 1 */
     int threads;               /* 0 = the library's choice */
+    int weights_f16;           /* load models with their matrices kept as IEEE half (--weights f16) */
     int max_attempts;          /* passed to the runner (default 2) */
     double rescan_seconds;     /* periodic rescan of incoming/ besides inotify (default 10) */
     int once;                  /* exit (0) when nothing is left to do instead of waiting */

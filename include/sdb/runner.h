@@ -32,9 +32,11 @@ typedef int (*sdb_run_step_fn)(void *ud, int step, int total);
 typedef struct sdb_executor {
     void *ud;
     /* Loads the model once; *model_id receives a stable hex id of the weights (owned by the model).
-     * config_dir / tokenizer_dir: for single-file checkpoints (NULL = beside the file). */
+     * config_dir / tokenizer_dir: for single-file checkpoints (NULL = beside the file).
+     * weights_f16: keep the weight matrices as IEEE half (sdb_model_opts.weights_f16). */
     int (*load)(void *ud, const char *model_path, const char *config_dir, const char *tokenizer_dir,
-                int threads, void **model, const char **model_id, const sdb_log *log, sdb_err *err);
+                int threads, int weights_f16, void **model, const char **model_id, const sdb_log *log,
+                sdb_err *err);
     /* Runs one job; *png receives the encoded PNG (malloc'd), with its `parameters` text chunk. */
     int (*run)(void *ud, void *model, const sdb_job_spec *job, sdb_run_step_fn on_step, void *step_ud,
                uint8_t **png, size_t *png_len, const sdb_log *log, sdb_err *err);
@@ -66,6 +68,7 @@ typedef void (*sdb_run_job_fn)(void *ud, const sdb_job_event *ev);
 typedef struct sdb_run_opts {
     const char *state_path;   /* NULL: <output_dir>/.sdbatch/state.db (or the shard's file) */
     int threads;              /* 0 = leave as is */
+    int weights_f16;          /* load the model with its matrices kept as IEEE half (--weights f16) */
     int max_attempts;         /* default 2 */
     int retry_failed;
     const char *const *only;  /* job ids to run (NULL = all) */

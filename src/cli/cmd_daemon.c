@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 #include "sdb/daemon.h"
+#include "sdb/pipeline.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ static void usage(FILE *f)
         "  --min-free-memory MB before loading a model, drop cached ones while the system has less\n"
         "                       than MB MiB available (default 0: off)\n"
         "  --threads N          compute threads (default: as the library decides)\n"
+        "  --weights f32|f16    f16: keep the models' weight matrices as IEEE half in memory\n"
         "  --max-attempts N     as for 'sdbatch run' (default 2)\n"
         "  --rescan SECONDS     rescan incoming/ this often besides inotify (default 10)\n"
         "  --max-crashes N      give a manifest up (to failed/) when the daemon stopped N times in a\n"
@@ -75,6 +77,9 @@ int cmd_daemon(int argc, char **argv)
         } else if (!strcmp(a, "--max-models") && i + 1 < argc) {
             if (cli_parse_int("daemon", "--max-models", argv[++i], 1, 64, &v)) return EXIT_USAGE;
             o.max_models = (int)v;
+        } else if (!strcmp(a, "--weights") && i + 1 < argc) {
+            if ((o.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0)
+                return cli_usage_error("daemon", "--weights takes f32 or f16, got '%s'", argv[i]);
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if (cli_parse_int("daemon", "--threads", argv[++i], 1, 4096, &v)) return EXIT_USAGE;
             o.threads = (int)v;

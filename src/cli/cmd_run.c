@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 #include "sdb/manifest.h"
+#include "sdb/pipeline.h"
 #include "sdb/runner.h"
 #include "shard_cli.h"
 
@@ -22,6 +23,9 @@ static void usage(FILE *f)
         "processes may run one manifest at once on one host; each job runs exactly once.\n\n"
         "  --threads N        compute threads (default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS,\n"
         "                     else the CPUs this process may run on: its affinity mask)\n"
+        "  --weights f32|f16  f16: keep the weight matrices as IEEE half in memory (about half the\n"
+        "                     weights' RAM; an F16 model gives the same images, an F32 one is rounded\n"
+        "                     once at load, and counts as another model: its jobs are redone)\n"
         "  --shard I/N|auto   run only shard I of N (0-based; see README: the split is by expected cost\n"
         "                     and stable when jobs are appended); state in state.<I>-of-<N>.db. auto\n"
         "                     (the default inside a Slurm array) takes it from SLURM_ARRAY_TASK_*\n"
@@ -59,6 +63,11 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if (cli_parse_int("run", "--threads", argv[++i], 1, 4096, &v)) { free(only); return EXIT_USAGE; }
             o.threads = (int)v;
+        } else if (!strcmp(a, "--weights") && i + 1 < argc) {
+            if ((o.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0) {
+                free(only);
+                return cli_usage_error("run", "--weights takes f32 or f16, got '%s'", argv[i]);
+            }
         } else if (!strcmp(a, "--max-attempts") && i + 1 < argc) {
             if (cli_parse_int("run", "--max-attempts", argv[++i], 1, 1000, &v)) { free(only); return EXIT_USAGE; }
             o.max_attempts = (int)v;

@@ -797,7 +797,7 @@ int sdb_spool_status(const char *spool, FILE *out, int json, sdb_err *err)
 
 typedef struct {
     char *path, *config, *tokenizer;
-    int threads;
+    int threads, weights_f16;
     void *model;
     const char *id;
     unsigned long long used;
@@ -845,12 +845,13 @@ static void cached_free(cached_model *c)
 }
 
 static int cache_load(void *ud, const char *path, const char *config, const char *tokenizer, int threads,
-                      void **model, const char **model_id, const sdb_log *log, sdb_err *err)
+                      int weights_f16, void **model, const char **model_id, const sdb_log *log, sdb_err *err)
 {
     daemon_ctx *d = ud;
     for (int i = 0; i < d->n_models; i++)
         if (!strcmp(d->models[i].path, path) && same_str(d->models[i].config, config) &&
-            same_str(d->models[i].tokenizer, tokenizer) && d->models[i].threads == threads) {
+            same_str(d->models[i].tokenizer, tokenizer) && d->models[i].threads == threads &&
+            d->models[i].weights_f16 == weights_f16) {
             d->models[i].used = ++d->tick;
             *model = d->models[i].model;
             *model_id = d->models[i].id;
@@ -877,7 +878,7 @@ static int cache_load(void *ud, const char *path, const char *config, const char
         d->models[lru] = d->models[--d->n_models];
     }
     double t0 = sdb_now_mono();
-    int rc = d->real->load(d->real->ud, path, config, tokenizer, threads, model, model_id, log, err);
+    int rc = d->real->load(d->real->ud, path, config, tokenizer, threads, weights_f16, model, model_id, log, err);
     if (rc) return rc;
     cached_model *cm = &d->models[d->n_models];
     memset(cm, 0, sizeof *cm);
@@ -890,6 +891,7 @@ static int cache_load(void *ud, const char *path, const char *config, const char
         return sdb_fail(err, SDB_ENOMEM, "out of memory");
     }
     cm->threads = threads;
+    cm->weights_f16 = weights_f16;
     cm->model = *model;
     cm->id = *model_id;
     cm->used = ++d->tick;
@@ -1076,6 +1078,7 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
     sdb_run_opts ro;
     memset(&ro, 0, sizeof ro);
     ro.threads = o->threads;
+    ro.weights_f16 = o->weights_f16;
     ro.max_attempts = o->max_attempts > 0 ? o->max_attempts : 2;
     ro.on_job = on_job;
     ro.on_job_ud = d;

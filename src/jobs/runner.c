@@ -22,11 +22,12 @@
 
 
 static int px_load(void *ud, const char *path, const char *config_dir, const char *tokenizer_dir, int threads,
-                   void **model, const char **model_id, const sdb_log *log, sdb_err *err)
+                   int weights_f16, void **model, const char **model_id, const sdb_log *log, sdb_err *err)
 {
     sdb_model_opts mo;
     memset(&mo, 0, sizeof mo);
     mo.threads = threads;
+    mo.weights_f16 = weights_f16;
     mo.config_dir = config_dir;
     mo.tokenizer_dir = tokenizer_dir;
     sdb_model *mdl = NULL;
@@ -409,7 +410,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     const char *model_id = NULL;
     sdb_kill_point("load_start");
     double t_load = sdb_now_mono();
-    if ((rc = ex->load(ex->ud, m->model, m->model_config, m->tokenizer, o->threads, &model, &model_id, log, err))) {
+    if ((rc = ex->load(ex->ud, m->model, m->model_config, m->tokenizer, o->threads, o->weights_f16, &model, &model_id, log, err))) {
         sdb_err_prefix(err, "model %s", m->model);
         goto out;
     }
