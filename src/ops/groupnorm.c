@@ -114,6 +114,18 @@ static void norm_row_avx2(const float *xi, float *yi, int n, float sc, float sh,
     }
 }
 
+static void stats(const float *x, size_t n, int avx2, double *mean, double *var)
+{
+    double m = (avx2 ? sum4_avx2(x, n) : sum4(x, n)) / (double)n;
+    *mean = m;
+    *var = (avx2 ? sqdev4_avx2(x, n, m) : sqdev4(x, n, m)) / (double)n;
+}
+
+void sdb_groupnorm_stats(const float *x, size_t n, double *mean, double *var)
+{
+    stats(x, n, sdb_vexp_have_avx2(), mean, var);
+}
+
 void sdb_groupnorm(const float *x, int N, int C, int HW, int groups, const float *gamma,
                    const float *beta, float eps, int silu, float *y)
 {
@@ -128,8 +140,8 @@ void sdb_groupnorm(const float *x, int N, int C, int HW, int groups, const float
         int n = t / groups, g = t % groups;
         const float *xg = x + ((size_t)n * C + (size_t)g * cpg) * HW;
         float *yg = y + ((size_t)n * C + (size_t)g * cpg) * HW;
-        double mean = (avx2 ? sum4_avx2(xg, gsize) : sum4(xg, gsize)) / (double)gsize;
-        double var = (avx2 ? sqdev4_avx2(xg, gsize, mean) : sqdev4(xg, gsize, mean)) / (double)gsize;
+        double mean, var;
+        stats(xg, gsize, avx2, &mean, &var);
         double rstd = 1.0 / sqrt(var + (double)eps);
         for (int cc = 0; cc < cpg; cc++) {
             int c = g * cpg + cc;
