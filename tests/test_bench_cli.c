@@ -49,6 +49,16 @@ static void test_profile_and_only(void)
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) CHECKF(strstr(out, kinds[i]) != NULL, "%s", kinds[i]);
     CHECK(strstr(out, "U-Net step (batch 2)") != NULL);
     CHECK(strstr(out, "VAE decode  ") == NULL); /* not timed */
+    /* in JSON a stage that was not timed is null, not a 0 that would read as measured */
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --json");
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECKF(field(out, "unet_step_s") > 0, "%s", out);
+    const char *untimed[] = {"text_encode_s", "vae_encode_s", "vae_decode_s", "vae_decode_sgemm_ratio", "run_s"};
+    for (size_t i = 0; i < sizeof untimed / sizeof untimed[0]; i++) {
+        char pat[64];
+        snprintf(pat, sizeof pat, "\"%s\": null", untimed[i]);
+        CHECKF(strstr(out, pat) != NULL, "%s: %s", untimed[i], out);
+    }
 }
 
 static void test_usage_errors(void)

@@ -7,6 +7,8 @@
 #include "sdb/pipeline.h"
 #include "sdb/threads.h"
 
+#include <jansson.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,34 +116,54 @@ int cmd_bench(int argc, char **argv)
     if (fixed < 0) fixed = 0;
     double iph = per_image > 0 ? 3600.0 / per_image : 0;
     if (json) {
-        printf("{\"size\": %d, \"latent\": %d, \"threads\": %d, \"reps\": %d, \"steps\": %d, "
-               "\"sgemm_gflops\": %.2f, \"sgemm_samples\": %d, \"unet_sgemm_gflops\": %.2f, "
-               "\"vae_encode_sgemm_gflops\": %.2f, \"vae_decode_sgemm_gflops\": %.2f, "
-               "\"text_encode_s\": %.4f, \"text_encode_gflop\": %.2f, "
-               "\"unet_step_s\": %.4f, \"unet_step_min_s\": %.4f, \"unet_step_max_s\": %.4f, "
-               "\"unet_gflop\": %.2f, \"unet_gflops\": %.2f, \"unet_sgemm_ratio\": %.4f, "
-               "\"vae_encode_s\": %.4f, \"vae_encode_gflop\": %.2f, \"vae_encode_gflops\": %.2f, "
-               "\"vae_decode_s\": %.4f, \"vae_decode_gflop\": %.2f, \"vae_decode_gflops\": %.2f, "
-               "\"vae_decode_sgemm_ratio\": %.4f, \"run_s\": %.3f, \"images_per_hour\": %.2f, "
-               "\"peak_rss_mib\": %.1f, \"weights_mib\": %.1f, \"weights\": \"%s\"",
-               r.size, r.latent, r.threads, r.reps, r.steps, pk, r.sgemm_samples, r.unet_sgemm_gflops,
-               r.vae_encode_sgemm_gflops, r.vae_decode_sgemm_gflops, r.text_encode_s, r.text_gflop,
-               r.unet_step_s, r.unet_step_min_s, r.unet_step_max_s, r.unet_gflop,
-               r.unet_step_s > 0 ? r.unet_gflop / r.unet_step_s : 0, ratio(r.unet_gflop, r.unet_step_s, pk_unet),
-               r.vae_encode_s, r.vae_encode_gflop, r.vae_encode_s > 0 ? r.vae_encode_gflop / r.vae_encode_s : 0,
-               r.vae_decode_s, r.vae_decode_gflop, r.vae_decode_s > 0 ? r.vae_decode_gflop / r.vae_decode_s : 0,
-               ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), r.run_s, iph, r.peak_rss_mib, r.weights_mib,
-               r.weights_f16 ? "f16" : "f32");
+        /* a stage that was not timed (--only) has null figures, never a 0 that reads as measured */
+#define NUM(v, timed) ((timed) ? json_real(v) : json_null())
+        const int tx = r.text_encode_s > 0, un = r.unet_step_s > 0, en = r.vae_encode_s > 0,
+                  de = r.vae_decode_s > 0, run = r.run_s > 0;
+        json_t *j = json_object();
+        json_object_set_new(j, "size", json_integer(r.size));
+        json_object_set_new(j, "latent", json_integer(r.latent));
+        json_object_set_new(j, "threads", json_integer(r.threads));
+        json_object_set_new(j, "reps", json_integer(r.reps));
+        json_object_set_new(j, "steps", json_integer(r.steps));
+        json_object_set_new(j, "weights", json_string(r.weights_f16 ? "f16" : "f32"));
+        json_object_set_new(j, "sgemm_gflops", json_real(pk));
+        json_object_set_new(j, "sgemm_samples", json_integer(r.sgemm_samples));
+        json_object_set_new(j, "text_encode_s", NUM(r.text_encode_s, tx));
+        json_object_set_new(j, "text_encode_gflop", json_real(r.text_gflop));
+        json_object_set_new(j, "unet_step_s", NUM(r.unet_step_s, un));
+        json_object_set_new(j, "unet_step_min_s", NUM(r.unet_step_min_s, un));
+        json_object_set_new(j, "unet_step_max_s", NUM(r.unet_step_max_s, un));
+        json_object_set_new(j, "unet_gflop", NUM(r.unet_gflop, un));
+        json_object_set_new(j, "unet_gflops", NUM(un ? r.unet_gflop / r.unet_step_s : 0, un));
+        json_object_set_new(j, "unet_sgemm_gflops", NUM(r.unet_sgemm_gflops, un));
+        json_object_set_new(j, "unet_sgemm_ratio", NUM(ratio(r.unet_gflop, r.unet_step_s, pk_unet), un));
+        json_object_set_new(j, "vae_encode_s", NUM(r.vae_encode_s, en));
+        json_object_set_new(j, "vae_encode_gflop", NUM(r.vae_encode_gflop, en));
+        json_object_set_new(j, "vae_encode_gflops", NUM(en ? r.vae_encode_gflop / r.vae_encode_s : 0, en));
+        json_object_set_new(j, "vae_encode_sgemm_gflops", NUM(r.vae_encode_sgemm_gflops, en));
+        json_object_set_new(j, "vae_decode_s", NUM(r.vae_decode_s, de));
+        json_object_set_new(j, "vae_decode_gflop", NUM(r.vae_decode_gflop, de));
+        json_object_set_new(j, "vae_decode_gflops", NUM(de ? r.vae_decode_gflop / r.vae_decode_s : 0, de));
+        json_object_set_new(j, "vae_decode_sgemm_gflops", NUM(r.vae_decode_sgemm_gflops, de));
+        json_object_set_new(j, "vae_decode_sgemm_ratio", NUM(ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), de));
+        json_object_set_new(j, "run_s", NUM(r.run_s, run));
+        json_object_set_new(j, "images_per_hour", NUM(iph, per_image > 0));
+        json_object_set_new(j, "peak_rss_mib", json_real(r.peak_rss_mib));
+        json_object_set_new(j, "weights_mib", json_real(r.weights_mib));
+#undef NUM
         if (r.have_prof) {
-            printf(", \"profile\": {");
+            json_t *prof = json_object();
             for (int k = 0; k < SDB_PROF_KINDS; k++)
-                printf("%s\"%s\": {\"s\": %.4f, \"gflop\": %.2f, \"calls\": %ld}", k ? ", " : "",
-                       sdb_prof_kind_name(k), r.unet_prof.seconds[k], r.unet_prof.flops[k] / 1e9,
-                       r.unet_prof.calls[k]);
-            printf("}");
+                json_object_set_new(prof, sdb_prof_kind_name(k),
+                                    json_pack("{s:f, s:f, s:I}", "s", r.unet_prof.seconds[k], "gflop",
+                                              r.unet_prof.flops[k] / 1e9, "calls", (json_int_t)r.unet_prof.calls[k]));
+            json_object_set_new(j, "profile", prof);
         }
-        printf("}\n");
-        return 0;
+        int dump_rc = json_dumpf(j, stdout, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) == 0 ? 0 : 1;
+        printf("\n");
+        json_decref(j);
+        return dump_rc;
     }
     printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, %s weights, medians of %d after a warm-up\n",
            r.size, r.size, r.latent, r.latent, r.threads, r.weights_f16 ? "f16" : "f32", r.reps);
