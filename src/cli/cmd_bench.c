@@ -39,6 +39,20 @@ static void help(void)
 
 static double ratio(double gflop, double s, double peak) { return s > 0 && peak > 0 ? gflop / s / peak : 0; }
 
+/* <stage>_gflop, _gflops, _sgemm_gflops and _sgemm_ratio of a timed stage (null when it was not timed) */
+static void stage_json(json_t *j, const char *stage, double gflop, double s, double sgemm, double peak)
+{
+    char key[64];
+    const int timed = s > 0;
+#define PUT(suffix, v) (snprintf(key, sizeof key, "%s%s", stage, suffix), \
+                        json_object_set_new(j, key, timed ? json_real(v) : json_null()))
+    PUT("_gflop", gflop);
+    PUT("_gflops", timed ? gflop / s : 0);
+    PUT("_sgemm_gflops", sgemm);
+    PUT("_sgemm_ratio", ratio(gflop, s, peak));
+#undef PUT
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *model = NULL;
@@ -134,19 +148,11 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "unet_step_s", NUM(r.unet_step_s, un));
         json_object_set_new(j, "unet_step_min_s", NUM(r.unet_step_min_s, un));
         json_object_set_new(j, "unet_step_max_s", NUM(r.unet_step_max_s, un));
-        json_object_set_new(j, "unet_gflop", NUM(r.unet_gflop, un));
-        json_object_set_new(j, "unet_gflops", NUM(un ? r.unet_gflop / r.unet_step_s : 0, un));
-        json_object_set_new(j, "unet_sgemm_gflops", NUM(r.unet_sgemm_gflops, un));
-        json_object_set_new(j, "unet_sgemm_ratio", NUM(ratio(r.unet_gflop, r.unet_step_s, pk_unet), un));
+        stage_json(j, "unet", r.unet_gflop, r.unet_step_s, r.unet_sgemm_gflops, pk_unet);
         json_object_set_new(j, "vae_encode_s", NUM(r.vae_encode_s, en));
-        json_object_set_new(j, "vae_encode_gflop", NUM(r.vae_encode_gflop, en));
-        json_object_set_new(j, "vae_encode_gflops", NUM(en ? r.vae_encode_gflop / r.vae_encode_s : 0, en));
-        json_object_set_new(j, "vae_encode_sgemm_gflops", NUM(r.vae_encode_sgemm_gflops, en));
+        stage_json(j, "vae_encode", r.vae_encode_gflop, r.vae_encode_s, r.vae_encode_sgemm_gflops, pk_enc);
         json_object_set_new(j, "vae_decode_s", NUM(r.vae_decode_s, de));
-        json_object_set_new(j, "vae_decode_gflop", NUM(r.vae_decode_gflop, de));
-        json_object_set_new(j, "vae_decode_gflops", NUM(de ? r.vae_decode_gflop / r.vae_decode_s : 0, de));
-        json_object_set_new(j, "vae_decode_sgemm_gflops", NUM(r.vae_decode_sgemm_gflops, de));
-        json_object_set_new(j, "vae_decode_sgemm_ratio", NUM(ratio(r.vae_decode_gflop, r.vae_decode_s, pk_dec), de));
+        stage_json(j, "vae_decode", r.vae_decode_gflop, r.vae_decode_s, r.vae_decode_sgemm_gflops, pk_dec);
         json_object_set_new(j, "run_s", NUM(r.run_s, run));
         json_object_set_new(j, "images_per_hour", NUM(iph, per_image > 0));
         json_object_set_new(j, "peak_rss_mib", json_real(r.peak_rss_mib));
