@@ -370,6 +370,10 @@ static void end_to_end(void)
     const char *want[] = {"spool/done/m1.yaml", "spool/done/m2.yaml", "spool/failed/m3.yaml",
                           "spool/failed/m3.yaml.errors.txt", NULL};
     CHECK(wait_files(b.dir, want, 120));
+    /* the daemon logs each outcome just after moving its manifest: wait for the lines too, so that
+     * none is written after the rotation below (it would land in the new log) */
+    CHECK(wait_event(p, "manifest_done", 2, 30));
+    CHECK(wait_event(p, "manifest_invalid", 1, 30));
 
     /* SIGHUP: the log is reopened (as after logrotate) */
     char rotated[1200];
