@@ -43,6 +43,11 @@ typedef struct sdb_bench_result {
 } sdb_bench_result;
 
 void sdb_bench_opts_default(sdb_bench_opts *o);
+/* OpenBLAS's own (threaded) sgemm rate in GFLOP/s on an n x n product: the median of `reps`
+ * timings (at most 16) after a warm-up; 0 when out of memory. */
+double sdb_bench_sgemm_gflops(int n, int reps);
+/* This process's peak resident set (VmHWM) in MiB; 0 when /proc does not tell. */
+double sdb_bench_peak_rss_mib(void);
 /* Runs the benchmark on a loaded model (inpainting or not: the U-Net gets its own channel count). */
 int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, const sdb_log *log,
                   sdb_err *err);

@@ -52,4 +52,22 @@ static inline void sdb_prof_end(sdb_profile *p, int kind, double t0, double flop
     p->calls[kind]++;
 }
 
+/* All kinds' counted FLOPs. */
+static inline double sdb_prof_total_flops(const sdb_profile *p)
+{
+    double f = 0;
+    for (int k = 0; k < SDB_PROF_KINDS; k++) f += p->flops[k];
+    return f;
+}
+
+/* Divides every counter by n (n runs accumulated -> one run's mean). */
+static inline void sdb_prof_div(sdb_profile *p, int n)
+{
+    for (int k = 0; n > 0 && k < SDB_PROF_KINDS; k++) {
+        p->seconds[k] /= n;
+        p->flops[k] /= n;
+        p->calls[k] /= n;
+    }
+}
+
 #endif

@@ -47,8 +47,7 @@ static void fill(float *x, size_t n, unsigned long long seed, float amp)
     }
 }
 
-double sdb_bench_vmhwm_mib(void);
-double sdb_bench_vmhwm_mib(void)
+double sdb_bench_peak_rss_mib(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -59,9 +58,8 @@ double sdb_bench_vmhwm_mib(void)
     return kb / 1024.0;
 }
 
-/* OpenBLAS's threaded sgemm on an n x n product (its own threading: a rate, not a result): the
- * median of `reps` timings after a warm-up. */
-static double sgemm_gflops(int n, int reps)
+/* Its own threading: a rate, not a result. */
+double sdb_bench_sgemm_gflops(int n, int reps)
 {
     float *A = malloc(sizeof(float) * n * n), *B = malloc(sizeof(float) * n * n), *C = malloc(sizeof(float) * n * n);
     if (!A || !B || !C) { free(A); free(B); free(C); return 0; }
@@ -94,7 +92,7 @@ static double clip_flops(const sdb_clip_config *c, int B, int S)
 typedef struct { double v[256]; int n; } samples;
 static void sample_sgemm(samples *sm, int n)
 {
-    if (sm->n < 256) sm->v[sm->n++] = sgemm_gflops(n, 1);
+    if (sm->n < 256) sm->v[sm->n++] = sdb_bench_sgemm_gflops(n, 1);
 }
 static double sample_median(const samples *sm, int from)
 {
@@ -133,7 +131,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
 
     sdb_logf(log, SDB_LOG_INFO, "bench: OpenBLAS sgemm %d^2 (%d threads)", o->gemm_n, r->threads);
     samples sm = {{0}, 0};
-    sm.v[sm.n++] = sgemm_gflops(o->gemm_n, 3);
+    sm.v[sm.n++] = sdb_bench_sgemm_gflops(o->gemm_n, 3);
 
     /* text encoding: prompt and negative prompt, batch 1 each, as the pipeline runs them */
     const sdb_clip_config *cc = sdb_clip_get_config(m->clip);
@@ -169,7 +167,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         sdb_logf(log, SDB_LOG_INFO, "bench: U-Net step, batch 2, %dx%d latents", lh, lw);
         sdb_unet_set_profile(m->unet, &count); /* the warm-up counts the FLOPs */
         rc = sdb_unet_forward(m->unet, x, 2, lh, lw, ts, ctx, L, y, &m->arena, err);
-        for (int k = 0; k < SDB_PROF_KINDS; k++) r->unet_gflop += count.flops[k] / 1e9;
+        r->unet_gflop = sdb_prof_total_flops(&count) / 1e9;
         sdb_unet_set_profile(m->unet, o->profile ? &r->unet_prof : NULL);
         int s0 = sm.n;
         for (int rep = 0; rep < reps && !rc; rep++) {
@@ -182,11 +180,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         if (rc) goto out;
         if (o->profile) {
             r->have_prof = 1;
-            for (int k = 0; k < SDB_PROF_KINDS; k++) {
-                r->unet_prof.seconds[k] /= reps;
-                r->unet_prof.flops[k] /= reps;
-                r->unet_prof.calls[k] /= reps;
-            }
+            sdb_prof_div(&r->unet_prof, reps);
         }
         double mn = t[0], mx = t[0];
         for (int i = 1; i < reps; i++) { mn = t[i] < mn ? t[i] : mn; mx = t[i] > mx ? t[i] : mx; }
@@ -212,7 +206,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         sdb_vae_set_profile(m->vae, &count);
         rc = sdb_vae_encode(m->vae, img, S, S, mean, sd, NULL, &m->arena, err);
         sdb_vae_set_profile(m->vae, NULL);
-        for (int k = 0; k < SDB_PROF_KINDS; k++) r->vae_encode_gflop += count.flops[k] / 1e9;
+        r->vae_encode_gflop = sdb_prof_total_flops(&count) / 1e9;
         int s0 = sm.n;
         for (int rep = 0; rep < enc_reps && !rc; rep++) {
             TIMED(t, rep, rc = sdb_vae_encode(m->vae, img, S, S, mean, sd, NULL, &m->arena, err));
@@ -226,7 +220,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         sdb_vae_set_profile(m->vae, &count);
         if (!rc) rc = sdb_vae_decode(m->vae, mean, lh, lw, img, &m->arena, err);
         sdb_vae_set_profile(m->vae, NULL);
-        for (int k = 0; k < SDB_PROF_KINDS; k++) r->vae_decode_gflop += count.flops[k] / 1e9;
+        r->vae_decode_gflop = sdb_prof_total_flops(&count) / 1e9;
         sdb_vae_set_profile(m->vae, o->profile ? &r->vae_decode_prof : NULL);
         s0 = sm.n;
         for (int rep = 0; rep < dec_reps && !rc; rep++) {
@@ -235,11 +229,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         }
         r->vae_decode_sgemm_gflops = sample_median(&sm, s0);
         sdb_vae_set_profile(m->vae, NULL);
-        for (int k = 0; k < SDB_PROF_KINDS && dec_reps; k++) {
-            r->vae_decode_prof.seconds[k] /= dec_reps;
-            r->vae_decode_prof.flops[k] /= dec_reps;
-            r->vae_decode_prof.calls[k] /= dec_reps;
-        }
+        sdb_prof_div(&r->vae_decode_prof, dec_reps);
         if (!rc && dec_reps) r->vae_decode_s = median(t, reps);
         free(img); free(mean); free(sd);
         if (rc) goto out;
@@ -272,7 +262,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         sdb_image_free(&mk);
         if (rc) goto out;
     }
-    r->peak_rss_mib = sdb_bench_vmhwm_mib();
+    r->peak_rss_mib = sdb_bench_peak_rss_mib();
 out:
     r->sgemm_gflops = sample_median(&sm, 0);
     r->sgemm_samples = sm.n;
