@@ -15,6 +15,7 @@
 #include "sdb/fsutil.h"
 #include "sdb/store.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -844,6 +845,22 @@ static void cached_free(cached_model *c)
     free(c->tokenizer);
 }
 
+/* Unloads the least recently used cached model; avail_mb >= 0: for lack of memory (logged). */
+static void evict_lru(daemon_ctx *d, double avail_mb)
+{
+    assert(d->n_models > 0);
+    int lru = 0;
+    for (int i = 1; i < d->n_models; i++) if (d->models[i].used < d->models[lru].used) lru = i;
+    if (avail_mb >= 0)
+        sdb_dlog_event(d->o->log, "model_evicted", "model", 's', d->models[lru].path, "reason", 's', "memory",
+                       "available_mb", 'f', avail_mb, NULL);
+    else
+        sdb_dlog_event(d->o->log, "model_evicted", "model", 's', d->models[lru].path, NULL);
+    d->real->unload(d->real->ud, d->models[lru].model);
+    cached_free(&d->models[lru]);
+    d->models[lru] = d->models[--d->n_models];
+}
+
 static int cache_load(void *ud, const char *path, const char *config, const char *tokenizer, int threads,
                       int weights_f16, void **model, const char **model_id, const sdb_log *log, sdb_err *err)
 {
@@ -860,23 +877,9 @@ static int cache_load(void *ud, const char *path, const char *config, const char
         }
     /* a memory floor: drop cached models (LRU first) while the system is short of memory */
     double avail;
-    while (d->o->min_free_mb > 0 && d->n_models > 0 && (avail = mem_available_mb()) >= 0 && avail < d->o->min_free_mb) {
-        int lru = 0;
-        for (int i = 1; i < d->n_models; i++) if (d->models[i].used < d->models[lru].used) lru = i;
-        sdb_dlog_event(d->o->log, "model_evicted", "model", 's', d->models[lru].path, "reason", 's', "memory",
-                       "available_mb", 'f', avail, NULL);
-        d->real->unload(d->real->ud, d->models[lru].model);
-        cached_free(&d->models[lru]);
-        d->models[lru] = d->models[--d->n_models];
-    }
-    while (d->n_models >= d->max_models && d->n_models > 0) {
-        int lru = 0;
-        for (int i = 1; i < d->n_models; i++) if (d->models[i].used < d->models[lru].used) lru = i;
-        sdb_dlog_event(d->o->log, "model_evicted", "model", 's', d->models[lru].path, NULL);
-        d->real->unload(d->real->ud, d->models[lru].model);
-        cached_free(&d->models[lru]);
-        d->models[lru] = d->models[--d->n_models];
-    }
+    while (d->o->min_free_mb > 0 && d->n_models > 0 && (avail = mem_available_mb()) >= 0 && avail < d->o->min_free_mb)
+        evict_lru(d, avail);
+    while (d->n_models >= d->max_models && d->n_models > 0) evict_lru(d, -1);
     double t0 = sdb_now_mono();
     int rc = d->real->load(d->real->ud, path, config, tokenizer, threads, weights_f16, model, model_id, log, err);
     if (rc) return rc;
