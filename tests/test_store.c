@@ -76,6 +76,19 @@ static void test_kill_point(void)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 7);
 }
 
+/* Does the sqlite3 library, opening the file directly, find it in this journal mode? */
+static int is_journal_mode(const char *path, const char *mode)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = NULL;
+    int ok = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+             sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+             sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), mode);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return ok;
+}
+
 static void test_open_schema(void)
 {
     sdb_store *s = open_new("state.db");
@@ -87,13 +100,7 @@ static void test_open_schema(void)
     CHECK(v && !strcmp(v, "m.yaml"));
     free(v);
     /* WAL, readable by the sqlite3 library directly */
-    sqlite3 *db;
-    CHECK(sqlite3_open_v2(sdb_store_path(s), &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
-    sqlite3_stmt *st;
-    CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    CHECK(is_journal_mode(sdb_store_path(s), "wal"));
     /* reopen: no migration again, same version */
     char *path = strdup(sdb_store_path(s));
     sdb_store_close(s);
@@ -449,8 +456,11 @@ static void test_list(void)
     sdb_err err;
     sdb_store *s;
     CHECK_OK(sdb_store_open(&s, p0, SDB_STORE_RW, &err), &err); sdb_store_close(s);
-    CHECK_OK(sdb_store_open(&s, p1, SDB_STORE_RW, &err), &err); sdb_store_close(s);
-    CHECK_OK(sdb_store_open(&s, p2, SDB_STORE_RW, &err), &err); sdb_store_close(s);
+    CHECK_OK(sdb_store_open(&s, p1, SDB_STORE_RW_SHARD, &err), &err); sdb_store_close(s);
+    CHECK_OK(sdb_store_open(&s, p2, SDB_STORE_RW_SHARD, &err), &err); sdb_store_close(s);
+    /* a shard's file, read by other hosts: a rollback journal, not WAL */
+    CHECK(is_journal_mode(p1, "delete") && is_journal_mode(p2, "delete"));
+    CHECK(is_journal_mode(p0, "wal"));
     char *folder = sdb_path_dirname(p0);
     char **paths;
     int n;

@@ -60,9 +60,11 @@ void sdb_job_rows_free(sdb_job_row *rows, int n);
  * host, also not when its pid is gone (or recycled: the start time differs). */
 int sdb_store_owner_alive(const sdb_job_row *r, const sdb_worker *me, double now);
 
-enum { SDB_STORE_RW = 0, SDB_STORE_READONLY = 1 };
+enum { SDB_STORE_RW = 0, SDB_STORE_READONLY = 1, SDB_STORE_RW_SHARD = 2 };
 /* Opens (creating it and its folder for RW) and migrates a database. READONLY of a missing file
- * fails with SDB_ENOTFOUND. */
+ * fails with SDB_ENOTFOUND. RW uses WAL (its readers and writers are processes of one host);
+ * RW_SHARD, for a shard's file (written by one task, read by other hosts, possibly over
+ * NFS/Lustre, where WAL's shared-memory index does not work), a rollback journal. */
 int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err);
 void sdb_store_close(sdb_store *s);
 const char *sdb_store_path(const sdb_store *s);

@@ -377,7 +377,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     peers pp = {0};
     sdb_store_job *sj = NULL;
     char (*ident)[65] = NULL;
-    int rc = sdb_store_open(&store, state_path, SDB_STORE_RW, err);
+    int rc = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, err);
     if (rc) goto out;
     sdb_store_set_meta(store, "manifest", m->path, NULL);
     if (o->n_shards > 0) {

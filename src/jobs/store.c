@@ -326,14 +326,11 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
     }
     sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
     if (!s->readonly) {
-        /* A shard's file (state.<I>-of-<N>.db) is written by one task but read by the other shards'
-         * hosts and by `status` elsewhere, possibly over NFS/Lustre: WAL's shared-memory index only
-         * works among processes of one host, so shard files use a rollback journal. The plain
-         * state.db is shared only by processes of one host: WAL, so readers never block the writer. */
-        const char *base = strrchr(path, '/');
-        base = base ? base + 1 : path;
-        int shard_file = strncmp(base, "state.", 6) == 0 && strstr(base, "-of-") != NULL;
-        if ((rc = set_journal_mode(s, shard_file ? "DELETE" : "WAL", err))) goto fail;
+        /* A shard's file is written by one task but read by the other shards' hosts and by `status`
+         * elsewhere, possibly over NFS/Lustre: WAL's shared-memory index only works among processes
+         * of one host, so shard files use a rollback journal. A plain state.db is shared only by
+         * processes of one host: WAL, so readers never block the writer. */
+        if ((rc = set_journal_mode(s, mode == SDB_STORE_RW_SHARD ? "DELETE" : "WAL", err))) goto fail;
         if ((rc = exec(s, "PRAGMA synchronous=FULL", err))) goto fail;
         if ((rc = migrate(s, err))) goto fail;
     } else {
