@@ -213,6 +213,14 @@ static void test_config(void)
     CHECK(v == 9);
     CHECK_OK(sdb_config_int(&c, "num_attention_heads", -1, &v, &err), &err); /* null -> default */
     CHECK(v == -1);
+    /* ranged ints: in range, the default when absent, and an error naming file, field and range */
+    int iv = 0;
+    CHECK_OK(sdb_config_int_range(&c, "in_channels", 4, 1, 64, &iv, &err), &err);
+    CHECK(iv == 9);
+    CHECK_OK(sdb_config_int_range(&c, "no_such_field", 7, 1, 64, &iv, &err), &err);
+    CHECK(iv == 7);
+    CHECK(sdb_config_int_range(&c, "in_channels", 4, 1, 8, &iv, &err) == SDB_EINVAL && iv == 7);
+    CHECKF(strstr(err.msg, "config.json: field 'in_channels': 9 is out of range [1, 8]") != NULL, "%s", err.msg);
     long long blocks[8];
     int nb = 0;
     CHECK_OK(sdb_config_int_array(&c, "block_out_channels", blocks, 8, &nb, &err), &err);

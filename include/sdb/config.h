@@ -24,6 +24,9 @@ void sdb_config_free(sdb_config *c);
 
 int sdb_config_has(const sdb_config *c, const char *key); /* present and not null */
 int sdb_config_int(const sdb_config *c, const char *key, long long def, long long *out, sdb_err *err);
+/* An int field (def when absent) that must lie in [lo, hi]; errors name the file and the field. */
+int sdb_config_int_range(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
+                         int *out, sdb_err *err);
 int sdb_config_double(const sdb_config *c, const char *key, double def, double *out, sdb_err *err);
 int sdb_config_bool(const sdb_config *c, const char *key, int def, int *out, sdb_err *err);
 /* String value (borrowed from the config) or def. */

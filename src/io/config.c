@@ -93,6 +93,18 @@ int sdb_config_int(const sdb_config *c, const char *key, long long def, long lon
     return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an integer", c->path, key);
 }
 
+int sdb_config_int_range(const sdb_config *c, const char *key, long long def, long long lo, long long hi,
+                         int *out, sdb_err *err)
+{
+    long long v = 0;
+    int rc = sdb_config_int(c, key, def, &v, err);
+    if (rc) return rc;
+    if (v < lo || v > hi)
+        return sdb_fail(err, SDB_EINVAL, "%s: field '%s': %lld is out of range [%lld, %lld]", c->path, key, v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
 int sdb_config_double(const sdb_config *c, const char *key, double def, double *out, sdb_err *err)
 {
     json_t *v = get(c, key);

@@ -11,7 +11,6 @@
  * exactly: by the GEMM per call, by emb_row per looked-up row).
  */
 #include "sdb/clip.h"
-#include "model_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -50,12 +49,12 @@ int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err 
     int rc = sdb_config_load(&c, config_path, err);
     if (rc) return rc;
     /* defaults: transformers' CLIPTextConfig */
-    if (!rc) rc = sdb_model_cfg_int(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
-    if (!rc) rc = sdb_model_cfg_int(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
-    if (!rc) rc = sdb_model_cfg_int(&c, "intermediate_size", 2048, 1, 1 << 20, &cfg->intermediate_size, err);
-    if (!rc) rc = sdb_model_cfg_int(&c, "num_hidden_layers", 12, 1, 1000, &cfg->num_hidden_layers, err);
-    if (!rc) rc = sdb_model_cfg_int(&c, "num_attention_heads", 8, 1, 65536, &cfg->num_attention_heads, err);
-    if (!rc) rc = sdb_model_cfg_int(&c, "max_position_embeddings", 77, 1, 1 << 16, &cfg->max_position_embeddings, err);
+    if (!rc) rc = sdb_config_int_range(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
+    if (!rc) rc = sdb_config_int_range(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
+    if (!rc) rc = sdb_config_int_range(&c, "intermediate_size", 2048, 1, 1 << 20, &cfg->intermediate_size, err);
+    if (!rc) rc = sdb_config_int_range(&c, "num_hidden_layers", 12, 1, 1000, &cfg->num_hidden_layers, err);
+    if (!rc) rc = sdb_config_int_range(&c, "num_attention_heads", 8, 1, 65536, &cfg->num_attention_heads, err);
+    if (!rc) rc = sdb_config_int_range(&c, "max_position_embeddings", 77, 1, 1 << 16, &cfg->max_position_embeddings, err);
     double eps = 1e-5;
     if (!rc) rc = sdb_config_double(&c, "layer_norm_eps", 1e-5, &eps, err);
     if (!rc && !(eps > 0 && eps < 1)) rc = sdb_fail(err, SDB_EFORMAT, "%s: 'layer_norm_eps' is %g, expected a small positive number", config_path, eps);

@@ -20,7 +20,6 @@
  * upsampling + conv runs in horizontal strips so the 4x-size upsampled tensor never exists whole.
  */
 #include "sdb/vae.h"
-#include "model_internal.h"
 
 #include "sdb/config.h"
 #include "sdb/fsutil.h"
@@ -136,11 +135,11 @@ int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *e
         rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: _class_name '%s' is not supported (only AutoencoderKL)", c.path, s);
         goto out;
     }
-    if ((rc = sdb_model_cfg_int(&c, "in_channels", 3, 1, 64, &cfg->in_channels, err))) goto out;
-    if ((rc = sdb_model_cfg_int(&c, "out_channels", 3, 1, 64, &cfg->out_channels, err))) goto out;
-    if ((rc = sdb_model_cfg_int(&c, "latent_channels", 4, 1, 256, &cfg->latent_channels, err))) goto out;
-    if ((rc = sdb_model_cfg_int(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
-    if ((rc = sdb_model_cfg_int(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
+    if ((rc = sdb_config_int_range(&c, "in_channels", 3, 1, 64, &cfg->in_channels, err))) goto out;
+    if ((rc = sdb_config_int_range(&c, "out_channels", 3, 1, 64, &cfg->out_channels, err))) goto out;
+    if ((rc = sdb_config_int_range(&c, "latent_channels", 4, 1, 256, &cfg->latent_channels, err))) goto out;
+    if ((rc = sdb_config_int_range(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
+    if ((rc = sdb_config_int_range(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
     if ((rc = sdb_config_double(&c, "scaling_factor", 0.18215, &cfg->scaling_factor, err))) goto out;
     if (!(cfg->scaling_factor > 0) || !isfinite(cfg->scaling_factor)) {
         rc = sdb_fail(err, SDB_EINVAL, "%s: field 'scaling_factor': %g must be positive", c.path, cfg->scaling_factor);
