@@ -411,6 +411,14 @@ static void reshard(void)
     free(err);
 }
 
+/* What `sdbatch status MANIFEST --shards` prints for people (malloc'd). */
+static char *status_shards_text(const rt_batch *b)
+{
+    const char *args[] = {"status", b->manifest, "--shards", NULL};
+    rt_wait(rt_spawn(b, NULL, args, "status-text"));
+    return rt_slurp(b, "status-text.out");
+}
+
 static void array(void)
 {
     if (!getenv("SLURM_CONF")) { CHECK(0); return; }
@@ -446,9 +454,7 @@ static void array(void)
         CHECK(json_array_size(json_object_get(doc, "shards_to_resubmit")) == 0);
         json_decref(doc);
     }
-    const char *args[] = {"status", b.manifest, "--shards", NULL};
-    rt_wait(rt_spawn(&b, NULL, args, "status-text"));
-    char *txt = rt_slurp(&b, "status-text.out");
+    char *txt = status_shards_text(&b);
     CHECKF(strstr(txt, "shards: 4 of 4 complete") != NULL, "status --shards says:\n%s", txt);
     free(txt);
     if (sdb_t_checks_failed) show_logs(&b);
@@ -517,9 +523,7 @@ static void disrupt(void)
                "shards_to_resubmit is not [shard 1]");
         json_decref(doc);
     }
-    const char *args[] = {"status", b.manifest, "--shards", NULL};
-    rt_wait(rt_spawn(&b, NULL, args, "status-text"));
-    char *txt = rt_slurp(&b, "status-text.out");
+    char *txt = status_shards_text(&b);
     CHECKF(strstr(txt, "sbatch --array=1 --export=ALL,SDB_SHARDS=4") != NULL, "status --shards says:\n%s", txt);
     free(txt);
 
