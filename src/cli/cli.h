@@ -25,6 +25,8 @@ int cli_error(const char *cmd, const sdb_err *err);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses a whole integer / float option value; on failure prints a usage error and returns -1. */
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out);
+/* --weights f32|f16 -> *weights_f16 (sdb_model_opts.weights_f16); -1 after a usage error. */
+int cli_parse_weights(const char *cmd, const char *s, int *weights_f16);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
 /* sigaction(sig) with `handler`, an empty mask and sa_flags (e.g. SA_RESTART). */
 void cli_handle_signal(int sig, void (*handler)(int), int sa_flags);

@@ -71,8 +71,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--model") && has) model = argv[++i];
         else if (!strcmp(a, "--weights") && has) {
-            if ((mo.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0)
-                return cli_usage_error("bench", "--weights takes f32 or f16, got '%s'", argv[i]);
+            if (cli_parse_weights("bench", argv[++i], &mo.weights_f16)) return EXIT_USAGE;
         }
         else if (!strcmp(a, "--only") && has) {
             char buf[256];

@@ -4,7 +4,6 @@
  */
 #include "cli.h"
 #include "sdb/daemon.h"
-#include "sdb/pipeline.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -78,8 +77,7 @@ int cmd_daemon(int argc, char **argv)
             if (cli_parse_int("daemon", "--max-models", argv[++i], 1, 64, &v)) return EXIT_USAGE;
             o.max_models = (int)v;
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
-            if ((o.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0)
-                return cli_usage_error("daemon", "--weights takes f32 or f16, got '%s'", argv[i]);
+            if (cli_parse_weights("daemon", argv[++i], &o.weights_f16)) return EXIT_USAGE;
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if (cli_parse_int("daemon", "--threads", argv[++i], 1, 4096, &v)) return EXIT_USAGE;
             o.threads = (int)v;

@@ -124,8 +124,7 @@ int cmd_generate(int argc, char **argv)
         case 'z': mopts.tokenizer_dir = optarg; break;
         case 'c': mopts.config_dir = optarg; break;
         case 'w':
-            if ((mopts.weights_f16 = sdb_weights_mode_parse(optarg)) < 0)
-                return cli_usage_error("generate", "--weights takes f32 or f16, got '%s'", optarg);
+            if (cli_parse_weights("generate", optarg, &mopts.weights_f16)) return EXIT_USAGE;
             break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;

@@ -3,7 +3,6 @@
  */
 #include "cli.h"
 #include "sdb/manifest.h"
-#include "sdb/pipeline.h"
 #include "sdb/runner.h"
 #include "shard_cli.h"
 
@@ -64,10 +63,7 @@ int cmd_run(int argc, char **argv)
             if (cli_parse_int("run", "--threads", argv[++i], 1, 4096, &v)) { free(only); return EXIT_USAGE; }
             o.threads = (int)v;
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
-            if ((o.weights_f16 = sdb_weights_mode_parse(argv[++i])) < 0) {
-                free(only);
-                return cli_usage_error("run", "--weights takes f32 or f16, got '%s'", argv[i]);
-            }
+            if (cli_parse_weights("run", argv[++i], &o.weights_f16)) { free(only); return EXIT_USAGE; }
         } else if (!strcmp(a, "--max-attempts") && i + 1 < argc) {
             if (cli_parse_int("run", "--max-attempts", argv[++i], 1, 1000, &v)) { free(only); return EXIT_USAGE; }
             o.max_attempts = (int)v;

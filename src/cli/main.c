@@ -4,6 +4,7 @@
  * subcommand's front end is in cmd_<name>.c.
  */
 #include "cli.h"
+#include "sdb/pipeline.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,6 +57,17 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     fprintf(stderr, "\n(see 'sdbatch %s --help')\n", cmd);
     va_end(ap);
     return EXIT_USAGE;
+}
+
+int cli_parse_weights(const char *cmd, const char *s, int *weights_f16)
+{
+    int v = sdb_weights_mode_parse(s);
+    if (v < 0) {
+        cli_usage_error(cmd, "--weights takes f32 or f16, got '%s'", s);
+        return -1;
+    }
+    *weights_f16 = v;
+    return 0;
 }
 
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out)
