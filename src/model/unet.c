@@ -531,8 +531,13 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
     ALLOC(bias, r->cout);
     groupnorm_fw(F, x, r->cin, HW, &r->n1, F->u->eps, 1, g);
     TRY(linear_fw(F, F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0));
+    /* conv1 runs once per image (its bias carries that image's time embedding): a half weight
+     * matrix is widened once for all of them */
+    sdb_conv2d c1 = r->c1;
+    const float *w1 = sdb_wmat_widen(c1.w, (size_t)c1.cout * c1.cin * c1.k * c1.k, F->a);
+    if (!w1) return SDB_ENOMEM;
+    c1.w = sdb_wmat_f32(w1);
     for (int n = 0; n < B; n++) {
-        sdb_conv2d c1 = r->c1;
         for (int co = 0; co < r->cout; co++) bias[co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
         c1.b = bias;
         int rc = conv_fw(F, &c1, g + (size_t)n * r->cin * HW, 1, H, W, h + (size_t)n * r->cout * HW, NULL);

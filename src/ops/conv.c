@@ -12,7 +12,7 @@
  * runs single-threaded inside an active parallel region). im2col is a parallel pure copy. Results
  * are therefore identical for any thread count (tests/test_ops_conv.c checks 1 vs 2 threads).
  *
- * Half weight matrices (sdb_wmat.f16) are widened into the arena once per call (widen_wmat: an
+ * Half weight matrices (sdb_wmat.f16) are widened into the arena once per call (sdb_wmat_widen: an
  * exact conversion, split over the threads) and then used exactly like float32 ones.
  */
 #include "sdb/ops/conv.h"
@@ -30,10 +30,8 @@
  * (K = 2560*9) still run GEMMs with a reasonable N. */
 #define SDB_CONV_MIN_COLS 512
 
-/* float32 view of a weight matrix of n elements: the matrix itself, or (half) a widened copy in the
- * arena (the caller releases it with its other scratch). NULL when the arena is exhausted. */
 #define SDB_WIDEN_CHUNK ((size_t)1 << 16)
-static const float *widen_wmat(sdb_wmat w, size_t n, sdb_arena *scratch)
+const float *sdb_wmat_widen(sdb_wmat w, size_t n, sdb_arena *scratch)
 {
     if (w.f32) return w.f32;
     if (!w.f16 || !scratch) return NULL;
@@ -224,7 +222,7 @@ int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias,
 {
     if (!W.f32 && !scratch) return SDB_EINVAL;
     size_t mark = W.f32 ? 0 : sdb_arena_mark(scratch);
-    const float *w = widen_wmat(W, (size_t)N * K, scratch);
+    const float *w = sdb_wmat_widen(W, (size_t)N * K, scratch);
     if (!w) return SDB_ENOMEM;
     if (bias || !accumulate) {
 #pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
@@ -288,7 +286,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
     const int K = c->cin * c->k * c->k;
     const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
     size_t mark = sdb_arena_mark(scratch);
-    const float *w = widen_wmat(c->w, (size_t)c->cout * K, scratch);
+    const float *w = sdb_wmat_widen(c->w, (size_t)c->cout * K, scratch);
     if (!w) return SDB_ENOMEM;
     if (N > 1 && HWo <= SDB_CONV_BATCH_MAX_HW &&
         (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_BATCH_BYTES) {

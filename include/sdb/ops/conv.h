@@ -20,6 +20,10 @@ typedef struct sdb_wmat {
 
 static inline sdb_wmat sdb_wmat_f32(const float *w) { sdb_wmat m = {w, 0}; return m; }
 static inline sdb_wmat sdb_wmat_f16(const uint16_t *w) { sdb_wmat m = {0, w}; return m; }
+/* float32 view of a weight matrix of n elements: the matrix itself, or (half) an exactly widened
+ * copy in the arena (the caller releases it with its other scratch). NULL when the arena is
+ * exhausted. For a caller that runs one matrix several times: widen once, pass sdb_wmat_f32. */
+const float *sdb_wmat_widen(sdb_wmat w, size_t n, sdb_arena *scratch);
 
 typedef struct sdb_conv2d {
     int cin, cout;
