@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include "sdb/bench.h"
+#include "sdb/cpu.h"
 #include "sdb/pipeline.h"
 #include "sdb/threads.h"
 
@@ -35,6 +36,16 @@ static void help(void)
            "                 F16 model files give the same images); default f32\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
            "  --json         one JSON object on stdout instead of the table\n");
+}
+
+/* "  BLAS: OpenBLAS 0.3.21, core Haswell (CPU: AVX2)": the kernel set every figure below ran on */
+static void print_blas_line(void)
+{
+    char blas[64];
+    sdb_blas_version(blas, sizeof blas);
+    sdb_cpu_features cpu;
+    sdb_cpu_detect(&cpu);
+    printf("  BLAS: %s, core %s (CPU: %s)\n", blas, sdb_blas_core(), sdb_cpu_level_name(&cpu));
 }
 
 static double ratio(double gflop, double s, double peak) { return s > 0 && peak > 0 ? gflop / s / peak : 0; }
@@ -140,6 +151,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "reps", json_integer(r.reps));
         json_object_set_new(j, "steps", json_integer(r.steps));
         json_object_set_new(j, "weights", json_string(r.weights_f16 ? "f16" : "f32"));
+        json_object_set_new(j, "blas_core", json_string(sdb_blas_core()));
         json_object_set_new(j, "sgemm_gflops", json_real(pk));
         json_object_set_new(j, "sgemm_samples", json_integer(r.sgemm_samples));
         json_object_set_new(j, "text_encode_s", NUM(r.text_encode_s, tx));
@@ -172,6 +184,7 @@ int cmd_bench(int argc, char **argv)
     }
     printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, %s weights, medians of %d after a warm-up\n",
            r.size, r.size, r.latent, r.latent, r.threads, r.weights_f16 ? "f16" : "f32", r.reps);
+    print_blas_line();
     printf("  OpenBLAS sgemm %4d^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
            "                                   repetitions; each stage's ratio uses its own samples)\n", o.gemm_n, pk, r.sgemm_samples);
     printf("  %-28s %9s %9s %10s %7s %10s\n", "stage", "median s", "GFLOP", "GFLOP/s", "sgemm", "its sgemm");

@@ -2,6 +2,7 @@
  * cmd_version.c — `sdbatch version` / `sdbatch --version`.
  */
 #include "cli.h"
+#include "sdb/cpu.h"
 
 #include <cblas.h>
 #include <jansson.h>
@@ -17,13 +18,19 @@ int cmd_version(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: sdbatch version\n       sdbatch --version\n\n"
-               "Prints sdbatch's version, then the versions of the libraries it runs on.\n");
+               "Prints sdbatch's version, then the versions of the libraries it runs on, with the OpenBLAS\n"
+               "core (kernel set) in use: see the README's Benchmarks section for the BLAS-core guard.\n");
         return 0;
     }
+    char blas[64];
+    sdb_blas_version(blas, sizeof blas);
+    sdb_cpu_features cpu;
+    sdb_cpu_detect(&cpu);
     printf("sdbatch %s\n", SDB_VERSION);
-    printf("  openblas %s (%s, %d threads)\n", openblas_get_config(),
+    printf("  blas: %s, core %s (CPU: %s; %s build, %d threads)\n", blas, sdb_blas_core(), sdb_cpu_level_name(&cpu),
            openblas_get_parallel() == 2 ? "OpenMP" : openblas_get_parallel() == 1 ? "pthreads" : "serial",
            openblas_get_num_threads());
+    printf("  openblas config: %s\n", openblas_get_config());
     printf("  openmp %d, up to %d threads\n", _OPENMP, omp_get_max_threads());
     printf("  sqlite %s, libyaml %s, libpng %s, libjpeg-turbo (jpeglib %d), jansson %s\n",
            sqlite3_libversion(), yaml_get_version_string(), png_libpng_ver, JPEG_LIB_VERSION,

@@ -4,13 +4,16 @@
  * subcommand's front end is in cmd_<name>.c.
  */
 #include "cli.h"
+#include "sdb/cpu.h"
 #include "sdb/pipeline.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <errno.h>
+#include <unistd.h>
 
 typedef struct { const char *name; int (*fn)(int, char **); const char *summary; } command;
 
@@ -120,8 +123,52 @@ volatile sig_atomic_t *cli_catch_stop_signals(const int *sigs, int sa_flags)
     return &stop_signal;
 }
 
+/* The BLAS-core guard (sdb/cpu.h): before any BLAS call, when OpenBLAS picked a weaker core than
+ * the best it ships for this CPU, re-execute this program once (same pid, argv and environment)
+ * with OPENBLAS_CORETYPE set; the re-executed process logs the one line "had X, now Y".
+ * SDB_BLAS_GUARD=0 turns it off; an explicit OPENBLAS_CORETYPE is obeyed. */
+static void blas_guard(char **argv)
+{
+    sdb_log log = cli_logger();
+    sdb_blas_guard_in in;
+    sdb_blas_guard_inputs(&in);
+    sdb_blas_guard_plan plan;
+    sdb_blas_guard_decide(&in, &plan);
+    if (plan.action == SDB_BLAS_GUARD_KEEP) {
+        sdb_logf(&log, SDB_LOG_DEBUG, "BLAS core %s on a CPU with %s: %s", in.reported,
+                 sdb_cpu_level_name(&in.cpu), plan.why);
+        return;
+    }
+    if (plan.action == SDB_BLAS_GUARD_REEXECUTED) {
+        const char *forced = in.env_coretype ? in.env_coretype : "?";
+        if (!strcasecmp(forced, in.reported))
+            sdb_logf(&log, SDB_LOG_INFO, "OpenBLAS had picked core %s for this %s CPU; now core %s "
+                     "(re-executed with OPENBLAS_CORETYPE=%s; SDB_BLAS_GUARD=0 turns this off)",
+                     in.env_reexec, sdb_cpu_level_name(&in.cpu), in.reported, forced);
+        else
+            sdb_logf(&log, SDB_LOG_WARN, "OpenBLAS had picked core %s for this %s CPU; re-executed with "
+                     "OPENBLAS_CORETYPE=%s, it now runs core %s", in.env_reexec, sdb_cpu_level_name(&in.cpu),
+                     forced, in.reported);
+        unsetenv("SDB_BLAS_GUARD_REEXEC");   /* children of this process judge for themselves */
+        return;
+    }
+    char *old = in.env_coretype ? strdup(in.env_coretype) : NULL;
+    setenv("OPENBLAS_CORETYPE", plan.force, 1);
+    setenv("SDB_BLAS_GUARD_REEXEC", in.reported, 1);
+    fflush(NULL);
+    execv("/proc/self/exe", argv);
+    sdb_logf(&log, SDB_LOG_WARN, "OpenBLAS picked core %s for this %s CPU; re-executing with OPENBLAS_CORETYPE=%s "
+             "failed (%s): staying on %s", in.reported, sdb_cpu_level_name(&in.cpu), plan.force, strerror(errno),
+             in.reported);
+    if (old) setenv("OPENBLAS_CORETYPE", old, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("SDB_BLAS_GUARD_REEXEC");
+    free(old);
+}
+
 int main(int argc, char **argv)
 {
+    blas_guard(argv);
     if (argc < 2) { usage(stderr); return EXIT_USAGE; }
     const char *c = argv[1];
     if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) { usage(stdout); return 0; }
