@@ -68,6 +68,10 @@ typedef void (*sdb_run_job_fn)(void *ud, const sdb_job_event *ev);
 typedef struct sdb_run_opts {
     const char *state_path;   /* NULL: <output_dir>/.sdbatch/state.db (or the shard's file) */
     int threads;              /* 0 = leave as is */
+    int workers;              /* > 1: run the jobs in this many processes forked after the model is
+                                 loaded (sharing its weights), each with threads/workers threads and
+                                 one line per job (no bar); on_job is then called in the workers.
+                                 At most one per selected job. 0 or 1: in this process */
     int weights_f16;          /* load the model with its matrices kept as IEEE half (--weights f16) */
     int max_attempts;         /* default 2 */
     int retry_failed;

@@ -22,6 +22,9 @@ static void usage(FILE *f)
         "processes may run one manifest at once on one host; each job runs exactly once.\n\n"
         "  --threads N        compute threads (default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS,\n"
         "                     else the CPUs this process may run on: its affinity mask)\n"
+        "  --workers K        run K jobs at once: K processes forked after the model is loaded (they\n"
+        "                     share its weights), each with 1/K of the threads; one line per job,\n"
+        "                     no bar. Pays for small images and many cores (README: Benchmarks)\n"
         "  --weights f32|f16  f16: keep the weight matrices as IEEE half in memory (about half the\n"
         "                     weights' RAM; an F16 model gives the same images, an F32 one is rounded\n"
         "                     once at load, and counts as another model: its jobs are redone)\n"
@@ -62,6 +65,9 @@ int cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if (cli_parse_int("run", "--threads", argv[++i], 1, 4096, &v)) { free(only); return EXIT_USAGE; }
             o.threads = (int)v;
+        } else if (!strcmp(a, "--workers") && i + 1 < argc) {
+            if (cli_parse_int("run", "--workers", argv[++i], 1, 256, &v)) { free(only); return EXIT_USAGE; }
+            o.workers = (int)v;
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             if (cli_parse_weights("run", argv[++i], &o.weights_f16)) { free(only); return EXIT_USAGE; }
         } else if (!strcmp(a, "--max-attempts") && i + 1 < argc) {
@@ -120,7 +126,7 @@ int cmd_run(int argc, char **argv)
     if ((code = cli_shard_setup(&m, shard_arg, &o, &shard_mask)) != EXIT_OK) goto out;
     o.only = only;
     o.n_only = n_only;
-    o.progress = !no_progress && isatty(STDERR_FILENO);
+    o.progress = !no_progress && o.workers <= 1 && isatty(STDERR_FILENO);
     o.progress_fp = stderr;
     o.lines_fp = stdout;
     static const int stop_signals[] = {SIGINT, SIGTERM, SIGUSR1, 0};

@@ -7,6 +7,7 @@
 #include "sdb/image.h"
 #include "sdb/pipeline.h"
 #include "sdb/store.h"
+#include "sdb/threads.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +16,10 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- the real executor: pipeline.h ----------------------------------------------------------- */
@@ -153,7 +157,16 @@ typedef struct {
     int step, steps;
     double last_beat, lease;
     double last_draw;
+    volatile sig_atomic_t *shared_stop; /* see run_ctx */
 } prog;
+
+/* The signal that asked this process to stop (its own flag, or its parent's for a worker), or 0. */
+static int stop_of(const sdb_run_opts *o, volatile sig_atomic_t *shared)
+{
+    if (o->stop && *o->stop) return (int)*o->stop;
+    if (shared && *shared) return (int)*shared;
+    return 0;
+}
 
 static void fmt_dur(double s, char *buf, size_t n)
 {
@@ -240,7 +253,7 @@ static int on_step(void *ud, int step, int total)
         else sdb_logf(p->log, SDB_LOG_WARN, "%s", e.msg);
     }
     draw(p, 0);
-    return p->o->stop && *p->o->stop ? 1 : 0;
+    return stop_of(p->o, p->shared_stop) ? 1 : 0;
 }
 
 /* This run lost a job (its lease expired while it was stopped or hung, and another process
@@ -354,6 +367,351 @@ static int dry_run(const sdb_manifest *m, const sdb_run_opts *o, sdb_run_result 
     return 0;
 }
 
+/* Removes dead processes' temp files from every output folder of the manifest (see
+ * sdb_clean_temp_files for min_age). */
+static void clean_temp_dirs(const sdb_manifest *m, double min_age, const sdb_log *log)
+{
+    char **dirs = calloc(m->n_jobs + 1, sizeof *dirs);
+    int nd = 0;
+    for (int i = 0; i < m->n_jobs && dirs; i++) {
+        char *d = sdb_path_dirname(m->jobs[i].output);
+        int seen = 0;
+        for (int k = nd; k-- > 0 && !seen; ) if (!strcmp(dirs[k], d)) seen = 1;
+        if (seen) free(d); else dirs[nd++] = d;
+    }
+    int cleaned = 0;
+    for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k], min_age); free(dirs[k]); }
+    free(dirs);
+    if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
+}
+
+/* What one process's job loop works with. */
+typedef struct {
+    const sdb_manifest *m;
+    const sdb_executor *ex;
+    const sdb_run_opts *o;
+    void *model;
+    char (*ident)[65];       /* each job's identity (m->n_jobs of them) */
+    int nsj;                 /* selected jobs */
+    double lease;
+    sdb_store *store;
+    const sdb_worker *me;
+    volatile sig_atomic_t *shared_stop; /* a worker process: its parent's stop (shared memory) */
+    const sdb_log *log;
+    const char *state_path;
+} run_ctx;
+
+/* The job loop of one process: claims and runs the selected jobs until a pass makes no progress
+ * (every job done, failed for good, or running under another live owner), or until stopped. */
+static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
+{
+    const sdb_manifest *m = c->m;
+    const sdb_run_opts *o = c->o;
+    const sdb_log *log = c->log;
+    char (*ident)[65] = c->ident;
+    peers pp;
+    peers_open(&pp, c->state_path);
+    int rc = 0, sig;
+    prog p;
+    memset(&p, 0, sizeof p);
+    p.o = o;
+    p.log = log;
+    p.store = c->store;
+    p.lease = c->lease;
+    p.shared_stop = c->shared_stop;
+    p.t_start = sdb_now_mono();
+    p.total = c->nsj;
+    char *tried = calloc(m->n_jobs ? m->n_jobs : 1, 1);
+    if (!tried) { peers_close(&pp); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    /* count what is already done, for the bar */
+    for (int i = 0; i < m->n_jobs; i++) {
+        if (!sel(m, o, i)) continue;
+        sdb_job_row r;
+        int found;
+        if (sdb_store_get(c->store, m->jobs[i].id, &r, &found, err) == 0 && found && r.state == SDB_JOB_DONE) p.done_count++;
+        else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) p.done_count++;
+        if (found) sdb_job_row_free(&r);
+    }
+    draw(&p, 1);
+    sdb_claim_opts co = {o->max_attempts > 0 ? o->max_attempts : 2, o->retry_failed, c->lease};
+    int progress_made = 1;
+    while (progress_made && !rc) {
+        progress_made = 0;
+        for (int i = 0; i < m->n_jobs && !rc; i++) {
+            const sdb_job_spec *j = &m->jobs[i];
+            if (tried[i] || !sel(m, o, i)) continue;
+            if ((sig = stop_of(o, c->shared_stop))) { res->interrupted = sig; rc = SDB_EINTERRUPTED; break; }
+            /* cheap look first: no write lock for jobs that are obviously not ours */
+            sdb_job_row r;
+            int found;
+            if ((rc = sdb_store_get(c->store, j->id, &r, &found, err))) break;
+            int maybe = found && strcmp(r.identity, ident[i]) == 0 &&
+                        (r.state == SDB_JOB_PENDING || r.state == SDB_JOB_RUNNING ||
+                         (r.state == SDB_JOB_FAILED && (o->retry_failed || r.attempts < co.max_attempts)));
+            if (found) sdb_job_row_free(&r);
+            if (!maybe) { tried[i] = 1; continue; }
+            if (done_in_peer(&pp, j->id, ident[i])) { tried[i] = 1; continue; }
+            int claimed;
+            long long run_id;
+            if ((rc = sdb_store_claim(c->store, j->id, ident[i], &co, c->me, &claimed, &run_id, err))) break;
+            if (!claimed) continue;   /* running elsewhere: look again next pass */
+            tried[i] = 1;
+            progress_made = 1;
+            sdb_kill_point("claimed");
+            double t0 = sdb_now_mono();
+            if (!p.jobs_this_run && !p.first_job_start) p.first_job_start = t0;
+            p.cur_id = j->id;
+            p.cur_run = run_id;
+            p.step = 0;
+            p.steps = j->steps;
+            p.last_beat = t0;
+            draw(&p, 1);
+            res->ran++;
+            sdb_err jerr;
+            sdb_err_clear(&jerr);
+            uint8_t *png = NULL;
+            size_t png_len = 0;
+            int jrc;
+            if (j->bad_input) jrc = sdb_fail(&jerr, SDB_ENOTFOUND, "%s", j->bad_input);
+            else jrc = c->ex->run(c->ex->ud, c->model, j, on_step, &p, &png, &png_len, log, &jerr);
+            p.cur_id = NULL;
+            double secs = sdb_now_mono() - t0;
+            if (jrc == SDB_EINTERRUPTED) {
+                free(png);
+                res->ran--;
+                if ((rc = sdb_store_release(c->store, j->id, run_id, "interrupted by signal", err))) break;
+                line(&p, "interrupted %s at step %d/%d (back to pending)", j->id, p.step, p.steps);
+                job_event(&p, j->id, SDB_JOB_PENDING, NULL, secs, NULL, run_id);
+                res->interrupted = (sig = stop_of(o, c->shared_stop)) ? sig : SIGINT;
+                rc = SDB_EINTERRUPTED;
+                break;
+            }
+            if (jrc) {
+                free(png);
+                res->ran_failed++;
+                if ((rc = sdb_store_fail(c->store, j->id, run_id, jerr.msg, secs, err))) {
+                    if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                    break;
+                }
+                p.failed_count++;
+                line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
+                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
+                continue;
+            }
+            sdb_kill_point("generated");
+            /* output: hash recorded, then temp + fsync, rename, then done */
+            char sha[65];
+            sdb_sha256_hex(png, png_len, sha);
+            char *odir = sdb_path_dirname(j->output);
+            if (odir) sdb_mkdirs(odir, &jerr);
+            free(odir);
+            if ((rc = sdb_store_prepare(c->store, j->id, run_id, j->output, sha, err))) {
+                free(png);
+                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                break;
+            }
+            sdb_kill_point("prepared");
+            sdb_wfile w;
+            jrc = sdb_wfile_open(&w, j->output, &jerr);
+            if (!jrc) {
+                jrc = sdb_wfile_write(&w, png, png_len, &jerr);
+                if (jrc) sdb_wfile_abort(&w);
+            }
+            free(png);
+            if (!jrc) {
+                if (fflush(w.f) == 0) sdb_kill_point("png_written");
+                jrc = sdb_wfile_commit(&w, &jerr);
+            }
+            if (jrc) {
+                res->ran_failed++;
+                if ((rc = sdb_store_fail(c->store, j->id, run_id, jerr.msg, secs, err))) break;
+                p.failed_count++;
+                line(&p, "failed %s: %s", j->id, jerr.msg);
+                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
+                continue;
+            }
+            sdb_kill_point("renamed");
+            secs = sdb_now_mono() - t0;
+            if ((rc = sdb_store_complete(c->store, j->id, run_id, j->output, sha, secs, err))) {
+                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
+                break;
+            }
+            sdb_kill_point("done");
+            res->ran_ok++;
+            p.done_count++;
+            p.jobs_this_run++;
+            p.job_seconds_sum += secs;
+            line(&p, "done %s (%.1f s) -> %s", j->id, secs, j->output);
+            job_event(&p, j->id, SDB_JOB_DONE, j->output, secs, NULL, run_id);
+            if ((sig = stop_of(o, c->shared_stop))) { res->interrupted = sig; rc = SDB_EINTERRUPTED; break; }
+        }
+        /* jobs running under live owners elsewhere are theirs; jobs released by dead ones were
+           recovered by a claim above: a further pass picks those up */
+    }
+    free(tried);
+    if (o->progress) { FILE *f = o->progress_fp ? o->progress_fp : stderr; fprintf(f, "\r\033[K"); fflush(f); }
+    peers_close(&pp);
+    return rc;
+}
+
+/* ---- worker processes (--workers K) ------------------------------------------------------------
+ *
+ * K processes forked after the model is loaded, each running the job loop above with threads/K
+ * threads and its own connection to the state database. They share the model's weights: the
+ * mapped files' pages, and any matrices converted at load (copy-on-write pages nobody writes).
+ * The claim inside BEGIN IMMEDIATE keeps two of them off one job, as it does for separate
+ * `sdbatch run` processes (store.c, invariant 2). Processes rather than threads: the model's
+ * scratch arena and OpenBLAS's OpenMP build (one buffer set for threaded calls) are per process,
+ * and a worker killed (OOM) costs its one job, not the batch.
+ *
+ * The fork must come before this process runs any OpenMP parallel region: GNU OpenMP's thread pool
+ * does not survive fork (a child's first parallel region hangs). Loading the model runs none, and
+ * run_workers refuses to fork a process that already has more than one thread.
+ * Stopping: the parent's stop flag reaches the workers through a shared page (they stop at their
+ * next step, as on a signal of their own: a terminal's SIGINT or Slurm's SIGTERM reach them
+ * directly too); a worker whose parent dies gets SIGTERM (PR_SET_PDEATHSIG) and stops the same way.
+ */
+
+typedef struct { sdb_run_result res; int rc; char msg[512]; } worker_report;
+
+static int threads_of_this_process(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Threads:", 8)) { n = atoi(line + 8); break; }
+    fclose(f);
+    return n;
+}
+
+/* The body of worker process `base` (never returns): the job loop, then its report on fd. */
+static void worker_main(const run_ctx *base, int threads, int fd, pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) raise(SIGTERM);   /* the parent died before prctl */
+    sdb_threads_set(threads);
+    sdb_run_opts wo = *base->o;
+    wo.progress = 0;                            /* K bars on one terminal: one line per job instead */
+    wo.workers = 1;
+    sdb_worker me;
+    sdb_worker_self(&me);
+    worker_report rep;
+    memset(&rep, 0, sizeof rep);
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_store *store = NULL;
+    rep.rc = sdb_store_open(&store, base->state_path, wo.n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, &err);
+    if (!rep.rc) {
+        run_ctx c = *base;
+        c.o = &wo;
+        c.store = store;
+        c.me = &me;
+        rep.rc = job_loop(&c, &rep.res, &err);
+    }
+    if (rep.rc) snprintf(rep.msg, sizeof rep.msg, "%s", err.msg);
+    sdb_store_close(store);
+    fflush(NULL);
+    ssize_t w = write(fd, &rep, sizeof rep);
+    _exit(w == (ssize_t)sizeof rep ? 0 : 1);
+}
+
+/* Runs the job loop in o->workers processes and waits for them; *dead counts workers that ended
+ * without a report (killed by a signal). Returns 0, SDB_EINTERRUPTED when stopped, or the first
+ * worker's error. */
+static int run_workers(const run_ctx *base, int k, sdb_run_result *res, int *dead, sdb_err *err)
+{
+    const sdb_run_opts *o = base->o;
+    const sdb_log *log = base->log;
+    *dead = 0;
+    const int threads = o->threads > 0 ? o->threads : sdb_threads_get();
+    const int nt = threads_of_this_process();
+    if (nt != 1)
+        return sdb_fail(err, SDB_EUNSUPPORTED, "--workers %d: this process already runs %d threads, and worker "
+                        "processes can only be forked before any parallel computation (OpenMP's pool does not "
+                        "survive fork)", k, nt);
+    if (k > threads)
+        sdb_logf(log, SDB_LOG_WARN, "%d workers for %d thread(s): each runs 1 thread, more than the CPUs allow", k, threads);
+    sdb_logf(log, SDB_LOG_INFO, "%d worker processes, %d thread(s) in all (%d%s each)", k, threads > k ? threads : k,
+             threads / k > 0 ? threads / k : 1, threads % k && threads > k ? " or one more" : "");
+    volatile sig_atomic_t *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) return sdb_fail_errno(err, SDB_EIO, "--workers: cannot map a shared page");
+    *shared = 0;
+    pid_t *pids = calloc((size_t)k, sizeof *pids);
+    int *fds = calloc((size_t)k, sizeof *fds);
+    if (!pids || !fds) {
+        free(pids);
+        free(fds);
+        munmap((void *)shared, sizeof *shared);
+        return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    }
+    run_ctx wc = *base;
+    wc.shared_stop = shared;
+    const pid_t parent = getpid();
+    int rc = 0, started = 0;
+    fflush(NULL);                               /* nothing buffered may be written twice */
+    for (int i = 0; i < k; i++) {
+        int pf[2];
+        if (pipe(pf) != 0) { rc = sdb_fail_errno(err, SDB_EIO, "--workers: pipe"); break; }
+        pid_t pid = fork();
+        if (pid < 0) {
+            rc = sdb_fail_errno(err, SDB_EIO, "--workers: cannot fork worker %d", i);
+            close(pf[0]);
+            close(pf[1]);
+            break;
+        }
+        if (pid == 0) {
+            close(pf[0]);
+            for (int j = 0; j < started; j++) close(fds[j]);
+            int share = threads / k + (i < threads % k);
+            worker_main(&wc, share > 0 ? share : 1, pf[1], parent);
+        }
+        close(pf[1]);
+        pids[started] = pid;
+        fds[started] = pf[0];
+        started++;
+    }
+    if (rc) *shared = SIGTERM;                  /* the ones started stop at their next step */
+    int live = started;
+    while (live > 0) {
+        int sig = stop_of(o, NULL);
+        if (sig && !*shared) *shared = sig;
+        for (int i = 0; i < started; i++) {
+            if (pids[i] <= 0) continue;
+            int st;
+            pid_t w = waitpid(pids[i], &st, WNOHANG);
+            if (w == 0 || (w < 0 && errno == EINTR)) continue;
+            live--;
+            worker_report rep;
+            ssize_t n = read(fds[i], &rep, sizeof rep);
+            close(fds[i]);
+            if (n != (ssize_t)sizeof rep) {
+                (*dead)++;
+                if (w > 0 && WIFSIGNALED(st))
+                    sdb_logf(log, SDB_LOG_WARN, "worker %d (pid %ld) was killed by signal %d", i, (long)pids[i], WTERMSIG(st));
+                else
+                    sdb_logf(log, SDB_LOG_WARN, "worker %d (pid %ld) ended without a report", i, (long)pids[i]);
+            } else {
+                res->ran += rep.res.ran;
+                res->ran_ok += rep.res.ran_ok;
+                res->ran_failed += rep.res.ran_failed;
+                if (rep.res.interrupted && !res->interrupted) res->interrupted = rep.res.interrupted;
+                if (rep.rc && rep.rc != SDB_EINTERRUPTED && !rc) rc = sdb_fail(err, rep.rc, "worker %d: %s", i, rep.msg);
+            }
+            pids[i] = 0;
+        }
+        if (live > 0) usleep(20 * 1000);
+    }
+    int sig = stop_of(o, shared);
+    if (sig) res->interrupted = sig;
+    if (!rc && res->interrupted) rc = SDB_EINTERRUPTED;
+    free(pids);
+    free(fds);
+    munmap((void *)shared, sizeof *shared);
+    return rc;
+}
+
 int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_run_opts *o,
                      sdb_run_result *res, const sdb_log *log, sdb_err *err)
 {
@@ -387,20 +745,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     }
 
     /* 1. garbage from dead processes: temp files, orphaned rows */
-    {
-        char **dirs = calloc(m->n_jobs + 1, sizeof *dirs);
-        int nd = 0;
-        for (int i = 0; i < m->n_jobs && dirs; i++) {
-            char *d = sdb_path_dirname(m->jobs[i].output);
-            int seen = 0;
-            for (int k = nd; k-- > 0 && !seen; ) if (!strcmp(dirs[k], d)) seen = 1;
-            if (seen) free(d); else dirs[nd++] = d;
-        }
-        int cleaned = 0;
-        for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k], o->n_shards > 0 ? 2 * lease : 0); free(dirs[k]); }
-        free(dirs);
-        if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
-    }
+    clean_temp_dirs(m, o->n_shards > 0 ? 2 * lease : 0, log);
     if ((rc = sdb_store_recover(store, &me, o->n_shards > 0, &res->recovered, err))) goto out;
     if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
     sdb_kill_point("startup");
@@ -438,147 +783,29 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     if ((rc = sdb_store_sync(store, sj, nsj, &me, &n_reset, err))) goto out;
     if (n_reset) sdb_logf(log, SDB_LOG_INFO, "%d job(s) changed since they ran (or lost their output): redoing them", n_reset);
     sdb_kill_point("synced");
-    peers_open(&pp, state_path);
 
-    /* 4. the jobs */
-    prog p;
-    memset(&p, 0, sizeof p);
-    p.o = o;
-    p.log = log;
-    p.store = store;
-    p.lease = lease;
-    p.t_start = sdb_now_mono();
-    p.total = nsj;
+    /* 4. the jobs: here, or in o->workers forked processes */
     res->total = nsj;
-    char *tried = calloc(m->n_jobs ? m->n_jobs : 1, 1);
-    if (!tried) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
-    /* count what is already done, for the bar */
-    for (int i = 0; i < m->n_jobs; i++) {
-        if (!sel(m, o, i)) continue;
-        sdb_job_row r;
-        int found;
-        if (sdb_store_get(store, m->jobs[i].id, &r, &found, err) == 0 && found && r.state == SDB_JOB_DONE) p.done_count++;
-        else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) p.done_count++;
-        if (found) sdb_job_row_free(&r);
+    int workers = o->workers < nsj ? o->workers : nsj, dead = 0;
+    if (workers > 1) {
+        sdb_store_close(store);
+        store = NULL;
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, NULL, &me, NULL, log, state_path};
+        rc = run_workers(&c, workers, res, &dead, err);
+        sdb_err e2;
+        int rc2 = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, &e2);
+        if (rc2) { if (!rc || rc == SDB_EINTERRUPTED) { rc = rc2; *err = e2; } goto out; }
+        /* a worker that died (SIGKILL, OOM) left its job running: put it back now (or to done,
+           when its output was complete), and remove its temp file */
+        int back = 0;
+        if (dead && sdb_store_recover(store, &me, 0, &back, &e2) == 0 && back)
+            sdb_logf(log, SDB_LOG_WARN, "%d job(s) left running by dead workers put back", back);
+        if (dead) clean_temp_dirs(m, 0, log);
+    } else {
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, store, &me, NULL, log, state_path};
+        rc = job_loop(&c, res, err);
     }
-    draw(&p, 1);
-    sdb_claim_opts co = {o->max_attempts > 0 ? o->max_attempts : 2, o->retry_failed, lease};
-    int progress_made = 1;
-    while (progress_made && !rc) {
-        progress_made = 0;
-        for (int i = 0; i < m->n_jobs && !rc; i++) {
-            const sdb_job_spec *j = &m->jobs[i];
-            if (tried[i] || !sel(m, o, i)) continue;
-            if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
-            /* cheap look first: no write lock for jobs that are obviously not ours */
-            sdb_job_row r;
-            int found;
-            if ((rc = sdb_store_get(store, j->id, &r, &found, err))) break;
-            int maybe = found && strcmp(r.identity, ident[i]) == 0 &&
-                        (r.state == SDB_JOB_PENDING || r.state == SDB_JOB_RUNNING ||
-                         (r.state == SDB_JOB_FAILED && (o->retry_failed || r.attempts < co.max_attempts)));
-            if (found) sdb_job_row_free(&r);
-            if (!maybe) { tried[i] = 1; continue; }
-            if (done_in_peer(&pp, j->id, ident[i])) { tried[i] = 1; continue; }
-            int claimed;
-            long long run_id;
-            if ((rc = sdb_store_claim(store, j->id, ident[i], &co, &me, &claimed, &run_id, err))) break;
-            if (!claimed) continue;   /* running elsewhere: look again next pass */
-            tried[i] = 1;
-            progress_made = 1;
-            sdb_kill_point("claimed");
-            double t0 = sdb_now_mono();
-            if (!p.jobs_this_run && !p.first_job_start) p.first_job_start = t0;
-            p.cur_id = j->id;
-            p.cur_run = run_id;
-            p.step = 0;
-            p.steps = j->steps;
-            p.last_beat = t0;
-            draw(&p, 1);
-            res->ran++;
-            sdb_err jerr;
-            sdb_err_clear(&jerr);
-            uint8_t *png = NULL;
-            size_t png_len = 0;
-            int jrc;
-            if (j->bad_input) jrc = sdb_fail(&jerr, SDB_ENOTFOUND, "%s", j->bad_input);
-            else jrc = ex->run(ex->ud, model, j, on_step, &p, &png, &png_len, log, &jerr);
-            p.cur_id = NULL;
-            double secs = sdb_now_mono() - t0;
-            if (jrc == SDB_EINTERRUPTED) {
-                free(png);
-                res->ran--;
-                if ((rc = sdb_store_release(store, j->id, run_id, "interrupted by signal", err))) break;
-                line(&p, "interrupted %s at step %d/%d (back to pending)", j->id, p.step, p.steps);
-                job_event(&p, j->id, SDB_JOB_PENDING, NULL, secs, NULL, run_id);
-                res->interrupted = o->stop ? (int)*o->stop : SIGINT;
-                rc = SDB_EINTERRUPTED;
-                break;
-            }
-            if (jrc) {
-                free(png);
-                res->ran_failed++;
-                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) {
-                    if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
-                    break;
-                }
-                p.failed_count++;
-                line(&p, "failed %s (%.1f s): %s", j->id, secs, jerr.msg);
-                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
-                continue;
-            }
-            sdb_kill_point("generated");
-            /* output: hash recorded, then temp + fsync, rename, then done */
-            char sha[65];
-            sdb_sha256_hex(png, png_len, sha);
-            char *odir = sdb_path_dirname(j->output);
-            if (odir) sdb_mkdirs(odir, &jerr);
-            free(odir);
-            if ((rc = sdb_store_prepare(store, j->id, run_id, j->output, sha, err))) {
-                free(png);
-                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
-                break;
-            }
-            sdb_kill_point("prepared");
-            sdb_wfile w;
-            jrc = sdb_wfile_open(&w, j->output, &jerr);
-            if (!jrc) {
-                jrc = sdb_wfile_write(&w, png, png_len, &jerr);
-                if (jrc) sdb_wfile_abort(&w);
-            }
-            free(png);
-            if (!jrc) {
-                if (fflush(w.f) == 0) sdb_kill_point("png_written");
-                jrc = sdb_wfile_commit(&w, &jerr);
-            }
-            if (jrc) {
-                res->ran_failed++;
-                if ((rc = sdb_store_fail(store, j->id, run_id, jerr.msg, secs, err))) break;
-                p.failed_count++;
-                line(&p, "failed %s: %s", j->id, jerr.msg);
-                job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
-                continue;
-            }
-            sdb_kill_point("renamed");
-            secs = sdb_now_mono() - t0;
-            if ((rc = sdb_store_complete(store, j->id, run_id, j->output, sha, secs, err))) {
-                if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
-                break;
-            }
-            sdb_kill_point("done");
-            res->ran_ok++;
-            p.done_count++;
-            p.jobs_this_run++;
-            p.job_seconds_sum += secs;
-            line(&p, "done %s (%.1f s) -> %s", j->id, secs, j->output);
-            job_event(&p, j->id, SDB_JOB_DONE, j->output, secs, NULL, run_id);
-            if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; break; }
-        }
-        /* jobs running under live owners elsewhere are theirs; jobs released by dead ones were
-           recovered by a claim above: a further pass picks those up */
-    }
-    free(tried);
-    if (o->progress) { FILE *f = o->progress_fp ? o->progress_fp : stderr; fprintf(f, "\r\033[K"); fflush(f); }
+    peers_open(&pp, state_path);
 
     /* 5. where the selection stands */
     {
@@ -598,6 +825,9 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
         }
         res->skipped += 0;
     }
+    if (!rc && dead && res->pending > 0)
+        rc = sdb_fail(err, SDB_ESTATE, "%d worker process(es) died (see above); %d job(s) are pending again: "
+                      "run again to finish them", dead, res->pending);
 out:
     peers_close(&pp);
     if (model) ex->unload(ex->ud, model);
