@@ -265,6 +265,22 @@ static void test_error_context(void)
     CHECK(sdb_fail(NULL, SDB_EIO, "dropped") == SDB_EIO);
 }
 
+/* sdb_proc_value against what the kernel says another way: getpid(), and a file of our own. */
+static void test_proc_value(void)
+{
+    CHECK(sdb_proc_value("/proc/self/status", "Pid:") == (double)getpid());
+    CHECK(sdb_proc_value("/proc/self/status", "Threads:") >= 1);
+    CHECK(sdb_proc_value("/proc/self/status", "NoSuchKey:") == -1);
+    CHECK(sdb_proc_value("/proc/no/such/file", "Pid:") == -1);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/meminfo", sdb_t_tmpdir());
+    sdb_err err;
+    const char text[] = "MemTotal:       24000 kB\nMemAvailable:    1536 kB\n";
+    CHECK_OK(sdb_write_file_atomic(path, text, sizeof text - 1, &err), &err);
+    CHECK(sdb_proc_value(path, "MemAvailable:") == 1536);
+    CHECK(sdb_proc_value(path, "MemTotal:") == 24000);
+}
+
 int main(void)
 {
     RUN(test_f16_all_values);
@@ -274,5 +290,6 @@ int main(void)
     RUN(test_atomic_write);
     RUN(test_config);
     RUN(test_error_context);
+    RUN(test_proc_value);
     return sdb_t_done();
 }

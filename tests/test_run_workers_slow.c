@@ -95,15 +95,23 @@ static void two_workers(void)
     CHECK(rt_sql(b.db, "SELECT count(*) FROM runs") == NJOBS);
 }
 
+/* Starts `run --workers 2` on a fresh batch b (outputs in victim.out/.err) and returns its pid once
+ * both workers run a job. */
+static pid_t start_victim(rt_batch *b, const char **args)
+{
+    rt_make(b, NJOBS, NULL);
+    args_for(b, args);
+    pid_t pid = rt_spawn(b, NULL, args, "victim");
+    CHECK(wait_running(b, 2));
+    return pid;
+}
+
 /* The parent gets `sig` while both workers run a job. */
 static void parent_signalled(int sig)
 {
     rt_batch b;
-    rt_make(&b, NJOBS, NULL);
     const char *args[7];
-    args_for(&b, args);
-    pid_t pid = rt_spawn(&b, NULL, args, "victim");
-    CHECK(wait_running(&b, 2));
+    pid_t pid = start_victim(&b, args);
     kill(pid, sig);
     int st = rt_wait(pid);
     fprintf(stderr, "    parent got signal %d: exit %d\n", sig, rt_exit_code(st));
@@ -145,11 +153,8 @@ static void sigkill_of_parent(void) { parent_signalled(SIGKILL); }
 static void sigkill_of_one_worker(void)
 {
     rt_batch b;
-    rt_make(&b, NJOBS, NULL);
     const char *args[7];
-    args_for(&b, args);
-    pid_t pid = rt_spawn(&b, NULL, args, "victim");
-    CHECK(wait_running(&b, 2));
+    pid_t pid = start_victim(&b, args);
     long long w = rt_sql(b.db, "SELECT pid FROM jobs WHERE state='running' ORDER BY id LIMIT 1");
     CHECK(w > 0 && w != pid);
     kill((pid_t)w, SIGKILL);

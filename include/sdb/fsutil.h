@@ -42,6 +42,10 @@ char *sdb_path_dirname(const char *path);
 void sdb_sha256_hex(const void *buf, size_t n, char hex[65]);
 int sdb_sha256_file(const char *path, char hex[65], sdb_err *err);
 
+/* The number after "key" on its line of a /proc file of "Key:  value [unit]" lines (e.g.
+ * "/proc/self/status", "Threads:"), or -1 when the file or the key is missing. */
+double sdb_proc_value(const char *path, const char *key);
+
 /* Monotonic and wall clocks in seconds. */
 double sdb_now_mono(void);
 double sdb_now_wall(void);

@@ -1,5 +1,5 @@
 /*
- * fsutil.c — atomic file writing, whole-file reads, paths, SHA-256, clocks (see fsutil.h).
+ * fsutil.c — atomic file writing, whole-file reads, paths, SHA-256, clocks, /proc values (see fsutil.h).
  * Owns each sdb_wfile's FILE and temp file until commit or abort.
  */
 #include "sdb/fsutil.h"
@@ -226,4 +226,17 @@ double sdb_now_wall(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double sdb_proc_value(const char *path, const char *key)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[512];
+    double v = -1;
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n)) { v = atof(line + n); break; }
+    fclose(f);
+    return v;
 }

@@ -826,14 +826,8 @@ static void log_sink(void *ud, sdb_log_level level, const char *msg)
 /* MemAvailable from /proc/meminfo in MiB, or -1. */
 static double mem_available_mb(void)
 {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return -1;
-    char line[256];
-    double v = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "MemAvailable:", 13)) { v = atof(line + 13) / 1024.0; break; }
-    fclose(f);
-    return v;
+    double kb = sdb_proc_value("/proc/meminfo", "MemAvailable:");
+    return kb < 0 ? -1 : kb / 1024.0;
 }
 
 static int same_str(const char *a, const char *b) { return a && b ? !strcmp(a, b) : a == b; }

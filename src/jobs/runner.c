@@ -574,17 +574,6 @@ static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
 
 typedef struct { sdb_run_result res; int rc; char msg[512]; } worker_report;
 
-static int threads_of_this_process(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    int n = -1;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "Threads:", 8)) { n = atoi(line + 8); break; }
-    fclose(f);
-    return n;
-}
 
 /* The body of worker process `base` (never returns): the job loop, then its report on fd. */
 static void worker_main(const run_ctx *base, int threads, int fd, pid_t parent)
@@ -626,7 +615,7 @@ static int run_workers(const run_ctx *base, int k, sdb_run_result *res, int *dea
     const sdb_log *log = base->log;
     *dead = 0;
     const int threads = o->threads > 0 ? o->threads : sdb_threads_get();
-    const int nt = threads_of_this_process();
+    const int nt = (int)sdb_proc_value("/proc/self/status", "Threads:");
     if (nt != 1)
         return sdb_fail(err, SDB_EUNSUPPORTED, "--workers %d: this process already runs %d threads, and worker "
                         "processes can only be forked before any parallel computation (OpenMP's pool does not "
