@@ -1,6 +1,7 @@
 /*
- * runner.c — runs a manifest's jobs against its state database (see runner.h; the state machine
- * and the crash-safety invariants are at the top of store.c).
+ * runner.c — runs a manifest's jobs against its state database, in this process or in --workers
+ * processes forked after the model is loaded (see runner.h, and "worker processes" at the end; the
+ * state machine and the crash-safety invariants are at the top of store.c).
  */
 #include "sdb/runner.h"
 #include "sdb/fsutil.h"
@@ -401,6 +402,136 @@ typedef struct {
     const char *state_path;
 } run_ctx;
 
+static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err);
+static int run_workers(const run_ctx *base, int k, sdb_run_result *res, int *dead, sdb_err *err);
+
+int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_run_opts *o,
+                     sdb_run_result *res, const sdb_log *log, sdb_err *err)
+{
+    memset(res, 0, sizeof *res);
+    char *state_path = o->state_path ? strdup(o->state_path)
+                                     : sdb_store_default_path(m->output_dir, o->shard, o->n_shards);
+    if (!state_path) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    if (o->dry_run) {
+        int rc = dry_run(m, o, res, state_path);
+        free(state_path);
+        return rc;
+    }
+    double lease = o->lease_seconds > 0 ? o->lease_seconds : 600;
+    const char *le = getenv("SDB_LEASE_SECONDS");
+    if (le && atof(le) > 0) lease = atof(le);
+
+    sdb_worker me;
+    sdb_worker_self(&me);
+    sdb_store *store = NULL;
+    void *model = NULL;
+    peers pp = {0};
+    sdb_store_job *sj = NULL;
+    char (*ident)[65] = NULL;
+    int rc = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, err);
+    if (rc) goto out;
+    sdb_store_set_meta(store, "manifest", m->path, NULL);
+    if (o->n_shards > 0) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%d/%d", o->shard, o->n_shards);
+        sdb_store_set_meta(store, "shard", buf, NULL);
+    }
+
+    /* 1. garbage from dead processes: temp files, orphaned rows */
+    clean_temp_dirs(m, o->n_shards > 0 ? 2 * lease : 0, log);
+    if ((rc = sdb_store_recover(store, &me, o->n_shards > 0, &res->recovered, err))) goto out;
+    if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
+    sdb_kill_point("startup");
+    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
+
+    /* 2. the model, once */
+    const char *model_id = NULL;
+    sdb_kill_point("load_start");
+    double t_load = sdb_now_mono();
+    if ((rc = ex->load(ex->ud, m->model, m->model_config, m->tokenizer, o->threads, o->weights_f16, &model, &model_id, log, err))) {
+        sdb_err_prefix(err, "model %s", m->model);
+        goto out;
+    }
+    sdb_logf(log, SDB_LOG_INFO, "model loaded in %.1f s (id %.12s)", sdb_now_mono() - t_load, model_id ? model_id : "?");
+    sdb_kill_point("loaded");
+    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
+
+    /* 3. identities -> the database */
+    sj = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *sj);
+    ident = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *ident);
+    if (!sj || !ident) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
+    int nsj = 0;
+    for (int i = 0; i < m->n_jobs; i++) {
+        const sdb_job_spec *j = &m->jobs[i];
+        sdb_job_identity(j, model_id, ident[i]);
+        if (!sel(m, o, i)) continue;
+        sj[nsj].id = j->id;
+        sj[nsj].identity = ident[i];
+        sj[nsj].params_hash = j->params_hash;
+        sj[nsj].model_hash = model_id;
+        sj[nsj].output = j->output;
+        nsj++;
+    }
+    int n_reset = 0;
+    if ((rc = sdb_store_sync(store, sj, nsj, &me, &n_reset, err))) goto out;
+    if (n_reset) sdb_logf(log, SDB_LOG_INFO, "%d job(s) changed since they ran (or lost their output): redoing them", n_reset);
+    sdb_kill_point("synced");
+
+    /* 4. the jobs: here, or in o->workers forked processes */
+    res->total = nsj;
+    int workers = o->workers < nsj ? o->workers : nsj, dead = 0;
+    if (workers > 1) {
+        sdb_store_close(store);
+        store = NULL;
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, NULL, &me, NULL, log, state_path};
+        rc = run_workers(&c, workers, res, &dead, err);
+        sdb_err e2;
+        int rc2 = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, &e2);
+        if (rc2) { if (!rc || rc == SDB_EINTERRUPTED) { rc = rc2; *err = e2; } goto out; }
+        /* a worker that died (SIGKILL, OOM) left its job running: put it back now (or to done,
+           when its output was complete), and remove its temp file */
+        int back = 0;
+        if (dead && sdb_store_recover(store, &me, 0, &back, &e2) == 0 && back)
+            sdb_logf(log, SDB_LOG_WARN, "%d job(s) left running by dead workers put back", back);
+        if (dead) clean_temp_dirs(m, 0, log);
+    } else {
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, store, &me, NULL, log, state_path};
+        rc = job_loop(&c, res, err);
+    }
+    peers_open(&pp, state_path);
+
+    /* 5. where the selection stands */
+    {
+        sdb_err e2;
+        for (int i = 0; i < m->n_jobs; i++) {
+            if (!sel(m, o, i)) continue;
+            sdb_job_row r;
+            int found;
+            if (sdb_store_get(store, m->jobs[i].id, &r, &found, &e2) || !found) { res->pending++; continue; }
+            if (r.state == SDB_JOB_DONE) res->done++;
+            else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) { res->done++; res->skipped++; }
+            else if (r.state == SDB_JOB_FAILED) res->failed++;
+            else if (r.state == SDB_JOB_RUNNING && r.run_id) {
+                if (sdb_store_owner_alive(&r, &me, sdb_now_wall())) res->running++; else res->pending++;
+            } else res->pending++;
+            sdb_job_row_free(&r);
+        }
+        res->skipped += 0;
+    }
+    if (!rc && dead && res->pending > 0)
+        rc = sdb_fail(err, SDB_ESTATE, "%d worker process(es) died (see above); %d job(s) are pending again: "
+                      "run again to finish them", dead, res->pending);
+out:
+    peers_close(&pp);
+    if (model) ex->unload(ex->ud, model);
+    free(sj);
+    free(ident);
+    sdb_store_close(store);
+    free(state_path);
+    return rc;
+}
+
+
 /* The job loop of one process: claims and runs the selected jobs until a pass makes no progress
  * (every job done, failed for good, or running under another live owner), or until stopped. */
 static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
@@ -698,131 +829,5 @@ static int run_workers(const run_ctx *base, int k, sdb_run_result *res, int *dea
     free(pids);
     free(fds);
     munmap((void *)shared, sizeof *shared);
-    return rc;
-}
-
-int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_run_opts *o,
-                     sdb_run_result *res, const sdb_log *log, sdb_err *err)
-{
-    memset(res, 0, sizeof *res);
-    char *state_path = o->state_path ? strdup(o->state_path)
-                                     : sdb_store_default_path(m->output_dir, o->shard, o->n_shards);
-    if (!state_path) return sdb_fail(err, SDB_ENOMEM, "out of memory");
-    if (o->dry_run) {
-        int rc = dry_run(m, o, res, state_path);
-        free(state_path);
-        return rc;
-    }
-    double lease = o->lease_seconds > 0 ? o->lease_seconds : 600;
-    const char *le = getenv("SDB_LEASE_SECONDS");
-    if (le && atof(le) > 0) lease = atof(le);
-
-    sdb_worker me;
-    sdb_worker_self(&me);
-    sdb_store *store = NULL;
-    void *model = NULL;
-    peers pp = {0};
-    sdb_store_job *sj = NULL;
-    char (*ident)[65] = NULL;
-    int rc = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, err);
-    if (rc) goto out;
-    sdb_store_set_meta(store, "manifest", m->path, NULL);
-    if (o->n_shards > 0) {
-        char buf[64];
-        snprintf(buf, sizeof buf, "%d/%d", o->shard, o->n_shards);
-        sdb_store_set_meta(store, "shard", buf, NULL);
-    }
-
-    /* 1. garbage from dead processes: temp files, orphaned rows */
-    clean_temp_dirs(m, o->n_shards > 0 ? 2 * lease : 0, log);
-    if ((rc = sdb_store_recover(store, &me, o->n_shards > 0, &res->recovered, err))) goto out;
-    if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
-    sdb_kill_point("startup");
-    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
-
-    /* 2. the model, once */
-    const char *model_id = NULL;
-    sdb_kill_point("load_start");
-    double t_load = sdb_now_mono();
-    if ((rc = ex->load(ex->ud, m->model, m->model_config, m->tokenizer, o->threads, o->weights_f16, &model, &model_id, log, err))) {
-        sdb_err_prefix(err, "model %s", m->model);
-        goto out;
-    }
-    sdb_logf(log, SDB_LOG_INFO, "model loaded in %.1f s (id %.12s)", sdb_now_mono() - t_load, model_id ? model_id : "?");
-    sdb_kill_point("loaded");
-    if (o->stop && *o->stop) { res->interrupted = (int)*o->stop; rc = SDB_EINTERRUPTED; goto out; }
-
-    /* 3. identities -> the database */
-    sj = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *sj);
-    ident = calloc(m->n_jobs ? m->n_jobs : 1, sizeof *ident);
-    if (!sj || !ident) { rc = sdb_fail(err, SDB_ENOMEM, "out of memory"); goto out; }
-    int nsj = 0;
-    for (int i = 0; i < m->n_jobs; i++) {
-        const sdb_job_spec *j = &m->jobs[i];
-        sdb_job_identity(j, model_id, ident[i]);
-        if (!sel(m, o, i)) continue;
-        sj[nsj].id = j->id;
-        sj[nsj].identity = ident[i];
-        sj[nsj].params_hash = j->params_hash;
-        sj[nsj].model_hash = model_id;
-        sj[nsj].output = j->output;
-        nsj++;
-    }
-    int n_reset = 0;
-    if ((rc = sdb_store_sync(store, sj, nsj, &me, &n_reset, err))) goto out;
-    if (n_reset) sdb_logf(log, SDB_LOG_INFO, "%d job(s) changed since they ran (or lost their output): redoing them", n_reset);
-    sdb_kill_point("synced");
-
-    /* 4. the jobs: here, or in o->workers forked processes */
-    res->total = nsj;
-    int workers = o->workers < nsj ? o->workers : nsj, dead = 0;
-    if (workers > 1) {
-        sdb_store_close(store);
-        store = NULL;
-        run_ctx c = {m, ex, o, model, ident, nsj, lease, NULL, &me, NULL, log, state_path};
-        rc = run_workers(&c, workers, res, &dead, err);
-        sdb_err e2;
-        int rc2 = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, &e2);
-        if (rc2) { if (!rc || rc == SDB_EINTERRUPTED) { rc = rc2; *err = e2; } goto out; }
-        /* a worker that died (SIGKILL, OOM) left its job running: put it back now (or to done,
-           when its output was complete), and remove its temp file */
-        int back = 0;
-        if (dead && sdb_store_recover(store, &me, 0, &back, &e2) == 0 && back)
-            sdb_logf(log, SDB_LOG_WARN, "%d job(s) left running by dead workers put back", back);
-        if (dead) clean_temp_dirs(m, 0, log);
-    } else {
-        run_ctx c = {m, ex, o, model, ident, nsj, lease, store, &me, NULL, log, state_path};
-        rc = job_loop(&c, res, err);
-    }
-    peers_open(&pp, state_path);
-
-    /* 5. where the selection stands */
-    {
-        sdb_err e2;
-        for (int i = 0; i < m->n_jobs; i++) {
-            if (!sel(m, o, i)) continue;
-            sdb_job_row r;
-            int found;
-            if (sdb_store_get(store, m->jobs[i].id, &r, &found, &e2) || !found) { res->pending++; continue; }
-            if (r.state == SDB_JOB_DONE) res->done++;
-            else if (done_in_peer(&pp, m->jobs[i].id, ident[i])) { res->done++; res->skipped++; }
-            else if (r.state == SDB_JOB_FAILED) res->failed++;
-            else if (r.state == SDB_JOB_RUNNING && r.run_id) {
-                if (sdb_store_owner_alive(&r, &me, sdb_now_wall())) res->running++; else res->pending++;
-            } else res->pending++;
-            sdb_job_row_free(&r);
-        }
-        res->skipped += 0;
-    }
-    if (!rc && dead && res->pending > 0)
-        rc = sdb_fail(err, SDB_ESTATE, "%d worker process(es) died (see above); %d job(s) are pending again: "
-                      "run again to finish them", dead, res->pending);
-out:
-    peers_close(&pp);
-    if (model) ex->unload(ex->ud, model);
-    free(sj);
-    free(ident);
-    sdb_store_close(store);
-    free(state_path);
     return rc;
 }
