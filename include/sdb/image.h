@@ -54,6 +54,31 @@ int sdb_image_load(const char *path, sdb_image *out, int want_channels, long max
 int sdb_image_load_memory(const void *buf, size_t n, const char *name, sdb_image *out,
                           int want_channels, long max_pixels, sdb_err *err);
 
+/* ---- issue 17: job inputs and outputs beyond Pillow/diffusers ---- */
+/* Flags of sdb_image_load_ex. SDB_LOAD_EXACT16: a 16-bit gray PNG keeps its high byte (as Pillow
+ * does for 16-bit RGB, RGBA and gray+alpha) instead of Pillow's clip at 255, which turns most of
+ * a 16-bit gray image white: every 16-bit PNG then reads as the 8-bit image it scales to (an 8-bit
+ * value v stored as v * 257 reads back as v). Job inputs are read with it. */
+#define SDB_LOAD_EXACT16 1
+int sdb_image_load_ex(const char *path, sdb_image *out, int want_channels, long max_pixels, int flags,
+                      sdb_err *err);
+
+/* Output formats, by the path's extension (case-insensitive): .png, or .jpg / .jpeg. */
+enum { SDB_FMT_PNG = 0, SDB_FMT_JPEG = 1 };
+#define SDB_JPEG_QUALITY_DEFAULT 80   /* AUTOMATIC1111's default */
+int sdb_image_format_of_path(const char *path);   /* SDB_FMT_*, or -1 */
+/* JPEG writing (libjpeg-turbo defaults: baseline, 4:2:0 for colour, as Pillow's default) at
+ * quality 1..100; an RGBA image is written without its alpha (JPEG has none); a COM segment
+ * carries `comment` (the parameters text) when it is non-empty. Into a malloc'd buffer. */
+int sdb_jpeg_encode(const sdb_image *im, int quality, const char *comment, uint8_t **out, size_t *out_len,
+                    sdb_err *err);
+/* Encodes for the format `path` names: PNG with `parameters` as its "parameters" text chunk, or
+ * JPEG (jpeg_quality <= 0: SDB_JPEG_QUALITY_DEFAULT) with it as the comment. */
+int sdb_image_encode_for_path(const char *path, const sdb_image *im, const char *parameters, int jpeg_quality,
+                              uint8_t **out, size_t *out_len, sdb_err *err);
+/* The same, written atomically (as sdb_png_write). */
+int sdb_image_write(const char *path, const sdb_image *im, const char *parameters, int jpeg_quality, sdb_err *err);
+
 /* Pillow's convert("RGB") / convert("L") of an L/RGB/RGBA image (into a new image). */
 int sdb_image_to_rgb(const sdb_image *in, sdb_image *out, sdb_err *err);
 int sdb_image_to_l(const sdb_image *in, sdb_image *out, sdb_err *err);

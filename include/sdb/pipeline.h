@@ -44,6 +44,42 @@ const char *sdb_model_short_hash(sdb_model *m);
 int sdb_model_unet_channels(const sdb_model *m);
 const char *sdb_model_default_scheduler(const sdb_model *m);
 
+/* ---- restoration options (issue 17): all zero = diffusers' behaviour, exactly --------------- */
+/* masked_content: what the masked area starts from (AUTOMATIC1111's "Masked content"). NONE is
+ * diffusers' rule (pure noise at strength 1, the noised image below); the others always start from
+ * the image's latents noised to the first timestep (A1111's img2img start, so strength < 1 keeps
+ * some of them), after: ORIGINAL nothing, FILL the masked pixels painted from their surroundings
+ * (sdb_mask_fill) before encoding, LATENT_NOISE the masked latents replaced by the job's initial
+ * noise (A1111 draws them from a generator seeded alike: the same numbers), LATENT_NOTHING the
+ * masked latents set to 0. "Masked latents" are those whose mask_latents value is 1. */
+typedef enum { SDB_MC_NONE = 0, SDB_MC_ORIGINAL, SDB_MC_FILL, SDB_MC_LATENT_NOISE, SDB_MC_LATENT_NOTHING } sdb_masked_content;
+/* inpaint_area: WHOLE the whole image (diffusers' default); MASKED a crop around the mask, grown by
+ * padding_mask_crop (32 when 0), worked on at only_masked_size (or width x height, or the model's
+ * native size) and pasted back: A1111's "Only masked". NONE: whole, or masked when
+ * padding_mask_crop is set (diffusers). */
+typedef enum { SDB_AREA_NONE = 0, SDB_AREA_WHOLE, SDB_AREA_MASKED } sdb_inpaint_area;
+#define SDB_ONLY_MASKED_PADDING_DEFAULT 32
+typedef struct sdb_restore_opts {
+    int keep_unmasked;     /* composite the output over the input by the (dilated, blurred) mask at the
+                              input's size: zero-mask pixels come back bit-identical; in the whole-image
+                              mode the blend weight is min(2 m, 255), as A1111's overlay */
+    int mask_blur;         /* A1111's mask blur (sdb_mask_blur), 0 = off */
+    int mask_dilate;       /* grow the mask by N pixels first (sdb_mask_dilate), 0 = off */
+    sdb_masked_content masked_content;
+    int color_match;       /* A1111's colour correction to the working input (sdb_color_correct) */
+    sdb_inpaint_area inpaint_area;
+    int only_masked_size;  /* working size (N x N) of the MASKED crop; 0 = width x height or native */
+    int mask_from_alpha;   /* `mask: alpha`: the mask is 255 - the image's alpha; the output has no alpha */
+} sdb_restore_opts;
+/* Names as in manifests: "original" "fill" "latent_noise" "latent_nothing" / "whole" "masked";
+ * parse returns -1 for an unknown name; name(NONE) is NULL. */
+int sdb_masked_content_parse(const char *name);
+const char *sdb_masked_content_name(sdb_masked_content mc);
+int sdb_inpaint_area_parse(const char *name);
+const char *sdb_inpaint_area_name(sdb_inpaint_area a);
+/* Whether any option is set (the pipeline then takes the restoration paths). */
+int sdb_restore_active(const sdb_restore_opts *r);
+
 typedef struct sdb_gen_params {
     const char *prompt;          /* required */
     const char *negative_prompt; /* NULL = "" */
@@ -57,6 +93,7 @@ typedef struct sdb_gen_params {
     int padding_mask_crop;       /* 0 = off */
     const sdb_image *image;      /* NULL: txt2img */
     const sdb_image *mask;       /* NULL with an image: img2img */
+    sdb_restore_opts restore;    /* issue 17's options; zero = diffusers */
 } sdb_gen_params;
 
 void sdb_gen_params_default(sdb_gen_params *p);
@@ -65,7 +102,8 @@ void sdb_gen_params_default(sdb_gen_params *p);
  * that step boundary (sdb_generate then returns SDB_EINTERRUPTED). */
 typedef int (*sdb_step_fn)(void *ud, int step, int total);
 
-/* Runs the pipeline; *out receives an 8-bit RGB image (free with sdb_image_free). */
+/* Runs the pipeline; *out receives an 8-bit RGB image (free with sdb_image_free), RGBA with the
+ * input's alpha when the image has an alpha channel (4 channels) and mask_from_alpha is off. */
 int sdb_generate(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
                  sdb_image *out, const sdb_log *log, sdb_err *err);
 
@@ -73,7 +111,8 @@ int sdb_generate(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, voi
  * init_image, initial_noise, initial_latents, mask_condition, masked_image, mask_latents,
  * masked_image_latents, vae_encode/<i>/{mean,std,noise}, step<k>/unet_input, step<k>/unet_output
  * (k = 0, 1 and the last), steps/noise_pred and steps/prev_sample (every step), final_latents,
- * vae_decode_input, vae_decode_output — the names of the reference files. */
+ * vae_decode_input, vae_decode_output — the names of the reference files; with a masked_content,
+ * also masked_content_latents (the start latents before noising). */
 typedef void (*sdb_gen_trace_fn)(void *ud, const char *name, const float *data, size_t n);
 int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
                     sdb_gen_trace_fn trace, void *trace_ud, sdb_image *out,

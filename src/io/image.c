@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int sdb_image_alloc(sdb_image *im, int w, int h, int c, sdb_err *err)
 {
@@ -90,8 +91,8 @@ int sdb_image_to_l(const sdb_image *in, sdb_image *out, sdb_err *err)
 
 static const uint8_t PNG_MAGIC[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-int sdb_image_load_memory(const void *buf, size_t n, const char *name, sdb_image *out,
-                          int want_channels, long max_pixels, sdb_err *err)
+static int load_memory(const void *buf, size_t n, const char *name, sdb_image *out,
+                       int want_channels, long max_pixels, int flags, sdb_err *err)
 {
     memset(out, 0, sizeof *out);
     if (!name) name = "<memory>";
@@ -102,7 +103,7 @@ int sdb_image_load_memory(const void *buf, size_t n, const char *name, sdb_image
     sdb_image raw;
     int rc;
     if (n >= 8 && memcmp(b, PNG_MAGIC, 8) == 0)
-        rc = sdb_png_decode_raw(b, n, name, &raw, max_pixels, err);
+        rc = sdb_png_decode_raw(b, n, name, &raw, max_pixels, flags, err);
     else if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF)
         rc = sdb_jpeg_decode_raw(b, n, name, &raw, max_pixels, err);
     else if (n == 0)
@@ -118,14 +119,61 @@ int sdb_image_load_memory(const void *buf, size_t n, const char *name, sdb_image
     return rc;
 }
 
-int sdb_image_load(const char *path, sdb_image *out, int want_channels, long max_pixels, sdb_err *err)
+int sdb_image_load_memory(const void *buf, size_t n, const char *name, sdb_image *out,
+                          int want_channels, long max_pixels, sdb_err *err)
+{
+    return load_memory(buf, n, name, out, want_channels, max_pixels, 0, err);
+}
+
+int sdb_image_load_ex(const char *path, sdb_image *out, int want_channels, long max_pixels, int flags, sdb_err *err)
 {
     memset(out, 0, sizeof *out);
     char *data = NULL;
     size_t len = 0;
     int rc = sdb_read_file(path, &data, &len, err);
     if (rc) return rc;
-    rc = sdb_image_load_memory(data, len, path, out, want_channels, max_pixels, err);
+    rc = load_memory(data, len, path, out, want_channels, max_pixels, flags, err);
     free(data);
+    return rc;
+}
+
+int sdb_image_load(const char *path, sdb_image *out, int want_channels, long max_pixels, sdb_err *err)
+{
+    return sdb_image_load_ex(path, out, want_channels, max_pixels, 0, err);
+}
+
+/* ---- output formats (issue 17: the output's extension names its format) ------------------------ */
+
+int sdb_image_format_of_path(const char *path)
+{
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (!dot || strchr(dot, '/')) return -1;
+    if (!strcasecmp(dot, ".png")) return SDB_FMT_PNG;
+    if (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg")) return SDB_FMT_JPEG;
+    return -1;
+}
+
+int sdb_image_encode_for_path(const char *path, const sdb_image *im, const char *parameters, int jpeg_quality,
+                              uint8_t **out, size_t *out_len, sdb_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    int fmt = sdb_image_format_of_path(path);
+    if (fmt == SDB_FMT_JPEG)
+        return sdb_jpeg_encode(im, jpeg_quality > 0 ? jpeg_quality : SDB_JPEG_QUALITY_DEFAULT, parameters, out, out_len, err);
+    if (fmt != SDB_FMT_PNG)
+        return sdb_fail(err, SDB_EINVAL, "%s: the output must end in .png, .jpg or .jpeg", path ? path : "?");
+    const char *keys[1] = {"parameters"}, *vals[1] = {parameters ? parameters : ""};
+    return sdb_png_encode(im, keys, vals, parameters ? 1 : 0, out, out_len, err);
+}
+
+int sdb_image_write(const char *path, const sdb_image *im, const char *parameters, int jpeg_quality, sdb_err *err)
+{
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rc = sdb_image_encode_for_path(path, im, parameters, jpeg_quality, &buf, &n, err);
+    if (rc) return sdb_err_prefix(err, "%s", path);
+    rc = sdb_write_file_atomic(path, buf, n, err);
+    free(buf);
     return rc;
 }

@@ -13,7 +13,7 @@
 #include "sdb/image.h"
 
 int sdb_png_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image *out,
-                       long max_pixels, sdb_err *err);
+                       long max_pixels, int flags, sdb_err *err);
 int sdb_jpeg_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image *out,
                         long max_pixels, sdb_err *err);
 

@@ -136,3 +136,73 @@ int sdb_jpeg_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_imag
     free(d);
     return r;
 }
+
+/* ---- encoding (the `.jpg` / `.jpeg` outputs) ---------------------------------------------------- */
+
+typedef struct {
+    struct jpeg_compress_struct ci;
+    jerr_mgr jerr;
+    int created;
+    unsigned char *buf;
+    unsigned long len;
+} jpeg_enc;
+
+static int jpeg_encode_inner(jpeg_enc *e, const sdb_image *im, int quality, const char *comment)
+{
+    if (setjmp(e->jerr.jb)) return -1;
+    struct jpeg_compress_struct *ci = &e->ci;
+    jpeg_create_compress(ci);
+    e->created = 1;
+    jpeg_mem_dest(ci, &e->buf, &e->len);
+    ci->image_width = (JDIMENSION)im->w;
+    ci->image_height = (JDIMENSION)im->h;
+    int c = im->c == 1 ? 1 : 3;
+    ci->input_components = c;
+    ci->in_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(ci);   /* 4:2:0 for colour, as Pillow's default */
+    jpeg_set_quality(ci, quality, TRUE);
+    jpeg_start_compress(ci, TRUE);
+    if (comment && comment[0])
+        jpeg_write_marker(ci, JPEG_COM, (const JOCTET *)comment, (unsigned)strnlen(comment, 65533));
+    unsigned char line_buf[3 * 8192];
+    unsigned char *line = im->w <= 8192 ? line_buf : NULL;
+    if (!line) line = malloc((size_t)im->w * 3);
+    if (!line) { snprintf(e->jerr.msg, sizeof e->jerr.msg, "out of memory"); return -1; }
+    while (ci->next_scanline < ci->image_height) {
+        const uint8_t *s = im->px + (size_t)ci->next_scanline * im->w * im->c;
+        for (int x = 0; x < im->w; x++)   /* RGBA: the colour only (JPEG has no alpha) */
+            memcpy(line + (size_t)x * c, s + (size_t)x * im->c, (size_t)c);
+        JSAMPROW row = line;
+        jpeg_write_scanlines(ci, &row, 1);
+    }
+    if (line != line_buf) free(line);
+    jpeg_finish_compress(ci);
+    return 0;
+}
+
+int sdb_jpeg_encode(const sdb_image *im, int quality, const char *comment, uint8_t **out, size_t *out_len,
+                    sdb_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (!im || !im->px || im->w <= 0 || im->h <= 0 || (im->c != 1 && im->c != 3 && im->c != 4))
+        return sdb_fail(err, SDB_EINVAL, "JPEG: bad image");
+    if (quality < 1 || quality > 100) return sdb_fail(err, SDB_EINVAL, "jpeg_quality: must be 1..100, got %d", quality);
+    if (im->w > 65500 || im->h > 65500) return sdb_fail(err, SDB_EUNSUPPORTED, "JPEG: %dx%d is larger than JPEG allows", im->w, im->h);
+    jpeg_enc *e = calloc(1, sizeof *e);
+    if (!e) return sdb_fail(err, SDB_ENOMEM, "JPEG: out of memory");
+    e->ci.err = jpeg_std_error(&e->jerr.pub);
+    e->jerr.pub.error_exit = on_jpeg_error;
+    e->jerr.pub.output_message = on_jpeg_output;
+    int r = jpeg_encode_inner(e, im, quality, comment);
+    if (e->created) jpeg_destroy_compress(&e->ci);
+    if (r) {
+        free(e->buf);
+        r = sdb_fail(err, SDB_EIO, "JPEG encoding failed: %s", e->jerr.msg);
+    } else {
+        *out = e->buf;
+        *out_len = e->len;
+    }
+    free(e);
+    return r;
+}

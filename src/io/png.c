@@ -60,6 +60,7 @@ typedef struct {
     mem_reader src;
     const char *name;
     long max_pixels;
+    int flags;         /* SDB_LOAD_* */
     sdb_err *err;
     int rc;            /* set for non-libpng failures (too large, out of memory) */
     uint8_t *raw;
@@ -75,7 +76,9 @@ static void unpack_rows(png_dec *d, png_uint_32 w, png_uint_32 h, int bd, int ct
         uint8_t *o = d->pix + (size_t)y * w * c;
         switch (ct) {
         case PNG_COLOR_TYPE_GRAY:
-            if (bd == 16) {
+            if (bd == 16 && (d->flags & SDB_LOAD_EXACT16)) {
+                for (png_uint_32 x = 0; x < w; x++) o[x] = s[2 * x]; /* high byte, as RGB;16B */
+            } else if (bd == 16) {
                 for (png_uint_32 x = 0; x < w; x++) /* Pillow I;16 / I -> L/RGB clips at 255 */
                     o[x] = s[2 * x] ? 255 : s[2 * x + 1];
             } else if (bd == 8) {
@@ -180,13 +183,13 @@ static int png_decode_inner(png_dec *d)
 }
 
 int sdb_png_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image *out,
-                       long max_pixels, sdb_err *err)
+                       long max_pixels, int flags, sdb_err *err)
 {
     memset(out, 0, sizeof *out);
     png_dec d;
     memset(&d, 0, sizeof d);
     d.src.p = buf; d.src.n = n;
-    d.name = name; d.max_pixels = max_pixels; d.err = err;
+    d.name = name; d.max_pixels = max_pixels; d.flags = flags; d.err = err;
     d.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d.ectx, on_png_error, on_png_warning);
     if (d.png) d.info = png_create_info_struct(d.png);
     if (!d.png || !d.info) {

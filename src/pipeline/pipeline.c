@@ -16,8 +16,10 @@
  * Owns nothing across calls: all buffers come from the model's arena (mark at entry, reset at exit).
  */
 #include "pipeline_internal.h"
+#include "restore_internal.h"
 
 #include "sdb/fsutil.h"
+#include "sdb/mask.h"
 #include "sdb/resize.h"
 #include "sdb/rng.h"
 
@@ -94,6 +96,13 @@ static void mask_to_tensor(const sdb_image *m, float *t)
     for (size_t i = 0; i < hw; i++) t[i] = ((float)m->px[i] / 255.0f) < 0.5f ? 0.0f : 1.0f;
 }
 
+/* F.interpolate(mask, size=(H/8, W/8)), nearest: pixel (8i, 8j) */
+static void latent_mask(const float *mask_cond, int W, int h, int w, float *mask_lat)
+{
+    for (int i = 0; i < h; i++)
+        for (int j = 0; j < w; j++) mask_lat[i * w + j] = mask_cond[(size_t)(i * 8) * W + j * 8];
+}
+
 /* image_processor.postprocess(output_type="pil"): clamp(x/2 + 0.5, 0, 1), *255, round half to even. */
 static int tensor_to_image(const float *t, int W, int H, sdb_image *out, sdb_err *err)
 {
@@ -165,13 +174,13 @@ static int check_params(const sdb_model *m, const sdb_gen_params *p, sdb_err *er
     if ((p->width == 0) != (p->height == 0)) return sdb_fail(err, SDB_EINVAL, "width and height: give both or neither");
     if (p->padding_mask_crop < 0) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: must be >= 0");
     if (p->mask && !p->image) return sdb_fail(err, SDB_EINVAL, "mask: given without an image");
-    if (p->padding_mask_crop && !p->mask) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: needs a mask");
+    if (p->padding_mask_crop && !p->mask && !p->restore.mask_from_alpha) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: needs a mask");
     if (p->eta < 0 || p->eta > 1) return sdb_fail(err, SDB_EINVAL, "eta: must be in [0, 1], got %g", p->eta);
     if (!p->image && m->unet_channels == 9)
         return sdb_fail(err, SDB_EINVAL, "this is an inpainting model (9-channel U-Net): it needs an image and a mask");
-    if (p->image && !p->mask && m->unet_channels == 9)
+    if (p->image && !p->mask && !p->restore.mask_from_alpha && m->unet_channels == 9)
         return sdb_fail(err, SDB_EINVAL, "this is an inpainting model (9-channel U-Net): img2img needs a mask too");
-    return 0;
+    return sdb_restore_check(p, err);
 }
 
 int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, void *ud,
@@ -182,7 +191,10 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     int rc = check_params(m, p, err);
     if (rc) return rc;
     tracer trs = {trace_fn, trace_ud}, *tr = &trs;
-    const int inpaint = p->mask != NULL, img2img = p->image && !p->mask;
+    const int inpaint = p->mask != NULL || p->restore.mask_from_alpha, img2img = p->image && !inpaint;
+    const int restore = sdb_restore_active(&p->restore);     /* issue 17's options: see restore.c */
+    const sdb_masked_content mc = p->restore.masked_content;
+    const int crop_pad = sdb_restore_crop_padding(p);        /* = padding_mask_crop without options */
     const int legacy = inpaint && m->unet_channels == 4;
     const int cfg = p->guidance_scale > 1.0;
     const int B = cfg ? 2 : 1;
@@ -194,7 +206,8 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     /* 0. sizes: explicit (diffusers), or the input's own, padded to multiples of 8 */
     int W = p->width, H = p->height, outW, outH;
     if (!W) {
-        if (p->image && !p->padding_mask_crop) { W = (p->image->w + 7) / 8 * 8; H = (p->image->h + 7) / 8 * 8; }
+        if (p->image && !crop_pad) { W = (p->image->w + 7) / 8 * 8; H = (p->image->h + 7) / 8 * 8; }
+        else if (p->restore.only_masked_size) { W = H = p->restore.only_masked_size; }
         else { W = H = sdb_unet_sample_size(m->unet) * 8; }
     }
     outW = W; outH = H;
@@ -219,9 +232,11 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
                 }
             }
         }
-        if (p->padding_mask_crop) {
+        /* mask_from_alpha, mask_dilate, mask_blur: the mask the model and the composite use */
+        if (restore && inpaint && (rc = sdb_restore_prepare_mask(p, &image, &orig_mask, err))) goto done;
+        if (crop_pad) {
             /* crop around the mask (grown by the margin, to the working aspect), then resize-and-fill */
-            if ((rc = sdb_get_crop_region(&orig_mask, W, H, p->padding_mask_crop, crop, err))) goto done;
+            if ((rc = sdb_get_crop_region(&orig_mask, W, H, crop_pad, crop, err))) goto done;
             use_crop = 1;
             if ((rc = sdb_image_crop(&image, crop, &tmp, err))) goto done;
             if ((rc = resize_to(&tmp, W, H, 1, &work_img, err))) goto done;
@@ -232,16 +247,22 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
             trace(tr, "crops_coords", (const float[]){(float)crop[0], (float)crop[1], (float)crop[2], (float)crop[3]}, 4);
         } else if (p->width) {
             if ((rc = resize_to(&image, W, H, 0, &work_img, err))) goto done;
-            if (p->mask && (rc = resize_to(&orig_mask, W, H, 0, &work_mask, err))) goto done;
+            if (inpaint && (rc = resize_to(&orig_mask, W, H, 0, &work_mask, err))) goto done;
         } else {
             outW = image.w; outH = image.h;
             if ((rc = pad_edges(&image, W, H, &work_img, err))) goto done;
-            if (p->mask && (rc = pad_edges(&orig_mask, W, H, &work_mask, err))) goto done;
+            if (inpaint && (rc = pad_edges(&orig_mask, W, H, &work_mask, err))) goto done;
         }
-        if (p->mask && work_mask.c != 1) {
+        if (inpaint && work_mask.c != 1) {
             if ((rc = sdb_image_to_l(&work_mask, &tmp, err))) goto done;
             sdb_image_free(&work_mask);
             work_mask = tmp;
+            memset(&tmp, 0, sizeof tmp);
+        }
+        if (mc == SDB_MC_FILL) {   /* A1111's masked content "fill", before anything is encoded */
+            if ((rc = sdb_mask_fill(&work_img, &work_mask, &tmp, err))) goto done;
+            sdb_image_free(&work_img);
+            work_img = tmp;
             memset(&tmp, 0, sizeof tmp);
         }
     }
@@ -300,11 +321,19 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
         sdb_rng_randn(&rng, noise, nlat);
         if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
     } else if (inpaint) {
-        if (legacy || !strength_max) {
+        if (legacy || !strength_max || mc) {
             if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", err))) goto done;
         }
         sdb_rng_randn(&rng, noise, nlat);
-        if (strength_max) {
+        if (mc) {
+            /* masked_content: the image's latents (changed where the mask is), always noised to the
+             * first timestep, as A1111's img2img start */
+            mask_to_tensor(&work_mask, mask_cond);
+            latent_mask(mask_cond, W, h, w, mask_lat);
+            sdb_restore_start_latents(mc, image_latents, noise, mask_lat, h, w);
+            trace(tr, "masked_content_latents", image_latents, nlat);
+            if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
+        } else if (strength_max) {
             float s = sdb_sched_init_noise_sigma(sched);
             for (size_t i = 0; i < nlat; i++) latents[i] = noise[i] * s;
         } else if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
@@ -325,11 +354,9 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
         for (int c = 0; c < 3; c++)
             for (size_t i = 0; i < npix; i++) masked_image[c * npix + i] = init_image[c * npix + i] * (mask_cond[i] < 0.5f ? 1.0f : 0.0f);
         trace(tr, "masked_image", masked_image, 3 * npix);
-        /* F.interpolate(mask, size=(H/8, W/8)), nearest: pixel (8i, 8j) */
-        for (int i = 0; i < h; i++)
-            for (int j = 0; j < w; j++) mask_lat[i * w + j] = mask_cond[(size_t)(i * 8) * W + j * 8];
+        latent_mask(mask_cond, W, h, w, mask_lat);
         trace(tr, "mask_latents", mask_lat, (size_t)h * w);
-        rc = encode_image_latents(m, masked_image, H, W, masked_lat, nlat, &rng, tr, legacy || !strength_max ? "vae_encode/1" : "vae_encode/0", err);
+        rc = encode_image_latents(m, masked_image, H, W, masked_lat, nlat, &rng, tr, legacy || !strength_max || mc ? "vae_encode/1" : "vae_encode/0", err);
         sdb_arena_reset(&m->arena, loop_mark);
         if (rc) goto done;
         trace(tr, "masked_image_latents", masked_lat, nlat);
@@ -400,7 +427,14 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     }
 
     /* 9. back to the caller's geometry */
-    if (use_crop) {
+    if (restore) {
+        /* colour match, then the composite over the input (crop pasted back, or keep_unmasked) */
+        if ((rc = sdb_restore_finish(p, &image, &orig_mask, &work_img, use_crop ? crop : NULL, &gen, out, err))) goto done;
+        if (!out->px) {
+            if (outW != W || outH != H) { if ((rc = crop_to(&gen, outW, outH, out, err))) goto done; }
+            else { *out = gen; memset(&gen, 0, sizeof gen); }
+        }
+    } else if (use_crop) {
         if ((rc = sdb_apply_overlay(&orig_mask, &image, &gen, crop, out, err))) goto done;
     } else if (outW != W || outH != H) {
         if ((rc = crop_to(&gen, outW, outH, out, err))) goto done;
@@ -408,6 +442,9 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
         *out = gen;
         memset(&gen, 0, sizeof gen);
     }
+
+    /* an RGBA input keeps its alpha (unless the alpha was the mask) */
+    if (p->image && p->image->c == 4 && !p->restore.mask_from_alpha && (rc = sdb_restore_alpha(p->image, out, err))) goto done;
 
 done:
     if (sched) sdb_sched_free(sched);
@@ -431,8 +468,24 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
     if (sdb_sched_create(&s, p->scheduler && p->scheduler[0] ? p->scheduler : NULL, &m->sched_cfg, NULL) == 0) {
         sampler = sdb_sched_a1111_name(s);
     }
-    char extra[128] = "";
-    if (p->image && p->strength != 1.0) snprintf(extra, sizeof extra, ", Denoising strength: %g", p->strength);
+    char extra[512] = "";
+    int eo = 0;
+    if (p->image && p->strength != 1.0) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Denoising strength: %g", p->strength);
+    /* issue 17's options, with A1111's infotext names where it has them */
+    const sdb_restore_opts *r = &p->restore;
+    if (r->mask_blur) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Mask blur: %d", r->mask_blur);
+    if (r->mask_dilate) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Mask dilate: %d", r->mask_dilate);
+    if (r->masked_content) {
+        static const char *const a1111_mc[] = {"", "original", "fill", "latent noise", "latent nothing"};
+        eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Masked content: %s", a1111_mc[r->masked_content]);
+    }
+    if (r->inpaint_area == SDB_AREA_MASKED)
+        eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Inpaint area: Only masked, Masked area padding: %d",
+                       p->padding_mask_crop ? p->padding_mask_crop : SDB_ONLY_MASKED_PADDING_DEFAULT);
+    if (r->only_masked_size) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Only masked size: %d", r->only_masked_size);
+    if (r->color_match) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Color correction: True");
+    if (r->keep_unmasked) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Keep unmasked: True");
+    if (r->mask_from_alpha) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Mask: alpha");
     size_t n = strlen(p->prompt) + (p->negative_prompt ? strlen(p->negative_prompt) : 0) + 512;
     char *txt = malloc(n);
     if (txt) {
