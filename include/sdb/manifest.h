@@ -21,7 +21,11 @@ typedef struct sdb_pos { int line, col; } sdb_pos;
 typedef enum {
     SDB_JK_ID, SDB_JK_IMAGE, SDB_JK_MASK, SDB_JK_PROMPT, SDB_JK_NEGATIVE_PROMPT, SDB_JK_SEED,
     SDB_JK_STEPS, SDB_JK_GUIDANCE_SCALE, SDB_JK_STRENGTH, SDB_JK_SCHEDULER, SDB_JK_ETA,
-    SDB_JK_WIDTH, SDB_JK_HEIGHT, SDB_JK_PADDING_MASK_CROP, SDB_JK_OUTPUT, SDB_JK_COUNT
+    SDB_JK_WIDTH, SDB_JK_HEIGHT, SDB_JK_PADDING_MASK_CROP, SDB_JK_OUTPUT,
+    /* issue 17: restoration options */
+    SDB_JK_KEEP_UNMASKED, SDB_JK_MASK_BLUR, SDB_JK_MASK_DILATE, SDB_JK_MASKED_CONTENT, SDB_JK_COLOR_MATCH,
+    SDB_JK_INPAINT_AREA, SDB_JK_ONLY_MASKED_SIZE, SDB_JK_JPEG_QUALITY,
+    SDB_JK_COUNT
 } sdb_job_key;
 const char *sdb_job_key_name(sdb_job_key k);
 
@@ -40,7 +44,13 @@ typedef struct sdb_job_spec {
     char *scheduler;        /* NULL = the model's own */
     int width, height;      /* 0 = the input's own size */
     int padding_mask_crop;
-    char *output;           /* output PNG path */
+    char *output;           /* output path: .png, .jpg or .jpeg */
+    /* issue 17: restoration options, 0 = unset (diffusers' behaviour); part of params_hash only
+     * when nonzero, so the identities of jobs without them do not change */
+    int keep_unmasked, mask_blur, mask_dilate, color_match, only_masked_size, jpeg_quality;
+    int masked_content;     /* sdb_masked_content */
+    int inpaint_area;       /* sdb_inpaint_area */
+    int mask_alpha;         /* `mask: alpha`: the image's transparent area is the mask (mask is NULL) */
     sdb_pos pos;                     /* the job's entry in `jobs:` */
     sdb_pos key_pos[SDB_JK_COUNT];   /* where each key's value came from (job or defaults), 0 = default */
     char params_hash[65];   /* SHA-256 of the resolved parameters and the inputs' contents (set by

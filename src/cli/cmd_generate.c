@@ -33,7 +33,8 @@ static void usage(FILE *f)
 "  --prompt TEXT           what to paint\n"
 "  --negative-prompt TEXT  what to avoid (default: none)\n"
 "  --image PATH            input image (PNG or JPEG)\n"
-"  --mask PATH             inpainting mask: white = repaint, black = keep\n"
+"  --mask PATH|alpha       inpainting mask: white = repaint, black = keep; `alpha`: the image's\n"
+"                          transparent area is the mask\n"
 "  --seed N                random seed (default: a random one, printed and stored in the PNG)\n"
 "  --steps N               denoising steps (default 50)\n"
 "  --guidance-scale F      classifier-free guidance (default 7.5; <= 1 disables it)\n"
@@ -48,7 +49,20 @@ static void usage(FILE *f)
 "  --weights f32|f16       f16: keep the weight matrices as IEEE half in memory (about half the\n"
 "                          weights' RAM; an F16 model gives the same image, an F32 one is\n"
 "                          rounded to half); default f32\n"
-"  --output PATH           the PNG to write (atomically)\n"
+"  --output PATH           the image to write (atomically): .png, or .jpg/.jpeg\n"
+"\n"
+"Restoration options (the manifest keys of the same names; all off = diffusers' pipeline exactly):\n"
+"  --keep-unmasked         pixels outside the mask come back bit-identical (composite over the\n"
+"                          input by the mask, at the input's size)\n"
+"  --mask-blur N           Gaussian blur of the mask (AUTOMATIC1111's \"Mask blur\")\n"
+"  --mask-dilate N         grow the mask by N pixels first (max filter)\n"
+"  --masked-content MODE   original | fill | latent_noise | latent_nothing: what the masked area\n"
+"                          starts from (A1111's \"Masked content\"; strength < 1 keeps some of it)\n"
+"  --color-match           match the output's colours to the input's (A1111's colour correction)\n"
+"  --inpaint-area AREA     whole | masked: masked works on a crop around the mask (padded by\n"
+"                          --padding-mask-crop, default 32) and pastes it back\n"
+"  --only-masked-size N    working size (N x N) of that crop (default: the model's native size)\n"
+"  --jpeg-quality N        1..100 for a .jpg output (default 80)\n"
 "  -q, --quiet             no progress bar\n", sdb_sched_names());
 }
 
@@ -93,12 +107,17 @@ int cmd_generate(int argc, char **argv)
         {"threads", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
         {"tokenizer", required_argument, 0, 'z'}, {"config", required_argument, 0, 'c'},
         {"weights", required_argument, 0, 'w'},
+        /* issue 17: restoration options */
+        {"keep-unmasked", no_argument, 0, 1001}, {"mask-blur", required_argument, 0, 1002},
+        {"mask-dilate", required_argument, 0, 1003}, {"masked-content", required_argument, 0, 1004},
+        {"color-match", no_argument, 0, 1005}, {"inpaint-area", required_argument, 0, 1006},
+        {"only-masked-size", required_argument, 0, 1007}, {"jpeg-quality", required_argument, 0, 1008},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
     sdb_model_opts mopts = {0};
     sdb_gen_params p;
     sdb_gen_params_default(&p);
-    int have_seed = 0, quiet = 0;
+    int have_seed = 0, quiet = 0, jpeg_quality = 0;
     long long v, threads = 0;
     double d;
     optind = 1;
@@ -126,6 +145,29 @@ int cmd_generate(int argc, char **argv)
         case 'w':
             if (cli_parse_weights("generate", optarg, &mopts.weights_f16)) return EXIT_USAGE;
             break;
+        /* issue 17: restoration options */
+        case 1001: p.restore.keep_unmasked = 1; break;
+        case 1002: if (cli_parse_int("generate", "--mask-blur", optarg, 0, 256, &v)) return EXIT_USAGE; p.restore.mask_blur = (int)v; break;
+        case 1003: if (cli_parse_int("generate", "--mask-dilate", optarg, 0, 1024, &v)) return EXIT_USAGE; p.restore.mask_dilate = (int)v; break;
+        case 1004: {
+            int mc = sdb_masked_content_parse(optarg);
+            if (mc < 0) return cli_usage_error("generate", "--masked-content: unknown '%s' (original, fill, latent_noise, latent_nothing)", optarg);
+            p.restore.masked_content = (sdb_masked_content)mc;
+            break;
+        }
+        case 1005: p.restore.color_match = 1; break;
+        case 1006: {
+            int a = sdb_inpaint_area_parse(optarg);
+            if (a < 0) return cli_usage_error("generate", "--inpaint-area: unknown '%s' (whole, masked)", optarg);
+            p.restore.inpaint_area = (sdb_inpaint_area)a;
+            break;
+        }
+        case 1007:
+            if (cli_parse_int("generate", "--only-masked-size", optarg, 64, 4096, &v)) return EXIT_USAGE;
+            if (v % 8) return cli_usage_error("generate", "--only-masked-size must be a multiple of 8");
+            p.restore.only_masked_size = (int)v;
+            break;
+        case 1008: if (cli_parse_int("generate", "--jpeg-quality", optarg, 1, 100, &v)) return EXIT_USAGE; jpeg_quality = (int)v; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: return cli_usage_error("generate", "unknown option");
@@ -135,6 +177,9 @@ int cmd_generate(int argc, char **argv)
     if (!model) return cli_usage_error("generate", "--model is required");
     if (!p.prompt) return cli_usage_error("generate", "--prompt is required");
     if (!output) return cli_usage_error("generate", "--output is required");
+    if (sdb_image_format_of_path(output) < 0) return cli_usage_error("generate", "--output must end in .png, .jpg or .jpeg");
+    if (mask_path && !strcmp(mask_path, "alpha")) { p.restore.mask_from_alpha = 1; mask_path = NULL; }
+    if (p.restore.mask_from_alpha && !image_path) return cli_usage_error("generate", "--mask alpha needs --image");
     if (mask_path && !image_path) return cli_usage_error("generate", "--mask needs --image");
     if (!(p.strength > 0 && p.strength <= 1)) return cli_usage_error("generate", "--strength must be in (0, 1], got %g", p.strength);
     if ((p.width == 0) != (p.height == 0)) return cli_usage_error("generate", "give both --width and --height, or neither");
@@ -156,11 +201,11 @@ int cmd_generate(int argc, char **argv)
     sdb_image image = {0}, mask = {0}, out = {0};
     int rc = 0;
     if (image_path) {
-        if ((rc = sdb_image_load(image_path, &image, 3, 0, &err))) return cli_error("generate", &err);
+        if ((rc = sdb_image_load_ex(image_path, &image, 0, 0, SDB_LOAD_EXACT16, &err))) return cli_error("generate", &err);
         p.image = &image;
     }
     if (mask_path) {
-        if ((rc = sdb_image_load(mask_path, &mask, 0, 0, &err))) { sdb_image_free(&image); return cli_error("generate", &err); }
+        if ((rc = sdb_image_load_ex(mask_path, &mask, 0, 0, SDB_LOAD_EXACT16, &err))) { sdb_image_free(&image); return cli_error("generate", &err); }
         p.mask = &mask;
     }
     struct sigaction sa = {0};
@@ -183,8 +228,9 @@ int cmd_generate(int argc, char **argv)
         code = cli_error("generate", &err);
     } else {
         char *params = sdb_gen_params_a1111(m, &p, out.w, out.h);
-        const char *keys[1] = {"parameters"}, *vals[1] = {params ? params : ""};
-        if ((rc = sdb_png_write(output, &out, keys, vals, 1, &err))) code = cli_error("generate", &err);
+        if (out.c == 4 && sdb_image_format_of_path(output) == SDB_FMT_JPEG)
+            fprintf(stderr, "sdbatch generate: warning: the input's alpha channel is dropped (JPEG has none)\n");
+        if ((rc = sdb_image_write(output, &out, params ? params : "", jpeg_quality, &err))) code = cli_error("generate", &err);
         else printf("wrote %s (%dx%d, seed %llu, %d steps, %.1f s)\n", output, out.w, out.h,
                     (unsigned long long)p.seed, p.steps, sdb_now_mono() - pr.t0);
         free(params);

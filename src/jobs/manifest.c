@@ -12,6 +12,7 @@
 #include "sdb/safetensors.h"
 
 #include "sdb/image.h"
+#include "sdb/pipeline.h"   /* the restoration options' names (issue 17) */
 
 #include <ctype.h>
 #include <errno.h>
@@ -27,7 +28,10 @@
 
 static const char *const key_names[SDB_JK_COUNT] = {
     "id", "image", "mask", "prompt", "negative_prompt", "seed", "steps", "guidance_scale",
-    "strength", "scheduler", "eta", "width", "height", "padding_mask_crop", "output"};
+    "strength", "scheduler", "eta", "width", "height", "padding_mask_crop", "output",
+    /* issue 17 */
+    "keep_unmasked", "mask_blur", "mask_dilate", "masked_content", "color_match", "inpaint_area",
+    "only_masked_size", "jpeg_quality"};
 
 const char *const sdb_scheduler_names[] = {"pndm", "ddim", "euler", "euler_a", "lms", "dpmpp_2m",
                                            "dpmpp_2m_karras", NULL};
@@ -243,6 +247,17 @@ static int get_double(ctx *c, const yaml_node_t *n, const char *key, double lo, 
     return 0;
 }
 
+/* A boolean: a plain true/false (YAML 1.2 core schema). */
+static int get_bool(ctx *c, const yaml_node_t *n, const char *key, long long *out)
+{
+    if (!plain_is_bool(n)) {
+        ERR(c->m, npos(n), "'%s' must be true or false, got %s", key, kind(n));
+        return -1;
+    }
+    *out = sval(n)[0] == 't' || sval(n)[0] == 'T';
+    return 0;
+}
+
 /* ---- job fields --------------------------------------------------------------------------- */
 
 /* The values one mapping (a job entry or defaults) sets. */
@@ -298,7 +313,9 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
         int ki = find_key(k);
         if (ki < 0) {
             ERR(c->m, npos(kn), "unknown key '%s' in %s (allowed: id, glob, image, mask, prompt, negative_prompt, "
-                "seed, steps, guidance_scale, strength, scheduler, eta, width, height, padding_mask_crop, output)", k, where);
+                "seed, steps, guidance_scale, strength, scheduler, eta, width, height, padding_mask_crop, output, "
+                "keep_unmasked, mask_blur, mask_dilate, masked_content, color_match, inpaint_area, only_masked_size, "
+                "jpeg_quality)", k, where);
             continue;
         }
         if (is_defaults && (ki == SDB_JK_ID || ki == SDB_JK_OUTPUT)) {
@@ -328,12 +345,9 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
                 if (!sv[0]) { ERR(c->m, npos(vn), "'%s' must not be empty", k); ok = -1; }
                 else f->str[ki] = sv;
             }
-            if (ok == 0 && ki == SDB_JK_OUTPUT) {
-                size_t n = strlen(sv);
-                if (n < 4 || strcasecmp(sv + n - 4, ".png")) {
-                    ERR(c->m, npos(vn), "'output' must name a .png file, got '%s'", sv);
-                    ok = -1;
-                }
+            if (ok == 0 && ki == SDB_JK_OUTPUT && sdb_image_format_of_path(sv) < 0) {
+                ERR(c->m, npos(vn), "'output' must name a .png, .jpg or .jpeg file, got '%s'", sv);
+                ok = -1;
             }
             break;
         case SDB_JK_PROMPT: case SDB_JK_NEGATIVE_PROMPT:
@@ -388,6 +402,36 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
             break;
         case SDB_JK_ETA:
             if ((ok = get_double(c, vn, k, 0, 1, 0, &dv)) == 0) f->dval[ki] = dv;
+            break;
+        /* issue 17: restoration options */
+        case SDB_JK_KEEP_UNMASKED: case SDB_JK_COLOR_MATCH:
+            if ((ok = get_bool(c, vn, k, &iv)) == 0) f->ival[ki] = iv;
+            break;
+        case SDB_JK_MASK_BLUR:
+            if ((ok = get_int(c, vn, k, 0, 256, &iv)) == 0) f->ival[ki] = iv;
+            break;
+        case SDB_JK_MASK_DILATE:
+            if ((ok = get_int(c, vn, k, 0, 1024, &iv)) == 0) f->ival[ki] = iv;
+            break;
+        case SDB_JK_JPEG_QUALITY:
+            if ((ok = get_int(c, vn, k, 1, 100, &iv)) == 0) f->ival[ki] = iv;
+            break;
+        case SDB_JK_ONLY_MASKED_SIZE:
+            if ((ok = get_int(c, vn, k, 64, 4096, &iv)) == 0) {
+                if (iv % 8) { ERR(c->m, npos(vn), "'%s' must be a multiple of 8, got %lld", k, iv); ok = -1; }
+                else f->ival[ki] = iv;
+            }
+            break;
+        case SDB_JK_MASKED_CONTENT: case SDB_JK_INPAINT_AREA:
+            if ((ok = get_string(c, vn, k, &sv)) == 0) {
+                int v = ki == SDB_JK_MASKED_CONTENT ? sdb_masked_content_parse(sv) : sdb_inpaint_area_parse(sv);
+                if (v < 0) {
+                    ERR(c->m, npos(vn), ki == SDB_JK_MASKED_CONTENT
+                        ? "unknown masked_content '%s' (known: original, fill, latent_noise, latent_nothing)"
+                        : "unknown inpaint_area '%s' (known: whole, masked)", sv);
+                    ok = -1;
+                } else f->ival[ki] = v;
+            }
             break;
         default: break;
         }
@@ -479,7 +523,13 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     } else if (PICK(SDB_JK_IMAGE)) {
         j.image = abs_path(m->dir, PICK(SDB_JK_IMAGE)->str[SDB_JK_IMAGE]);
     }
-    if (PICK(SDB_JK_MASK)) {
+    if (PICK(SDB_JK_MASK) && !strcmp(PICK(SDB_JK_MASK)->str[SDB_JK_MASK], "alpha")) {
+        j.mask_alpha = 1;   /* issue 17: the image's transparent area is the mask */
+        if (!j.image && !bad) {
+            ERR(m, j.key_pos[SDB_JK_MASK], "job '%s': 'mask: alpha' needs an image (with an alpha channel)", j.id ? j.id : "?");
+            bad = 1;
+        }
+    } else if (PICK(SDB_JK_MASK)) {
         const char *t = PICK(SDB_JK_MASK)->str[SDB_JK_MASK];
         if (match) {
             char *s = subst(c, t, match, j.key_pos[SDB_JK_MASK], "mask", &bad);
@@ -508,7 +558,49 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     j.width = PICK(SDB_JK_WIDTH) ? (int)PICK(SDB_JK_WIDTH)->ival[SDB_JK_WIDTH] : 0;
     j.height = PICK(SDB_JK_HEIGHT) ? (int)PICK(SDB_JK_HEIGHT)->ival[SDB_JK_HEIGHT] : 0;
     j.padding_mask_crop = PICK(SDB_JK_PADDING_MASK_CROP) ? (int)PICK(SDB_JK_PADDING_MASK_CROP)->ival[SDB_JK_PADDING_MASK_CROP] : 0;
-    if (j.padding_mask_crop && !j.mask && !bad) {
+    /* issue 17: restoration options (each 0 when unset) */
+#define OPT(k) (PICK(k) ? (int)PICK(k)->ival[k] : 0)
+    j.keep_unmasked = OPT(SDB_JK_KEEP_UNMASKED);
+    j.mask_blur = OPT(SDB_JK_MASK_BLUR);
+    j.mask_dilate = OPT(SDB_JK_MASK_DILATE);
+    j.masked_content = OPT(SDB_JK_MASKED_CONTENT);
+    j.color_match = OPT(SDB_JK_COLOR_MATCH);
+    j.inpaint_area = OPT(SDB_JK_INPAINT_AREA);
+    j.only_masked_size = OPT(SDB_JK_ONLY_MASKED_SIZE);
+    j.jpeg_quality = OPT(SDB_JK_JPEG_QUALITY);
+#undef OPT
+    {
+        const int has_mask = j.mask || j.mask_alpha;
+        static const sdb_job_key need_mask[] = {SDB_JK_KEEP_UNMASKED, SDB_JK_MASK_BLUR, SDB_JK_MASK_DILATE, SDB_JK_MASKED_CONTENT};
+        for (size_t q = 0; q < sizeof need_mask / sizeof need_mask[0] && !bad && !has_mask; q++)
+            if (PICK(need_mask[q]) && PICK(need_mask[q])->ival[need_mask[q]]) {
+                ERR(m, j.key_pos[need_mask[q]], "'%s' needs a mask (job '%s' has none)", key_names[need_mask[q]], j.id ? j.id : "?");
+                bad = 1;
+            }
+        if (!bad && !has_mask && j.inpaint_area == SDB_AREA_MASKED) {
+            ERR(m, j.key_pos[SDB_JK_INPAINT_AREA], "'inpaint_area: masked' needs a mask (job '%s' has none)", j.id ? j.id : "?");
+            bad = 1;
+        }
+        if (!bad && j.color_match && !j.image) {
+            ERR(m, j.key_pos[SDB_JK_COLOR_MATCH], "'color_match' needs an image (job '%s' has none)", j.id ? j.id : "?");
+            bad = 1;
+        }
+        if (!bad && j.inpaint_area == SDB_AREA_WHOLE && j.padding_mask_crop) {
+            ERR(m, j.key_pos[SDB_JK_PADDING_MASK_CROP], "'padding_mask_crop' crops around the mask: it contradicts 'inpaint_area: whole' (line %d)",
+                j.key_pos[SDB_JK_INPAINT_AREA].line);
+            bad = 1;
+        }
+        if (!bad && j.only_masked_size && j.inpaint_area != SDB_AREA_MASKED &&
+            !(j.inpaint_area == SDB_AREA_NONE && j.padding_mask_crop)) {
+            ERR(m, j.key_pos[SDB_JK_ONLY_MASKED_SIZE], "'only_masked_size' is the working size of the crop: it needs 'inpaint_area: masked'");
+            bad = 1;
+        }
+        if (!bad && j.only_masked_size && (PICK(SDB_JK_WIDTH) || PICK(SDB_JK_HEIGHT))) {
+            ERR(m, j.key_pos[SDB_JK_ONLY_MASKED_SIZE], "'only_masked_size' and 'width'/'height' both set the working size: give one");
+            bad = 1;
+        }
+    }
+    if (j.padding_mask_crop && !j.mask && !j.mask_alpha && !bad) {
         ERR(m, j.key_pos[SDB_JK_PADDING_MASK_CROP], "'padding_mask_crop' needs a mask");
         bad = 1;
     }
@@ -759,7 +851,7 @@ uint64_t sdb_seed_from_id(const char *id)
 typedef struct {
     char *path;
     int state;      /* 0 unread, 1 ok, -1 failed */
-    int w, h;
+    int w, h, c;
     char sha[65];
     char why[512];
 } input;
@@ -799,6 +891,7 @@ static input *input_get(inputs *in, const char *path, int decode)
         } else {
             e->w = img.w;
             e->h = img.h;
+            e->c = img.c;
             sdb_image_free(&img);
         }
     }
@@ -821,7 +914,16 @@ static void hash_job(sdb_job_spec *j, const input *img, const input *mask)
             j->output ? j->output : "");
     /* the bytes decide (whether they decode does not: check and hash_inputs must agree) */
     fprintf(f, "image=%s\nmask=%s\n", !j->image ? "none" : img && img->sha[0] ? img->sha : "missing",
-            !j->mask ? "none" : mask && mask->sha[0] ? mask->sha : "missing");
+            j->mask_alpha ? "alpha" : !j->mask ? "none" : mask && mask->sha[0] ? mask->sha : "missing");
+    /* issue 17: the restoration options, each only when set (jobs without them keep their identity) */
+    if (j->keep_unmasked) fprintf(f, "keep_unmasked=1\n");
+    if (j->mask_blur) fprintf(f, "mask_blur=%d\n", j->mask_blur);
+    if (j->mask_dilate) fprintf(f, "mask_dilate=%d\n", j->mask_dilate);
+    if (j->masked_content) fprintf(f, "masked_content=%s\n", sdb_masked_content_name(j->masked_content));
+    if (j->color_match) fprintf(f, "color_match=1\n");
+    if (j->inpaint_area) fprintf(f, "inpaint_area=%s\n", sdb_inpaint_area_name(j->inpaint_area));
+    if (j->only_masked_size) fprintf(f, "only_masked_size=%d\n", j->only_masked_size);
+    if (j->jpeg_quality) fprintf(f, "jpeg_quality=%d\n", j->jpeg_quality);
     fclose(f);
     sdb_sha256_hex(s, n, j->params_hash);
     free(s);
@@ -910,7 +1012,7 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
         sdb_job_spec *j = &m->jobs[i];
         input *img = j->image ? input_get(&in, j->image, full) : NULL;
         input *mask = j->mask ? input_get(&in, j->mask, full) : NULL;
-        if (full && unet_channels == 9 && (!j->image || !j->mask))
+        if (full && unet_channels == 9 && (!j->image || (!j->mask && !j->mask_alpha)))
             ERR(m, j->pos, "job '%s': the model is an inpainting model (9-channel U-Net): give the job an image and a mask", j->id);
         if (full) {
             free(j->bad_input);
@@ -919,6 +1021,11 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
                 ERR(m, j->key_pos[SDB_JK_IMAGE], "job '%s': image %s %s", j->id, j->image, img->why);
                 m->n_input_errors++;
                 if (asprintf(&j->bad_input, "image %s %s", j->image, img->why) < 0) j->bad_input = NULL;
+            }
+            if (j->mask_alpha && img && img->state > 0 && img->c != 4) {   /* issue 17 */
+                ERR(m, j->key_pos[SDB_JK_MASK], "job '%s': 'mask: alpha' but image %s has no alpha channel", j->id, j->image);
+                m->n_input_errors++;
+                if (!j->bad_input && asprintf(&j->bad_input, "image %s has no alpha channel (mask: alpha)", j->image) < 0) j->bad_input = NULL;
             }
             if (mask && mask->state < 0) {
                 ERR(m, j->key_pos[SDB_JK_MASK], "job '%s': mask %s %s", j->id, j->mask, mask->why);

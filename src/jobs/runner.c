@@ -58,8 +58,9 @@ static int px_run(void *ud, void *model, const sdb_job_spec *j, sdb_run_step_fn 
     int rc = 0;
     *png = NULL;
     *png_len = 0;
-    if (j->image && (rc = sdb_image_load(j->image, &img, 3, 0, err))) goto done;
-    if (j->mask && (rc = sdb_image_load(j->mask, &mask, 1, 0, err))) goto done;
+    /* the image keeps its alpha (issue 17: an RGBA input keeps it in the output; `mask: alpha`) */
+    if (j->image && (rc = sdb_image_load_ex(j->image, &img, 0, 0, SDB_LOAD_EXACT16, err))) goto done;
+    if (j->mask && (rc = sdb_image_load_ex(j->mask, &mask, 1, 0, SDB_LOAD_EXACT16, err))) goto done;
     sdb_gen_params p;
     sdb_gen_params_default(&p);
     p.prompt = j->prompt;
@@ -75,12 +76,22 @@ static int px_run(void *ud, void *model, const sdb_job_spec *j, sdb_run_step_fn 
     p.padding_mask_crop = j->padding_mask_crop;
     p.image = j->image ? &img : NULL;
     p.mask = j->mask ? &mask : NULL;
+    /* issue 17: restoration options */
+    p.restore.keep_unmasked = j->keep_unmasked;
+    p.restore.mask_blur = j->mask_blur;
+    p.restore.mask_dilate = j->mask_dilate;
+    p.restore.masked_content = (sdb_masked_content)j->masked_content;
+    p.restore.color_match = j->color_match;
+    p.restore.inpaint_area = (sdb_inpaint_area)j->inpaint_area;
+    p.restore.only_masked_size = j->only_masked_size;
+    p.restore.mask_from_alpha = j->mask_alpha;
     step_tramp t = {on_step, step_ud};
     if ((rc = sdb_generate(mdl, &p, px_step, &t, &out, log, err))) goto done;
     char *a1111 = sdb_gen_params_a1111(mdl, &p, out.w, out.h);
-    const char *keys[1] = {"parameters"};
-    const char *vals[1] = {a1111 ? a1111 : ""};
-    rc = sdb_png_encode(&out, keys, vals, 1, png, png_len, err);
+    if (out.c == 4 && sdb_image_format_of_path(j->output) == SDB_FMT_JPEG)
+        sdb_logf(log, SDB_LOG_WARN, "%s: the input's alpha channel is dropped (JPEG has none; write a .png to keep it)", j->id);
+    /* the format the output's extension names (PNG, or JPEG at jpeg_quality) */
+    rc = sdb_image_encode_for_path(j->output, &out, a1111 ? a1111 : "", j->jpeg_quality, png, png_len, err);
     free(a1111);
 done:
     sdb_image_free(&img);
@@ -127,7 +138,9 @@ int sdb_clean_temp_files(const char *dir, double min_age_seconds)
     while ((e = readdir(d))) {
         long pid = temp_pid(e->d_name);
         if (pid <= 0) continue;
-        if (!strstr(e->d_name, ".png.tmp.")) continue;  /* only ours: outputs are PNGs */
+        if (!strstr(e->d_name, ".png.tmp.") && !strstr(e->d_name, ".jpg.tmp.") && !strstr(e->d_name, ".jpeg.tmp.") &&
+            !strstr(e->d_name, ".PNG.tmp.") && !strstr(e->d_name, ".JPG.tmp.") && !strstr(e->d_name, ".JPEG.tmp."))
+            continue;  /* only ours: outputs are PNGs or JPEGs */
         if (pid != (long)getpid() && !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) continue;
         if (pid == (long)getpid()) continue;
         char *p = sdb_path_join(dir, e->d_name);
