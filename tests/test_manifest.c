@@ -6,6 +6,7 @@
 #include "harness.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
+#include "sdb/pipeline.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -191,7 +192,7 @@ static void test_bad(void)
         {"duplicate-id", "jobs:\n  - id: a\n    prompt: p\n  - id: b\n    prompt: p\n  - id: a\n    prompt: q\n", ":9:9: duplicate job id 'a' (first at line 5)", 0},
         {"duplicate-key", "jobs:\n  - id: a\n    prompt: p\n    prompt: q\n", ":7:5: duplicate key 'prompt' (first at line 6)", 0},
         {"same-output", "jobs:\n  - id: a\n    prompt: p\n    output: x.png\n  - id: b\n    prompt: p\n    output: x.png\n", ":10:13: jobs 'a' and 'b' write the same output", 0},
-        {"output-not-png", "jobs:\n  - id: a\n    prompt: p\n    output: a.jpg\n", ":7:13: 'output' must name a .png file", 0},
+        {"output-not-png", "jobs:\n  - id: a\n    prompt: p\n    output: a.tif\n", ":7:13: 'output' must name a .png, .jpg or .jpeg file", 0},
         {"mask-without-image", "jobs:\n  - id: a\n    prompt: p\n    mask: m.png\n", ":7:11: job 'a' has a mask but no image", 0},
         {"defaults-id", "defaults:\n  id: x\njobs:\n  - id: a\n    prompt: p\n", ":5:3: 'id' cannot have a default", 0},
         {"defaults-type", "defaults: 3\njobs:\n  - id: a\n    prompt: p\n", ":4:11: 'defaults' must be a mapping", 0},
@@ -330,6 +331,130 @@ static void test_shipped_examples(void)
     sdb_manifest_free(&m);
 }
 
+
+/* ---- issue 17: the restoration options ------------------------------------------------------- */
+
+/* The parameters string of sdbatch-params-v1 as documented before the options existed, hashed here
+ * independently: a job without options must keep exactly this identity. */
+static void v1_hash(const sdb_job_spec *j, const char *img_sha, const char *mask_sha, char out[65])
+{
+    char s[8192];
+    int n = snprintf(s, sizeof s, "sdbatch-params-v1\nid=%s\nprompt=%zu:%s\nnegative_prompt=%zu:%s\nseed=%llu\nsteps=%d\n"
+                     "guidance_scale=%.17g\nstrength=%.17g\neta=%.17g\nscheduler=%s\nwidth=%d\nheight=%d\n"
+                     "padding_mask_crop=%d\noutput=%s\nimage=%s\nmask=%s\n",
+                     j->id, strlen(j->prompt), j->prompt, strlen(j->negative_prompt), j->negative_prompt,
+                     (unsigned long long)j->seed, j->steps, j->guidance_scale, j->strength, j->eta,
+                     j->scheduler ? j->scheduler : "", j->width, j->height, j->padding_mask_crop, j->output,
+                     img_sha, mask_sha);
+    sdb_sha256_hex(s, (size_t)n, out);
+}
+
+static void file_sha(const char *path, char out[65])
+{
+    char *b;
+    size_t n;
+    sdb_err err;
+    out[0] = 0;
+    if (sdb_read_file(path, &b, &n, &err)) { CHECK(0); return; }
+    sdb_sha256_hex(b, n, out);
+    free(b);
+}
+
+static void test_restore_options(void)
+{
+    setup();
+    char text[4096];
+    snprintf(text, sizeof text,
+             "version: 1\nmodel: %s\noutput_dir: out\n"
+             "defaults:\n  prompt: p\n  image: %s\n  mask: %s\n  keep_unmasked: true\n  mask_blur: 4\n  mask_dilate: 3\n"
+             "  color_match: true\n  masked_content: fill\n"
+             "jobs:\n"
+             "  - id: plain\n    keep_unmasked: false\n    mask_blur: 0\n    mask_dilate: 0\n    color_match: false\n    masked_content: original\n"
+             "  - id: crop\n    inpaint_area: masked\n    only_masked_size: 256\n    masked_content: latent_noise\n    output: crop.jpg\n    jpeg_quality: 90\n"
+             "  - id: nothing\n    masked_content: latent_nothing\n    inpaint_area: whole\n"
+             "  - id: old\n    prompt: q\n    image: %s\n    mask: %s\n    keep_unmasked: false\n    mask_blur: 0\n    mask_dilate: 0\n    color_match: false\n",
+             sdb_t_path("models/tiny-sd-inpaint"), scene, mask, scene, mask);
+    const char *path = write_manifest("restore-good.yaml", text);
+    sdb_manifest m;
+    sdb_err err;
+    int rc = sdb_manifest_load(&m, path, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    if (rc) { dump(&m); sdb_manifest_free(&m); return; }
+    CHECK(m.n_jobs == 4);
+    const sdb_job_spec *a = &m.jobs[0], *b = &m.jobs[1], *c = &m.jobs[2], *o = &m.jobs[3];
+    CHECK(!a->keep_unmasked && !a->mask_blur && !a->mask_dilate && !a->color_match && a->masked_content == SDB_MC_ORIGINAL);
+    CHECK(b->keep_unmasked == 1 && b->mask_blur == 4 && b->mask_dilate == 3 && b->color_match == 1);
+    CHECK(b->inpaint_area == SDB_AREA_MASKED && b->only_masked_size == 256 && b->masked_content == SDB_MC_LATENT_NOISE);
+    CHECK(b->jpeg_quality == 90 && strstr(b->output, "/out/crop.jpg"));
+    CHECK(c->masked_content == SDB_MC_LATENT_NOTHING && c->inpaint_area == SDB_AREA_WHOLE);
+    CHECK(o->masked_content == SDB_MC_FILL);   /* from defaults */
+    CHECK(b->key_pos[SDB_JK_MASK_BLUR].line == 9 && b->key_pos[SDB_JK_ONLY_MASKED_SIZE].line == 22);
+    CHECK_OK(sdb_manifest_hash_inputs(&m, &err), &err);
+    /* a job whose options are all off except a default masked_content differs from the v1 string;
+       turn that off and the identity is the documented v1 one, byte for byte */
+    char simg[65], smask[65], want[65];
+    file_sha(scene, simg);
+    file_sha(mask, smask);
+    v1_hash(o, simg, smask, want);
+    CHECK(strcmp(o->params_hash, want) != 0);   /* masked_content: fill (from defaults) counts */
+    sdb_manifest_free(&m);
+
+    snprintf(text, sizeof text, "version: 1\nmodel: %s\noutput_dir: out\n"
+             "jobs:\n  - id: old\n    prompt: q\n    image: %s\n    mask: %s\n    keep_unmasked: false\n    mask_blur: 0\n"
+             "  - id: new\n    prompt: q\n    image: %s\n    mask: %s\n    keep_unmasked: true\n"
+             "  - id: alpha\n    prompt: q\n    image: %s\n    mask: alpha\n",
+             sdb_t_path("models/tiny-sd-inpaint"), scene, mask, scene, mask, scene);
+    path = write_manifest("restore-ids.yaml", text);
+    CHECK(sdb_manifest_load(&m, path, &err) == 0);
+    CHECK_OK(sdb_manifest_hash_inputs(&m, &err), &err);
+    if (m.n_jobs == 3) {
+        v1_hash(&m.jobs[0], simg, smask, want);
+        CHECKF(!strcmp(m.jobs[0].params_hash, want), "options at their defaults changed the identity");
+        v1_hash(&m.jobs[1], simg, smask, want);
+        CHECK(strcmp(m.jobs[1].params_hash, want) != 0);
+        CHECK(m.jobs[2].mask_alpha == 1 && m.jobs[2].mask == NULL);
+    }
+    /* the check: scene_128x128.png has no alpha channel */
+    CHECK(sdb_manifest_check(&m, &err) == SDB_EFORMAT);
+    char at[1200];
+    snprintf(at, sizeof at, "%s:19:11: job 'alpha': 'mask: alpha' but image", path);
+    CHECKF(has_diag(&m, at), "wanted %s", at);
+    sdb_manifest_free(&m);
+
+    static const struct { const char *name, *body, *want; } bad[] = {
+        {"keep-type", "jobs:\n  - id: a\n    prompt: p\n    keep_unmasked: 1\n", ":7:20: 'keep_unmasked' must be true or false, got an integer"},
+        {"blur-range", "jobs:\n  - id: a\n    prompt: p\n    mask_blur: -2\n", ":7:16: 'mask_blur' is out of range: -2"},
+        {"dilate-float", "jobs:\n  - id: a\n    prompt: p\n    mask_dilate: 1.5\n", ":7:18: 'mask_dilate' must be a whole number, got 1.5"},
+        {"content", "defaults:\n  masked_content: noise\njobs:\n  - id: a\n    prompt: p\n", ":5:19: unknown masked_content 'noise'"},
+        {"area", "jobs:\n  - id: a\n    prompt: p\n    inpaint_area: crop\n", ":7:19: unknown inpaint_area 'crop'"},
+        {"oms-multiple", "jobs:\n  - id: a\n    prompt: p\n    only_masked_size: 300\n", ":7:23: 'only_masked_size' must be a multiple of 8"},
+        {"quality", "jobs:\n  - id: a\n    prompt: p\n    jpeg_quality: 0\n", ":7:19: 'jpeg_quality' is out of range: 0"},
+        {"keep-no-mask", "jobs:\n  - id: a\n    prompt: p\n    keep_unmasked: true\n", ":7:20: 'keep_unmasked' needs a mask"},
+        {"alpha-no-image", "jobs:\n  - id: a\n    prompt: p\n    mask: alpha\n", ":7:11: job 'a': 'mask: alpha' needs an image"},
+        {"oms-whole", "jobs:\n  - id: a\n    prompt: p\n    image: i.png\n    mask: m.png\n    only_masked_size: 512\n",
+         ":9:23: 'only_masked_size' is the working size of the crop"},
+        {"whole-crop", "jobs:\n  - id: a\n    prompt: p\n    image: i.png\n    mask: m.png\n    inpaint_area: whole\n    padding_mask_crop: 8\n",
+         ":10:24: 'padding_mask_crop' crops around the mask: it contradicts 'inpaint_area: whole' (line 9)"},
+        {"oms-width", "jobs:\n  - id: a\n    prompt: p\n    image: i.png\n    mask: m.png\n    inpaint_area: masked\n    only_masked_size: 512\n    width: 512\n",
+         ":10:23: 'only_masked_size' and 'width'/'height' both set the working size"},
+    };
+    char header[1024];
+    snprintf(header, sizeof header, "version: 1\nmodel: %s\noutput_dir: out\n", sdb_t_path("models/tiny-sd-inpaint"));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char name[128];
+        snprintf(text, sizeof text, "%s%s", header, bad[i].body);
+        snprintf(name, sizeof name, "restore-bad-%s.yaml", bad[i].name);
+        path = write_manifest(name, text);
+        rc = sdb_manifest_load(&m, path, &err);
+        char w[1200];
+        snprintf(w, sizeof w, "%s%s", path, bad[i].want);
+        int ok = rc == SDB_EFORMAT && has_diag(&m, w);
+        CHECKF(ok, "case %s: rc %d, wanted \"%s\"", bad[i].name, rc, w);
+        if (!ok) dump(&m);
+        sdb_manifest_free(&m);
+    }
+}
+
 int main(void)
 {
     RUN(test_shipped_examples);
@@ -338,5 +463,6 @@ int main(void)
     RUN(test_single_file_model);
     RUN(test_every_problem);
     RUN(test_seed_auto);
+    RUN(test_restore_options);
     return sdb_t_done();
 }
