@@ -552,6 +552,51 @@ static void test_cli(void)
     CHECKF(rc != 0 && strstr(out, "alpha channel"), "%s", out);
     snprintf(args, sizeof args, "generate --model m --prompt x --output %s/a.tif", dir);
     CHECK(sdb_t_sdbatch(args, out, sizeof out) == 2 && strstr(out, ".png, .jpg or .jpeg"));
+
+    /* `sdbatch run`: options from defaults, a .jpg output, an RGBA input through `mask: alpha` */
+    sdb_err err2;
+    sdb_image rgba = {0};
+    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), &rgba, 3, 0, &err2), &err2);
+    sdb_image a4 = {0};
+    CHECK_OK(sdb_image_alloc(&a4, 128, 128, 4, &err2), &err2);
+    for (int i = 0; i < 128 * 128 && rgba.px; i++) {
+        memcpy(a4.px + 4 * i, rgba.px + 3 * i, 3);
+        a4.px[4 * i + 3] = (i % 128 > 40 && i % 128 < 70 && i / 128 > 50 && i / 128 < 80) ? 0 : 255;
+    }
+    char ipath[700], man[4096], mpath[700];
+    snprintf(ipath, sizeof ipath, "%s/rgba.png", dir);
+    CHECK_OK(sdb_image_write(ipath, &a4, NULL, 0, &err2), &err2);
+    snprintf(man, sizeof man, "version: 1\nmodel: %s\noutput_dir: %s/out\ndefaults:\n  prompt: x\n  steps: 2\n"
+             "  keep_unmasked: true\n  mask_dilate: 2\n  mask_blur: 2\n  color_match: true\n"
+             "jobs:\n  - id: j\n    image: %s\n    mask: %s\n    output: j.jpg\n    jpeg_quality: 70\n"
+             "  - id: a\n    image: %s\n    mask: alpha\n",
+             sdb_t_path("models/tiny-sd-inpaint"), dir, sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
+             sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), ipath);
+    snprintf(mpath, sizeof mpath, "%s/m.yaml", dir);
+    CHECK_OK(sdb_write_file_atomic(mpath, man, strlen(man), &err2), &err2);
+    snprintf(args, sizeof args, "run %s", mpath);
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "%s", out);
+    sdb_image o = {0};
+    snprintf(path, sizeof path, "%s/out/j.jpg", dir);
+    CHECK_OK(sdb_image_load(path, &o, 0, 0, &err2), &err2);
+    CHECK(o.w == 128 && o.c == 3);
+    sdb_image_free(&o);
+    snprintf(path, sizeof path, "%s/out/a.png", dir);
+    CHECK_OK(sdb_image_load(path, &o, 0, 0, &err2), &err2);
+    int same = 0, opaque = 0;
+    for (int i = 0; i < 128 * 128 && o.px && o.c == 3; i++)
+        if (i % 128 < 33 || i % 128 > 77 || i / 128 < 43 || i / 128 > 87) {   /* beyond dilate 2 + blur reach 6 */
+            opaque++;
+            same += !memcmp(o.px + 3 * i, a4.px + 4 * i, 3);
+        }
+    CHECKF(o.c == 3 && opaque > 0 && same == opaque, "mask: alpha through run: %d of %d opaque pixels kept", same, opaque);
+    sdb_image_free(&o);
+    /* run again: nothing to redo */
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0 && !strstr(out, "done j"), "%s", out);
+    sdb_image_free(&rgba);
+    sdb_image_free(&a4);
 }
 
 int main(void)
