@@ -82,7 +82,7 @@ static void test_blur_gaussian(void)
     CHECK(sdb_mask_blur_ksize(1) == 7 && sdb_mask_blur_ksize(4) == 21 && sdb_mask_blur_ksize(7) == 37 &&
           sdb_mask_blur_ksize(10) == 51 && sdb_mask_blur_ksize(3) == 17);
     sdb_err err;
-    const int ns[] = {1, 4, 7, 12};
+    const int ns[] = {1, 4, 7, 10};
     for (int t = 0; t < 4; t++) {
         int n = ns[t], w = 31 + (int)(rnd() % 40), h = 17 + (int)(rnd() % 30);
         sdb_image m = {0}, b = {0};
@@ -90,19 +90,22 @@ static void test_blur_gaussian(void)
         CHECK_OK(sdb_mask_blur(&m, n, &b, &err), &err);
         /* the 2-D Gaussian sum, directly (not separably), sigma = n, ks x ks, reflect-101 borders */
         int ks = 2 * (int)(2.5 * n + 0.5) + 1, r = ks / 2;
-        double norm = 0;
+        double norm = 0, *wt = malloc((size_t)ks * ks * sizeof *wt);
         for (int i = -r; i <= r; i++) norm += exp(-(double)i * i / (2.0 * n * n));
+        for (int dy = -r; dy <= r; dy++)
+            for (int dx = -r; dx <= r; dx++) wt[(dy + r) * ks + dx + r] = exp(-(double)(dx * dx + dy * dy) / (2.0 * n * n));
         int worst = 0;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
                 double acc = 0;
                 for (int dy = -r; dy <= r; dy++)
                     for (int dx = -r; dx <= r; dx++)
-                        acc += exp(-(double)(dx * dx + dy * dy) / (2.0 * n * n)) * m.px[refl(y + dy, h) * w + refl(x + dx, w)];
+                        acc += wt[(dy + r) * ks + dx + r] * m.px[refl(y + dy, h) * w + refl(x + dx, w)];
                 acc /= norm * norm;
                 int e = (int)fabs(b.px[y * w + x] - acc + 0.0) + (fabs(b.px[y * w + x] - acc) > 1.0 ? 1 : 0);
                 if (fabs(b.px[y * w + x] - acc) > 1.0) worst = e > worst ? e : worst;
             }
+        free(wt);
         CHECKF(worst == 0, "blur %d on %dx%d: a pixel is more than 1/255 off the double Gaussian", n, w, h);
         /* and it is a blur: a hard edge now has intermediate values */
         int mid = 0;
