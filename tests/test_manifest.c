@@ -7,6 +7,7 @@
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
 #include "sdb/pipeline.h"
+#include "sdb/shard.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -389,6 +390,8 @@ static void test_restore_options(void)
     CHECK(c->masked_content == SDB_MC_LATENT_NOTHING && c->inpaint_area == SDB_AREA_WHOLE);
     CHECK(o->masked_content == SDB_MC_FILL);   /* from defaults */
     CHECK(b->key_pos[SDB_JK_MASK_BLUR].line == 9 && b->key_pos[SDB_JK_ONLY_MASKED_SIZE].line == 22);
+    /* the shard cost counts the crop's working size (256^2), not the image's (128^2): x 50 steps x 2 (CFG) */
+    CHECK(sdb_shard_job_cost(b, 512) == 256LL * 256 * 50 * 2 && sdb_shard_job_cost(a, 512) == 128LL * 128 * 50 * 2);
     CHECK_OK(sdb_manifest_hash_inputs(&m, &err), &err);
     /* a job whose options are all off except a default masked_content differs from the v1 string;
        turn that off and the identity is the documented v1 one, byte for byte */

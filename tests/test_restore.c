@@ -245,6 +245,7 @@ static void test_keep_unmasked(void)
         p.restore.keep_unmasked = 1;
         if (soft) { p.restore.mask_dilate = 1 + t % 3; p.restore.mask_blur = 1 + t % 4; }
         if (t % 4 == 3) p.restore.color_match = 1;
+        if (t == 5 || t == 12) p.width = p.height = 64;   /* resized to work, resized back to composite */
         CHECK_OK(sdb_generate(m, &p, NULL, NULL, &out, NULL, &err), &err);
         if (!out.px) { sdb_image_free(&img); sdb_image_free(&msk); continue; }
         CHECK(out.w == w && out.h == h && out.c == 3);
@@ -345,6 +346,22 @@ static void test_masked_content(void)
                        legacy ? "4ch" : "9ch", mc, p.strength, bad_start);
                 CHECKF(bad_lat == 0, "mc %d: %d initial latents are not add_noise(start, noise, t=%g)", mc, bad_lat, ts->x[0]);
                 CHECK(out.w == 128 && out.h == 128);
+                if (mc == SDB_MC_FILL) {   /* what was encoded is the filled image (fill checked below) */
+                    const tr_t *ii = tget(&s, "init_image");
+                    sdb_image rgb = {0}, l = {0}, f = {0};
+                    CHECK_OK(sdb_image_to_rgb(&img, &rgb, &err), &err);
+                    CHECK_OK(msk.c == 1 ? sdb_image_copy(&msk, &l, &err) : sdb_image_to_l(&msk, &l, &err), &err);
+                    CHECK_OK(sdb_mask_fill(&rgb, &l, &f, &err), &err);
+                    int bad = 0, filled = 0;
+                    for (int c = 0; ii && f.px && c < 3; c++)
+                        for (int i = 0; i < 128 * 128; i++) {
+                            float want = 2.0f * ((float)f.px[3 * i + c] / 255.0f) - 1.0f;
+                            bad += ii->x[c * 128 * 128 + i] != want;
+                            filled += l.px[i] && f.px[3 * i + c] != rgb.px[3 * i + c];
+                        }
+                    CHECK(bad == 0 && filled > 0);
+                    sdb_image_free(&rgb); sdb_image_free(&l); sdb_image_free(&f);
+                }
                 tfree(&s);
                 sdb_image_free(&out);
             }

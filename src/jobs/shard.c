@@ -6,6 +6,7 @@
 #include "sdb/config.h"
 #include "sdb/fsutil.h"
 #include "sdb/threads.h"
+#include "sdb/pipeline.h"   /* SDB_AREA_MASKED (issue 17) */
 
 #include <errno.h>
 #include <limits.h>
@@ -181,9 +182,11 @@ int64_t sdb_shard_job_cost(const sdb_job_spec *j, int default_side)
     if (default_side <= 0) default_side = 512;
     long w = j->width, h = j->height;
     if (!w || !h) {
-        w = h = default_side;
+        /* issue 17: inpaint_area: masked works on a crop at only_masked_size (or the native size) */
+        int crop = j->padding_mask_crop || j->inpaint_area == SDB_AREA_MASKED;
+        w = h = j->only_masked_size ? j->only_masked_size : default_side;
         long iw, ih;
-        if (j->image && !j->padding_mask_crop && image_size(j->image, &iw, &ih) == 0) {
+        if (j->image && !crop && image_size(j->image, &iw, &ih) == 0) {
             w = (iw + 7) / 8 * 8;
             h = (ih + 7) / 8 * 8;
         }
