@@ -152,6 +152,33 @@ static void rewrite_resolves_the_same(void)
     sdb_manifest_free(&b);
 }
 
+/* issue 17: `mask: alpha` is a keyword, not a path: submit leaves it as it is */
+static void rewrite_keeps_mask_alpha(void)
+{
+    setup();
+    char text[2048];
+    snprintf(text, sizeof text, "version: 1\nmodel: %s\noutput_dir: ../out/alpha\n"
+             "defaults:\n  mask: alpha\njobs:\n  - id: one\n    image: ../data/frames/f1.png\n    prompt: p\n"
+             "  - id: two\n    image: ../data/frames/f1.png\n    mask: 'alpha'\n    prompt: p\n",
+             sdb_t_path("models/tiny-sd-inpaint"));
+    put("proj/jobs/alpha.yaml", text);
+    char orig[1024], spool[1024];
+    snprintf(orig, sizeof orig, "%s/proj/jobs/alpha.yaml", dir);
+    snprintf(spool, sizeof spool, "%s/spool-alpha", dir);
+    sdb_err err;
+    char *dest = NULL, *copy = NULL;
+    CHECK_OK(sdb_spool_submit(orig, spool, &dest, &err), &err);
+    if (!dest || sdb_read_file(dest, &copy, NULL, &err)) { CHECK(0); free(dest); return; }
+    CHECKF(strstr(copy, "  mask: alpha\n") && strstr(copy, "    mask: 'alpha'\n") && strstr(copy, "/proj/data/frames/f1.png"), "%s", copy);
+    sdb_manifest b;
+    int pb = -1;
+    CHECK(sdb_spool_load_manifest(&b, dest, &pb, &err) == 0);
+    CHECK(b.n_jobs == 2 && b.jobs[0].mask_alpha && b.jobs[1].mask_alpha && !b.jobs[0].mask);
+    sdb_manifest_free(&b);
+    free(copy);
+    free(dest);
+}
+
 static int count_files(const char *folder, int dotfiles)
 {
     DIR *d = opendir(folder);
@@ -695,6 +722,7 @@ int main(void)
     if (!sdb_t_data()) return sdb_t_done();
     RUN(rewrite_resolves_the_same);
     RUN(submit_names);
+    RUN(rewrite_keeps_mask_alpha);
     RUN(priority_key);
     RUN(run_order_and_status);
     RUN(pid_lock);

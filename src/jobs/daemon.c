@@ -429,6 +429,8 @@ static void rewrite_job_map(repls *rs, yaml_document_t *doc, yaml_node_t *mp, co
     if (!mp || mp->type != YAML_MAPPING_NODE) return;
     for (yaml_node_pair_t *pr = mp->data.mapping.pairs.start; pr < mp->data.mapping.pairs.top; pr++) {
         const char *k = node_str(yaml_document_get_node(doc, pr->key));
+        const char *v = node_str(yaml_document_get_node(doc, pr->value));
+        if (k && !strcmp(k, "mask") && v && !strcmp(v, "alpha")) continue;   /* `mask: alpha` is no path (issue 17) */
         if (k && (!strcmp(k, "image") || !strcmp(k, "mask") || !strcmp(k, "glob")))
             maybe_rewrite(rs, doc, pr->value, text, dir);
     }
