@@ -1,14 +1,15 @@
 /*
- * test_restore.c — issue 17's restoration options against independent truth, with real images:
+ * test_restore.c — issue 17's restoration options against independent truth, with real images
+ * (the slower pipeline sweeps — keep_unmasked on 16 random masks, every masked_content on both
+ * model kinds and strengths, the CLI and `sdbatch run` — are in test_restore_slow.c):
  * mask dilation = a brute-force max filter; mask blur = a 2-D Gaussian summed in double with
  * A1111's kernel size / sigma rule (within 1 level); LAB against published sRGB values and colour
- * match quantiles (within 1 level); keep_unmasked through the real pipeline (tiny model) on 16
- * random masks, odd sizes, JPEG and PNG files: every zero-mask pixel bit-identical; each
- * masked_content's start latents against their definition (traces; the DDPM add_noise recomputed
- * from the scaled-linear betas); fill from a uniform surround; JPEG output and its quality (the
- * quantisation table libjpeg scales); 16-bit PNG; RGBA alpha kept; `mask: alpha`.
+ * match quantiles (within 1 level); each masked_content's start latents against their definition
+ * on the 9-channel tiny model (traces; the DDPM add_noise recomputed from the scaled-linear
+ * betas); fill from a uniform surround; JPEG output and its quality (the quantisation table
+ * libjpeg scales); 16-bit PNG; RGBA alpha kept through a PNG file; `mask: alpha`.
  */
-#include "harness.h"
+#include "test_restore_common.h"
 #include "sdb/color.h"
 #include "sdb/fsutil.h"
 #include "sdb/image.h"
@@ -21,26 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static uint64_t rs = 0x9E3779B97F4A7C15ULL;
-static uint32_t rnd(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (uint32_t)(rs >> 11); }
-
-/* A random blobby mask: a few filled rectangles and discs of 255 on 0. */
-static void random_mask(sdb_image *m, int w, int h)
-{
-    sdb_err err;
-    CHECK_OK(sdb_image_alloc(m, w, h, 1, &err), &err);
-    int n = 1 + (int)(rnd() % 4);
-    for (int k = 0; k < n; k++) {
-        int cx = (int)(rnd() % (unsigned)w), cy = (int)(rnd() % (unsigned)h), r = 2 + (int)(rnd() % 9);
-        int disc = rnd() & 1;
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                int dx = x - cx, dy = y - cy;
-                if (disc ? dx * dx + dy * dy <= r * r : (abs(dx) <= r && abs(dy) <= r / 2 + 1)) m->px[(size_t)y * w + x] = 255;
-            }
-    }
-}
 
 /* ---- dilation, blur --------------------------------------------------------------------------- */
 
@@ -66,14 +47,6 @@ static void test_dilate_brute_force(void)
         sdb_image_free(&m);
         sdb_image_free(&d);
     }
-}
-
-static int refl(int i, int n)
-{
-    if (n == 1) return 0;
-    int period = 2 * n - 2;
-    i = ((i % period) + period) % period;
-    return i < n ? i : period - i;
 }
 
 static void test_blur_gaussian(void)
@@ -193,180 +166,11 @@ static void test_lab_and_color_match(void)
 
 /* ---- the pipeline (tiny model) ------------------------------------------------------------------ */
 
-static sdb_model *tiny(int legacy)
-{
-    static sdb_model *m[2];
-    if (!m[legacy]) {
-        sdb_err err;
-        CHECK_OK(sdb_model_load(&m[legacy], sdb_t_path(legacy ? "models/tiny-sd" : "models/tiny-sd-inpaint"), NULL, NULL, &err), &err);
-    }
-    return m[legacy];
-}
+static void test_masked_content(void) { masked_content_cases(0, 0); }
 
-/* A real image file of w x h (cropped from a bundled photo), written as PNG or JPEG, read back. */
-static void odd_input(int w, int h, int jpeg, sdb_image *img)
+static void test_fill(void)
 {
     sdb_err err;
-    sdb_image src = {0}, c = {0};
-    CHECK_OK(sdb_image_load(SDB_SOURCE_DIR "/tests/data/street-136x96.png", &src, 3, 0, &err), &err);
-    CHECK_OK(sdb_image_alloc(&c, w, h, 3, &err), &err);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) memcpy(c.px + ((size_t)y * w + x) * 3, src.px + ((size_t)(y % src.h) * src.w + x % src.w) * 3, 3);
-    char path[600];
-    snprintf(path, sizeof path, "%s/in-%dx%d.%s", sdb_t_tmpdir(), w, h, jpeg ? "jpg" : "png");
-    CHECK_OK(sdb_image_write(path, &c, NULL, 85, &err), &err);
-    CHECK_OK(sdb_image_load_ex(path, img, 0, 0, SDB_LOAD_EXACT16, &err), &err);
-    uint8_t magic[2] = {0, 0};
-    FILE *f = fopen(path, "rb");
-    if (f) { CHECK(fread(magic, 1, 2, f) == 2); fclose(f); }
-    CHECK(jpeg ? magic[0] == 0xFF && magic[1] == 0xD8 : magic[0] == 0x89);
-    sdb_image_free(&src);
-    sdb_image_free(&c);
-}
-
-static void test_keep_unmasked(void)
-{
-    sdb_model *m = tiny(0);
-    if (!m) return;
-    sdb_err err;
-    for (int t = 0; t < 16; t++) {
-        int w = 33 + 2 * (int)(rnd() % 30), h = 25 + 2 * (int)(rnd() % 30);   /* odd sizes */
-        int jpeg = t & 1, soft = t >= 8;
-        sdb_image img = {0}, msk = {0}, out = {0};
-        odd_input(w, h, jpeg, &img);
-        random_mask(&msk, w, h);
-        sdb_gen_params p;
-        sdb_gen_params_default(&p);
-        p.prompt = "a street";
-        p.seed = 100 + (uint64_t)t;
-        p.steps = 2;
-        p.image = &img;
-        p.mask = &msk;
-        p.restore.keep_unmasked = 1;
-        if (soft) { p.restore.mask_dilate = 1 + t % 3; p.restore.mask_blur = 1 + t % 4; }
-        if (t % 4 == 3) p.restore.color_match = 1;
-        if (t == 5 || t == 12) p.width = p.height = 64;   /* resized to work, resized back to composite */
-        CHECK_OK(sdb_generate(m, &p, NULL, NULL, &out, NULL, &err), &err);
-        if (!out.px) { sdb_image_free(&img); sdb_image_free(&msk); continue; }
-        CHECK(out.w == w && out.h == h && out.c == 3);
-        /* zero after dilation and blur: no mask pixel within dilate + the blur kernel's reach */
-        int reach = p.restore.mask_dilate + (soft ? sdb_mask_blur_ksize(p.restore.mask_blur) / 2 : 0);
-        int differ = 0, changed = 0, zeros = 0;
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                int any = 0;
-                for (int yy = y - reach; yy <= y + reach && !any; yy++)
-                    for (int xx = x - reach; xx <= x + reach && !any; xx++)
-                        if (msk.px[refl(yy, h) * w + refl(xx, w)]) any = 1;
-                size_t i = (size_t)y * w + x;
-                if (!any) { zeros++; differ += memcmp(out.px + 3 * i, img.px + 3 * i, 3) != 0; }
-                if (msk.px[i] && memcmp(out.px + 3 * i, img.px + 3 * i, 3)) changed++;
-            }
-        CHECKF(differ == 0 && zeros > 0, "case %d (%dx%d %s): %d of %d unmasked pixels changed", t, w, h, jpeg ? "jpeg" : "png", differ, zeros);
-        CHECK(changed > 0);
-        sdb_image_free(&img); sdb_image_free(&msk); sdb_image_free(&out);
-    }
-}
-
-/* The traced tensors of one run. */
-typedef struct { char name[64]; float *x; size_t n; } tr_t;
-typedef struct { tr_t v[256]; int n; } trs_t;
-static void on_trace(void *ud, const char *name, const float *x, size_t n)
-{
-    trs_t *s = ud;
-    if (s->n >= 256 || strncmp(name, "steps/", 6) == 0) return;
-    tr_t *t = &s->v[s->n++];
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->x = malloc(n * sizeof *x);
-    memcpy(t->x, x, n * sizeof *x);
-    t->n = n;
-}
-static const tr_t *tget(const trs_t *s, const char *name)
-{
-    for (int i = 0; i < s->n; i++) if (!strcmp(s->v[i].name, name)) return &s->v[i];
-    CHECKF(0, "no trace %s", name);
-    return NULL;
-}
-static void tfree(trs_t *s) { for (int i = 0; i < s->n; i++) free(s->v[i].x); s->n = 0; }
-
-/* alphas_cumprod[t] of the scaled-linear schedule (beta 0.00085 .. 0.012, 1000 steps), in double */
-static double alpha_bar(int t)
-{
-    double a = 1.0, s0 = sqrt(0.00085), s1 = sqrt(0.012);
-    for (int i = 0; i <= t; i++) {
-        double b = s0 + (s1 - s0) * i / 999.0;
-        a *= 1.0 - b * b;
-    }
-    return a;
-}
-
-static void test_masked_content(void)
-{
-    sdb_err err;
-    sdb_image img = {0}, msk = {0};
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), &img, 0, 0, &err), &err);
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), &msk, 0, 0, &err), &err);
-    for (int legacy = 0; legacy < 2; legacy++) {
-        sdb_model *m = tiny(legacy);
-        if (!m || !img.px) return;
-        for (int mc = SDB_MC_ORIGINAL; mc <= SDB_MC_LATENT_NOTHING; mc++) {
-            if (legacy && mc != SDB_MC_LATENT_NOTHING && mc != SDB_MC_ORIGINAL) continue;
-            const double strengths[2] = {1.0, 0.6};
-            for (int si = 0; si < 2; si++) {
-                sdb_gen_params p;
-                sdb_gen_params_default(&p);
-                p.prompt = "a room";
-                p.seed = 7;
-                p.steps = 3;
-                p.strength = strengths[si];
-                p.image = &img;
-                p.mask = &msk;
-                p.restore.masked_content = (sdb_masked_content)mc;
-                trs_t s = {0};
-                sdb_image out = {0};
-                CHECK_OK(sdb_generate_ex(m, &p, NULL, NULL, on_trace, &s, &out, NULL, &err), &err);
-                const tr_t *mean = tget(&s, "vae_encode/0/mean"), *std = tget(&s, "vae_encode/0/std");
-                const tr_t *enoise = tget(&s, "vae_encode/0/noise"), *noise = tget(&s, "initial_noise");
-                const tr_t *start = tget(&s, "masked_content_latents"), *lat = tget(&s, "initial_latents");
-                const tr_t *ml = tget(&s, "mask_latents"), *ts = tget(&s, "timesteps");
-                if (!mean || !std || !enoise || !noise || !start || !lat || !ml || !ts) { tfree(&s); sdb_image_free(&out); continue; }
-                size_t n = mean->n, hw = ml->n;
-                double ab = alpha_bar((int)ts->x[0]);
-                int bad_start = 0, bad_lat = 0, masked = 0;
-                for (size_t i = 0; i < n; i++) {
-                    double x0 = (mean->x[i] + std->x[i] * enoise->x[i]) * 0.18215;   /* latent_dist.sample * sf */
-                    int in = ml->x[i % hw] > 0.5f;
-                    masked += in;
-                    double want = !in || mc == SDB_MC_ORIGINAL || mc == SDB_MC_FILL ? x0 : mc == SDB_MC_LATENT_NOISE ? noise->x[i] : 0.0;
-                    if (fabs(start->x[i] - want) > 1e-5 + 1e-5 * fabs(want)) bad_start++;
-                    double noised = sqrt(ab) * start->x[i] + sqrt(1.0 - ab) * noise->x[i];   /* DDPM add_noise */
-                    if (fabs(lat->x[i] - noised) > 1e-5 + 1e-5 * fabs(noised)) bad_lat++;
-                }
-                CHECKF(bad_start == 0 && masked > 0, "%s mc %d strength %g: %d start latents off their definition",
-                       legacy ? "4ch" : "9ch", mc, p.strength, bad_start);
-                CHECKF(bad_lat == 0, "mc %d: %d initial latents are not add_noise(start, noise, t=%g)", mc, bad_lat, ts->x[0]);
-                CHECK(out.w == 128 && out.h == 128);
-                if (mc == SDB_MC_FILL) {   /* what was encoded is the filled image (fill checked below) */
-                    const tr_t *ii = tget(&s, "init_image");
-                    sdb_image rgb = {0}, l = {0}, f = {0};
-                    CHECK_OK(sdb_image_to_rgb(&img, &rgb, &err), &err);
-                    CHECK_OK(msk.c == 1 ? sdb_image_copy(&msk, &l, &err) : sdb_image_to_l(&msk, &l, &err), &err);
-                    CHECK_OK(sdb_mask_fill(&rgb, &l, &f, &err), &err);
-                    int bad = 0, filled = 0;
-                    for (int c = 0; ii && f.px && c < 3; c++)
-                        for (int i = 0; i < 128 * 128; i++) {
-                            float want = 2.0f * ((float)f.px[3 * i + c] / 255.0f) - 1.0f;
-                            bad += ii->x[c * 128 * 128 + i] != want;
-                            filled += l.px[i] && f.px[3 * i + c] != rgb.px[3 * i + c];
-                        }
-                    CHECK(bad == 0 && filled > 0);
-                    sdb_image_free(&rgb); sdb_image_free(&l); sdb_image_free(&f);
-                }
-                tfree(&s);
-                sdb_image_free(&out);
-            }
-        }
-    }
     /* fill: a uniform surround fills the hole with its colour; the rest of the image is untouched */
     sdb_image u = {0}, hole = {0}, f = {0};
     CHECK_OK(sdb_image_alloc(&u, 57, 41, 3, &err), &err);
@@ -386,8 +190,8 @@ static void test_masked_content(void)
     }
     CHECKF(off == 0 && moved == 0, "fill: %d hole pixels not the surround's colour, %d outside pixels changed", off, moved);
     sdb_image_free(&u); sdb_image_free(&hole); sdb_image_free(&f);
-    sdb_image_free(&img); sdb_image_free(&msk);
 }
+
 
 /* ---- formats, alpha ----------------------------------------------------------------------------- */
 
@@ -547,78 +351,6 @@ static void test_alpha(void)
     sdb_image_free(&rgb); sdb_image_free(&rgba); sdb_image_free(&msk);
 }
 
-/* The CLI end to end: the restoration flags and a .jpg output. */
-static void test_cli(void)
-{
-    char args[4096], out[8192];
-    const char *dir = sdb_t_tmpdir();
-    snprintf(args, sizeof args, "generate --model %s --image %s --mask %s --prompt x --steps 2 --seed 3 "
-             "--keep-unmasked --mask-dilate 2 --mask-blur 3 --color-match --masked-content fill "
-             "--inpaint-area masked --only-masked-size 64 --output %s/cli.jpg --jpeg-quality 90 -q",
-             sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_192x128.png"),
-             sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"), dir);
-    int rc = sdb_t_sdbatch(args, out, sizeof out);
-    CHECKF(rc == 0, "%s", out);
-    char path[700];
-    snprintf(path, sizeof path, "%s/cli.jpg", dir);
-    sdb_image im = {0};
-    sdb_err err;
-    CHECK_OK(sdb_image_load(path, &im, 0, 0, &err), &err);
-    CHECK(im.w == 192 && im.h == 128 && im.c == 3);
-    sdb_image_free(&im);
-    snprintf(args, sizeof args, "generate --model %s --image %s --mask alpha --prompt x --output %s/a.png",
-             sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), dir);
-    rc = sdb_t_sdbatch(args, out, sizeof out);
-    CHECKF(rc != 0 && strstr(out, "alpha channel"), "%s", out);
-    snprintf(args, sizeof args, "generate --model m --prompt x --output %s/a.tif", dir);
-    CHECK(sdb_t_sdbatch(args, out, sizeof out) == 2 && strstr(out, ".png, .jpg or .jpeg"));
-
-    /* `sdbatch run`: options from defaults, a .jpg output, an RGBA input through `mask: alpha` */
-    sdb_err err2;
-    sdb_image rgba = {0};
-    CHECK_OK(sdb_image_load(sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), &rgba, 3, 0, &err2), &err2);
-    sdb_image a4 = {0};
-    CHECK_OK(sdb_image_alloc(&a4, 128, 128, 4, &err2), &err2);
-    for (int i = 0; i < 128 * 128 && rgba.px; i++) {
-        memcpy(a4.px + 4 * i, rgba.px + 3 * i, 3);
-        a4.px[4 * i + 3] = (i % 128 > 40 && i % 128 < 70 && i / 128 > 50 && i / 128 < 80) ? 0 : 255;
-    }
-    char ipath[700], man[4096], mpath[700];
-    snprintf(ipath, sizeof ipath, "%s/rgba.png", dir);
-    CHECK_OK(sdb_image_write(ipath, &a4, NULL, 0, &err2), &err2);
-    snprintf(man, sizeof man, "version: 1\nmodel: %s\noutput_dir: %s/out\ndefaults:\n  prompt: x\n  steps: 2\n"
-             "  keep_unmasked: true\n  mask_dilate: 2\n  mask_blur: 2\n  color_match: true\n"
-             "jobs:\n  - id: j\n    image: %s\n    mask: %s\n    output: j.jpg\n    jpeg_quality: 70\n"
-             "  - id: a\n    image: %s\n    mask: alpha\n",
-             sdb_t_path("models/tiny-sd-inpaint"), dir, sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
-             sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), ipath);
-    snprintf(mpath, sizeof mpath, "%s/m.yaml", dir);
-    CHECK_OK(sdb_write_file_atomic(mpath, man, strlen(man), &err2), &err2);
-    snprintf(args, sizeof args, "run %s", mpath);
-    rc = sdb_t_sdbatch(args, out, sizeof out);
-    CHECKF(rc == 0, "%s", out);
-    sdb_image o = {0};
-    snprintf(path, sizeof path, "%s/out/j.jpg", dir);
-    CHECK_OK(sdb_image_load(path, &o, 0, 0, &err2), &err2);
-    CHECK(o.w == 128 && o.c == 3);
-    sdb_image_free(&o);
-    snprintf(path, sizeof path, "%s/out/a.png", dir);
-    CHECK_OK(sdb_image_load(path, &o, 0, 0, &err2), &err2);
-    int same = 0, opaque = 0;
-    for (int i = 0; i < 128 * 128 && o.px && o.c == 3; i++)
-        if (i % 128 < 33 || i % 128 > 77 || i / 128 < 43 || i / 128 > 87) {   /* beyond dilate 2 + blur reach 6 */
-            opaque++;
-            same += !memcmp(o.px + 3 * i, a4.px + 4 * i, 3);
-        }
-    CHECKF(o.c == 3 && opaque > 0 && same == opaque, "mask: alpha through run: %d of %d opaque pixels kept", same, opaque);
-    sdb_image_free(&o);
-    /* run again: nothing to redo */
-    rc = sdb_t_sdbatch(args, out, sizeof out);
-    CHECKF(rc == 0 && !strstr(out, "done j"), "%s", out);
-    sdb_image_free(&rgba);
-    sdb_image_free(&a4);
-}
-
 int main(void)
 {
     RUN(test_dilate_brute_force);
@@ -626,9 +358,8 @@ int main(void)
     RUN(test_lab_and_color_match);
     RUN(test_jpeg_output);
     RUN(test_png16);
-    RUN(test_keep_unmasked);
     RUN(test_masked_content);
+    RUN(test_fill);
     RUN(test_alpha);
-    RUN(test_cli);
     return sdb_t_done();
 }
