@@ -50,6 +50,7 @@ static void usage(FILE *f)
 "                          weights' RAM; an F16 model gives the same image, an F32 one is\n"
 "                          rounded to half); default f32\n"
 "  --output PATH           the image to write (atomically): .png, or .jpg/.jpeg\n"
+"  -q, --quiet             no progress bar\n"
 "\n"
 "Restoration options (the manifest keys of the same names; all off = diffusers' pipeline exactly):\n"
 "  --keep-unmasked         pixels outside the mask come back bit-identical (composite over the\n"
@@ -62,8 +63,7 @@ static void usage(FILE *f)
 "  --inpaint-area AREA     whole | masked: masked works on a crop around the mask (padded by\n"
 "                          --padding-mask-crop, default 32) and pastes it back\n"
 "  --only-masked-size N    working size (N x N) of that crop (default: the model's native size)\n"
-"  --jpeg-quality N        1..100 for a .jpg output (default 80)\n"
-"  -q, --quiet             no progress bar\n", sdb_sched_names());
+"  --jpeg-quality N        1..100 for a .jpg output (default 80)\n", sdb_sched_names());
 }
 
 static volatile sig_atomic_t g_stop; /* set by the signal handler (CLI only, never in the library) */
