@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 #include "sdb/arena.h"
+#include "sdb/config.h"
 #include "sdb/error.h"
 #include "sdb/weights.h"
 
@@ -39,11 +40,15 @@ typedef struct sdb_clip sdb_clip;
 /* Reads a transformers CLIPTextConfig (text_encoder/config.json; missing keys take
  * transformers' defaults). */
 int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err *err);
+/* The same from a parsed config (e.g. one inferred from a checkpoint's tensors, ldm_infer.h). */
+int sdb_clip_config_parse(sdb_clip_config *cfg, const sdb_config *c, sdb_err *err);
 
 /* Builds the model from its config file and weights. `w` is borrowed: it must stay open until
  * sdb_clip_free (F32 weights are used in place in its mapping). Every tensor is checked by name
  * and shape here, so a forward cannot fail on a missing weight. */
 int sdb_clip_load(sdb_clip **out, const char *config_path, sdb_weights *w, sdb_err *err);
+/* The same with a parsed config. */
+int sdb_clip_load_config(sdb_clip **out, const sdb_config *cfg, sdb_weights *w, sdb_err *err);
 /* Same from a diffusers text_encoder/ folder: config.json and model.safetensors (or, when that
  * is absent, the fp16 variant model.fp16.safetensors); the model owns the open file. */
 int sdb_clip_load_dir(sdb_clip **out, const char *text_encoder_dir, sdb_err *err);

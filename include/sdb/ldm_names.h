@@ -71,5 +71,8 @@ int sdb_ldm_is_conv_linear(const char *name);
 int sdb_ldm_unet_weights(sdb_weights *w, sdb_st *st, const sdb_config *unet_cfg, sdb_err *err);
 struct sdb_vae_config;
 int sdb_ldm_vae_weights(sdb_weights *w, sdb_st *st, const struct sdb_vae_config *vcfg, sdb_err *err);
+/* The same with another prefix: "" for a separate VAE file (vae-ft-mse-840000-ema-pruned's layout). */
+int sdb_ldm_vae_weights_prefix(sdb_weights *w, sdb_st *st, const struct sdb_vae_config *vcfg, const char *prefix,
+                               sdb_err *err);
 
 #endif

@@ -17,9 +17,16 @@
 typedef struct sdb_model sdb_model;
 
 typedef struct sdb_model_opts {
-    const char *tokenizer_dir; /* single-file checkpoints: the tokenizer folder (NULL = beside it) */
+    const char *tokenizer_dir; /* single-file checkpoints: the tokenizer folder (NULL = looked for:
+                                  see sdb_tokenizer_find in model_find.h) */
     const char *config_dir;    /* single-file checkpoints: a diffusers folder with the configs
-                                  (NULL = beside it, else the built-in SD 1.5 inpainting configs) */
+                                  (NULL = inferred from the tensors, SD 1.x: see ldm_infer.h) */
+    const char *vae_path;      /* a separate VAE instead of the model's own: a single-file VAE
+                                  (LDM names, with or without "first_stage_model.") or a diffusers
+                                  vae/ folder; part of sdb_model_id (NULL = the model's own) */
+    const char *base_dir;      /* the tokenizer search's models/ folder is base_dir/models (NULL = .) */
+    const char *models_path;   /* $SDB_MODELS (colon-separated models folders), or NULL */
+    const char *tokenizer_env; /* $SDB_TOKENIZER, or NULL */
     int threads;               /* 0 = leave as is */
     int weights_f16;           /* keep the weight matrices as IEEE half in memory (see weights.h):
                                   F16 files are then used in place (same results, about half the
@@ -40,6 +47,17 @@ void sdb_model_free(sdb_model *m);
  * the U-Net file for folders) — computed lazily. */
 const char *sdb_model_id(sdb_model *m);
 const char *sdb_model_short_hash(sdb_model *m);
+/* With a separate VAE in use: A1111's "VAE hash" (first 10 hex digits of the SHA-256 of the VAE
+ * file, or of a VAE folder's weights file) and the path given; NULL without one. */
+const char *sdb_model_vae_short_hash(sdb_model *m);
+const char *sdb_model_vae_path(const sdb_model *m);
+/* Makes `path` (as sdb_model_opts.vae_path) the VAE in use from now on; NULL = the model's own.
+ * Loads it unless it is already the one in use; sdb_model_id stays the id of the model as loaded
+ * (a caller that switches VAEs accounts for them itself, e.g. with sdb_vae_source_id). */
+int sdb_model_set_vae(sdb_model *m, const char *path, const sdb_log *log, sdb_err *err);
+/* An id of a separate VAE's weights without loading it (SHA-256 hex over its file's header and
+ * samples, as sdb_model_id hashes weight files). */
+int sdb_vae_source_id(const char *path, char hex[65], sdb_err *err);
 /* 9 for inpainting U-Nets, 4 otherwise. */
 int sdb_model_unet_channels(const sdb_model *m);
 const char *sdb_model_default_scheduler(const sdb_model *m);

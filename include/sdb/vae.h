@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include "sdb/arena.h"
+#include "sdb/config.h"
 #include "sdb/error.h"
 #include "sdb/profile.h"
 #include "sdb/weights.h"
@@ -46,6 +47,8 @@ typedef struct sdb_vae_config {
 /* Reads and validates vae/config.json (only DownEncoderBlock2D / UpDecoderBlock2D, act_fn silu,
  * channel counts divisible by the group count...); errors name the file and field. */
 int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *err);
+/* The same from a parsed config (e.g. one inferred from a checkpoint's tensors, ldm_infer.h). */
+int sdb_vae_config_parse(sdb_vae_config *cfg, const sdb_config *c, sdb_err *err);
 /* SD 1.x's vae/config.json (runwayml/stable-diffusion-inpainting), for single-file checkpoints
  * without a config folder. */
 void sdb_vae_config_sd15(sdb_vae_config *cfg);

@@ -27,6 +27,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out);
 /* --weights f32|f16 -> *weights_f16 (sdb_model_opts.weights_f16); -1 after a usage error. */
 int cli_parse_weights(const char *cmd, const char *s, int *weights_f16);
+/* The model options every model-loading command shares: resolves `model` and `vae` (NULL = none;
+ * bare names in ./models and $SDB_MODELS, see model_find.h) into *model_path / *vae_path (malloc'd;
+ * mo->vae_path points at the latter) and takes $SDB_MODELS and $SDB_TOKENIZER from the environment. */
+struct sdb_model_opts;
+int cli_model_opts(const char *model, const char *vae, struct sdb_model_opts *mo, char **model_path,
+                   char **vae_path, sdb_err *err);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
 /* sigaction(sig) with `handler`, an empty mask and sa_flags (e.g. SA_RESTART). */
 void cli_handle_signal(int sig, void (*handler)(int), int sa_flags);

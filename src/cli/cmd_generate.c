@@ -27,9 +27,16 @@ static void usage(FILE *f)
 "Runs Stable Diffusion 1.x once, as diffusers' pipelines do: inpainting with --image and --mask,\n"
 "img2img with --image alone, txt2img with neither.\n"
 "\n"
-"  --model PATH            diffusers pipeline folder, or a single-file .safetensors checkpoint\n"
-"  --config DIR            (single file) folder with the component configs (default: beside it)\n"
-"  --tokenizer DIR         (single file) tokenizer folder (default: DIR/tokenizer)\n"
+"  --model PATH            diffusers pipeline folder, or a single-file .safetensors checkpoint;\n"
+"                          a bare NAME is looked up as models/NAME[.safetensors], then in the\n"
+"                          folders of $SDB_MODELS (colon-separated)\n"
+"  --config DIR            (single file) a diffusers folder whose configs to use (default: SD 1.x's,\n"
+"                          inferred from the file's tensors)\n"
+"  --tokenizer DIR         (single file) tokenizer folder (default: tokenizer/ beside the file, else\n"
+"                          DIR/tokenizer of --config, models/tokenizer, $SDB_MODELS/*/tokenizer,\n"
+"                          $SDB_TOKENIZER)\n"
+"  --vae PATH              a separate VAE: single-file .safetensors or diffusers vae/ folder (or a\n"
+"                          bare name, as --model); adds VAE hash to the PNG parameters\n"
 "  --prompt TEXT           what to paint\n"
 "  --negative-prompt TEXT  what to avoid (default: none)\n"
 "  --image PATH            input image (PNG or JPEG)\n"
@@ -106,14 +113,14 @@ int cmd_generate(int argc, char **argv)
         {"height", required_argument, 0, 'H'}, {"padding-mask-crop", required_argument, 0, 'P'},
         {"threads", required_argument, 0, 'T'}, {"output", required_argument, 0, 'o'},
         {"tokenizer", required_argument, 0, 'z'}, {"config", required_argument, 0, 'c'},
-        {"weights", required_argument, 0, 'w'},
+        {"weights", required_argument, 0, 'w'}, {"vae", required_argument, 0, 'V'},
         /* issue 17: restoration options */
         {"keep-unmasked", no_argument, 0, 1001}, {"mask-blur", required_argument, 0, 1002},
         {"mask-dilate", required_argument, 0, 1003}, {"masked-content", required_argument, 0, 1004},
         {"color-match", no_argument, 0, 1005}, {"inpaint-area", required_argument, 0, 1006},
         {"only-masked-size", required_argument, 0, 1007}, {"jpeg-quality", required_argument, 0, 1008},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
+    const char *model = NULL, *vae = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
     sdb_model_opts mopts = {0};
     sdb_gen_params p;
     sdb_gen_params_default(&p);
@@ -142,6 +149,7 @@ int cmd_generate(int argc, char **argv)
         case 'o': output = optarg; break;
         case 'z': mopts.tokenizer_dir = optarg; break;
         case 'c': mopts.config_dir = optarg; break;
+        case 'V': vae = optarg; break;
         case 'w':
             if (cli_parse_weights("generate", optarg, &mopts.weights_f16)) return EXIT_USAGE;
             break;
@@ -214,7 +222,12 @@ int cmd_generate(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     sdb_model *m = NULL;
-    if ((rc = sdb_model_load(&m, model, &mopts, &log, &err))) {
+    char *model_path = NULL, *vae_path = NULL;
+    if ((rc = cli_model_opts(model, vae, &mopts, &model_path, &vae_path, &err)) == 0)
+        rc = sdb_model_load(&m, model_path, &mopts, &log, &err);
+    free(model_path);
+    free(vae_path);
+    if (rc) {
         sdb_image_free(&image); sdb_image_free(&mask);
         return cli_error("generate", &err);
     }

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 #include "sdb/cpu.h"
+#include "sdb/model_find.h"
 #include "sdb/pipeline.h"
 
 #include <stdarg.h>
@@ -71,6 +72,18 @@ int cli_parse_weights(const char *cmd, const char *s, int *weights_f16)
     }
     *weights_f16 = v;
     return 0;
+}
+
+int cli_model_opts(const char *model, const char *vae, sdb_model_opts *mo, char **model_path, char **vae_path,
+                   sdb_err *err)
+{
+    *model_path = *vae_path = NULL;
+    mo->models_path = getenv("SDB_MODELS");
+    mo->tokenizer_env = getenv("SDB_TOKENIZER");
+    int rc = sdb_model_resolve(model, NULL, mo->models_path, "model", model_path, err);
+    if (!rc && vae) rc = sdb_model_resolve(vae, NULL, mo->models_path, "vae", vae_path, err);
+    mo->vae_path = *vae_path;
+    return rc;
 }
 
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out)

@@ -48,6 +48,17 @@ int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err 
     sdb_config c;
     int rc = sdb_config_load(&c, config_path, err);
     if (rc) return rc;
+    rc = sdb_clip_config_parse(cfg, &c, err);
+    sdb_config_free(&c);
+    return rc;
+}
+
+int sdb_clip_config_parse(sdb_clip_config *cfg, const sdb_config *cp, sdb_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const sdb_config c = *cp;
+    const char *config_path = c.path;
+    int rc = 0;
     /* defaults: transformers' CLIPTextConfig */
     if (!rc) rc = sdb_config_int_range(&c, "vocab_size", 49408, 1, 100000000, &cfg->vocab_size, err);
     if (!rc) rc = sdb_config_int_range(&c, "hidden_size", 512, 1, 65536, &cfg->hidden_size, err);
@@ -69,7 +80,6 @@ int sdb_clip_config_load(sdb_clip_config *cfg, const char *config_path, sdb_err 
     if (!rc && cfg->hidden_size % cfg->num_attention_heads)
         rc = sdb_fail(err, SDB_EFORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d",
                       config_path, cfg->hidden_size, cfg->num_attention_heads);
-    sdb_config_free(&c);
     return rc;
 }
 
@@ -122,25 +132,36 @@ static void emb_row(const sdb_wmat *e, size_t r, int H, int add, float *dst)
     }
 }
 
-static int clip_build(sdb_clip *m, const char *config_path, sdb_err *err)
+/* cfg_path or, when it is NULL, cfg */
+static int clip_build(sdb_clip *m, const char *config_path, const sdb_config *cfg, sdb_err *err)
 {
-    int rc = sdb_clip_config_load(&m->cfg, config_path, err);
+    int rc = config_path ? sdb_clip_config_load(&m->cfg, config_path, err) : sdb_clip_config_parse(&m->cfg, cfg, err);
     if (rc) return rc;
     m->layers = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->layers);
     if (!m->layers) return sdb_fail(err, SDB_ENOMEM, "out of memory");
     return load_weights(m, err);
 }
 
-int sdb_clip_load(sdb_clip **out, const char *config_path, sdb_weights *w, sdb_err *err)
+static int clip_load(sdb_clip **out, const char *config_path, const sdb_config *cfg, sdb_weights *w, sdb_err *err)
 {
     *out = NULL;
     sdb_clip *m = calloc(1, sizeof *m);
     if (!m) return sdb_fail(err, SDB_ENOMEM, "out of memory");
     m->w = w;
-    int rc = clip_build(m, config_path, err);
+    int rc = clip_build(m, config_path, cfg, err);
     if (rc) { sdb_clip_free(m); return rc; }
     *out = m;
     return 0;
+}
+
+int sdb_clip_load(sdb_clip **out, const char *config_path, sdb_weights *w, sdb_err *err)
+{
+    return clip_load(out, config_path, NULL, w, err);
+}
+
+int sdb_clip_load_config(sdb_clip **out, const sdb_config *cfg, sdb_weights *w, sdb_err *err)
+{
+    return clip_load(out, NULL, cfg, w, err);
 }
 
 int sdb_clip_load_dir(sdb_clip **out, const char *dir, sdb_err *err)
@@ -160,7 +181,7 @@ int sdb_clip_load_dir(sdb_clip **out, const char *dir, sdb_err *err)
     if (!rc) {
         m->owns_w = 1;
         m->w = &m->own_w;
-        rc = clip_build(m, cfg, err);
+        rc = clip_build(m, cfg, NULL, err);
     }
     free(cfg);
     free(p32);

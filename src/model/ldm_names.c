@@ -280,12 +280,18 @@ int sdb_ldm_is_conv_linear(const char *name)
 
 int sdb_ldm_vae_weights(sdb_weights *w, sdb_st *st, const struct sdb_vae_config *vcfg, sdb_err *err)
 {
+    return sdb_ldm_vae_weights_prefix(w, st, vcfg, SDB_LDM_VAE_PREFIX, err);
+}
+
+int sdb_ldm_vae_weights_prefix(sdb_weights *w, sdb_st *st, const struct sdb_vae_config *vcfg, const char *prefix,
+                               sdb_err *err)
+{
     if (vcfg->n_blocks < 1 || vcfg->n_blocks > SDB_LDM_MAX_BLOCKS)
         return sdb_fail(err, SDB_EUNSUPPORTED, "vae: %d blocks: the LDM layout supports 1 to %d", vcfg->n_blocks, SDB_LDM_MAX_BLOCKS);
     sdb_ldm_vae_layout *l = malloc(sizeof *l);
     if (!l) return sdb_fail(err, SDB_ENOMEM, "out of memory");
     l->n_blocks = vcfg->n_blocks;
-    sdb_weights_wrap(w, st, "vae", SDB_LDM_VAE_PREFIX, NULL);
+    sdb_weights_wrap(w, st, "vae", prefix, NULL);
     sdb_weights_set_map_ctx(w, sdb_ldm_vae_name_ctx, l, 1);
     return 0;
 }

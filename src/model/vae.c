@@ -125,6 +125,16 @@ int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *e
     memset(cfg, 0, sizeof *cfg);
     int rc = sdb_config_load(&c, config_path, err);
     if (rc) return rc;
+    rc = sdb_vae_config_parse(cfg, &c, err);
+    sdb_config_free(&c);
+    return rc;
+}
+
+int sdb_vae_config_parse(sdb_vae_config *cfg, const sdb_config *cp, sdb_err *err)
+{
+    const sdb_config c = *cp;
+    memset(cfg, 0, sizeof *cfg);
+    int rc = 0;
     const char *s;
     const char *types[SDB_VAE_MAX_BLOCKS + 1];
     long long boc[SDB_VAE_MAX_BLOCKS + 1];
@@ -204,7 +214,6 @@ int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *e
             }
     }
 out:
-    sdb_config_free(&c);
     return rc;
 }
 

@@ -486,14 +486,23 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
     if (r->color_match) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Color correction: True");
     if (r->keep_unmasked) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Keep unmasked: True");
     if (r->mask_from_alpha) eo += snprintf(extra + eo, sizeof extra - (size_t)eo, ", Mask: alpha");
-    size_t n = strlen(p->prompt) + (p->negative_prompt ? strlen(p->negative_prompt) : 0) + 512;
+    size_t n = strlen(p->prompt) + (p->negative_prompt ? strlen(p->negative_prompt) : 0) + 1536;
     char *txt = malloc(n);
     if (txt) {
         int o = snprintf(txt, n, "%s\n", p->prompt);
         if (p->negative_prompt && p->negative_prompt[0]) o += snprintf(txt + o, n - (size_t)o, "Negative prompt: %s\n", p->negative_prompt);
-        snprintf(txt + o, n - (size_t)o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model hash: %s%s",
-                 p->steps, sampler, p->guidance_scale, (unsigned long long)p->seed, width, height,
-                 sdb_model_short_hash(m), extra);
+        o += snprintf(txt + o, n - (size_t)o, "Steps: %d, Sampler: %s, CFG scale: %g, Seed: %llu, Size: %dx%d, Model hash: %s",
+                      p->steps, sampler, p->guidance_scale, (unsigned long long)p->seed, width, height,
+                      sdb_model_short_hash(m));
+        const char *vh = sdb_model_vae_short_hash(m);
+        if (vh) { /* A1111: "VAE hash: <sha256[:10]>, VAE: <file name>" */
+            const char *vp = sdb_model_vae_path(m), *slash = strrchr(vp, '/');
+            char name[256];
+            snprintf(name, sizeof name, "%s", slash && slash[1] ? slash + 1 : vp);
+            for (char *c = name; *c; c++) if (*c == ',' || *c == '\n') *c = '_'; /* keep the list parseable */
+            o += snprintf(txt + o, n - (size_t)o, ", VAE hash: %s, VAE: %s", vh, name);
+        }
+        snprintf(txt + o, n - (size_t)o, "%s", extra);
     }
     if (s) sdb_sched_free(s);
     return txt;
