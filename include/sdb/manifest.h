@@ -25,6 +25,7 @@ typedef enum {
     /* issue 17: restoration options */
     SDB_JK_KEEP_UNMASKED, SDB_JK_MASK_BLUR, SDB_JK_MASK_DILATE, SDB_JK_MASKED_CONTENT, SDB_JK_COLOR_MATCH,
     SDB_JK_INPAINT_AREA, SDB_JK_ONLY_MASKED_SIZE, SDB_JK_JPEG_QUALITY,
+    SDB_JK_VAE,             /* issue 16: a separate VAE */
     SDB_JK_COUNT
 } sdb_job_key;
 const char *sdb_job_key_name(sdb_job_key k);
@@ -45,6 +46,7 @@ typedef struct sdb_job_spec {
     int width, height;      /* 0 = the input's own size */
     int padding_mask_crop;
     char *output;           /* output path: .png, .jpg or .jpeg */
+    char *vae;              /* a separate VAE (file or folder, resolved like the model); NULL = the model's own */
     /* issue 17: restoration options, 0 = unset (diffusers' behaviour); part of params_hash only
      * when nonzero, so the identities of jobs without them do not change */
     int keep_unmasked, mask_blur, mask_dilate, color_match, only_masked_size, jpeg_quality;
@@ -64,10 +66,14 @@ typedef struct sdb_manifest {
     char *path;        /* as given */
     char *dir;         /* its folder */
     int version;
-    char *model;       /* resolved model path */
+    char *model;       /* resolved model path (a bare name looked up in models/ folders: model_find.h) */
+    char *model_name;  /* as written */
     sdb_pos model_pos;
-    char *model_config;   /* single-file checkpoints: a diffusers folder with the configs (NULL = beside it) */
-    char *tokenizer;      /* single-file checkpoints: the tokenizer folder (NULL = <configs>/tokenizer) */
+    char *model_config;   /* single-file checkpoints: a diffusers folder with the configs (NULL = inferred
+                             from the tensors, SD 1.x) */
+    char *tokenizer;      /* single-file checkpoints: the tokenizer folder: as written, else the one found
+                             (sdb_tokenizer_find from the manifest's folder; NULL = <model_config>/tokenizer,
+                             or none found) */
     sdb_pos model_config_pos, tokenizer_pos;
     char *output_dir;  /* resolved */
     sdb_job_spec *jobs;

@@ -12,6 +12,7 @@
  *     checked again (same result, the errors file is rewritten).
  */
 #include "sdb/daemon.h"
+#include "sdb/model_find.h"
 #include "sdb/fsutil.h"
 #include "sdb/store.h"
 
@@ -402,7 +403,9 @@ static char *yaml_dquote(const char *s)
     return o;
 }
 
-static void maybe_rewrite(repls *rs, yaml_document_t *doc, int vid, const char *text, const char *dir)
+/* model_like: a `model:` / `vae:` value, whose bare name is looked up in models/ folders beside
+ * the manifest (model_find.h) before the manifest leaves its folder */
+static void maybe_rewrite(repls *rs, yaml_document_t *doc, int vid, const char *text, const char *dir, int model_like)
 {
     yaml_node_t *v = yaml_document_get_node(doc, vid);
     const char *s = node_str(v);
@@ -410,7 +413,9 @@ static void maybe_rewrite(repls *rs, yaml_document_t *doc, int vid, const char *
     size_t a = v->start_mark.index, b = v->end_mark.index;
     if (b <= a || strchr("&!*", text[a])) return;   /* anchored / tagged / alias: leave it */
     if (seen_node(rs, vid)) return;
-    char *abs = abs_norm(dir, s);
+    char *abs = NULL;
+    sdb_err e;
+    if (!model_like || sdb_model_resolve(s, dir, getenv("SDB_MODELS"), "model", &abs, &e) != 0) abs = abs_norm(dir, s);
     char *q = abs ? yaml_dquote(abs) : NULL;
     free(abs);
     if (!q) return;
@@ -431,8 +436,8 @@ static void rewrite_job_map(repls *rs, yaml_document_t *doc, yaml_node_t *mp, co
         const char *k = node_str(yaml_document_get_node(doc, pr->key));
         const char *v = node_str(yaml_document_get_node(doc, pr->value));
         if (k && !strcmp(k, "mask") && v && !strcmp(v, "alpha")) continue;   /* `mask: alpha` is no path (issue 17) */
-        if (k && (!strcmp(k, "image") || !strcmp(k, "mask") || !strcmp(k, "glob")))
-            maybe_rewrite(rs, doc, pr->value, text, dir);
+        if (k && (!strcmp(k, "image") || !strcmp(k, "mask") || !strcmp(k, "glob") || !strcmp(k, "vae")))
+            maybe_rewrite(rs, doc, pr->value, text, dir, !strcmp(k, "vae"));
     }
 }
 
@@ -457,7 +462,7 @@ int sdb_spool_rewrite_paths(const char *text, size_t len, const char *dir, char 
             yaml_node_t *v = yaml_document_get_node(&doc, pr->value);
             if (!k || !v) continue;
             if (!strcmp(k, "model") || !strcmp(k, "output_dir") || !strcmp(k, "model_config") || !strcmp(k, "tokenizer"))
-                maybe_rewrite(&rs, &doc, pr->value, text, dir);
+                maybe_rewrite(&rs, &doc, pr->value, text, dir, !strcmp(k, "model"));
             else if (!strcmp(k, "defaults")) rewrite_job_map(&rs, &doc, v, text, dir);
             else if (!strcmp(k, "jobs") && v->type == YAML_SEQUENCE_NODE)
                 for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++)

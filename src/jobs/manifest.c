@@ -9,6 +9,9 @@
 #include "sdb/manifest.h"
 #include "sdb/config.h"
 #include "sdb/fsutil.h"
+#include "sdb/ldm_infer.h"
+#include "sdb/model_find.h"
+#include "sdb/pipeline.h"
 #include "sdb/safetensors.h"
 
 #include "sdb/image.h"
@@ -31,7 +34,9 @@ static const char *const key_names[SDB_JK_COUNT] = {
     "strength", "scheduler", "eta", "width", "height", "padding_mask_crop", "output",
     /* issue 17 */
     "keep_unmasked", "mask_blur", "mask_dilate", "masked_content", "color_match", "inpaint_area",
-    "only_masked_size", "jpeg_quality"};
+    "only_masked_size", "jpeg_quality",
+    /* issue 16 */
+    "vae"};
 
 const char *const sdb_scheduler_names[] = {"pndm", "ddim", "euler", "euler_a", "lms", "dpmpp_2m",
                                            "dpmpp_2m_karras", NULL};
@@ -350,6 +355,12 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
                 ok = -1;
             }
             break;
+        case SDB_JK_VAE:
+            if ((ok = get_string(c, vn, k, &sv)) == 0) {
+                if (!sv[0]) { ERR(c->m, npos(vn), "'vae' must not be empty"); ok = -1; }
+                else f->str[ki] = sv;
+            }
+            break;
         case SDB_JK_PROMPT: case SDB_JK_NEGATIVE_PROMPT:
             if ((ok = get_string(c, vn, k, &sv)) == 0) f->str[ki] = sv;
             break;
@@ -548,6 +559,17 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     }
     j.negative_prompt = strdup(PICK(SDB_JK_NEGATIVE_PROMPT) ? PICK(SDB_JK_NEGATIVE_PROMPT)->str[SDB_JK_NEGATIVE_PROMPT] : "");
     if (PICK(SDB_JK_SCHEDULER)) j.scheduler = xstrdup(PICK(SDB_JK_SCHEDULER)->str[SDB_JK_SCHEDULER]);
+    if (PICK(SDB_JK_VAE)) {
+        const char *v = PICK(SDB_JK_VAE)->str[SDB_JK_VAE];
+        sdb_err ve;
+        if (sdb_model_resolve(v, m->dir, getenv("SDB_MODELS"), "vae", &j.vae, &ve) != 0) {
+            j.vae = abs_path(m->dir, v); /* missing: the check reports it for this job alone */
+        } else {
+            char *a = abs_path(NULL, j.vae);   /* the state and the daemon's spool need it absolute */
+            free(j.vae);
+            j.vae = a;
+        }
+    }
     const fields *sd = PICK(SDB_JK_SEED);
     if (!sd || sd->seed_auto) { j.seed_auto = 1; j.seed = j.id ? sdb_seed_from_id(j.id) : 0; }
     else j.seed = (uint64_t)sd->ival[SDB_JK_SEED];
@@ -693,6 +715,27 @@ static void expand_job(ctx *c, const fields *d, const fields *f)
 
 /* ---- top level ---------------------------------------------------------------------------- */
 
+static int is_single_file(const char *model) { return model && !sdb_is_dir(model) && sdb_file_exists(model); }
+
+/* A single-file model's tokenizer when the manifest names none and model_config has none: looked
+ * for from the manifest's folder (model_find.h); check_model reports when there is none. */
+static void find_tokenizer(sdb_manifest *m)
+{
+    if (m->tokenizer || !is_single_file(m->model)) return;
+    if (m->model_config) {
+        char *t = sdb_path_join(m->model_config, "tokenizer");
+        int has = t && sdb_is_dir(t);
+        free(t);
+        if (has) return;
+    }
+    char *found = NULL;
+    sdb_err e;
+    if (sdb_tokenizer_find(m->model, m->dir, getenv("SDB_MODELS"), getenv("SDB_TOKENIZER"), &found, &e) == 0) {
+        m->tokenizer = abs_path(NULL, found);
+        free(found);
+    }
+}
+
 static void parse_root(ctx *c, yaml_node_t *root)
 {
     sdb_manifest *m = c->m;
@@ -730,11 +773,21 @@ static void parse_root(ctx *c, yaml_node_t *root)
     const char *s;
     if (!model) ERR(m, top, "missing 'model' (a diffusers folder or a .safetensors checkpoint)");
     else if (get_string(c, model, "model", &s) == 0) {
-        m->model = abs_path(m->dir, s);
+        char *found = NULL;
+        sdb_err me;
+        m->model_name = strdup(s);
+        /* a bare name found in models/ (else the path as written: check_model reports it) */
+        if (sdb_model_resolve(s, m->dir, getenv("SDB_MODELS"), "model", &found, &me) == 0) {
+            m->model = abs_path(NULL, found);
+            free(found);
+        } else {
+            m->model = abs_path(m->dir, s);
+        }
         m->model_pos = npos(model);
     }
     if (mcfg && get_string(c, mcfg, "model_config", &s) == 0) { m->model_config = abs_path(m->dir, s); m->model_config_pos = npos(mcfg); }
     if (tok && get_string(c, tok, "tokenizer", &s) == 0) { m->tokenizer = abs_path(m->dir, s); m->tokenizer_pos = npos(tok); }
+    find_tokenizer(m);
     if (prio) {   /* the daemon's queue order (src/jobs/daemon.c); nothing else reads it */
         long long pv;
         (void)get_int(c, prio, "priority", -1000000, 1000000, &pv);
@@ -824,12 +877,12 @@ void sdb_manifest_free(sdb_manifest *m)
     for (int i = 0; i < m->n_jobs; i++) {
         sdb_job_spec *j = &m->jobs[i];
         free(j->id); free(j->image); free(j->mask); free(j->prompt); free(j->negative_prompt);
-        free(j->scheduler); free(j->output); free(j->bad_input);
+        free(j->scheduler); free(j->output); free(j->bad_input); free(j->vae);
     }
     free(m->jobs);
     for (int i = 0; i < m->n_diags; i++) free(m->diags[i].text);
     free(m->diags);
-    free(m->path); free(m->dir); free(m->model); free(m->output_dir); free(m->model_config); free(m->tokenizer);
+    free(m->path); free(m->dir); free(m->model); free(m->model_name); free(m->output_dir); free(m->model_config); free(m->tokenizer);
     memset(m, 0, sizeof *m);
 }
 
@@ -899,7 +952,32 @@ static input *input_get(inputs *in, const char *path, int decode)
     return e;
 }
 
-static void hash_job(sdb_job_spec *j, const input *img, const input *mask)
+/* The ids of the separate VAEs of the jobs (sdb_vae_source_id), each computed once. */
+typedef struct { char *path; char id[65]; char why[512]; } vae_id;
+typedef struct { vae_id *v; size_t n, cap; } vae_ids;
+
+static const vae_id *vae_id_get(vae_ids *c, const char *path)
+{
+    for (size_t i = 0; i < c->n; i++) if (!strcmp(c->v[i].path, path)) return &c->v[i];
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 4;
+        vae_id *nv = realloc(c->v, cap * sizeof *nv);
+        if (!nv) return NULL;
+        c->v = nv;
+        c->cap = cap;
+    }
+    vae_id *e = &c->v[c->n++];
+    memset(e, 0, sizeof *e);
+    e->path = strdup(path);
+    sdb_err err;
+    if (sdb_vae_source_id(path, e->id, &err)) {
+        e->id[0] = 0;
+        snprintf(e->why, sizeof e->why, "%s", err.msg);
+    }
+    return e;
+}
+
+static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const vae_id *vae)
 {
     char *s = NULL;
     size_t n = 0;
@@ -924,6 +1002,8 @@ static void hash_job(sdb_job_spec *j, const input *img, const input *mask)
     if (j->inpaint_area) fprintf(f, "inpaint_area=%s\n", sdb_inpaint_area_name(j->inpaint_area));
     if (j->only_masked_size) fprintf(f, "only_masked_size=%d\n", j->only_masked_size);
     if (j->jpeg_quality) fprintf(f, "jpeg_quality=%d\n", j->jpeg_quality);
+    /* a separate VAE's weights (jobs without one hash as before) */
+    if (j->vae) fprintf(f, "vae=%s\n", vae && vae->id[0] ? vae->id : "missing");
     fclose(f);
     sdb_sha256_hex(s, n, j->params_hash);
     free(s);
@@ -936,7 +1016,7 @@ void sdb_job_identity(const sdb_job_spec *j, const char *model_id, char out[65])
     sdb_sha256_hex(buf, (size_t)n, out);
 }
 
-/* Returns the U-Net's in_channels when the model is a folder whose config says it (else 0). */
+/* Returns the U-Net's in_channels when the model's config says it (else 0). */
 static int check_model(sdb_manifest *m)
 {
     int unet_channels = 0;
@@ -944,24 +1024,45 @@ static int check_model(sdb_manifest *m)
     sdb_err err;
     sdb_err_clear(&err);
     char *cfgdir = NULL;
-    if (!sdb_is_dir(m->model) && sdb_file_exists(m->model)) {
-        /* a single-file checkpoint: its weights, then the configs it needs from a folder */
+    if (is_single_file(m->model)) {
+        /* a single-file checkpoint: its weights, its configs (given, or inferred), its tokenizer */
         sdb_st *st = NULL;
-        if (sdb_st_open(&st, m->model, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
-        else sdb_st_close(st);
-        cfgdir = m->model_config ? strdup(m->model_config) : sdb_path_dirname(m->model);
-        char *u = cfgdir ? sdb_path_join(cfgdir, "unet/config.json") : NULL;
-        if (u && !sdb_file_exists(u)) {
-            if (m->model_config)
+        if (sdb_st_open(&st, m->model, &err)) { ERR(m, m->model_pos, "model: %s", err.msg); return 0; }
+        if (m->model_config) {
+            cfgdir = strdup(m->model_config);
+            char *u = cfgdir ? sdb_path_join(cfgdir, "unet/config.json") : NULL;
+            if (u && !sdb_file_exists(u)) {
                 ERR(m, m->model_config_pos, "model_config: %s has no unet/config.json (it must be a diffusers folder with the component configs)", cfgdir);
-            else
-                ERR(m, m->model_pos, "model: a single-file checkpoint needs the component configs: none beside it in %s; "
-                    "set 'model_config:' to a diffusers folder of the same architecture", cfgdir);
+                free(u);
+                free(cfgdir);
+                sdb_st_close(st);
+                return 0;
+            }
             free(u);
-            free(cfgdir);
-            return 0;
+        } else {
+            sdb_ldm_configs inferred;
+            if (sdb_ldm_infer_configs(st, &inferred, &err)) ERR(m, m->model_pos, "model: %s", err.msg);
+            else {
+                long long ch;
+                if (sdb_config_int(&inferred.unet, "in_channels", 4, &ch, &err) == 0) unet_channels = (int)ch;
+            }
+            sdb_ldm_configs_free(&inferred);
         }
-        free(u);
+        sdb_st_close(st);
+        if (!m->tokenizer && !cfgdir) {
+            char *found = NULL;
+            if (sdb_tokenizer_find(m->model, m->dir, getenv("SDB_MODELS"), getenv("SDB_TOKENIZER"), &found, &err))
+                ERR(m, m->model_pos, "model: %s", err.msg);
+            free(found);
+        } else if (m->tokenizer && !cfgdir) {
+            for (int i = 0; i < 2; i++) {
+                char *p = sdb_path_join(m->tokenizer, i ? "merges.txt" : "vocab.json");
+                if (p && !sdb_file_exists(p))
+                    ERR(m, m->tokenizer_pos.line ? m->tokenizer_pos : m->model_pos, "model: tokenizer file %s is missing", p);
+                free(p);
+            }
+        }
+        if (!cfgdir) return unet_channels;
     }
     if (cfgdir || sdb_is_dir(m->model)) {
         const char *root = cfgdir ? cfgdir : m->model;
@@ -988,7 +1089,7 @@ static int check_model(sdb_manifest *m)
             ERR(m, m->tokenizer_pos, "'tokenizer' is for single-file checkpoints; the model is a folder with its own tokenizer/");
         int own_tok = cfgdir && m->tokenizer;
         char *tokdir = own_tok ? strdup(m->tokenizer) : sdb_path_join(root, "tokenizer");
-        sdb_pos tat = own_tok ? m->tokenizer_pos : at;
+        sdb_pos tat = own_tok && m->tokenizer_pos.line ? m->tokenizer_pos : at;
         static const char *const files[] = {"vocab.json", "merges.txt", NULL};
         for (int i = 0; files[i] && tokdir; i++) {
             char *p = sdb_path_join(tokdir, files[i]);
@@ -999,7 +1100,13 @@ static int check_model(sdb_manifest *m)
         free(tokdir);
         free(cfgdir);
     } else {
-        ERR(m, m->model_pos, "model '%s' does not exist", m->model);
+        sdb_err re;
+        char *found = NULL;
+        if (m->model_name && sdb_model_resolve(m->model_name, m->dir, getenv("SDB_MODELS"), "model", &found, &re) != 0)
+            ERR(m, m->model_pos, "%s", re.msg);
+        else
+            ERR(m, m->model_pos, "model '%s' does not exist", m->model);
+        free(found);
     }
     return unet_channels;
 }
@@ -1007,6 +1114,7 @@ static int check_model(sdb_manifest *m)
 static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
 {
     inputs in = {0};
+    vae_ids vids = {0};
     int unet_channels = full ? check_model(m) : 0;
     for (int i = 0; i < m->n_jobs; i++) {
         sdb_job_spec *j = &m->jobs[i];
@@ -1040,10 +1148,18 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
                 WARN(m, j->key_pos[SDB_JK_IMAGE], "job '%s': image size %dx%d is not a multiple of 8 (it is resized down to %dx%d)",
                      j->id, img->w, img->h, img->w / 8 * 8, img->h / 8 * 8);
         }
-        hash_job(j, img, mask);
+        const vae_id *vid = j->vae ? vae_id_get(&vids, j->vae) : NULL;
+        if (full && vid && !vid->id[0]) {
+            ERR(m, j->key_pos[SDB_JK_VAE], "job '%s': vae: %s (a bare name is looked up in models/ beside the manifest, then in $SDB_MODELS)", j->id, vid->why);
+            m->n_input_errors++;
+            if (!j->bad_input && asprintf(&j->bad_input, "vae: %s", vid->why) < 0) j->bad_input = NULL;
+        }
+        hash_job(j, img, mask, vid);
     }
     for (size_t i = 0; i < in.n; i++) free(in.v[i].path);
     free(in.v);
+    for (size_t i = 0; i < vids.n; i++) free(vids.v[i].path);
+    free(vids.v);
     return full ? finish(m, err) : 0;
 }
 

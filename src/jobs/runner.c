@@ -86,6 +86,7 @@ static int px_run(void *ud, void *model, const sdb_job_spec *j, sdb_run_step_fn 
     p.restore.only_masked_size = j->only_masked_size;
     p.restore.mask_from_alpha = j->mask_alpha;
     step_tramp t = {on_step, step_ud};
+    if ((rc = sdb_model_set_vae(mdl, j->vae, log, err))) goto done; /* NULL: the model's own */
     if ((rc = sdb_generate(mdl, &p, px_step, &t, &out, log, err))) goto done;
     char *a1111 = sdb_gen_params_a1111(mdl, &p, out.w, out.h);
     if (out.c == 4 && sdb_image_format_of_path(j->output) == SDB_FMT_JPEG)
