@@ -21,11 +21,13 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DEST="$SCRIPT_DIR/../models/sd15-inpainting"
 WITH_SAFETY=0
 VERIFY=1
+TOKENIZER_ONLY=0
+DEST_GIVEN=0
 
 usage() {
     cat <<EOF
 usage: tools/fetch-model.sh [--dest DIR] [--repo OWNER/NAME] [--revision REV]
-                            [--with-safety-checker] [--no-verify] [--help]
+                            [--with-safety-checker] [--tokenizer] [--no-verify] [--help]
 
 Downloads Stable Diffusion 1.5 inpainting (diffusers layout, fp16 weights, ~2.1 GB) from the
 Hugging Face hub into DIR (default: models/sd15-inpainting beside tools/), then prints the
@@ -39,6 +41,9 @@ present with the right checksum are skipped.
   --revision REV         branch, tag or commit (default: main)
   --with-safety-checker  also fetch safety_checker/ and feature_extractor/ (~0.6 GB; sdbatch
                          does not use them, diffusers' from_pretrained expects them)
+  --tokenizer            fetch only the CLIP tokenizer (4 small files, ~1.6 MB) into
+                         DIR/tokenizer (default DIR: models/, so models/tokenizer/): what a
+                         single-file checkpoint (.safetensors) needs beside it, since it holds none
   --no-verify            skip the SHA-256 checks (not recommended)
   -h, --help             this text
 
@@ -58,8 +63,9 @@ die() { echo "fetch-model: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --dest) [ $# -ge 2 ] || die "--dest needs a folder"; DEST="$2"; shift 2 ;;
-        --dest=*) DEST="${1#*=}"; shift ;;
+        --dest) [ $# -ge 2 ] || die "--dest needs a folder"; DEST="$2"; DEST_GIVEN=1; shift 2 ;;
+        --dest=*) DEST="${1#*=}"; DEST_GIVEN=1; shift ;;
+        --tokenizer) TOKENIZER_ONLY=1; shift ;;
         --repo) [ $# -ge 2 ] || die "--repo needs OWNER/NAME"; REPO="$2"; shift 2 ;;
         --repo=*) REPO="${1#*=}"; shift ;;
         --revision) [ $# -ge 2 ] || die "--revision needs a value"; REVISION="$2"; shift 2 ;;
@@ -92,6 +98,11 @@ if [ "$WITH_SAFETY" = 1 ]; then
 safety_checker/config.json	-
 safety_checker/model.fp16.safetensors	-
 feature_extractor/preprocessor_config.json	-"
+fi
+if [ "$TOKENIZER_ONLY" = 1 ]; then
+    # only the tokenizer files, into DEST/tokenizer (DEST default: models/)
+    FILES="$(printf '%s\n' "$FILES" | grep '^tokenizer/')"
+    [ "$DEST_GIVEN" = 1 ] || DEST="$SCRIPT_DIR/../models"
 fi
 if [ "$REPO" != "$REPO_DEFAULT" ]; then
     echo "fetch-model: note: checksums are known only for $REPO_DEFAULT; files of $REPO are not verified" >&2
@@ -185,4 +196,8 @@ echo "fetch-model: done: $DEST"
 if [ "$unverified" -gt 0 ]; then
     echo "fetch-model: $unverified small file(s) had no published checksum (their sha256 is printed above)"
 fi
-echo "Use it with:  sdbatch generate --model $DEST --prompt '...' --image IN.png --mask MASK.png --output OUT.png"
+if [ "$TOKENIZER_ONLY" = 1 ]; then
+    echo "Single-file checkpoints in $DEST (or anywhere, with SDB_TOKENIZER=$DEST/tokenizer) now find it."
+else
+    echo "Use it with:  sdbatch generate --model $DEST --prompt '...' --image IN.png --mask MASK.png --output OUT.png"
+fi

@@ -25,7 +25,9 @@ static void help(void)
            "product in the same run (and every rate as a fraction of it), the peak RSS (VmHWM) and\n"
            "the expected images/hour at this size.\n\n"
            "  --model PATH   diffusers folder or single-file checkpoint (a random full-size one:\n"
-           "                 sdbatch-make-random-model DIR --size full)\n"
+           "                 sdbatch-make-random-model DIR --size full); a bare name is looked\n"
+           "                 up in models/ and $SDB_MODELS\n"
+           "  --vae PATH     a separate VAE (single file or diffusers vae/ folder)\n"
            "  --size N       image side in pixels, a multiple of 8 (default 512)\n"
            "  --threads N    threads (default: OMP_NUM_THREADS when set, else every available CPU)\n"
            "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
@@ -66,7 +68,7 @@ static void stage_json(json_t *j, const char *stage, double gflop, double s, dou
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL;
+    const char *model = NULL, *vae = NULL;
     long long threads = 0, v;
     int json = 0;
     sdb_model_opts mo = {0};
@@ -81,6 +83,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--model") && has) model = argv[++i];
+        else if (!strcmp(a, "--vae") && has) vae = argv[++i];
         else if (!strcmp(a, "--weights") && has) {
             if (cli_parse_weights("bench", argv[++i], &mo.weights_f16)) return EXIT_USAGE;
         }
@@ -122,7 +125,12 @@ int cmd_bench(int argc, char **argv)
     if (json && log.level > SDB_LOG_WARN) log.level = SDB_LOG_WARN; /* stdout is the object */
     sdb_err err = {0};
     sdb_model *m = NULL;
-    if (sdb_model_load(&m, model, &mo, &log, &err)) return cli_error("bench", &err);
+    char *model_path = NULL, *vae_path = NULL;
+    int lrc = cli_model_opts(model, vae, &mo, &model_path, &vae_path, &err);
+    if (!lrc) lrc = sdb_model_load(&m, model_path, &mo, &log, &err);
+    free(model_path);
+    free(vae_path);
+    if (lrc) return cli_error("bench", &err);
     sdb_bench_result r;
     int rc = sdb_bench_run(m, &o, &r, &log, &err);
     sdb_model_free(m);
