@@ -184,6 +184,21 @@ static int write_sparse(const char *path, json_t *tensors)
     return rc;
 }
 
+/* Writes `tensors` as a sparse file `name` in a temp folder and infers its configs (*st stays open). */
+static int infer_sparse(json_t *tensors, const char *name, sdb_st **st, sdb_ldm_configs *c, const char **path)
+{
+    *path = tmp_path(sdb_t_tmpdir(), name);
+    *st = NULL;
+    memset(c, 0, sizeof *c);
+    if (write_sparse(*path, tensors)) return -1;
+    sdb_err err = {0};
+    CHECK_OK(sdb_st_open(st, *path, &err), &err);
+    if (!*st) return -1;
+    int rc = sdb_ldm_infer_configs(*st, c, &err);
+    CHECK_OK(rc, &err);
+    return rc;
+}
+
 static json_t *layout_tensors(void)
 {
     json_error_t je;
@@ -231,15 +246,13 @@ static void test_infer_full_size(void)
                                   "cond_stage_model.transformer.text_model.embeddings.position_ids", "alphas_cumprod",
                                   "first_stage_model.loss.logvar", "logit_scale", "optimizer.state.0.exp_avg"};
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) json_object_set_new(t, extra[i], json_pack("[i]", 4));
-    const char *path = tmp_path(sdb_t_tmpdir(), "sd15-zero.safetensors");
-    if (write_sparse(path, t)) { json_decref(t); return; }
-    json_decref(t);
-    sdb_st *st = NULL;
-    sdb_err err = {0};
-    CHECK_OK(sdb_st_open(&st, path, &err), &err);
-    if (!st) return;
+    sdb_st *st;
     sdb_ldm_configs c;
-    CHECK_OK(sdb_ldm_infer_configs(st, &c, &err), &err);
+    const char *path;
+    int rc = infer_sparse(t, "sd15-zero.safetensors", &st, &c, &path);
+    json_decref(t);
+    sdb_err err = {0};
+    if (rc) { sdb_ldm_configs_free(&c); sdb_st_close(st); return; }
     check_config_equal(&c.unet, LAYOUT "/unet/config.json");
     check_config_equal(&c.vae, LAYOUT "/vae/config.json");
     check_config_equal(&c.text_encoder, LAYOUT "/text_encoder/config.json");
@@ -308,18 +321,14 @@ static void test_infer_plain_unet(void)
     if (!t) return;
     json_error_t je;
     json_object_set_new(t, "model.diffusion_model.input_blocks.0.0.weight", json_loads("[320, 4, 3, 3]", 0, &je));
-    const char *path = tmp_path(sdb_t_tmpdir(), "plain.safetensors");
-    int rc = write_sparse(path, t);
-    json_decref(t);
-    if (rc) return;
-    sdb_st *st = NULL;
-    sdb_err err = {0};
-    CHECK_OK(sdb_st_open(&st, path, &err), &err);
-    if (!st) return;
+    sdb_st *st;
     sdb_ldm_configs c;
-    CHECK_OK(sdb_ldm_infer_configs(st, &c, &err), &err);
+    const char *path;
+    int rc = infer_sparse(t, "plain.safetensors", &st, &c, &path);
+    json_decref(t);
     long long in = 0;
-    CHECK_OK(sdb_config_int(&c.unet, "in_channels", 0, &in, &err), &err);
+    sdb_err err = {0};
+    if (!rc) CHECK_OK(sdb_config_int(&c.unet, "in_channels", 0, &in, &err), &err);
     CHECK(in == 4);
     sdb_ldm_configs_free(&c);
     sdb_st_close(st);

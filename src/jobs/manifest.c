@@ -903,6 +903,7 @@ uint64_t sdb_seed_from_id(const char *id)
 /* A cache of the inputs, so a mask shared by 10,000 jobs is read once. */
 typedef struct {
     char *path;
+    int kind;       /* input_get's decode argument (VAE_INPUT: a separate VAE) */
     int state;      /* 0 unread, 1 ok, -1 failed */
     int w, h, c;
     char sha[65];
@@ -910,10 +911,12 @@ typedef struct {
 } input;
 typedef struct { input *v; size_t n, cap; } inputs;
 
+/* decode: 0 hash the bytes, 1 also decode, VAE_INPUT a separate VAE (sha = sdb_vae_source_id) */
+enum { VAE_INPUT = 2 };
 static input *input_get(inputs *in, const char *path, int decode)
 {
     for (size_t i = in->n; i-- > 0; )   /* recent first: consecutive jobs share folders/masks */
-        if (!strcmp(in->v[i].path, path)) return &in->v[i];
+        if (!strcmp(in->v[i].path, path) && (in->v[i].kind == VAE_INPUT) == (decode == VAE_INPUT)) return &in->v[i];
     if (in->n == in->cap) {
         size_t cap = in->cap ? in->cap * 2 : 64;
         input *nv = realloc(in->v, cap * sizeof *nv);
@@ -924,6 +927,13 @@ static input *input_get(inputs *in, const char *path, int decode)
     input *e = &in->v[in->n++];
     memset(e, 0, sizeof *e);
     e->path = strdup(path);
+    e->kind = decode;
+    if (decode == VAE_INPUT) { /* the weights' id, without loading them */
+        sdb_err verr;
+        e->state = sdb_vae_source_id(path, e->sha, &verr) == 0 ? 1 : -1;
+        if (e->state < 0) { e->sha[0] = 0; snprintf(e->why, sizeof e->why, "%s", verr.msg); }
+        return e;
+    }
     char *buf;
     size_t len;
     sdb_err err;
@@ -952,32 +962,7 @@ static input *input_get(inputs *in, const char *path, int decode)
     return e;
 }
 
-/* The ids of the separate VAEs of the jobs (sdb_vae_source_id), each computed once. */
-typedef struct { char *path; char id[65]; char why[512]; } vae_id;
-typedef struct { vae_id *v; size_t n, cap; } vae_ids;
-
-static const vae_id *vae_id_get(vae_ids *c, const char *path)
-{
-    for (size_t i = 0; i < c->n; i++) if (!strcmp(c->v[i].path, path)) return &c->v[i];
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 4;
-        vae_id *nv = realloc(c->v, cap * sizeof *nv);
-        if (!nv) return NULL;
-        c->v = nv;
-        c->cap = cap;
-    }
-    vae_id *e = &c->v[c->n++];
-    memset(e, 0, sizeof *e);
-    e->path = strdup(path);
-    sdb_err err;
-    if (sdb_vae_source_id(path, e->id, &err)) {
-        e->id[0] = 0;
-        snprintf(e->why, sizeof e->why, "%s", err.msg);
-    }
-    return e;
-}
-
-static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const vae_id *vae)
+static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const input *vae)
 {
     char *s = NULL;
     size_t n = 0;
@@ -1003,7 +988,7 @@ static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const
     if (j->only_masked_size) fprintf(f, "only_masked_size=%d\n", j->only_masked_size);
     if (j->jpeg_quality) fprintf(f, "jpeg_quality=%d\n", j->jpeg_quality);
     /* a separate VAE's weights (jobs without one hash as before) */
-    if (j->vae) fprintf(f, "vae=%s\n", vae && vae->id[0] ? vae->id : "missing");
+    if (j->vae) fprintf(f, "vae=%s\n", vae && vae->sha[0] ? vae->sha : "missing");
     fclose(f);
     sdb_sha256_hex(s, n, j->params_hash);
     free(s);
@@ -1114,7 +1099,6 @@ static int check_model(sdb_manifest *m)
 static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
 {
     inputs in = {0};
-    vae_ids vids = {0};
     int unet_channels = full ? check_model(m) : 0;
     for (int i = 0; i < m->n_jobs; i++) {
         sdb_job_spec *j = &m->jobs[i];
@@ -1148,8 +1132,8 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
                 WARN(m, j->key_pos[SDB_JK_IMAGE], "job '%s': image size %dx%d is not a multiple of 8 (it is resized down to %dx%d)",
                      j->id, img->w, img->h, img->w / 8 * 8, img->h / 8 * 8);
         }
-        const vae_id *vid = j->vae ? vae_id_get(&vids, j->vae) : NULL;
-        if (full && vid && !vid->id[0]) {
+        const input *vid = j->vae ? input_get(&in, j->vae, VAE_INPUT) : NULL;
+        if (full && vid && vid->state < 0) {
             ERR(m, j->key_pos[SDB_JK_VAE], "job '%s': vae: %s (a bare name is looked up in models/ beside the manifest, then in $SDB_MODELS)", j->id, vid->why);
             m->n_input_errors++;
             if (!j->bad_input && asprintf(&j->bad_input, "vae: %s", vid->why) < 0) j->bad_input = NULL;
@@ -1158,8 +1142,6 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
     }
     for (size_t i = 0; i < in.n; i++) free(in.v[i].path);
     free(in.v);
-    for (size_t i = 0; i < vids.n; i++) free(vids.v[i].path);
-    free(vids.v);
     return full ? finish(m, err) : 0;
 }
 

@@ -392,25 +392,22 @@ int sdb_vae_source_id(const char *path, char hex[65], sdb_err *err)
     return 0;
 }
 
-const char *sdb_model_short_hash(sdb_model *m)
+/* AUTOMATIC1111's short hash of a file (modules/hashes.py): the first 10 hex digits of the SHA-256
+ * of the whole file, into out (once: computed when out is still empty). */
+static const char *a1111_hash(const char *file, char out[16])
 {
-    if (m->short_hash[0]) return m->short_hash;
+    if (out[0]) return out;
     char hex[65];
     sdb_err e = {0};
-    if (sdb_sha256_file(m->unet_file, hex, &e) == 0) snprintf(m->short_hash, sizeof m->short_hash, "%.10s", hex);
-    else snprintf(m->short_hash, sizeof m->short_hash, "unknown");
-    return m->short_hash;
+    snprintf(out, 16, "%.10s", sdb_sha256_file(file, hex, &e) == 0 ? hex : "unknown");
+    return out;
 }
+
+const char *sdb_model_short_hash(sdb_model *m) { return a1111_hash(m->unet_file, m->short_hash); }
 
 const char *sdb_model_vae_short_hash(sdb_model *m)
 {
-    if (!m->ext_vae) return NULL;
-    if (m->vae_short_hash[0]) return m->vae_short_hash;
-    char hex[65];
-    sdb_err e = {0};
-    if (sdb_sha256_file(m->ext_vae_hash_file, hex, &e) == 0) snprintf(m->vae_short_hash, sizeof m->vae_short_hash, "%.10s", hex);
-    else snprintf(m->vae_short_hash, sizeof m->vae_short_hash, "unknown");
-    return m->vae_short_hash;
+    return m->ext_vae ? a1111_hash(m->ext_vae_hash_file, m->vae_short_hash) : NULL;
 }
 
 const char *sdb_model_vae_path(const sdb_model *m) { return m->ext_vae ? m->ext_vae_path : NULL; }
