@@ -714,6 +714,40 @@ static void test_cli_single_file(void)
     CHECKF(strstr(out, "fetch-model.sh --tokenizer"), "%s", out);
 }
 
+/* The command line: bare names in ./models, a tokenizer in models/tokenizer, --vae, and the PNG's
+ * A1111 parameters with both hashes. */
+static void test_cli_bare_names_and_vae(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char cmd[8192], out[4096];
+    const char *in = sdb_t_path("refs/pipeline/inputs/scene_128x128.png"), *mk = sdb_t_path("refs/pipeline/inputs/mask_128x128.png");
+    const char *vfile = tmp_path(dir, "models/my-vae.safetensors");
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/models && ln -s %s %s/models/tiny.safetensors && ln -s %s %s/models/tokenizer",
+             dir, sdb_t_path(TINY_FILE), dir, sdb_t_path(TINY "/tokenizer"), dir);
+    CHECK(sdb_t_shell(cmd, out, sizeof out) == 0);
+    if (convert(sdb_t_path(TINY), vfile, TS_KEEP, 1, NULL)) return;
+    snprintf(cmd, sizeof cmd, "cd %s && SDB_MODELS= SDB_TOKENIZER= %s generate --model tiny --config %s --vae my-vae --image %s "
+             "--mask %s --prompt x --seed 3 --steps 1 --guidance-scale 1 --width 64 --height 64 -q --output out.png 2>&1",
+             dir, sdb_t_binary(), sdb_t_path(TINY), in, mk);
+    CHECKF(sdb_t_shell(cmd, out, sizeof out) == 0, "%s", out);
+    char h_model[11], h_vae[11], want[128];
+    sha10(sdb_t_path(TINY_FILE), h_model);
+    sha10(vfile, h_vae);
+    snprintf(want, sizeof want, "Model hash: %s, VAE hash: %s, VAE: my-vae.safetensors", h_model, h_vae);
+    char **keys = NULL, **vals = NULL;
+    int nt = 0, found = 0;
+    sdb_err err = {0};
+    CHECK_OK(sdb_png_read_text(tmp_path(dir, "out.png"), &keys, &vals, &nt, &err), &err);
+    for (int i = 0; i < nt; i++) if (!strcmp(keys[i], "parameters") && strstr(vals[i], want)) found = 1;
+    CHECKF(found, "no '%s' in the PNG's parameters", want);
+    sdb_png_text_free(keys, vals, nt);
+    /* a bare name found nowhere: the places looked at */
+    snprintf(cmd, sizeof cmd, "cd %s && SDB_MODELS=%s/nowhere %s generate --model nope --prompt x --output o.png 2>&1",
+             dir, dir, sdb_t_binary());
+    CHECK(sdb_t_shell(cmd, out, sizeof out) != 0);
+    CHECKF(strstr(out, "./models/nope.safetensors") && strstr(out, "/nowhere/nope.safetensors"), "%s", out);
+}
+
 int main(void)
 {
     sdb_threads_set(1);
@@ -730,6 +764,7 @@ int main(void)
     RUN(test_tokenizer_search);
     RUN(test_bare_names);
     RUN(test_cli_single_file);
+    RUN(test_cli_bare_names_and_vae);
     sdb_image_free(&g_img);
     sdb_image_free(&g_mask);
     return sdb_t_done();
