@@ -748,6 +748,42 @@ static void test_cli_bare_names_and_vae(void)
     CHECKF(strstr(out, "./models/nope.safetensors") && strstr(out, "/nowhere/nope.safetensors"), "%s", out);
 }
 
+/* `sdbatch run`: a single file by bare name, a VAE for one job; changing that VAE redoes that job only. */
+static void test_run_with_vae(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char cmd[8192], out[4096], text[4096];
+    const char *vae_file = tmp_path(dir, "models/vae-a.safetensors");
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/models && ln -s %s %s/models/tiny.safetensors && ln -s %s %s/models/tokenizer",
+             dir, sdb_t_path(TINY_FILE), dir, sdb_t_path(TINY "/tokenizer"), dir);
+    CHECK(sdb_t_shell(cmd, out, sizeof out) == 0);
+    if (convert(sdb_t_path(TINY), vae_file, TS_KEEP, 1, NULL)) return;
+    const char *fmt = "version: 1\nmodel: tiny\nmodel_config: %s\noutput_dir: out\n"
+                      "defaults:\n  image: %s\n  mask: %s\n  prompt: x\n  steps: 1\n  guidance_scale: 1\n  width: 64\n  height: 64\n"
+                      "jobs:\n  - id: a\n  - id: b\n    vae: %s\n";
+    snprintf(text, sizeof text, fmt, sdb_t_path(TINY), sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
+             sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), "vae-a");
+    sdb_err err = {0};
+    const char *mpath = tmp_path(dir, "m.yaml");
+    CHECK_OK(sdb_write_file_atomic(mpath, text, strlen(text), &err), &err);
+    snprintf(cmd, sizeof cmd, "run %s", mpath);
+    CHECKF(sdb_t_sdbatch(cmd, out, sizeof out) == 0 && strstr(out, "2/2 job(s) done (2 run now"), "%s", out);
+    char **keys = NULL, **vals = NULL;
+    int nt = 0, vae_a = 0, vae_none = 0;
+    CHECK_OK(sdb_png_read_text(tmp_path(dir, "out/b.png"), &keys, &vals, &nt, &err), &err);
+    for (int i = 0; i < nt; i++) if (strstr(vals[i], "VAE: vae-a.safetensors")) vae_a = 1;
+    sdb_png_text_free(keys, vals, nt);
+    CHECK_OK(sdb_png_read_text(tmp_path(dir, "out/a.png"), &keys, &vals, &nt, &err), &err);
+    for (int i = 0; i < nt; i++) if (!strcmp(keys[i], "parameters") && !strstr(vals[i], "VAE")) vae_none = 1;
+    sdb_png_text_free(keys, vals, nt);
+    CHECK(vae_a && vae_none);
+    /* b's VAE becomes the tiny folder's own vae/: b is redone, a is not */
+    snprintf(text, sizeof text, fmt, sdb_t_path(TINY), sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
+             sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), sdb_t_path(TINY "/vae"));
+    CHECK_OK(sdb_write_file_atomic(mpath, text, strlen(text), &err), &err);
+    CHECKF(sdb_t_sdbatch(cmd, out, sizeof out) == 0 && strstr(out, "2/2 job(s) done (1 run now, 1 skipped"), "%s", out);
+}
+
 int main(void)
 {
     sdb_threads_set(1);
@@ -765,6 +801,7 @@ int main(void)
     RUN(test_bare_names);
     RUN(test_cli_single_file);
     RUN(test_cli_bare_names_and_vae);
+    RUN(test_run_with_vae);
     sdb_image_free(&g_img);
     sdb_image_free(&g_mask);
     return sdb_t_done();
