@@ -2,11 +2,14 @@
  * model.c — loading a Stable Diffusion 1.x model once for many generations: a diffusers pipeline
  * folder (model_index.json, unet/ vae/ text_encoder/ tokenizer/ scheduler/; F32 or F16 weights,
  * plain or `.fp16` variant file names) or a single-file LDM checkpoint (.safetensors, the
- * AUTOMATIC1111/ComfyUI layout) plus a tokenizer folder and the component configs.
+ * AUTOMATIC1111/ComfyUI layout) whose configs are inferred from its tensors (ldm_infer.h) or given
+ * as a diffusers folder, with a tokenizer found beside it or in models/ (model_find.h); and a
+ * separate VAE (a single file or a diffusers vae/ folder) used instead of the model's own.
  *
- * Owns: the sdb_model and everything in it — tokenizer, text encoder, U-Net, VAE, their weight
- * files (mmap'd once; with weights_f16 the matrices stay half, see weights.h), the scheduler
- * config, and the scratch arena reused by every generation.
+ * Owns: the sdb_model and everything in it — tokenizer, text encoder, U-Net, VAEs (its own and a
+ * separate one), their weight files (mmap'd once; with weights_f16 the matrices stay half, see
+ * weights.h), the scheduler config, the ids and A1111 hashes, and the scratch arena reused by
+ * every generation.
  */
 #include "pipeline_internal.h"
 
