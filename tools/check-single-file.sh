@@ -7,7 +7,8 @@
 #   tools/check-single-file.sh MODEL_DIR WORKDIR      e.g. a random model from
 #   build/sdbatch-make-random-model /tmp/sd15 --size full
 #
-# Needs ~4.3 GB in WORKDIR for an F32 model, python3 (zlib) for the pixel comparison; runs niced.
+# Needs ~4.3 GB in WORKDIR for an F32 model and python3 (zlib) for the pixel comparison; run it
+# niced on a shared machine (nice -n 10 tools/check-single-file.sh ...).
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 MODEL_DIR WORKDIR" >&2; exit 2; }
 MODEL="$1"; WORK="$2"
@@ -15,10 +16,10 @@ B="$(cd "$(dirname "$0")/.." && pwd)/build"
 D="$(cd "$(dirname "$0")/.." && pwd)/tests/data"
 mkdir -p "$WORK"
 [ -d "$WORK/tokenizer" ] || cp -r "$MODEL/tokenizer" "$WORK/tokenizer"
-[ -f "$WORK/model.safetensors" ] || nice -n 10 "$B/sdbatch-to-single-file" "$MODEL" "$WORK/model.safetensors"
+[ -f "$WORK/model.safetensors" ] || "$B/sdbatch-to-single-file" "$MODEL" "$WORK/model.safetensors"
 for what in single folder; do
     if [ "$what" = single ]; then M="$WORK/model.safetensors"; else M="$MODEL"; fi
-    nice -n 10 "$B/sdbatch" generate --model "$M" --image "$D/demo.png" --mask "$D/demo-mask.png" \
+    "$B/sdbatch" generate --model "$M" --image "$D/demo.png" --mask "$D/demo-mask.png" \
         --width 128 --height 128 --prompt "a red teapot" --seed 42 --steps 3 -q --output "$WORK/$what.png"
 done
 python3 - "$WORK/single.png" "$WORK/folder.png" <<'PY'
