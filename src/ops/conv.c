@@ -1,16 +1,20 @@
 /*
- * conv.c — 2-D convolution as im2col tiles + cblas_sgemm (see conv.h).
+ * conv.c — 2-D convolution as im2col panels + cblas_sgemm, and the thread-count-independent GEMMs
+ * (see conv.h).
  *
- * For each image n: y[cout, Ho*Wo] = W[cout, cin*k*k] · col[cin*k*k, Ho*Wo] (+ bias, + residual),
- * with W used in torch's [cout, cin, k, k] layout as it is (no repacked copy). col is built in
- * tiles of whole output rows so the scratch stays bounded (SDB_CONV_TILE_BYTES); each tile's GEMM
- * writes its column range of y directly (ldc = Ho*Wo). 1x1 stride-1 unpadded convs skip im2col.
+ * y[n][cout, Ho*Wo] = W[cout, cin*k*k] · col[cin*k*k, Ho*Wo] (+ bias, + residual), with W used in
+ * torch's [cout, cin, k, k] layout as it is (no repacked copy). The product runs over the output
+ * pixels of all images at once, cut into the tiles of par.h's GEMM grid; each tile's task builds
+ * the im2col panel of its own columns in its thread's buffer (see "convolution" below).
  *
  * Parallelism and determinism: OpenBLAS's own threading is NOT bit-reproducible across thread
- * counts (its M/N split changes which micro-kernel edge path an element goes through), so each
- * tile's GEMM is cut into a fixed grid of blocks (grid_of: chosen from the shapes only) that run as OpenMP tasks, each a single-threaded sgemm (OpenBLAS's OpenMP build
- * runs single-threaded inside an active parallel region). im2col is a parallel pure copy. Results
- * are therefore identical for any thread count (tests/test_ops_conv.c checks 1 vs 2 threads).
+ * counts (its M/N split changes which micro-kernel edge path an element goes through), so every
+ * product is cut into a fixed grid of tiles (sdb_gemm_grid_of: chosen from the shapes only) that
+ * run in a dynamic OpenMP loop, each a single-threaded sgemm (OpenBLAS's OpenMP build runs
+ * single-threaded inside an active parallel region). Each tile's arithmetic is fixed by the shapes,
+ * so results are identical for any thread count and any order the tiles run in
+ * (tests/test_ops_conv.c checks 1 vs 2 vs 4 threads). Each op has a _plan twin that records the
+ * same tiles for `sdbatch bench --balance` (par.h).
  *
  * Half weight matrices (sdb_wmat.f16) are widened into the arena once per call (sdb_wmat_widen: an
  * exact conversion, split over the threads) and then used exactly like float32 ones.
@@ -19,16 +23,13 @@
 #include "sdb/error.h"
 #include "sdb/fp16.h"
 
-#include <cblas.h>
-#include <stddef.h>
-#include <string.h>
+#include "sdb/ops/par.h"
 
-/* im2col tile budget: big enough that the weight matrix (packed by OpenBLAS once per GEMM call)
- * is amortised over many output columns, small enough to stay a bounded scratch. */
-#define SDB_CONV_TILE_BYTES ((size_t)32 << 20)
-/* Lower bound on a tile's output columns (whole rows are taken anyway), so that very deep convs
- * (K = 2560*9) still run GEMMs with a reasonable N. */
-#define SDB_CONV_MIN_COLS 512
+#include <cblas.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define SDB_WIDEN_CHUNK ((size_t)1 << 16)
 const float *sdb_wmat_widen(sdb_wmat w, size_t n, sdb_arena *scratch)
@@ -50,95 +51,6 @@ void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo)
 {
     *Ho = (H + c->pad_t + c->pad_b - c->k) / c->stride + 1;
     *Wo = (W + c->pad_l + c->pad_r - c->k) / c->stride + 1;
-}
-
-/* col[(ci*k+ky)*k+kx][(r-r0)*Wo + ox] (row stride ldcol) for output rows r0..r1-1 of image
- * x [cin, H, W].
- * Called inside a parallel region (orphaned omp for). */
-static void im2col_tile(const sdb_conv2d *c, const float *x, int H, int W, int Wo, int r0, int r1,
-                        float *col, int ldcol)
-{
-    const int k = c->k, s = c->stride, kk = k * k;
-    const int K = c->cin * kk;
-#pragma omp for schedule(static)
-    for (int row = 0; row < K; row++) {
-        int ci = row / kk, ky = (row % kk) / k, kx = row % k;
-        const float *xc = x + (size_t)ci * H * W;
-        float *dst = col + (size_t)row * ldcol;
-        /* valid ox range: 0 <= ox*s + kx - pad_l < W */
-        int off = kx - c->pad_l;
-        int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
-        int ox_hi = (W - 1 - off) >= 0 ? (W - 1 - off) / s + 1 : 0; /* exclusive */
-        if (ox_hi > Wo) ox_hi = Wo;
-        if (ox_lo > ox_hi) ox_lo = ox_hi;
-        for (int r = r0; r < r1; r++) {
-            float *d = dst + (size_t)(r - r0) * Wo;
-            int iy = r * s + ky - c->pad_t;
-            if (iy < 0 || iy >= H) {
-                memset(d, 0, sizeof(float) * Wo);
-                continue;
-            }
-            const float *xr = xc + (size_t)iy * W;
-            for (int ox = 0; ox < ox_lo; ox++) d[ox] = 0.0f;
-            if (s == 1) {
-                if (ox_hi > ox_lo) memcpy(d + ox_lo, xr + ox_lo + off, sizeof(float) * (ox_hi - ox_lo));
-            } else {
-                for (int ox = ox_lo; ox < ox_hi; ox++) d[ox] = xr[ox * s + off];
-            }
-            for (int ox = ox_hi; ox < Wo; ox++) d[ox] = 0.0f;
-        }
-    }
-}
-
-/* y = bias (+ residual), so that the GEMMs accumulate with beta = 1. */
-static void init_out(const sdb_conv2d *c, float *y, const float *res, size_t HWo)
-{
-    const int cout = c->cout;
-#pragma omp parallel for schedule(static) if ((size_t)cout * HWo > 65536)
-    for (int co = 0; co < cout; co++) {
-        float *d = y + (size_t)co * HWo;
-        float b = c->b ? c->b[co] : 0.0f;
-        if (res) {
-            const float *r = res + (size_t)co * HWo;
-            for (size_t i = 0; i < HWo; i++) d[i] = r[i] + b;
-        } else {
-            for (size_t i = 0; i < HWo; i++) d[i] = b;
-        }
-    }
-}
-
-/* The fixed block grid of an M x N product, depending on the shapes only. OpenBLAS re-packs both
- * operand blocks of every call (a block of A: mb x K, of B: K x nb), so blocks are made as large and
- * as square as possible (packing cost ~ K (mb + nb) per 2 mb nb K flops): start from chunks of at
- * most SDB_GEMM_BLOCK_MAX along each dimension, then halve the larger block side until there are
- * at least SDB_GEMM_MIN_TASKS blocks (an even count keeps 2 threads balanced) or the sides reach
- * SDB_GEMM_BLOCK_MIN. */
-#define SDB_GEMM_BLOCK_MAX 1024
-#define SDB_GEMM_BLOCK_MIN 96
-#define SDB_GEMM_MIN_TASKS 4
-static int chunk_of(int dim, int parts)
-{
-    int c = (dim + parts - 1) / parts;
-    c = (c + 15) & ~15;
-    return c < dim ? c : dim;
-}
-static void grid_of(int M, int N, int *mb, int *nb)
-{
-    int pm = (M + SDB_GEMM_BLOCK_MAX - 1) / SDB_GEMM_BLOCK_MAX;
-    int pn = (N + SDB_GEMM_BLOCK_MAX - 1) / SDB_GEMM_BLOCK_MAX;
-    for (;;) {
-        int cm = chunk_of(M, pm), cn = chunk_of(N, pn);
-        int tm = (M + cm - 1) / cm, tn = (N + cn - 1) / cn;
-        if (tm * tn >= SDB_GEMM_MIN_TASKS) break;
-        if (cm >= cn && cm >= 2 * SDB_GEMM_BLOCK_MIN) pm *= 2;
-        else if (cn >= 2 * SDB_GEMM_BLOCK_MIN) pn *= 2;
-        else if (cm >= 2 * SDB_GEMM_BLOCK_MIN) pm *= 2;
-        else break;
-    }
-    *mb = chunk_of(M, pm);
-    *nb = chunk_of(N, pn);
-    if (*mb < 1) *mb = 1;
-    if (*nb < 1) *nb = 1;
 }
 
 /* Small products (at most SDB_GEMM_SMALL multiply-adds: the tiny test models, time embeddings)
@@ -179,154 +91,239 @@ static void gemm_small(int transB, int M, int N, int K, const float *A, int lda,
     }
 }
 
-/* C (+)= A · op(B) over the block grid; each block a single-threaded sgemm. Called inside a
- * parallel region (orphaned omp for) — or, for small products (gemm_is_small), outside any, where
- * it runs gemm_small on the calling thread. */
-static void gemm_grid_body(int transB, int M, int N, int K, const float *A, int lda, const float *B,
-                           int ldb, float beta, float *C, int ldc)
+/* One product of the fixed arithmetic of a tile: gemm_small for small products, else a
+ * single-threaded OpenBLAS sgemm (inside an active parallel region). */
+static void tile_gemm(int small, int transB, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
 {
-    if (gemm_is_small(M, N, K)) {
-#pragma omp single
-        gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    int mb, nb;
-    grid_of(M, N, &mb, &nb);
-    const int nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb;
-    const int ntasks = nmc * ncc;
-#pragma omp for schedule(dynamic, 1)
-    for (int t = 0; t < ntasks; t++) {
-        int jc = t / nmc, im = t % nmc;
-        int n0 = jc * nb, nn = N - n0 < nb ? N - n0 : nb;
-        int m0 = im * mb, mm = M - m0 < mb ? M - m0 : mb;
+    if (small) gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
+                     A, lda, B, ldb, beta, C, ldc);
+}
+
+/* What a linear layer's tile writes before its product is added (beta = 1): nothing (plain
+ * sdb_gemm, beta as given), the bias or 0, or the bias added to what y holds. */
+enum { INIT_NONE, INIT_SET, INIT_ADD };
+
+/* C (+)= A · op(B) over the grid of sdb_gemm_grid_of (tiles in a dynamic loop). */
+static void gemm_tiles(int transB, int M, int N, int K, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc, int init, const float *bias)
+{
+    const int small = gemm_is_small(M, N, K);
+    const sdb_gemm_grid g = sdb_gemm_grid_of(M, N, 0);
+    const int ntiles = sdb_gemm_grid_tiles(&g);
+#pragma omp parallel for schedule(dynamic, 1) if (!small && ntiles > 1)
+    for (int t = 0; t < ntiles; t++) {
+        int m0, mm, n0, nn;
+        sdb_gemm_grid_tile(&g, t, &m0, &mm, &n0, &nn);
+        float *Ct = C + (size_t)m0 * ldc + n0;
+        float b = beta;
+        if (init != INIT_NONE) {
+            for (int i = 0; i < mm; i++) {
+                float *row = Ct + (size_t)i * ldc;
+                if (init == INIT_ADD) for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
+                else if (bias) for (int j = 0; j < nn; j++) row[j] = bias[n0 + j];
+                else for (int j = 0; j < nn; j++) row[j] = 0.0f;
+            }
+            b = 1.0f;
+        }
         const float *Bp = transB ? B + (size_t)n0 * ldb : B + n0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, mm, nn, K, 1.0f,
-                    A + (size_t)m0 * lda, lda, Bp, ldb, beta, C + (size_t)m0 * ldc + n0, ldc);
+        tile_gemm(small, transB, mm, nn, K, A + (size_t)m0 * lda, lda, Bp, ldb, b, Ct, ldc);
     }
+}
+
+static void gemm_plan(sdb_par_rec *rec, int M, int N, int K)
+{
+    const sdb_gemm_grid g = sdb_gemm_grid_of(M, N, 0);
+    const int ntiles = sdb_gemm_grid_tiles(&g);
+    double *cost = malloc((size_t)ntiles * sizeof *cost);
+    if (!cost) { rec->failed = 1; return; }
+    for (int t = 0; t < ntiles; t++) {
+        int m0, mm, n0, nn;
+        sdb_gemm_grid_tile(&g, t, &m0, &mm, &n0, &nn);
+        cost[t] = 2.0 * mm * nn * K;
+    }
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntiles, cost, 0, 0, !gemm_is_small(M, N, K) && ntiles > 1);
+    free(cost);
 }
 
 void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (gemm_is_small(M, N, K)) {
-        gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-#pragma omp parallel
-    gemm_grid_body(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    gemm_tiles(transB, M, N, K, A, lda, B, ldb, beta, C, ldc, INIT_NONE, NULL);
+}
+
+void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
+{
+    if (M <= 0 || N <= 0) return;
+    sdb_par_op_begin(rec, SDB_PAR_GEMM, "gemm %dx%dx%d", M, N, K);
+    gemm_plan(rec, M, N, K);
 }
 
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
                     int accumulate, sdb_arena *scratch)
 {
     if (!W.f32 && !scratch) return SDB_EINVAL;
+    if (M <= 0 || N <= 0) return 0;
     size_t mark = W.f32 ? 0 : sdb_arena_mark(scratch);
     const float *w = sdb_wmat_widen(W, (size_t)N * K, scratch);
     if (!w) return SDB_ENOMEM;
-    if (bias || !accumulate) {
-#pragma omp parallel for schedule(static) if ((size_t)M * N > 65536)
-        for (int i = 0; i < M; i++) {
-            float *row = y + (size_t)i * N;
-            if (accumulate) {
-                for (int j = 0; j < N; j++) row[j] += bias[j];
-            } else if (bias) {
-                for (int j = 0; j < N; j++) row[j] = bias[j];
-            } else {
-                for (int j = 0; j < N; j++) row[j] = 0.0f;
-            }
-        }
-    }
-    sdb_gemm(1, M, N, K, x, K, w, K, 1.0f, y, N);
+    /* each tile first writes y = bias (or 0), or adds the bias, then adds its product */
+    const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
+    gemm_tiles(1, M, N, K, x, K, w, K, 1.0f, y, N, init, bias);
     if (!W.f32) sdb_arena_reset(scratch, mark);
     return 0;
 }
 
-/* Small images (low-resolution U-Net levels: 8x8, 16x16 latents): the GEMM of one image has so
- * few columns that packing the weights dominates, so all images go into one im2col matrix
- * [K, N*HWo] and one GEMM into a scratch [cout, N*HWo], scattered to NCHW with bias/residual. */
-#define SDB_CONV_BATCH_MAX_HW 1024
-/* im2col budget of that path (batches of 2+ images only: the U-Net's guidance pair, never the
- * batch-1 VAE): covers every SD 1.x conv at 8x8 and 16x16 and the 1280-channel ones at 32x32. */
-#define SDB_CONV_BATCH_BYTES ((size_t)96 << 20)
-static int conv_batched(const sdb_conv2d *c, const float *w, const float *x, int N, int H, int W,
-                        int Ho, int Wo, float *y, const float *residual, sdb_arena *scratch)
+void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec)
 {
-    const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
-    const int K = c->cin * c->k * c->k, ncols = (int)(N * HWo), cout = c->cout;
-    float *col = sdb_arena_floats(scratch, (size_t)K * ncols);
-    float *tmp = sdb_arena_floats(scratch, (size_t)cout * ncols);
-    if (!col || !tmp) return SDB_ENOMEM;
-#pragma omp parallel if (!gemm_is_small(cout, ncols, K))
-    {
-        for (int n = 0; n < N; n++) /* each an omp for ending with a barrier */
-            im2col_tile(c, x + (size_t)n * c->cin * HW, H, W, Wo, 0, Ho, col + (size_t)n * HWo, ncols);
-        gemm_grid_body(0, cout, ncols, K, w, K, col, ncols, 0.0f, tmp, ncols);
-#pragma omp for schedule(static)
-        for (int t = 0; t < N * cout; t++) {
-            int n = t / cout, co = t % cout;
-            const float *src = tmp + (size_t)co * ncols + (size_t)n * HWo;
-            float *dst = y + ((size_t)n * cout + co) * HWo;
-            const float *r = residual ? residual + ((size_t)n * cout + co) * HWo : NULL;
-            float b = c->b ? c->b[co] : 0.0f;
-            /* same association as the unbatched path: (residual + bias) + product */
-            for (size_t i = 0; i < HWo; i++) dst[i] = ((r ? r[i] : 0.0f) + b) + src[i];
+    if (M <= 0 || N <= 0) return;
+    sdb_par_op_begin(rec, SDB_PAR_GEMM, "linear %d->%d, %d rows", K, N, M);
+    gemm_plan(rec, M, N, K);
+}
+
+/* ---- convolution ----
+ * The product y[n][cout, pixel] = W[cout, K] · col[K, column] over the columns of every image's
+ * output pixels one after the other (column j: image j / HWo, pixel j % HWo), cut by the GEMM grid
+ * with at most CONV_NB_MAX columns per tile. A tile's task builds its own im2col panel (its columns,
+ * K in chunks of at most CONV_KC_MAX rows) in the thread's buffer, runs the chunks' products into
+ * the thread's tile buffer, then writes y = (residual + bias) + product. No shared im2col, no
+ * barrier between copy and product, bounded scratch (per thread: CONV_KC_MAX x CONV_NB_MAX +
+ * the tile) for any image size. */
+#define CONV_NB_MAX 256
+#define CONV_KC_MAX 2304
+
+typedef struct conv_layout {
+    int Ho, Wo, HWo, K, ncols;
+    int nkc, kc;          /* K chunks: nkc of kc rows (the last one shorter) */
+    int small;            /* the whole product is small: serial, gemm_small */
+    sdb_gemm_grid g;      /* over cout x ncols */
+} conv_layout;
+
+static int conv_layout_of(const sdb_conv2d *c, int N, int H, int W, conv_layout *L)
+{
+    sdb_conv2d_out_size(c, H, W, &L->Ho, &L->Wo);
+    if (L->Ho <= 0 || L->Wo <= 0 || N <= 0) return SDB_EINVAL;
+    L->HWo = L->Ho * L->Wo;
+    L->K = c->cin * c->k * c->k;
+    L->ncols = N * L->HWo;
+    L->nkc = (L->K + CONV_KC_MAX - 1) / CONV_KC_MAX;
+    L->kc = (L->K + L->nkc - 1) / L->nkc;
+    L->small = gemm_is_small(c->cout, L->ncols, L->K);
+    L->g = sdb_gemm_grid_of(c->cout, L->ncols, CONV_NB_MAX);
+    return 0;
+}
+
+/* col[(row - k0) * nn + (j - n0)] for K rows k0 .. k1-1 and columns n0 .. n0+nn-1 */
+static void im2col_cols(const sdb_conv2d *c, const float *x, int H, int W, const conv_layout *L,
+                        int k0, int k1, int n0, int nn, float *col)
+{
+    const int k = c->k, s = c->stride, kk = k * k, Wo = L->Wo, HWo = L->HWo;
+    const size_t HW = (size_t)H * W;
+    for (int row = k0; row < k1; row++) {
+        const int ci = row / kk, ky = (row % kk) / k, kx = row % k;
+        /* valid ox range: 0 <= ox*s + kx - pad_l < W */
+        const int off = kx - c->pad_l;
+        int ox_lo = off >= 0 ? 0 : (-off + s - 1) / s;
+        int ox_hi = (W - 1 - off) >= 0 ? (W - 1 - off) / s + 1 : 0; /* exclusive */
+        if (ox_hi > Wo) ox_hi = Wo;
+        if (ox_lo > ox_hi) ox_lo = ox_hi;
+        float *dst = col + (size_t)(row - k0) * nn;
+        for (int j = n0; j < n0 + nn;) {
+            const int n = j / HWo, p = j % HWo, oy = p / Wo, a = p % Wo;
+            const int len = Wo - a < n0 + nn - j ? Wo - a : n0 + nn - j, b = a + len;
+            float *d = dst + (j - n0) - a; /* indexed by ox */
+            const int iy = oy * s + ky - c->pad_t;
+            if (iy < 0 || iy >= H) {
+                memset(d + a, 0, sizeof(float) * len);
+            } else {
+                const float *xr = x + ((size_t)n * c->cin + ci) * HW + (size_t)iy * W;
+                const int lo = ox_lo > a ? ox_lo : a, hi = ox_hi < b ? ox_hi : b;
+                if (hi <= lo) {
+                    memset(d + a, 0, sizeof(float) * len);
+                } else {
+                    for (int ox = a; ox < lo; ox++) d[ox] = 0.0f;
+                    if (s == 1) memcpy(d + lo, xr + lo + off, sizeof(float) * (hi - lo));
+                    else for (int ox = lo; ox < hi; ox++) d[ox] = xr[ox * s + off];
+                    for (int ox = hi; ox < b; ox++) d[ox] = 0.0f;
+                }
+            }
+            j += len;
         }
     }
-    return 0;
+}
+
+static void conv_tile(const sdb_conv2d *c, const float *w, const float *x, int H, int W,
+                      const conv_layout *L, int t, float *y, const float *res, float *colbuf,
+                      float *cbuf)
+{
+    int m0, mm, n0, nn;
+    sdb_gemm_grid_tile(&L->g, t, &m0, &mm, &n0, &nn);
+    for (int q = 0; q < L->nkc; q++) {
+        const int k0 = q * L->kc, k1 = k0 + L->kc < L->K ? k0 + L->kc : L->K;
+        im2col_cols(c, x, H, W, L, k0, k1, n0, nn, colbuf);
+        tile_gemm(L->small, 0, mm, nn, k1 - k0, w + (size_t)m0 * L->K + k0, L->K, colbuf, nn,
+                  q ? 1.0f : 0.0f, cbuf, nn);
+    }
+    const int HWo = L->HWo, cout = c->cout;
+    for (int i = 0; i < mm; i++) {
+        const int co = m0 + i;
+        const float b = c->b ? c->b[co] : 0.0f;
+        const float *src = cbuf + (size_t)i * nn;
+        for (int j = n0; j < n0 + nn;) {
+            const int n = j / HWo, p = j % HWo, len = HWo - p < n0 + nn - j ? HWo - p : n0 + nn - j;
+            const size_t o = ((size_t)n * cout + co) * HWo + p;
+            float *d = y + o;
+            const float *s = src + (j - n0);
+            if (res) {
+                const float *r = res + o;
+                for (int e = 0; e < len; e++) d[e] = (r[e] + b) + s[e];
+            } else {
+                for (int e = 0; e < len; e++) d[e] = b + s[e];
+            }
+            j += len;
+        }
+    }
 }
 
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch)
 {
-    int Ho, Wo;
-    sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
-    if (Ho <= 0 || Wo <= 0) return SDB_EINVAL;
-    const size_t HW = (size_t)H * W, HWo = (size_t)Ho * Wo;
-    const int K = c->cin * c->k * c->k;
-    const int direct = c->k == 1 && c->stride == 1 && !c->pad_t && !c->pad_l && !c->pad_b && !c->pad_r;
+    conv_layout L;
+    if (conv_layout_of(c, N, H, W, &L)) return SDB_EINVAL;
     size_t mark = sdb_arena_mark(scratch);
-    const float *w = sdb_wmat_widen(c->w, (size_t)c->cout * K, scratch);
+    const float *w = sdb_wmat_widen(c->w, (size_t)c->cout * L.K, scratch);
     if (!w) return SDB_ENOMEM;
-    if (N > 1 && HWo <= SDB_CONV_BATCH_MAX_HW &&
-        (size_t)K * N * HWo * sizeof(float) <= SDB_CONV_BATCH_BYTES) {
-        int rc = conv_batched(c, w, x, N, H, W, Ho, Wo, y, residual, scratch);
-        sdb_arena_reset(scratch, mark);
-        return rc;
-    }
-
-    int rows_per_tile = Ho;
-    float *col = NULL;
-    if (!direct) {
-        size_t cols = SDB_CONV_TILE_BYTES / ((size_t)K * sizeof(float));
-        if (cols < SDB_CONV_MIN_COLS) cols = SDB_CONV_MIN_COLS;
-        rows_per_tile = (int)(cols / (size_t)Wo);
-        if (rows_per_tile < 1) rows_per_tile = 1;
-        if (rows_per_tile > Ho) rows_per_tile = Ho;
-        col = sdb_arena_floats(scratch, (size_t)K * rows_per_tile * Wo);
-        if (!col) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
-    }
-
-    for (int n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * c->cin * HW;
-        float *yn = y + (size_t)n * c->cout * HWo;
-        const float *rn = residual ? residual + (size_t)n * c->cout * HWo : NULL;
-        init_out(c, yn, rn, HWo);
-        if (direct) {
-            sdb_gemm(0, c->cout, (int)HW, K, w, K, xn, (int)HW, 1.0f, yn, (int)HWo);
-            continue;
-        }
-        for (int r0 = 0; r0 < Ho; r0 += rows_per_tile) {
-            int r1 = r0 + rows_per_tile < Ho ? r0 + rows_per_tile : Ho;
-            int ncols = (r1 - r0) * Wo;
-#pragma omp parallel if (!gemm_is_small(c->cout, ncols, K))
-            {
-                im2col_tile(c, xn, H, W, Wo, r0, r1, col, ncols); /* ends with a barrier */
-                gemm_grid_body(0, c->cout, ncols, K, w, K, col, ncols, 1.0f, yn + (size_t)r0 * Wo,
-                               (int)HWo);
-            }
-        }
+    const int ntiles = sdb_gemm_grid_tiles(&L.g);
+    const int par = !L.small && ntiles > 1;
+    const int nthreads = par ? omp_get_max_threads() : 1;
+    const size_t colsz = (size_t)L.kc * L.g.nb, csz = (size_t)L.g.mb * L.g.nb;
+    float *bufs = sdb_arena_floats(scratch, (size_t)nthreads * (colsz + csz));
+    if (!bufs) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int t = 0; t < ntiles; t++) {
+        float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz);
+        conv_tile(c, w, x, H, W, &L, t, y, residual, own, own + colsz);
     }
     sdb_arena_reset(scratch, mark);
     return 0;
+}
+
+void sdb_conv2d_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec)
+{
+    conv_layout L;
+    if (conv_layout_of(c, N, H, W, &L)) return;
+    sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv %dx%d/%d %d->%d %dx%d x%d", c->k, c->k, c->stride,
+                     c->cin, c->cout, H, W, N);
+    const int ntiles = sdb_gemm_grid_tiles(&L.g);
+    double *cost = malloc((size_t)ntiles * sizeof *cost);
+    if (!cost) { rec->failed = 1; return; }
+    for (int t = 0; t < ntiles; t++) {
+        int m0, mm, n0, nn;
+        sdb_gemm_grid_tile(&L.g, t, &m0, &mm, &n0, &nn);
+        cost[t] = 2.0 * mm * nn * L.K;
+    }
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntiles, cost, 0, 0, !L.small && ntiles > 1);
+    free(cost);
 }

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 #include "sdb/arena.h"
+#include "sdb/ops/par.h"
 
 /* A weight matrix: exactly one of the two is set. */
 typedef struct sdb_wmat {
@@ -37,12 +38,14 @@ typedef struct sdb_conv2d {
 /* Output size for an H x W input. */
 void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo);
 /* y = conv(x) (+ residual when not NULL, same shape as y): x [N, cin, H, W] -> y [N, cout, Ho, Wo].
- * y must not alias x. Scratch (e.g. im2col tiles, a half weight matrix widened) comes from the
- * arena and is released before returning; its size stays bounded for large images (32 MiB im2col
- * tiles; batches of small images, <= 1024 output pixels, share one im2col of up to 96 MiB).
+ * y must not alias x. Scratch (per thread an im2col panel and an output tile, together under
+ * 3 MiB; a half weight matrix widened) comes from the arena and is released before returning.
  * Results are identical for any thread count. Returns 0 or SDB_ENOMEM. */
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch);
+
+/* Records the work units of that call into `rec` (par.h) without computing. */
+void sdb_conv2d_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
 
 /* Thread-count-independent GEMMs (OpenBLAS's own threading is not bit-reproducible across thread
  * counts): the product is cut into a block grid that depends only on the shapes, blocks run in an
@@ -59,5 +62,8 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
  * scratch is exhausted, or SDB_EINVAL for a half W without scratch. */
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
                     int accumulate, sdb_arena *scratch);
+/* The work units of sdb_gemm / sdb_gemm_linear with these shapes, recorded into `rec`. */
+void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec);
+void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec);
 
 #endif

@@ -1,0 +1,218 @@
+/*
+ * par.c — the GEMM tile grid, the static split of OpenMP loops, makespans under a schedule and the
+ * recorder of the ops' plans (see par.h). Owns the grid policy: which tile shape a product gets.
+ */
+#include "sdb/ops/par.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- grid ----
+ * Tile shapes are scored as (packing efficiency) x (balance). Packing: OpenBLAS packs a tile's
+ * mb x K block of A and K x nb block of B on every call; measured on an AVX2 EPYC (single-threaded
+ * sgemm, K = 2880), a tile runs at about 1 / (1 + 24/mb + 8/nb) of a large product's rate. Balance:
+ * the dynamic schedule's bound with the busiest thread running ceil(tiles / T) full tiles, averaged
+ * (geometrically) over T = 2 .. 64 threads, so that no common thread count is starved. */
+#define GRID_ALIGN 16
+#define GRID_MAX_PARTS 128
+static const int GRID_THREADS[] = {2, 4, 8, 16, 32, 64};
+#define GRID_NT ((int)(sizeof GRID_THREADS / sizeof GRID_THREADS[0]))
+
+static int part_side(int dim, int parts)
+{
+    int c = (dim + parts - 1) / parts;
+    c = (c + GRID_ALIGN - 1) / GRID_ALIGN * GRID_ALIGN;
+    return c < dim ? c : dim;
+}
+
+static double grid_score(int M, int N, int mb, int nb)
+{
+    const long nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb, n = nmc * ncc;
+    const double eff = 1.0 / (1.0 + 24.0 / mb + 8.0 / nb);
+    const double total = (double)M * N, tile = (double)mb * nb;
+    double prod = 1.0;
+    for (int i = 0; i < GRID_NT; i++) {
+        const int T = GRID_THREADS[i];
+        const double span = (double)((n + T - 1) / T) * tile;
+        double b = total / T / span;
+        prod *= b > 1.0 ? 1.0 : b;
+    }
+    return eff * pow(prod, 1.0 / GRID_NT); /* the bounds' geometric mean */
+}
+
+sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int nb_max)
+{
+    assert(M > 0 && N > 0);
+    sdb_gemm_grid g = {M, N, M, N, 1, 1};
+    double best = -1.0;
+    int last_mb = -1;
+    for (int pm = 1; pm <= GRID_MAX_PARTS; pm++) {
+        const int mb = part_side(M, pm);
+        if (mb == last_mb) continue;
+        last_mb = mb;
+        int last_nb = -1;
+        for (int pn = 1; pn <= GRID_MAX_PARTS * 4; pn++) {
+            const int nb = part_side(N, pn);
+            if (nb == last_nb) continue;
+            last_nb = nb;
+            if (nb_max > 0 && nb > nb_max) continue;
+            const double s = grid_score(M, N, mb, nb);
+            if (s > best) { best = s; g.mb = mb; g.nb = nb; }
+            if (nb <= GRID_ALIGN) break;
+        }
+        if (mb <= GRID_ALIGN) break;
+    }
+    if (best < 0) { /* nb_max below every candidate: the narrowest */
+        g.nb = nb_max < N ? nb_max : N;
+        g.mb = M;
+    }
+    g.nmc = (M + g.mb - 1) / g.mb;
+    g.ncc = (N + g.nb - 1) / g.nb;
+    return g;
+}
+
+void sdb_gemm_grid_tile(const sdb_gemm_grid *g, int t, int *m0, int *mm, int *n0, int *nn)
+{
+    assert(t >= 0 && t < g->nmc * g->ncc);
+    const int jc = t / g->nmc, im = t % g->nmc;
+    *n0 = jc * g->nb;
+    *nn = g->N - *n0 < g->nb ? g->N - *n0 : g->nb;
+    *m0 = im * g->mb;
+    *mm = g->M - *m0 < g->mb ? g->M - *m0 : g->mb;
+}
+
+/* ---- schedules ---- */
+void sdb_par_static_range(long n, int T, int tid, long *lo, long *hi)
+{
+    assert(T >= 1 && tid >= 0 && tid < T);
+    const long q = n / T, r = n % T;
+    if (tid < r) { *lo = tid * (q + 1); *hi = *lo + q + 1; }
+    else { *lo = tid * q + r; *hi = *lo + q; }
+}
+
+static double unit(const double *cost, double ucost, long i) { return cost ? cost[i] : ucost; }
+
+double sdb_par_makespan(sdb_par_sched s, long n, const double *cost, double ucost, int T)
+{
+    if (n <= 0) return 0.0;
+    if (T < 1) T = 1;
+    if (!cost) return (double)((n + T - 1) / T) * ucost; /* equal units: either schedule */
+    double span = 0.0;
+    if (s == SDB_PAR_STATIC) {
+        for (int t = 0; t < T; t++) {
+            long lo, hi;
+            sdb_par_static_range(n, T, t, &lo, &hi);
+            double sum = 0.0;
+            for (long i = lo; i < hi; i++) sum += cost[i];
+            if (sum > span) span = sum;
+        }
+        return span;
+    }
+    /* dynamic, chunk 1: each unit in order to the thread that is free first (a binary min-heap
+     * of the threads' finishing times) */
+    double *heap = calloc((size_t)T, sizeof *heap);
+    if (!heap) { /* no memory: the serial time, an upper bound */
+        for (long i = 0; i < n; i++) span += cost[i];
+        return span;
+    }
+    for (long i = 0; i < n; i++) {
+        heap[0] += unit(cost, ucost, i);
+        int k = 0; /* sift down */
+        for (;;) {
+            int l = 2 * k + 1, r = l + 1, m = k;
+            if (l < T && heap[l] < heap[m]) m = l;
+            if (r < T && heap[r] < heap[m]) m = r;
+            if (m == k) break;
+            double tmp = heap[k]; heap[k] = heap[m]; heap[m] = tmp;
+            k = m;
+        }
+    }
+    for (int t = 0; t < T; t++) span = heap[t] > span ? heap[t] : span;
+    free(heap);
+    return span;
+}
+
+/* ---- recorder ---- */
+void sdb_par_rec_init(sdb_par_rec *r) { memset(r, 0, sizeof *r); }
+
+void sdb_par_rec_free(sdb_par_rec *r)
+{
+    for (int i = 0; i < r->nloops; i++) free(r->loops[i].cost);
+    free(r->loops);
+    free(r->ops);
+    memset(r, 0, sizeof *r);
+}
+
+void sdb_par_op_begin(sdb_par_rec *r, sdb_par_kind kind, const char *fmt, ...)
+{
+    if (r->nops == r->cap_ops) {
+        int nc = r->cap_ops ? 2 * r->cap_ops : 256;
+        sdb_par_op *p = realloc(r->ops, (size_t)nc * sizeof *p);
+        if (!p) { r->failed = 1; return; }
+        r->ops = p;
+        r->cap_ops = nc;
+    }
+    sdb_par_op *op = &r->ops[r->nops++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(op->label, sizeof op->label, fmt, ap);
+    va_end(ap);
+    op->kind = kind;
+    op->first = r->nloops;
+    op->nloops = 0;
+}
+
+void sdb_par_loop_add(sdb_par_rec *r, sdb_par_sched s, long n, const double *cost, double ucost,
+                      int bytes, int parallel)
+{
+    if (n <= 0) return;
+    if (!r->nops) { r->failed = 1; return; }
+    if (r->nloops == r->cap_loops) {
+        int nc = r->cap_loops ? 2 * r->cap_loops : 1024;
+        sdb_par_loop *p = realloc(r->loops, (size_t)nc * sizeof *p);
+        if (!p) { r->failed = 1; return; }
+        r->loops = p;
+        r->cap_loops = nc;
+    }
+    sdb_par_loop l = {s, n, NULL, ucost, bytes};
+    if (!parallel) { /* one thread runs it all: one unit */
+        double sum = 0.0;
+        for (long i = 0; i < n; i++) sum += unit(cost, ucost, i);
+        l.n = 1;
+        l.ucost = sum;
+    } else if (cost) {
+        l.cost = malloc((size_t)n * sizeof *cost);
+        if (!l.cost) { r->failed = 1; return; }
+        memcpy(l.cost, cost, (size_t)n * sizeof *cost);
+    }
+    r->loops[r->nloops++] = l;
+    r->ops[r->nops - 1].nloops++;
+}
+
+static double scale_of(const sdb_par_loop *l) { return l->bytes ? SDB_PAR_FLOP_PER_BYTE : 1.0; }
+
+double sdb_par_loop_work(const sdb_par_loop *l)
+{
+    double sum = 0.0;
+    for (long i = 0; i < l->n; i++) sum += unit(l->cost, l->ucost, i);
+    return sum * scale_of(l);
+}
+
+double sdb_par_loop_span(const sdb_par_loop *l, int T)
+{
+    return sdb_par_makespan(l->sched, l->n, l->cost, l->ucost, T) * scale_of(l);
+}
+
+double sdb_par_rec_bound(const sdb_par_rec *r, int T)
+{
+    double ideal = 0.0, span = 0.0;
+    for (int i = 0; i < r->nloops; i++) {
+        ideal += sdb_par_loop_work(&r->loops[i]) / T;
+        span += sdb_par_loop_span(&r->loops[i], T);
+    }
+    return span > 0 ? ideal / span : 1.0;
+}
