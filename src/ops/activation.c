@@ -9,13 +9,16 @@
  */
 #include "sdb/ops/activation.h"
 
+#include "sdb/ops/par.h"
 #include "vexp.h"
 
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define PAR_IF(n) if ((n) > 65536)
+#define PAR_MIN 65536
+#define PAR_IF(n) if ((n) > PAR_MIN)
 #define CHUNK 4096 /* elements per parallel task in sdb_silu / sdb_quick_gelu */
 
 /* x[i] = x[i] / (1 + exp(k * x[i])) for i < n: SiLU with k = -1, QuickGELU with k = -1.702 */
@@ -110,6 +113,30 @@ void sdb_add(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static) PAR_IF(n)
     for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* Plans (par.h): the same loops, units and `if` clauses as above; costs in bytes moved. */
+void sdb_silu_plan(size_t n, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_ELEMENTWISE, "silu %zu", n);
+    const size_t chunks = (n + CHUNK - 1) / CHUNK;
+    double *cost = malloc(chunks * sizeof *cost);
+    if (!cost) { rec->failed = 1; return; }
+    for (size_t c = 0; c < chunks; c++) cost[c] = 8.0 * (c + 1 < chunks ? CHUNK : n - c * CHUNK);
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)chunks, cost, 0, 1, n > PAR_MIN);
+    free(cost);
+}
+
+void sdb_geglu_plan(int rows, int dim, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_ELEMENTWISE, "geglu %d x %d", rows, dim);
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, rows, NULL, 12.0 * dim, 1, (size_t)rows * dim > PAR_MIN);
+}
+
+void sdb_add_plan(size_t n, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_ELEMENTWISE, "add %zu", n);
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)n, NULL, 12.0, 1, n > PAR_MIN);
 }
 
 void sdb_scale(float *y, float s, size_t n)

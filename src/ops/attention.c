@@ -22,6 +22,7 @@
  */
 #include "sdb/ops/attention.h"
 #include "sdb/error.h"
+#include "sdb/ops/par.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -29,10 +30,12 @@
 #include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ATTN_BLOCK_ROWS 64  /* query rows per task of the sgemm path */
 #define ATTN_PACKED_ROWS 24 /* query rows per task of the packed path: its scores stay in L2 */
+#define ATTN_MIN_TASKS 512  /* fewer rows per task (down to 8) until a call has this many tasks */
 static const float LOG2E = 1.44269504088896341f;
 
 /* ---- packed AVX2 path (non-causal, head_dim a multiple of 8, at most ATTN_PACK_MAX_HD) ----
@@ -296,6 +299,25 @@ static void packed_task(const float *qh, int ldq, int rows, const float *kp, con
     }
 }
 
+/* Query rows per task of the packed path: ATTN_PACKED_ROWS, or fewer (a multiple of 4, at least
+ * 8) while a call would have fewer than ATTN_MIN_TASKS tasks (small latents: 16x16 has 256 query
+ * rows). A row's arithmetic does not depend on the rows it is grouped with. */
+static int packed_rows(int nq, int heads)
+{
+    int r = ATTN_PACKED_ROWS;
+    while (r > 8 && (long)heads * ((nq + r - 1) / r) < ATTN_MIN_TASKS) r -= 4;
+    return r;
+}
+
+static int packed_parallel(int nq, int nk, int heads, int hd) { return (long)nq * nk * heads * hd > 262144; }
+
+static int use_packed(int causal, int head_dim)
+{
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return avx2 && !causal && head_dim % 8 == 0 && head_dim <= ATTN_PACK_MAX_HD;
+}
+
 static int attention_packed(const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                             float *out, int ldo, int nq, int nk, int heads, int hd, float scale,
                             sdb_arena *scratch)
@@ -307,9 +329,9 @@ static int attention_packed(const float *q, int ldq, const float *k, int ldk, co
     float *vp = sdb_arena_floats(scratch, (size_t)heads * nk * hd);
     float *sbuf = sdb_arena_floats(scratch, (size_t)nthreads * ATTN_PACKED_ROWS * (size_t)lds);
     if (!kp || !vp || !sbuf) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
-    const int nblocks = (nq + ATTN_PACKED_ROWS - 1) / ATTN_PACKED_ROWS, ntasks = heads * nblocks;
-    const long work = (long)nq * nk * heads * hd;
-#pragma omp parallel if (work > 262144)
+    const int R = packed_rows(nq, heads);
+    const int nblocks = (nq + R - 1) / R, ntasks = heads * nblocks;
+#pragma omp parallel if (packed_parallel(nq, nk, heads, hd))
     {
         /* pack: kp[h][panel][d][24] (keys past nk are 0), vp[h][j][d] */
 #pragma omp for schedule(static)
@@ -330,8 +352,8 @@ static int attention_packed(const float *q, int ldq, const float *k, int ldk, co
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntasks; task++) {
             int h = task / nblocks, blk = task % nblocks;
-            int r0 = blk * ATTN_PACKED_ROWS;
-            int rows = nq - r0 < ATTN_PACKED_ROWS ? nq - r0 : ATTN_PACKED_ROWS;
+            int r0 = blk * R;
+            int rows = nq - r0 < R ? nq - r0 : R;
             float *s = sbuf + (size_t)omp_get_thread_num() * ATTN_PACKED_ROWS * (size_t)lds;
             packed_task(q + (size_t)r0 * ldq + (size_t)h * hd, ldq, rows, kp + (size_t)h * npanel * hd * ATTN_PANEL,
                         vp + (size_t)h * nk * hd, nk, hd, scale * LOG2E, s, lds,
@@ -346,10 +368,9 @@ int sdb_attention(const float *q, int ldq, const float *k, int ldk, const float 
                   float *out, int ldo, int nq, int nk, int heads, int head_dim, float scale,
                   int causal, sdb_arena *scratch)
 {
-    __builtin_cpu_init();
-    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx2 && !causal && head_dim % 8 == 0 && head_dim <= ATTN_PACK_MAX_HD)
+    if (use_packed(causal, head_dim))
         return attention_packed(q, ldq, k, ldk, v, ldv, out, ldo, nq, nk, heads, head_dim, scale, scratch);
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     int nthreads = omp_get_max_threads();
     size_t mark = sdb_arena_mark(scratch);
     float *sbuf = sdb_arena_floats(scratch, (size_t)nthreads * ATTN_BLOCK_ROWS * (size_t)nk);
@@ -385,4 +406,27 @@ int sdb_attention(const float *q, int ldq, const float *k, int ldk, const float 
     }
     sdb_arena_reset(scratch, mark);
     return 0;
+}
+
+void sdb_attention_plan(int nq, int nk, int heads, int head_dim, int causal, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_ATTENTION, "attention %d x %d keys, %d heads of %d%s", nq, nk, heads,
+                     head_dim, causal ? ", causal" : "");
+    const int packed = use_packed(causal, head_dim);
+    const int R = packed ? packed_rows(nq, heads) : ATTN_BLOCK_ROWS;
+    const int nblocks = (nq + R - 1) / R, ntasks = heads * nblocks;
+    const int par = packed ? packed_parallel(nq, nk, heads, head_dim) : 1;
+    if (packed) {
+        const int npanel = (nk + ATTN_PANEL - 1) / ATTN_PANEL;
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)heads * npanel, NULL, 8.0 * ATTN_PANEL * head_dim, 1, par);
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)heads * nk, NULL, 8.0 * head_dim, 1, par);
+    }
+    double *cost = malloc((size_t)ntasks * sizeof *cost);
+    if (!cost) { rec->failed = 1; return; }
+    for (int t = 0; t < ntasks; t++) {
+        const int blk = t % nblocks, rows = nq - blk * R < R ? nq - blk * R : R;
+        cost[t] = 4.0 * rows * (double)nk * head_dim; /* the two products */
+    }
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntasks, cost, 0, 0, par);
+    free(cost);
 }

@@ -14,6 +14,7 @@
  */
 #include "sdb/ops/groupnorm.h"
 
+#include "sdb/ops/par.h"
 #include "vexp.h"
 
 #include <immintrin.h>
@@ -126,6 +127,16 @@ void sdb_groupnorm_stats(const float *x, size_t n, double *mean, double *var)
     stats(x, n, sdb_vexp_have_avx2(), mean, var);
 }
 
+static int groupnorm_parallel(int N, int C, int HW) { return (size_t)N * C * HW > 32768; }
+
+void sdb_groupnorm_plan(int N, int C, int HW, int groups, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_NORM, "groupnorm %d x %d, %d groups x%d", C, HW, groups, N);
+    /* two passes for the statistics, one read and one write to normalise */
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, (long)N * groups, NULL, 16.0 * (C / groups) * HW, 1,
+                     groupnorm_parallel(N, C, HW));
+}
+
 void sdb_groupnorm(const float *x, int N, int C, int HW, int groups, const float *gamma,
                    const float *beta, float eps, int silu, float *y)
 {
@@ -135,7 +146,7 @@ void sdb_groupnorm(const float *x, int N, int C, int HW, int groups, const float
     const int avx2 = sdb_vexp_have_avx2();
 
     /* one task per (n, group): statistics, then that group's channels */
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)N * C * HW > 32768)
+#pragma omp parallel for schedule(dynamic, 1) if (groupnorm_parallel(N, C, HW))
     for (int t = 0; t < ng; t++) {
         int n = t / groups, g = t % groups;
         const float *xg = x + ((size_t)n * C + (size_t)g * cpg) * HW;

@@ -2,14 +2,23 @@
  * norm.c — LayerNorm (see norm.h).
  */
 #include "sdb/ops/norm.h"
+#include "sdb/ops/par.h"
 
 #include <math.h>
 #include <stddef.h>
 
+static int layernorm_parallel(int rows, int dim) { return (long)rows * dim > 32768; }
+
+void sdb_layernorm_plan(int rows, int dim, sdb_par_rec *rec)
+{
+    sdb_par_op_begin(rec, SDB_PAR_NORM, "layernorm %d x %d", rows, dim);
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, rows, NULL, 16.0 * dim, 1, layernorm_parallel(rows, dim));
+}
+
 void sdb_layernorm(const float *x, int rows, int dim, const float *gamma, const float *beta,
                    float eps, float *y)
 {
-#pragma omp parallel for schedule(static) if ((long)rows * dim > 32768)
+#pragma omp parallel for schedule(static) if (layernorm_parallel(rows, dim))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;

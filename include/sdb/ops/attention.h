@@ -5,6 +5,7 @@
 #define SDB_OPS_ATTENTION_H
 
 #include "sdb/arena.h"
+#include "sdb/ops/par.h"
 
 /*
  * For each head h (columns h*head_dim .. (h+1)*head_dim-1 of q, k, v and out):
@@ -17,5 +18,7 @@
 int sdb_attention(const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
                   float *out, int ldo, int nq, int nk, int heads, int head_dim, float scale,
                   int causal, sdb_arena *scratch);
+/* Its work units (par.h), recorded without computing. */
+void sdb_attention_plan(int nq, int nk, int heads, int head_dim, int causal, sdb_par_rec *rec);
 
 #endif

@@ -5,6 +5,7 @@
 #define SDB_OPS_GROUPNORM_H
 
 #include <stddef.h>
+#include "sdb/ops/par.h"
 
 /* x, y: [N, C, HW]; `groups` divides C; statistics per (n, group) over (C/groups) * HW values,
  * biased variance; y = norm * gamma[c] + beta[c], then SiLU when `silu`. y may equal x.
@@ -19,6 +20,9 @@ void sdb_groupnorm(const float *x, int N, int C, int HW, int groups, const float
  * partial sums a_k (value i goes to a_(i mod 4) while a whole 4 remain, the rest to a_0),
  * combined as (a0 + a1) + (a2 + a3); each square rounded before it is added. Bit-exact on every
  * CPU path. */
+/* Its work units (par.h), recorded without computing. */
+void sdb_groupnorm_plan(int N, int C, int HW, int groups, sdb_par_rec *rec);
+
 void sdb_groupnorm_stats(const float *x, size_t n, double *mean, double *var);
 
 #endif
