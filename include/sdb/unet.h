@@ -21,6 +21,7 @@
 #include "sdb/arena.h"
 #include "sdb/config.h"
 #include "sdb/error.h"
+#include "sdb/ops/par.h"
 #include "sdb/profile.h"
 #include "sdb/weights.h"
 
@@ -44,6 +45,13 @@ int sdb_unet_cross_attention_dim(const sdb_unet *u);
  */
 int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
                      const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err);
+
+/* The forward's structure without its arithmetic: every parallel op it would run for these sizes
+ * records its work units into `rec` (par.h; `sdbatch bench --balance`). Touches no weight or
+ * activation data (only reserves arena address space), so a model loaded from recording weights
+ * (sdb_weights_init_recorder) will do. */
+int sdb_unet_plan(sdb_unet *u, int B, int h, int w, int ctx_len, sdb_par_rec *rec, sdb_arena *arena,
+                  sdb_err *err);
 
 /* Arena bytes used above the entry mark at the peak of the last forward. */
 size_t sdb_unet_last_peak(const sdb_unet *u);

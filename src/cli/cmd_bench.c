@@ -2,6 +2,7 @@
  * cmd_bench.c — `sdbatch bench`: how fast this machine runs a model (see include/sdb/bench.h).
  */
 #include "cli.h"
+#include "bench_scale.h"
 
 #include "sdb/bench.h"
 #include "sdb/cpu.h"
@@ -16,8 +17,9 @@
 
 static void help(void)
 {
-    printf("usage: sdbatch bench --model PATH [--size 512] [--threads N] [--steps N] [--reps N]\n"
-           "                     [--weights f32|f16] [--json] [--profile]\n\n"
+    printf("usage: sdbatch bench --model PATH [--size 512] [--threads N|LIST] [--steps N] [--reps N]\n"
+           "                     [--weights f32|f16] [--json] [--profile]\n"
+           "       sdbatch bench --balance LIST [--model PATH] [--size 512] [--json]\n\n"
            "Times, as medians of --reps runs (default 3) after a warm-up: text encoding (prompt and\n"
            "negative prompt), one U-Net step at batch 2 (guidance), VAE encode and decode of a\n"
            "SIZE x SIZE image, and one whole inpainting run of --steps steps (default 4; 0 skips it).\n"
@@ -30,6 +32,13 @@ static void help(void)
            "  --vae PATH     a separate VAE (single file or diffusers vae/ folder)\n"
            "  --size N       image side in pixels, a multiple of 8 (default 512)\n"
            "  --threads N    threads (default: OMP_NUM_THREADS when set, else every available CPU)\n"
+           "  --threads LIST a sweep, e.g. 1,2,4,8,16: the U-Net step (or the --only stages) at each\n"
+           "                 count, with its sgemm, the ratio and the parallel efficiency against the\n"
+           "                 first count\n"
+           "  --balance LIST no timing: the load-balance bound (ideal time / makespan) of every parallel\n"
+           "                 op of a U-Net step at batch 2 and of the whole step at each thread count,\n"
+           "                 from the shapes alone (--model: a diffusers folder or a unet config.json;\n"
+           "                 default the built-in SD 1.5 inpainting config; no weights are read)\n"
            "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
            "  --reps N       timed repetitions per figure (default 3)\n"
            "  --gemm N       side of the reference sgemm product (default 4096)\n"
@@ -68,7 +77,7 @@ static void stage_json(json_t *j, const char *stage, double gflop, double s, dou
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL, *vae = NULL;
+    const char *model = NULL, *vae = NULL, *balance = NULL, *sweep = NULL;
     long long threads = 0, v;
     int json = 0;
     sdb_model_opts mo = {0};
@@ -103,6 +112,10 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--size") && has) {
             if (cli_parse_int("bench", a, argv[++i], 64, 4096, &v)) return EXIT_USAGE;
             o.size = (int)v;
+        } else if (!strcmp(a, "--balance") && has) {
+            balance = argv[++i];
+        } else if (!strcmp(a, "--threads") && has && strchr(argv[i + 1], ',')) {
+            sweep = argv[++i];
         } else if (!strcmp(a, "--threads") && has) {
             if (cli_parse_int("bench", a, argv[++i], 1, 1024, &threads)) return EXIT_USAGE;
         } else if (!strcmp(a, "--steps") && has) {
@@ -116,8 +129,9 @@ int cmd_bench(int argc, char **argv)
             o.reps = (int)v;
         } else return cli_usage_error("bench", "unknown or incomplete option '%s'", a);
     }
-    if (!model) return cli_usage_error("bench", "--model is required");
     if (o.size % 8) return cli_usage_error("bench", "--size must be a multiple of 8");
+    if (balance) return bench_balance(model, balance, o.size, json);
+    if (!model) return cli_usage_error("bench", "--model is required");
     if (!threads && !getenv("OMP_NUM_THREADS")) threads = sdb_threads_available();
     if (threads) sdb_threads_set((int)threads);
 
@@ -131,6 +145,11 @@ int cmd_bench(int argc, char **argv)
     free(model_path);
     free(vae_path);
     if (lrc) return cli_error("bench", &err);
+    if (sweep) {
+        int src = bench_sweep(m, &o, sweep, json, &log);
+        sdb_model_free(m);
+        return src;
+    }
     sdb_bench_result r;
     int rc = sdb_bench_run(m, &o, &r, &log, &err);
     sdb_model_free(m);

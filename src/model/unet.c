@@ -464,22 +464,25 @@ typedef struct {
     const float *ctx;     /* [B, L, ctx_dim] */
     int L;
     sdb_profile *prof;    /* NULL = no timing */
+    sdb_par_rec *plan;    /* set: record every op's work units instead of computing (sdb_unet_plan) */
 } fw_t;
 
 #define ALLOC(ptr, count) do { (ptr) = sdb_arena_floats(F->a, (size_t)(count)); if (!(ptr)) return SDB_ENOMEM; } while (0)
 
 static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W)
 {
-    if (F->u->dbg) F->u->dbg(F->u->dbg_ctx, name, x, F->B, C, H, W);
+    if (F->u->dbg && !F->plan) F->u->dbg(F->u->dbg_ctx, name, x, F->B, C, H, W);
 }
 
 /* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
- * attached (sdb_profile: one NULL test otherwise). */
-static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
-                   const float *res)
+ * attached (sdb_profile: one NULL test otherwise); in plan mode (F->plan) each records its work
+ * units instead (the ops' _plan twins) and touches no data. */
+static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                        const float *res, const float *bias_n)
 {
+    if (F->plan) { sdb_conv2d_plan(c, N, H, W, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
-    int rc = sdb_conv2d_forward(c, x, N, H, W, y, res, F->a);
+    int rc = sdb_conv2d_forward_bias(c, x, N, H, W, y, res, bias_n, F->a);
     if (F->prof) {
         int Ho, Wo;
         sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
@@ -487,9 +490,15 @@ static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, i
     }
     return rc;
 }
+static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                   const float *res)
+{
+    return conv_fw_bias(F, c, x, N, H, W, y, res, NULL);
+}
 static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const float *b, int N,
                      float *y, int acc)
 {
+    if (F->plan) { sdb_gemm_linear_plan(M, K, N, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_gemm_linear(x, M, K, w, b, N, y, acc, F->a);
     sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)N * K);
@@ -498,6 +507,7 @@ static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const fl
 static int attention_fw(fw_t *F, const float *q, const float *k, const float *v, float *o, int ld,
                         int nq, int nk, int heads, int hd, float scale)
 {
+    if (F->plan) { sdb_attention_plan(nq, nk, heads, hd, 0, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_attention(q, ld, k, ld, v, ld, o, ld, nq, nk, heads, hd, scale, 0, F->a);
     sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * (double)nk * heads * hd);
@@ -506,18 +516,65 @@ static int attention_fw(fw_t *F, const float *q, const float *k, const float *v,
 static void groupnorm_fw(fw_t *F, const float *x, int C, int HW, const norm_t *n, float eps, int silu,
                          float *y)
 {
+    if (F->plan) { sdb_groupnorm_plan(F->B, C, HW, F->u->groups, F->plan); return; }
     double t = sdb_prof_begin(F->prof);
     sdb_groupnorm(x, F->B, C, HW, F->u->groups, n->g, n->b, eps, silu, y);
     sdb_prof_end(F->prof, SDB_PROF_NORM, t, 0);
 }
 static void layernorm_fw(fw_t *F, const float *x, int rows, int C, const norm_t *n, float *y)
 {
+    if (F->plan) { sdb_layernorm_plan(rows, C, F->plan); return; }
     double t = sdb_prof_begin(F->prof);
     sdb_layernorm(x, rows, C, n->g, n->b, 1e-5f, y);
     sdb_prof_end(F->prof, SDB_PROF_NORM, t, 0);
 }
 #define PROF_BEGIN() double prof_t_ = sdb_prof_begin(F->prof)
 #define PROF_END(kind) sdb_prof_end(F->prof, (kind), prof_t_, 0)
+/* [B, rows, cols] -> [B, cols, rows] */
+static void transpose_fw(fw_t *F, const float *x, int rows, int cols, float *y)
+{
+    for (int n = 0; n < F->B; n++) {
+        if (F->plan) { sdb_transpose_plan(rows, cols, F->plan); continue; }
+        PROF_BEGIN();
+        sdb_transpose(x + (size_t)n * rows * cols, rows, cols, y + (size_t)n * rows * cols);
+        PROF_END(SDB_PROF_COPY);
+    }
+}
+static void add_fw(fw_t *F, float *y, const float *x, size_t n)
+{
+    if (F->plan) { sdb_add_plan(n, F->plan); return; }
+    PROF_BEGIN();
+    sdb_add(y, x, n);
+    PROF_END(SDB_PROF_ELEMENTWISE);
+}
+static void silu_fw(fw_t *F, float *x, size_t n)
+{
+    if (F->plan) { sdb_silu_plan(n, F->plan); return; }
+    PROF_BEGIN();
+    sdb_silu(x, n);
+    PROF_END(SDB_PROF_ELEMENTWISE);
+}
+static void geglu_fw(fw_t *F, const float *h, int rows, int dim, float *out)
+{
+    if (F->plan) { sdb_geglu_plan(rows, dim, F->plan); return; }
+    PROF_BEGIN();
+    sdb_geglu(h, rows, dim, out);
+    PROF_END(SDB_PROF_ELEMENTWISE);
+}
+static void upsample_fw(fw_t *F, const float *x, int C, int H, int W, float *y, int Ho, int Wo)
+{
+    if (F->plan) { sdb_upsample_nearest_plan(F->B, C, Ho, Wo, F->plan); return; }
+    PROF_BEGIN();
+    sdb_upsample_nearest(x, F->B, C, H, W, y, Ho, Wo);
+    PROF_END(SDB_PROF_COPY);
+}
+static void concat_fw(fw_t *F, const float *a, int Ca, const float *b, int Cb, int HW, float *y)
+{
+    if (F->plan) { sdb_concat_channels_plan(Ca, Cb, F->B, HW, F->plan); return; }
+    PROF_BEGIN();
+    sdb_concat_channels(a, Ca, b, Cb, F->B, HW, y);
+    PROF_END(SDB_PROF_COPY);
+}
 
 /* y [B, cout, H, W] = resnet(x [B, cin, H, W]); y must not alias x. */
 static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, float *y)
@@ -528,21 +585,16 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
     ALLOC(g, (size_t)B * r->cin * HW);
     ALLOC(tp, (size_t)B * r->cout);
     ALLOC(h, (size_t)B * r->cout * HW);
-    ALLOC(bias, r->cout);
+    ALLOC(bias, (size_t)B * r->cout);
     groupnorm_fw(F, x, r->cin, HW, &r->n1, F->u->eps, 1, g);
     TRY(linear_fw(F, F->st, B, F->u->tdim, r->temb.w, r->temb.b, r->cout, tp, 0));
-    /* conv1 runs once per image (its bias carries that image's time embedding): a half weight
-     * matrix is widened once for all of them */
-    sdb_conv2d c1 = r->c1;
-    const float *w1 = sdb_wmat_widen(c1.w, (size_t)c1.cout * c1.cin * c1.k * c1.k, F->a);
-    if (!w1) return SDB_ENOMEM;
-    c1.w = sdb_wmat_f32(w1);
-    for (int n = 0; n < B; n++) {
-        for (int co = 0; co < r->cout; co++) bias[co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
-        c1.b = bias;
-        int rc = conv_fw(F, &c1, g + (size_t)n * r->cin * HW, 1, H, W, h + (size_t)n * r->cout * HW, NULL);
-        if (rc) return rc;
-    }
+    /* conv1's bias carries each image's time embedding: one call for the batch with a bias per
+     * image */
+    if (!F->plan)
+        for (int n = 0; n < B; n++)
+            for (int co = 0; co < r->cout; co++)
+                bias[(size_t)n * r->cout + co] = r->c1.b[co] + tp[(size_t)n * r->cout + co];
+    TRY(conv_fw_bias(F, &r->c1, g, B, H, W, h, NULL, bias));
     groupnorm_fw(F, h, r->cout, HW, &r->n2, F->u->eps, 1, h);
     const float *res = x;
     if (r->has_sc) {
@@ -571,11 +623,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         ALLOC(g, (size_t)M * C);
         ALLOC(tin, (size_t)M * C);
         groupnorm_fw(F, x, C, HW, &X->norm, 1e-6f, 0, g);
-        {
-            PROF_BEGIN();
-            for (int n = 0; n < B; n++) sdb_transpose(g + (size_t)n * C * HW, C, HW, tin + (size_t)n * HW * C);
-            PROF_END(SDB_PROF_COPY);
-        }
+        transpose_fw(F, g, C, HW, tin);
         TRY(linear_fw(F, tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0));
         sdb_arena_reset(F->a, m2);
     }
@@ -618,23 +666,14 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         for (int r0 = 0; r0 < M; r0 += rows) {
             int rr = M - r0 < rows ? M - r0 : rows;
             TRY(linear_fw(F, nb + (size_t)r0 * C, rr, C, b->ff1.w, b->ff1.b, 8 * C, hid, 0));
-            {
-                PROF_BEGIN();
-                sdb_geglu(hid, rr, 4 * C, gg);
-                PROF_END(SDB_PROF_ELEMENTWISE);
-            }
+            geglu_fw(F, hid, rr, 4 * C, gg);
             TRY(linear_fw(F, gg, rr, 4 * C, b->ff2.w, b->ff2.b, C, t + (size_t)r0 * C, 1));
         }
     }
     /* proj_out, back to NCHW, + residual */
     TRY(linear_fw(F, t, M, C, X->proj_out.w, X->proj_out.b, C, nb, 0));
-    PROF_BEGIN();
-    for (int n = 0; n < B; n++) {
-        float *yn = y + (size_t)n * C * HW;
-        sdb_transpose(nb + (size_t)n * HW * C, HW, C, yn);
-        sdb_add(yn, x + (size_t)n * C * HW, (size_t)C * HW);
-    }
-    PROF_END(SDB_PROF_COPY);
+    transpose_fw(F, nb, HW, C, y);
+    add_fw(F, y, x, (size_t)B * C * HW);
     sdb_arena_reset(F->a, mark);
     return 0;
 }
@@ -707,13 +746,13 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
         size_t m = sdb_arena_mark(F->a);
         ALLOC(h1, (size_t)B * u->tdim);
         TRY(linear_fw(F, tproj, B, u->c0, u->t1.w, u->t1.b, u->tdim, h1, 0));
-        sdb_silu(h1, (size_t)B * u->tdim);
+        silu_fw(F, h1, (size_t)B * u->tdim);
         TRY(linear_fw(F, h1, B, u->tdim, u->t2.w, u->t2.b, u->tdim, temb, 0));
         sdb_arena_reset(F->a, m);
     }
     debug(F, "time_embedding", temb, u->tdim, 1, 1);
-    memcpy(st, temb, sizeof(float) * B * u->tdim);
-    sdb_silu(st, (size_t)B * u->tdim);
+    if (!F->plan) memcpy(st, temb, sizeof(float) * B * u->tdim);
+    silu_fw(F, st, (size_t)B * u->tdim);
     F->st = st;
 
     skip_t skips[MAX_BLOCKS * (MAX_LAYERS + 1) + 1];
@@ -772,15 +811,7 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             skip_t s = skips[--nskip];
             if (s.H != H || s.W != W) return SDB_EINVAL;
             float *cat = other_buf(bufs, h, NULL);
-            size_t hs = (size_t)C * H * W, ss = (size_t)s.C * H * W;
-            {
-                PROF_BEGIN();
-                for (int n = 0; n < B; n++) {
-                    memcpy(cat + (size_t)n * (hs + ss), h + (size_t)n * hs, sizeof(float) * hs);
-                    memcpy(cat + (size_t)n * (hs + ss) + hs, s.p + (size_t)n * ss, sizeof(float) * ss);
-                }
-                PROF_END(SDB_PROF_COPY);
-            }
+            concat_fw(F, h, C, s.p, s.C, H * W, cat);
             float *ro = other_buf(bufs, cat, NULL);
             if ((rc = resnet_fw(F, &b->res[j], cat, H, W, ro))) return rc;
             h = ro;
@@ -795,11 +826,7 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             /* to the size of the next skip (= 2x unless the input size was odd somewhere) */
             int Ho = skips[nskip - 1].H, Wo = skips[nskip - 1].W;
             float *upb = other_buf(bufs, h, NULL);
-            {
-                PROF_BEGIN();
-                sdb_upsample_nearest(h, B, C, H, W, upb, Ho, Wo);
-                PROF_END(SDB_PROF_COPY);
-            }
+            upsample_fw(F, h, C, H, W, upb, Ho, Wo);
             float *dst = other_buf(bufs, upb, h);
             H = Ho; W = Wo;
             if ((rc = conv_fw(F, &b->sampler, upb, B, H, W, dst, NULL))) return rc;
@@ -814,11 +841,7 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
     float *g = other_buf(bufs, h, NULL);
     groupnorm_fw(F, h, C, H * W, &u->norm_out, u->eps, 0, g);
     debug(F, "conv_norm_out", g, C, H, W);
-    {
-        PROF_BEGIN();
-        sdb_silu(g, (size_t)B * C * H * W);
-        PROF_END(SDB_PROF_ELEMENTWISE);
-    }
+    silu_fw(F, g, (size_t)B * C * H * W);
     return conv_fw(F, &u->conv_out, g, B, H, W, out, NULL);
 }
 
@@ -830,7 +853,7 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
     size_t mark = sdb_arena_mark(arena);
     size_t old_peak = arena->peak;
     arena->peak = mark;
-    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof};
+    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof, NULL};
     int rc = forward_impl(&F, sample, h, w, timesteps, out);
     u->last_peak = arena->peak - mark;
     if (old_peak > arena->peak) arena->peak = old_peak;
@@ -839,5 +862,21 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
         return sdb_fail(err, rc, "unet: scratch memory exhausted (batch %d, %dx%d latents)", B, h, w);
     if (rc)
         return sdb_fail(err, rc, "unet: forward failed for batch %d, %dx%d latents (%s)", B, h, w, sdb_err_name(rc));
+    return 0;
+}
+
+int sdb_unet_plan(sdb_unet *u, int B, int h, int w, int ctx_len, sdb_par_rec *rec, sdb_arena *arena,
+                  sdb_err *err)
+{
+    if (B < 1 || h < 1 || w < 1 || ctx_len < 1 || B > 64)
+        return sdb_fail(err, SDB_EINVAL, "unet: bad plan size (batch %d, %dx%d, %d context tokens)", B, h, w, ctx_len);
+    size_t mark = sdb_arena_mark(arena);
+    double ts[64] = {0};
+    fw_t F = {u, arena, B, NULL, NULL, ctx_len, NULL, rec};
+    int rc = forward_impl(&F, NULL, h, w, ts, NULL);
+    sdb_arena_reset(arena, mark);
+    if (rc == SDB_ENOMEM) return sdb_fail(err, rc, "unet: plan: scratch address space exhausted");
+    if (rc) return sdb_fail(err, rc, "unet: plan failed for batch %d, %dx%d latents (%s)", B, h, w, sdb_err_name(rc));
+    if (rec->failed) return sdb_fail(err, SDB_ENOMEM, "unet: plan: out of memory");
     return 0;
 }

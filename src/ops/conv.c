@@ -255,8 +255,8 @@ static void im2col_cols(const sdb_conv2d *c, const float *x, int H, int W, const
 }
 
 static void conv_tile(const sdb_conv2d *c, const float *w, const float *x, int H, int W,
-                      const conv_layout *L, int t, float *y, const float *res, float *colbuf,
-                      float *cbuf)
+                      const conv_layout *L, int t, float *y, const float *res, const float *bias_n,
+                      float *colbuf, float *cbuf)
 {
     int m0, mm, n0, nn;
     sdb_gemm_grid_tile(&L->g, t, &m0, &mm, &n0, &nn);
@@ -269,10 +269,10 @@ static void conv_tile(const sdb_conv2d *c, const float *w, const float *x, int H
     const int HWo = L->HWo, cout = c->cout;
     for (int i = 0; i < mm; i++) {
         const int co = m0 + i;
-        const float b = c->b ? c->b[co] : 0.0f;
         const float *src = cbuf + (size_t)i * nn;
         for (int j = n0; j < n0 + nn;) {
             const int n = j / HWo, p = j % HWo, len = HWo - p < n0 + nn - j ? HWo - p : n0 + nn - j;
+            const float b = bias_n ? bias_n[(size_t)n * cout + co] : c->b ? c->b[co] : 0.0f;
             const size_t o = ((size_t)n * cout + co) * HWo + p;
             float *d = y + o;
             const float *s = src + (j - n0);
@@ -290,6 +290,12 @@ static void conv_tile(const sdb_conv2d *c, const float *w, const float *x, int H
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch)
 {
+    return sdb_conv2d_forward_bias(c, x, N, H, W, y, residual, NULL, scratch);
+}
+
+int sdb_conv2d_forward_bias(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                            const float *residual, const float *bias_n, sdb_arena *scratch)
+{
     conv_layout L;
     if (conv_layout_of(c, N, H, W, &L)) return SDB_EINVAL;
     size_t mark = sdb_arena_mark(scratch);
@@ -304,7 +310,7 @@ int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W,
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int t = 0; t < ntiles; t++) {
         float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz);
-        conv_tile(c, w, x, H, W, &L, t, y, residual, own, own + colsz);
+        conv_tile(c, w, x, H, W, &L, t, y, residual, bias_n, own, own + colsz);
     }
     sdb_arena_reset(scratch, mark);
     return 0;

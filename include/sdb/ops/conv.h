@@ -44,6 +44,10 @@ void sdb_conv2d_out_size(const sdb_conv2d *c, int H, int W, int *Ho, int *Wo);
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                        const float *residual, sdb_arena *scratch);
 
+/* Same, with a bias per image: bias_n [N, cout] in place of c->b (a resnet's conv1, whose bias
+ * carries each image's time embedding); NULL = c->b. */
+int sdb_conv2d_forward_bias(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
+                            const float *residual, const float *bias_n, sdb_arena *scratch);
 /* Records the work units of that call into `rec` (par.h) without computing. */
 void sdb_conv2d_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
 
