@@ -105,60 +105,90 @@ static void tile_gemm(int small, int transB, int M, int N, int K, const float *A
  * sdb_gemm, beta as given), the bias or 0, or the bias added to what y holds. */
 enum { INIT_NONE, INIT_SET, INIT_ADD };
 
-/* C (+)= A · op(B) over the grid of sdb_gemm_grid_of (tiles in a dynamic loop). */
-static void gemm_tiles(int transB, int M, int N, int K, const float *A, int lda, const float *B,
-                       int ldb, float beta, float *C, int ldc, int init, const float *bias)
+static sdb_gemm_grid gemm_grid(int M, int N, int K, int can_split)
 {
-    const int small = gemm_is_small(M, N, K);
-    const sdb_gemm_grid g = sdb_gemm_grid_of(M, N, 0);
-    const int ntiles = sdb_gemm_grid_tiles(&g);
-#pragma omp parallel for schedule(dynamic, 1) if (!small && ntiles > 1)
-    for (int t = 0; t < ntiles; t++) {
-        int m0, mm, n0, nn;
-        sdb_gemm_grid_tile(&g, t, &m0, &mm, &n0, &nn);
-        float *Ct = C + (size_t)m0 * ldc + n0;
-        float b = beta;
-        if (init != INIT_NONE) {
-            for (int i = 0; i < mm; i++) {
-                float *row = Ct + (size_t)i * ldc;
-                if (init == INIT_ADD) for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
-                else if (bias) for (int j = 0; j < nn; j++) row[j] = bias[n0 + j];
-                else for (int j = 0; j < nn; j++) row[j] = 0.0f;
+    return sdb_gemm_grid_of(M, N, K, 0, can_split && !gemm_is_small(M, N, K));
+}
+
+/* C (+)= A · op(B) over grid g (units in a dynamic loop). With g.ks > 1 each unit's product goes to
+ * its K slice's partial sums part[s] [M, N] and a second loop adds them in slice order into C. */
+static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part)
+{
+    const int M = g->M, N = g->N, small = gemm_is_small(M, N, g->K), nunits = sdb_gemm_grid_tiles(g);
+    const size_t MN = (size_t)M * N;
+#pragma omp parallel if (!small && nunits > 1)
+    {
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < nunits; t++) {
+            int m0, mm, n0, nn, k0, kk;
+            sdb_gemm_grid_tile(g, t, &m0, &mm, &n0, &nn, &k0, &kk);
+            const float *Ap = A + (size_t)m0 * lda + k0;
+            const float *Bp = transB ? B + (size_t)n0 * ldb + k0 : B + (size_t)k0 * ldb + n0;
+            if (g->ks > 1) {
+                float *P = part + (size_t)(k0 / g->kb) * MN + (size_t)m0 * N + n0;
+                tile_gemm(small, transB, mm, nn, kk, Ap, lda, Bp, ldb, 0.0f, P, N);
+                continue;
             }
-            b = 1.0f;
+            float *Ct = C + (size_t)m0 * ldc + n0;
+            float b = beta;
+            if (init != INIT_NONE) {
+                for (int i = 0; i < mm; i++) {
+                    float *row = Ct + (size_t)i * ldc;
+                    if (init == INIT_ADD) for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
+                    else if (bias) for (int j = 0; j < nn; j++) row[j] = bias[n0 + j];
+                    else for (int j = 0; j < nn; j++) row[j] = 0.0f;
+                }
+                b = 1.0f;
+            }
+            tile_gemm(small, transB, mm, nn, kk, Ap, lda, Bp, ldb, b, Ct, ldc);
         }
-        const float *Bp = transB ? B + (size_t)n0 * ldb : B + n0;
-        tile_gemm(small, transB, mm, nn, K, A + (size_t)m0 * lda, lda, Bp, ldb, b, Ct, ldc);
+        if (g->ks > 1) {
+#pragma omp for schedule(static)
+            for (int i = 0; i < M; i++) {
+                float *c = C + (size_t)i * ldc;
+                for (int j = 0; j < N; j++) {
+                    float v = part[(size_t)i * N + j];
+                    for (int s = 1; s < g->ks; s++) v += part[s * MN + (size_t)i * N + j];
+                    if (init == INIT_SET) c[j] = (bias ? bias[j] : 0.0f) + v;
+                    else if (init == INIT_ADD) c[j] = (c[j] + bias[j]) + v;
+                    else c[j] = beta == 0.0f ? v : beta * c[j] + v;
+                }
+            }
+        }
     }
 }
 
-static void gemm_plan(sdb_par_rec *rec, int M, int N, int K)
+static void gemm_plan(sdb_par_rec *rec, const sdb_gemm_grid *g)
 {
-    const sdb_gemm_grid g = sdb_gemm_grid_of(M, N, 0);
-    const int ntiles = sdb_gemm_grid_tiles(&g);
-    double *cost = malloc((size_t)ntiles * sizeof *cost);
+    const int nunits = sdb_gemm_grid_tiles(g), par = !gemm_is_small(g->M, g->N, g->K) && nunits > 1;
+    double *cost = malloc((size_t)nunits * sizeof *cost);
     if (!cost) { rec->failed = 1; return; }
-    for (int t = 0; t < ntiles; t++) {
-        int m0, mm, n0, nn;
-        sdb_gemm_grid_tile(&g, t, &m0, &mm, &n0, &nn);
-        cost[t] = 2.0 * mm * nn * K;
+    for (int t = 0; t < nunits; t++) {
+        int m0, mm, n0, nn, k0, kk;
+        sdb_gemm_grid_tile(g, t, &m0, &mm, &n0, &nn, &k0, &kk);
+        cost[t] = 2.0 * mm * nn * kk;
     }
-    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntiles, cost, 0, 0, !gemm_is_small(M, N, K) && ntiles > 1);
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nunits, cost, 0, 0, par);
     free(cost);
+    if (g->ks > 1) /* the partial sums' pass: one unit per row */
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, g->M, NULL, 4.0 * (g->ks + 2) * g->N, 1, par);
 }
 
 void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    gemm_tiles(transB, M, N, K, A, lda, B, ldb, beta, C, ldc, INIT_NONE, NULL);
+    const sdb_gemm_grid g = gemm_grid(M, N, K, 0);
+    gemm_tiles(&g, transB, A, lda, B, ldb, beta, C, ldc, INIT_NONE, NULL, NULL);
 }
 
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
 {
     if (M <= 0 || N <= 0) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "gemm %dx%dx%d", M, N, K);
-    gemm_plan(rec, M, N, K);
+    const sdb_gemm_grid g = gemm_grid(M, N, K, 0);
+    gemm_plan(rec, &g);
 }
 
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
@@ -166,13 +196,20 @@ int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias,
 {
     if (!W.f32 && !scratch) return SDB_EINVAL;
     if (M <= 0 || N <= 0) return 0;
-    size_t mark = W.f32 ? 0 : sdb_arena_mark(scratch);
+    size_t mark = scratch ? sdb_arena_mark(scratch) : 0;
     const float *w = sdb_wmat_widen(W, (size_t)N * K, scratch);
     if (!w) return SDB_ENOMEM;
-    /* each tile first writes y = bias (or 0), or adds the bias, then adds its product */
+    const sdb_gemm_grid g = gemm_grid(M, N, K, scratch != NULL);
+    float *part = NULL;
+    if (g.ks > 1 && !(part = sdb_arena_floats(scratch, (size_t)g.ks * M * N))) {
+        sdb_arena_reset(scratch, mark);
+        return SDB_ENOMEM;
+    }
+    /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
+     * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
-    gemm_tiles(1, M, N, K, x, K, w, K, 1.0f, y, N, init, bias);
-    if (!W.f32) sdb_arena_reset(scratch, mark);
+    gemm_tiles(&g, 1, x, K, w, K, 1.0f, y, N, init, bias, part);
+    if (scratch) sdb_arena_reset(scratch, mark);
     return 0;
 }
 
@@ -180,25 +217,31 @@ void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec)
 {
     if (M <= 0 || N <= 0) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "linear %d->%d, %d rows", K, N, M);
-    gemm_plan(rec, M, N, K);
+    const sdb_gemm_grid g = gemm_grid(M, N, K, 1);
+    gemm_plan(rec, &g);
 }
 
 /* ---- convolution ----
  * The product y[n][cout, pixel] = W[cout, K] · col[K, column] over the columns of every image's
  * output pixels one after the other (column j: image j / HWo, pixel j % HWo), cut by the GEMM grid
- * with at most CONV_NB_MAX columns per tile. A tile's task builds its own im2col panel (its columns,
- * K in chunks of at most CONV_KC_MAX rows) in the thread's buffer, runs the chunks' products into
- * the thread's tile buffer, then writes y = (residual + bias) + product. No shared im2col, no
- * barrier between copy and product, bounded scratch (per thread: CONV_KC_MAX x CONV_NB_MAX +
- * the tile) for any image size. */
+ * (at most CONV_NB_MAX columns per tile, K slices when that balances better). Without a shared
+ * im2col, a unit's task builds the im2col panel of its own columns and K slice (in chunks of at
+ * most CONV_KC_MAX rows) in its thread's buffer: no shared im2col, no barrier between copy and
+ * product, bounded scratch for any image size. When the grid cuts cout (several tiles share a
+ * column block: the small latents) and the whole im2col matrix fits CONV_SHARED_BYTES, it is built
+ * once instead, in a parallel pass before the units, which read it in place.
+ * Unsplit, a unit runs its product into the thread's tile buffer and writes y = (residual + bias)
+ * + product; with K slices, units write their slice's partial sums and a last pass writes
+ * y = (residual + bias) + (slice 0 + slice 1 + ...), in slice order. */
 #define CONV_NB_MAX 256
 #define CONV_KC_MAX 2304
+#define CONV_SHARED_BYTES ((size_t)96 << 20)
 
 typedef struct conv_layout {
     int Ho, Wo, HWo, K, ncols;
-    int nkc, kc;          /* K chunks: nkc of kc rows (the last one shorter) */
     int small;            /* the whole product is small: serial, gemm_small */
-    sdb_gemm_grid g;      /* over cout x ncols */
+    int shared;           /* one im2col matrix [K, ncols] for all units */
+    sdb_gemm_grid g;      /* over cout x ncols x K */
 } conv_layout;
 
 static int conv_layout_of(const sdb_conv2d *c, int N, int H, int W, conv_layout *L)
@@ -208,11 +251,17 @@ static int conv_layout_of(const sdb_conv2d *c, int N, int H, int W, conv_layout 
     L->HWo = L->Ho * L->Wo;
     L->K = c->cin * c->k * c->k;
     L->ncols = N * L->HWo;
-    L->nkc = (L->K + CONV_KC_MAX - 1) / CONV_KC_MAX;
-    L->kc = (L->K + L->nkc - 1) / L->nkc;
     L->small = gemm_is_small(c->cout, L->ncols, L->K);
-    L->g = sdb_gemm_grid_of(c->cout, L->ncols, CONV_NB_MAX);
+    L->g = sdb_gemm_grid_of(c->cout, L->ncols, L->K, CONV_NB_MAX, !L->small);
+    L->shared = L->g.nmc > 1 && (size_t)L->K * L->ncols * sizeof(float) <= CONV_SHARED_BYTES;
     return 0;
+}
+
+/* Rows per im2col chunk of a K slice of kk rows: equal chunks of at most CONV_KC_MAX. */
+static int conv_chunk(int kk)
+{
+    const int n = (kk + CONV_KC_MAX - 1) / CONV_KC_MAX;
+    return (kk + n - 1) / n;
 }
 
 /* col[(row - k0) * nn + (j - n0)] for K rows k0 .. k1-1 and columns n0 .. n0+nn-1 */
@@ -254,37 +303,51 @@ static void im2col_cols(const sdb_conv2d *c, const float *x, int H, int W, const
     }
 }
 
-static void conv_tile(const sdb_conv2d *c, const float *w, const float *x, int H, int W,
-                      const conv_layout *L, int t, float *y, const float *res, const float *bias_n,
-                      float *colbuf, float *cbuf)
+/* y[n][co][p] = (residual + bias) + v for output rows co of columns n0 .. n0+nn-1 */
+static void conv_store(const sdb_conv2d *c, const conv_layout *L, int co, int n0, int nn,
+                       const float *v, float *y, const float *res, const float *bias_n)
 {
-    int m0, mm, n0, nn;
-    sdb_gemm_grid_tile(&L->g, t, &m0, &mm, &n0, &nn);
-    for (int q = 0; q < L->nkc; q++) {
-        const int k0 = q * L->kc, k1 = k0 + L->kc < L->K ? k0 + L->kc : L->K;
-        im2col_cols(c, x, H, W, L, k0, k1, n0, nn, colbuf);
-        tile_gemm(L->small, 0, mm, nn, k1 - k0, w + (size_t)m0 * L->K + k0, L->K, colbuf, nn,
-                  q ? 1.0f : 0.0f, cbuf, nn);
-    }
     const int HWo = L->HWo, cout = c->cout;
-    for (int i = 0; i < mm; i++) {
-        const int co = m0 + i;
-        const float *src = cbuf + (size_t)i * nn;
-        for (int j = n0; j < n0 + nn;) {
-            const int n = j / HWo, p = j % HWo, len = HWo - p < n0 + nn - j ? HWo - p : n0 + nn - j;
-            const float b = bias_n ? bias_n[(size_t)n * cout + co] : c->b ? c->b[co] : 0.0f;
-            const size_t o = ((size_t)n * cout + co) * HWo + p;
-            float *d = y + o;
-            const float *s = src + (j - n0);
-            if (res) {
-                const float *r = res + o;
-                for (int e = 0; e < len; e++) d[e] = (r[e] + b) + s[e];
-            } else {
-                for (int e = 0; e < len; e++) d[e] = b + s[e];
-            }
-            j += len;
+    for (int j = n0; j < n0 + nn;) {
+        const int n = j / HWo, p = j % HWo, len = HWo - p < n0 + nn - j ? HWo - p : n0 + nn - j;
+        const float b = bias_n ? bias_n[(size_t)n * cout + co] : c->b ? c->b[co] : 0.0f;
+        const size_t o = ((size_t)n * cout + co) * HWo + p;
+        float *d = y + o;
+        const float *s = v + (j - n0);
+        if (res) {
+            const float *r = res + o;
+            for (int e = 0; e < len; e++) d[e] = (r[e] + b) + s[e];
+        } else {
+            for (int e = 0; e < len; e++) d[e] = b + s[e];
+        }
+        j += len;
+    }
+}
+
+static void conv_unit(const sdb_conv2d *c, const float *w, const float *x, int H, int W,
+                      const conv_layout *L, int t, float *y, const float *res, const float *bias_n,
+                      const float *shared_col, float *colbuf, float *cbuf, float *part)
+{
+    int m0, mm, n0, nn, k0, kk;
+    sdb_gemm_grid_tile(&L->g, t, &m0, &mm, &n0, &nn, &k0, &kk);
+    const int split = L->g.ks > 1;
+    /* the product's destination: the slice's partial sums, or the thread's tile buffer */
+    float *dst = split ? part + (size_t)(k0 / L->g.kb) * c->cout * L->ncols + (size_t)m0 * L->ncols + n0 : cbuf;
+    const int ldd = split ? L->ncols : nn;
+    if (shared_col) {
+        tile_gemm(L->small, 0, mm, nn, kk, w + (size_t)m0 * L->K + k0, L->K,
+                  shared_col + (size_t)k0 * L->ncols + n0, L->ncols, 0.0f, dst, ldd);
+    } else {
+        const int kc = conv_chunk(kk);
+        for (int q0 = k0; q0 < k0 + kk; q0 += kc) {
+            const int q1 = q0 + kc < k0 + kk ? q0 + kc : k0 + kk;
+            im2col_cols(c, x, H, W, L, q0, q1, n0, nn, colbuf);
+            tile_gemm(L->small, 0, mm, nn, q1 - q0, w + (size_t)m0 * L->K + q0, L->K, colbuf, nn,
+                      q0 > k0 ? 1.0f : 0.0f, dst, ldd);
         }
     }
+    if (!split)
+        for (int i = 0; i < mm; i++) conv_store(c, L, m0 + i, n0, nn, cbuf + (size_t)i * nn, y, res, bias_n);
 }
 
 int sdb_conv2d_forward(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
@@ -301,16 +364,39 @@ int sdb_conv2d_forward_bias(const sdb_conv2d *c, const float *x, int N, int H, i
     size_t mark = sdb_arena_mark(scratch);
     const float *w = sdb_wmat_widen(c->w, (size_t)c->cout * L.K, scratch);
     if (!w) return SDB_ENOMEM;
-    const int ntiles = sdb_gemm_grid_tiles(&L.g);
-    const int par = !L.small && ntiles > 1;
+    const int nunits = sdb_gemm_grid_tiles(&L.g), ks = L.g.ks;
+    const int par = !L.small && nunits > 1;
     const int nthreads = par ? omp_get_max_threads() : 1;
-    const size_t colsz = (size_t)L.kc * L.g.nb, csz = (size_t)L.g.mb * L.g.nb;
-    float *bufs = sdb_arena_floats(scratch, (size_t)nthreads * (colsz + csz));
-    if (!bufs) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-    for (int t = 0; t < ntiles; t++) {
-        float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz);
-        conv_tile(c, w, x, H, W, &L, t, y, residual, bias_n, own, own + colsz);
+    const size_t colsz = L.shared ? 0 : (size_t)conv_chunk(L.g.kb) * L.g.nb;
+    const size_t csz = ks > 1 ? 0 : (size_t)L.g.mb * L.g.nb;
+    const size_t MN = (size_t)c->cout * L.ncols;
+    float *bufs = sdb_arena_floats(scratch, (size_t)nthreads * (colsz + csz) + 1);
+    float *col = L.shared ? sdb_arena_floats(scratch, (size_t)L.K * L.ncols) : NULL;
+    float *part = ks > 1 ? sdb_arena_floats(scratch, (size_t)ks * MN) : NULL;
+    if (!bufs || (L.shared && !col) || (ks > 1 && !part)) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
+#pragma omp parallel if (par)
+    {
+        if (L.shared) {
+#pragma omp for schedule(static)
+            for (int row = 0; row < L.K; row++)
+                im2col_cols(c, x, H, W, &L, row, row + 1, 0, L.ncols, col + (size_t)row * L.ncols);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < nunits; t++) {
+            float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz);
+            conv_unit(c, w, x, H, W, &L, t, y, residual, bias_n, col, own, own + colsz, part);
+        }
+        if (ks > 1) {
+#pragma omp for schedule(static)
+            for (int co = 0; co < c->cout; co++) {
+                float *p0 = part + (size_t)co * L.ncols;
+                for (int s = 1; s < ks; s++) {
+                    const float *ps = part + s * MN + (size_t)co * L.ncols;
+                    for (int j = 0; j < L.ncols; j++) p0[j] += ps[j];
+                }
+                conv_store(c, &L, co, 0, L.ncols, p0, y, residual, bias_n);
+            }
+        }
     }
     sdb_arena_reset(scratch, mark);
     return 0;
@@ -322,14 +408,18 @@ void sdb_conv2d_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec)
     if (conv_layout_of(c, N, H, W, &L)) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv %dx%d/%d %d->%d %dx%d x%d", c->k, c->k, c->stride,
                      c->cin, c->cout, H, W, N);
-    const int ntiles = sdb_gemm_grid_tiles(&L.g);
-    double *cost = malloc((size_t)ntiles * sizeof *cost);
+    const int nunits = sdb_gemm_grid_tiles(&L.g), par = !L.small && nunits > 1;
+    if (L.shared) /* the im2col pass: one unit per row of K */
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, L.K, NULL, 8.0 * L.ncols, 1, par);
+    double *cost = malloc((size_t)nunits * sizeof *cost);
     if (!cost) { rec->failed = 1; return; }
-    for (int t = 0; t < ntiles; t++) {
-        int m0, mm, n0, nn;
-        sdb_gemm_grid_tile(&L.g, t, &m0, &mm, &n0, &nn);
-        cost[t] = 2.0 * mm * nn * L.K;
+    for (int t = 0; t < nunits; t++) {
+        int m0, mm, n0, nn, k0, kk;
+        sdb_gemm_grid_tile(&L.g, t, &m0, &mm, &n0, &nn, &k0, &kk);
+        cost[t] = 2.0 * mm * nn * kk;
     }
-    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntiles, cost, 0, 0, !L.small && ntiles > 1);
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nunits, cost, 0, 0, par);
     free(cost);
+    if (L.g.ks > 1) /* the slices' sums and the store: one unit per output channel */
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, c->cout, NULL, 4.0 * (L.g.ks + 2) * L.ncols, 1, par);
 }

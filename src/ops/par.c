@@ -5,20 +5,28 @@
 #include "sdb/ops/par.h"
 
 #include <assert.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- grid ----
- * Tile shapes are scored as (packing efficiency) x (balance). Packing: OpenBLAS packs a tile's
- * mb x K block of A and K x nb block of B on every call; measured on an AVX2 EPYC (single-threaded
- * sgemm, K = 2880), a tile runs at about 1 / (1 + 24/mb + 8/nb) of a large product's rate. Balance:
- * the dynamic schedule's bound with the busiest thread running ceil(tiles / T) full tiles, averaged
- * (geometrically) over T = 2 .. 64 threads, so that no common thread count is starved. */
+ * Candidates (mb, nb, ks) are scored as (efficiency) x (balance):
+ * - efficiency: OpenBLAS packs a tile's mb x Kp block of A and Kp x nb block of B on every call, so
+ *   the operands are streamed ncc and nmc times; measured on an AVX2 EPYC (conv 640->640 at 32x32,
+ *   batch 2, one thread) a grid runs at about 1 / (1 + 25/mb + 25/nb) of the rate of a product
+ *   that is packed once, and a call's fixed cost over K slices of kb adds about 64/kb. A K split
+ *   (ks parts, each a fixed slice of K, summed in a fixed order afterwards) adds no packing, only
+ *   the partial sums' pass: 1 / (1 + 8 ks / K) for ks > 1.
+ * - balance: the dynamic schedule with the busiest thread running ceil(units / T) full units,
+ *   combined over T = 2 .. 64 threads (the product of the six bounds; the score is compared to
+ *   the sixth power to avoid a pow per candidate), so that no common thread count is starved. */
 #define GRID_ALIGN 16
 #define GRID_MAX_PARTS 128
+#define GRID_MAX_UNITS 1024   /* no candidate with more units */
+#define GRID_KP_MIN 512       /* K per part at least this (OpenBLAS runs K in blocks of ~256-384) */
+#define GRID_KS_MAX 16
+#define GRID_KS_BYTES ((size_t)64 << 20) /* partial sums of a split product at most this */
 static const int GRID_THREADS[] = {2, 4, 8, 16, 32, 64};
 #define GRID_NT ((int)(sizeof GRID_THREADS / sizeof GRID_THREADS[0]))
 
@@ -29,60 +37,75 @@ static int part_side(int dim, int parts)
     return c < dim ? c : dim;
 }
 
-static double grid_score(int M, int N, int mb, int nb)
+static double grid_score6(int M, int N, int K, int mb, int nb, int ks)
 {
-    const long nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb, n = nmc * ncc;
-    const double eff = 1.0 / (1.0 + 24.0 / mb + 8.0 / nb);
+    const long nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb, n = nmc * ncc * ks;
+    const double kb = (double)((K + ks - 1) / ks);
+    double eff = 1.0 / (1.0 + 25.0 / mb + 25.0 / nb + (kb > 0 ? 64.0 / kb : 0.0));
+    if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
     const double total = (double)M * N, tile = (double)mb * nb;
-    double prod = 1.0;
+    double s = eff * eff * eff;
+    s *= s;
     for (int i = 0; i < GRID_NT; i++) {
         const int T = GRID_THREADS[i];
-        const double span = (double)((n + T - 1) / T) * tile;
-        double b = total / T / span;
-        prod *= b > 1.0 ? 1.0 : b;
+        const double b = total * ks / ((double)T * (double)((n + T - 1) / T) * tile);
+        s *= b > 1.0 ? 1.0 : b;
     }
-    return eff * pow(prod, 1.0 / GRID_NT); /* the bounds' geometric mean */
+    return s;
 }
 
-sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int nb_max)
+sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
 {
-    assert(M > 0 && N > 0);
-    sdb_gemm_grid g = {M, N, M, N, 1, 1};
+    assert(M > 0 && N > 0 && K >= 0);
+    sdb_gemm_grid g = {M, N, K, M, N, 1, 1, 1, K};
     double best = -1.0;
-    int last_mb = -1;
-    for (int pm = 1; pm <= GRID_MAX_PARTS; pm++) {
-        const int mb = part_side(M, pm);
-        if (mb == last_mb) continue;
-        last_mb = mb;
-        int last_nb = -1;
-        for (int pn = 1; pn <= GRID_MAX_PARTS * 4; pn++) {
-            const int nb = part_side(N, pn);
-            if (nb == last_nb) continue;
-            last_nb = nb;
-            if (nb_max > 0 && nb > nb_max) continue;
-            const double s = grid_score(M, N, mb, nb);
-            if (s > best) { best = s; g.mb = mb; g.nb = nb; }
-            if (nb <= GRID_ALIGN) break;
+    int ks_max = 1;
+    if (allow_split)
+        while (ks_max < GRID_KS_MAX && K / (ks_max + 1) >= GRID_KP_MIN &&
+               (size_t)(ks_max + 1) * M * N * sizeof(float) <= GRID_KS_BYTES)
+            ks_max++;
+    for (int ks = 1; ks <= ks_max; ks++) {
+        int last_mb = -1;
+        for (int pm = 1; pm <= GRID_MAX_PARTS; pm++) {
+            const int mb = part_side(M, pm);
+            if (mb == last_mb) continue;
+            last_mb = mb;
+            int last_nb = -1;
+            for (int pn = 1; pn <= GRID_MAX_PARTS; pn++) {
+                const int nb = part_side(N, pn);
+                if (nb == last_nb) continue;
+                last_nb = nb;
+                if ((long)pm * pn * ks > GRID_MAX_UNITS) break;
+                if (nb_max > 0 && nb > nb_max) continue;
+                const double s = grid_score6(M, N, K, mb, nb, ks);
+                if (s > best) { best = s; g.mb = mb; g.nb = nb; g.ks = ks; }
+                if (nb <= GRID_ALIGN) break;
+            }
+            if (mb <= GRID_ALIGN) break;
         }
-        if (mb <= GRID_ALIGN) break;
     }
     if (best < 0) { /* nb_max below every candidate: the narrowest */
         g.nb = nb_max < N ? nb_max : N;
         g.mb = M;
+        g.ks = 1;
     }
     g.nmc = (M + g.mb - 1) / g.mb;
     g.ncc = (N + g.nb - 1) / g.nb;
+    g.kb = (K + g.ks - 1) / g.ks;
     return g;
 }
 
-void sdb_gemm_grid_tile(const sdb_gemm_grid *g, int t, int *m0, int *mm, int *n0, int *nn)
+void sdb_gemm_grid_tile(const sdb_gemm_grid *g, int t, int *m0, int *mm, int *n0, int *nn, int *k0, int *kk)
 {
-    assert(t >= 0 && t < g->nmc * g->ncc);
-    const int jc = t / g->nmc, im = t % g->nmc;
+    assert(t >= 0 && t < sdb_gemm_grid_tiles(g));
+    const int per = g->nmc * g->ncc, s = t / per, r = t % per;
+    const int jc = r / g->nmc, im = r % g->nmc;
     *n0 = jc * g->nb;
     *nn = g->N - *n0 < g->nb ? g->N - *n0 : g->nb;
     *m0 = im * g->mb;
     *mm = g->M - *m0 < g->mb ? g->M - *m0 : g->mb;
+    *k0 = s * g->kb;
+    *kk = g->K - *k0 < g->kb ? g->K - *k0 : g->kb;
 }
 
 /* ---- schedules ---- */

@@ -31,18 +31,22 @@ typedef enum { SDB_PAR_GEMM, SDB_PAR_ATTENTION, SDB_PAR_NORM, SDB_PAR_ELEMENTWIS
 #define SDB_PAR_FLOP_PER_BYTE 8.0
 
 /* ---- the GEMM tile grid ----
- * C[M,N] cut into tiles of mb x nb (edge tiles smaller), tile t = jc * nmc + im (M fastest); K is
- * never split. Chosen from (M, N) only: tiles as large as packing efficiency wants (OpenBLAS packs
- * both operand blocks of every call), their count such that 2..64 threads stay busy. */
+ * C[M,N] += A[M,K] B[K,N] cut into units: tiles of mb x nb (edge tiles smaller) times ks slices of
+ * K (kb each, the last shorter); unit t = (s * ncc + jc) * nmc + im (M fastest, then N, then the
+ * K slice). With ks > 1 each slice's product goes to its own partial sum and the slices are added
+ * in slice order afterwards, so every element's arithmetic is fixed by the shapes. Chosen from
+ * (M, N, K) only: tiles as large as packing efficiency wants (OpenBLAS packs both operand blocks
+ * of every call), the unit count such that 2..64 threads stay busy. */
 typedef struct sdb_gemm_grid {
-    int M, N, mb, nb, nmc, ncc;
+    int M, N, K, mb, nb, nmc, ncc, ks, kb;
 } sdb_gemm_grid;
 
-/* The grid of an M x N product with at most nb_max columns per tile (0 = no limit). */
-sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int nb_max);
-static inline int sdb_gemm_grid_tiles(const sdb_gemm_grid *g) { return g->nmc * g->ncc; }
-/* Rows m0 .. m0+mm-1 and columns n0 .. n0+nn-1 of tile t. */
-void sdb_gemm_grid_tile(const sdb_gemm_grid *g, int t, int *m0, int *mm, int *n0, int *nn);
+/* The grid of an M x N x K product with at most nb_max columns per tile (0 = no limit); K is cut
+ * only with allow_split (the caller has scratch for the partial sums: ks * M * N floats). */
+sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split);
+static inline int sdb_gemm_grid_tiles(const sdb_gemm_grid *g) { return g->nmc * g->ncc * g->ks; }
+/* Rows m0 .. m0+mm-1, columns n0 .. n0+nn-1 and K slice k0 .. k0+kk-1 of unit t. */
+void sdb_gemm_grid_tile(const sdb_gemm_grid *g, int t, int *m0, int *mm, int *n0, int *nn, int *k0, int *kk);
 
 /* libgomp's schedule(static) without a chunk: iterations [lo, hi) of thread tid of T over n. */
 void sdb_par_static_range(long n, int T, int tid, long *lo, long *hi);
