@@ -241,7 +241,7 @@ CASE(test_l_inpaint_euler, "pipeline_l_inpaint_euler.safetensors")
 CASE(test_m_inpaint_lms, "pipeline_m_inpaint_lms.safetensors")
 CASE(test_n_inpaint_dpmpp_2m, "pipeline_n_inpaint_dpmpp_2m.safetensors")
 
-/* Same picture with 1 and 2 threads, and from the single-file checkpoint. */
+/* Same picture with 1, 2 and 4 threads, and from the single-file checkpoint. */
 static void test_threads_and_single_file(void)
 {
     sdb_err err = {0};
@@ -252,12 +252,16 @@ static void test_threads_and_single_file(void)
     case_params c;
     if (!m || load_case(ref, &c)) { sdb_st_close(ref); return; }
     c.p.steps = 5;
-    sdb_image a = {0}, b = {0}, s = {0};
+    sdb_image a = {0}, b = {0}, s = {0}, d = {0};
     sdb_threads_set(1);
     CHECK_OK(sdb_generate(m, &c.p, NULL, NULL, &a, NULL, &err), &err);
     sdb_threads_set(2);
     CHECK_OK(sdb_generate(m, &c.p, NULL, NULL, &b, NULL, &err), &err);
     CHECK(a.px && b.px && memcmp(a.px, b.px, (size_t)a.w * a.h * 3) == 0);
+    sdb_threads_set(4); /* more threads than this machine may have cores: oversubscribed */
+    CHECK_OK(sdb_generate(m, &c.p, NULL, NULL, &d, NULL, &err), &err);
+    CHECK(a.px && d.px && memcmp(a.px, d.px, (size_t)a.w * a.h * 3) == 0);
+    sdb_threads_set(2);
     sdb_model *single = NULL;
     sdb_model_opts o = {0};
     o.config_dir = sdb_t_path("models/tiny-sd-inpaint");
@@ -268,7 +272,7 @@ static void test_threads_and_single_file(void)
         CHECK(s.px && a.px && memcmp(a.px, s.px, (size_t)a.w * a.h * 3) == 0);
         sdb_model_free(single);
     }
-    sdb_image_free(&a); sdb_image_free(&b); sdb_image_free(&s);
+    sdb_image_free(&a); sdb_image_free(&b); sdb_image_free(&s); sdb_image_free(&d);
     free_case(&c);
     sdb_st_close(ref);
 }

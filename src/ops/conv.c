@@ -199,16 +199,23 @@ int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias,
     size_t mark = scratch ? sdb_arena_mark(scratch) : 0;
     const float *w = sdb_wmat_widen(W, (size_t)N * K, scratch);
     if (!w) return SDB_ENOMEM;
-    const sdb_gemm_grid g = gemm_grid(M, N, K, scratch != NULL);
-    float *part = NULL;
-    if (g.ks > 1 && !(part = sdb_arena_floats(scratch, (size_t)g.ks * M * N))) {
-        sdb_arena_reset(scratch, mark);
-        return SDB_ENOMEM;
+    /* the grid (and so the result) does not depend on whether there is scratch: without it, the
+     * partial sums of a K-split product are allocated for the call */
+    const sdb_gemm_grid g = gemm_grid(M, N, K, 1);
+    float *part = NULL, *owned = NULL;
+    if (g.ks > 1) {
+        const size_t n = (size_t)g.ks * M * N;
+        part = scratch ? sdb_arena_floats(scratch, n) : (owned = malloc(n * sizeof(float)));
+        if (!part) {
+            if (scratch) sdb_arena_reset(scratch, mark);
+            return SDB_ENOMEM;
+        }
     }
     /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
      * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
     gemm_tiles(&g, 1, x, K, w, K, 1.0f, y, N, init, bias, part);
+    free(owned);
     if (scratch) sdb_arena_reset(scratch, mark);
     return 0;
 }

@@ -62,7 +62,8 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
               float beta, float *C, int ldc);
 /* torch.nn.Linear on sdb_gemm: y[M,N] = x[M,K] · W[N,K]ᵀ + bias (bias may be NULL); with
  * `accumulate`, y += x · Wᵀ + bias. Bit-identical for any thread count. y must not alias x.
- * `scratch` holds a half W widened (may be NULL for a float32 W). Returns 0, SDB_ENOMEM when the
+ * `scratch` holds a half W widened and the partial sums of a product whose K the grid slices
+ * (may be NULL for a float32 W: those are then allocated for the call; results are the same). Returns 0, SDB_ENOMEM when the
  * scratch is exhausted, or SDB_EINVAL for a half W without scratch. */
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
                     int accumulate, sdb_arena *scratch);
