@@ -146,14 +146,14 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
         if (g->ks > 1) {
 #pragma omp for schedule(static)
             for (int i = 0; i < M; i++) {
-                float *c = C + (size_t)i * ldc;
-                for (int j = 0; j < N; j++) {
-                    float v = part[(size_t)i * N + j];
-                    for (int s = 1; s < g->ks; s++) v += part[s * MN + (size_t)i * N + j];
-                    if (init == INIT_SET) c[j] = (bias ? bias[j] : 0.0f) + v;
-                    else if (init == INIT_ADD) c[j] = (c[j] + bias[j]) + v;
-                    else c[j] = beta == 0.0f ? v : beta * c[j] + v;
+                float *c = C + (size_t)i * ldc, *v = part + (size_t)i * N;
+                for (int s = 1; s < g->ks; s++) { /* v = ((P0 + P1) + P2) + ... */
+                    const float *ps = part + s * MN + (size_t)i * N;
+                    for (int j = 0; j < N; j++) v[j] += ps[j];
                 }
+                if (init == INIT_SET) for (int j = 0; j < N; j++) c[j] = (bias ? bias[j] : 0.0f) + v[j];
+                else if (init == INIT_ADD) for (int j = 0; j < N; j++) c[j] = (c[j] + bias[j]) + v[j];
+                else for (int j = 0; j < N; j++) c[j] = beta == 0.0f ? v[j] : beta * c[j] + v[j];
             }
         }
     }
