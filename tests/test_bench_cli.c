@@ -1,7 +1,9 @@
 /*
  * test_bench_cli.c — `sdbatch bench` on the tiny model, as a user runs it (a child process): the
  * --json object has the documented fields with sane values, --profile's breakdown names every op
- * kind, and bad options are usage errors. A smoke test of the command, not a timed test: the
+ * kind, --balance gives the schedule's bound (>= 0.9 at 16/32/64 threads for SD 1.5, the same from
+ * the built-in config as from the published config file), --threads LIST sweeps, and bad options
+ * are usage errors. A smoke test of the command, not a timed test: the
  * figures themselves are not checked (the machine is shared).
  */
 #include "harness.h"
@@ -61,6 +63,50 @@ static void test_profile_and_only(void)
     }
 }
 
+/* the "balance" object of --balance --json, as text: {"16": ..., ...} */
+static void balance_of(const char *json, char *dst, size_t n)
+{
+    const char *at = strstr(json, "\"balance\": {");
+    const char *end = at ? strchr(at, '}') : NULL;
+    snprintf(dst, n, "%.*s", at && end ? (int)(end - at + 1) : 0, at ? at : "");
+}
+
+static void test_balance_and_sweep(void)
+{
+    /* the built-in SD 1.5 config: the step's bound at 16, 32 and 64 threads reaches the target */
+    int rc = sdb_t_sdbatch("bench --balance 16,32,64 --json", out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    char builtin[256], real[256];
+    balance_of(out, builtin, sizeof builtin);
+    const char *counts[] = {"16", "32", "64"};
+    for (int i = 0; i < 3; i++) {
+        char pat[16];
+        snprintf(pat, sizeof pat, "\"%s\": ", counts[i]);
+        const char *v = strstr(builtin, pat);
+        const double b = v ? atof(v + strlen(pat)) : -1;
+        CHECKF(b >= 0.9 && b <= 1.0, "bound at %s threads: %g (%s)", counts[i], b, builtin);
+    }
+    CHECK(strstr(out, "\"ops\": [") && strstr(out, "conv 3x3/1 320->320 64x64 x2"));
+    /* the published config file gives the same figures as the built-in copy of it */
+    char args[4096];
+    snprintf(args, sizeof args, "bench --balance 16,32,64 --json --model '%s'", sdb_t_path("models/sd15-inpaint-layout"));
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    balance_of(out, real, sizeof real);
+    CHECKF(real[0] && !strcmp(real, builtin), "%s vs built-in %s", real, builtin);
+    /* one thread: every schedule is perfectly balanced */
+    rc = bench_tiny("--balance 1 --size 64 --json");
+    CHECKF(rc == 0 && strstr(out, "\"balance\": {\"1\": 1.0"), "exit %d: %s", rc, out);
+    CHECK(sdb_t_sdbatch("bench --balance 0", out, sizeof out) == 2);
+    CHECK(sdb_t_sdbatch("bench --balance 16,x", out, sizeof out) == 2);
+    /* the sweep: one row per count, the first one's efficiency 1 */
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --threads 1,2 --json");
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    const char *r1 = strstr(out, "{\"threads\": 1,"), *r2 = strstr(out, "{\"threads\": 2,");
+    CHECKF(r1 && r2 && r1 < r2, "%s", out);
+    CHECKF(field(out, "unet_step_s") > 0 && field(out, "parallel_efficiency") == 1.0, "%s", out);
+}
+
 static void test_usage_errors(void)
 {
     CHECK(sdb_t_sdbatch("bench", out, sizeof out) == 2);
@@ -74,6 +120,7 @@ int main(void)
 {
     RUN(test_json_fields);
     RUN(test_profile_and_only);
+    RUN(test_balance_and_sweep);
     RUN(test_usage_errors);
     return sdb_t_done();
 }
