@@ -170,15 +170,21 @@ void sdb_par_rec_free(sdb_par_rec *r)
     memset(r, 0, sizeof *r);
 }
 
+/* Room for one more element in an array of cap (doubling from 256); -1 when out of memory. */
+static int grow(void **arr, int *cap, int n, size_t elem)
+{
+    if (n < *cap) return 0;
+    const int nc = *cap ? 2 * *cap : 256;
+    void *p = realloc(*arr, (size_t)nc * elem);
+    if (!p) return -1;
+    *arr = p;
+    *cap = nc;
+    return 0;
+}
+
 void sdb_par_op_begin(sdb_par_rec *r, sdb_par_kind kind, const char *fmt, ...)
 {
-    if (r->nops == r->cap_ops) {
-        int nc = r->cap_ops ? 2 * r->cap_ops : 256;
-        sdb_par_op *p = realloc(r->ops, (size_t)nc * sizeof *p);
-        if (!p) { r->failed = 1; return; }
-        r->ops = p;
-        r->cap_ops = nc;
-    }
+    if (grow((void **)&r->ops, &r->cap_ops, r->nops, sizeof *r->ops)) { r->failed = 1; return; }
     sdb_par_op *op = &r->ops[r->nops++];
     va_list ap;
     va_start(ap, fmt);
@@ -194,13 +200,7 @@ void sdb_par_loop_add(sdb_par_rec *r, sdb_par_sched s, long n, const double *cos
 {
     if (n <= 0) return;
     if (!r->nops) { r->failed = 1; return; }
-    if (r->nloops == r->cap_loops) {
-        int nc = r->cap_loops ? 2 * r->cap_loops : 1024;
-        sdb_par_loop *p = realloc(r->loops, (size_t)nc * sizeof *p);
-        if (!p) { r->failed = 1; return; }
-        r->loops = p;
-        r->cap_loops = nc;
-    }
+    if (grow((void **)&r->loops, &r->cap_loops, r->nloops, sizeof *r->loops)) { r->failed = 1; return; }
     sdb_par_loop l = {s, n, NULL, ucost, bytes};
     if (!parallel) { /* one thread runs it all: one unit */
         double sum = 0.0;
