@@ -293,7 +293,7 @@ static void test_images_identical_with_and_without(void)
         snprintf(errf, sizeof errf, "%s/err%d.txt", dir, i);
         snprintf(args, sizeof args,
                  "generate --model '%s' --image '%s' --mask '%s' --prompt 'a lighthouse at dusk' --seed 7 --steps 2 "
-                 "--width 64 --height 64 --output '%s'",
+                 "--width 128 --height 128 --output '%s'",
                  sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_128x128.png"),
                  sdb_t_path("refs/pipeline/inputs/mask_128x128.png"), png);
         int rc = sdbatch_env(envs[i], args, errf);
