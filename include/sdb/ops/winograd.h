@@ -1,0 +1,40 @@
+/*
+ * winograd.h — 3x3 stride-1 pad-1 convolutions by Winograd's minimal filtering F(4x4, 3x3) on
+ * OpenBLAS GEMMs: the same result as sdb_conv2d_forward within float rounding (the bound measured
+ * on SD 1.5's layer shapes is stated in tests/test_winograd.c) with 4x fewer multiply-adds in the
+ * GEMMs (36 per 4x4 output tile and channel pair instead of 144).
+ *
+ * A 6x6 input tile d becomes V = Bᵀ d B, a filter g becomes U = G g Gᵀ (36 values each); for each
+ * of the 36 positions ξ the products over the input channels are one GEMM
+ * M[ξ][cout, tiles] = U[ξ][cout, cin] · V[ξ][cin, tiles]; a tile's 4x4 output is Aᵀ M A.
+ * Interpolation points 0, ±1, ±1/2, ∞ (lower error than 0, ±1, ±2, ∞ in float; see winograd.c).
+ *
+ * Results are identical for any thread count (a fixed grid of single-threaded sgemms, as sdb_gemm).
+ */
+#ifndef SDB_OPS_WINOGRAD_H
+#define SDB_OPS_WINOGRAD_H
+
+#include <stddef.h>
+#include "sdb/arena.h"
+#include "sdb/ops/conv.h"
+
+#define SDB_WINO_TILE 4 /* output tile side */
+#define SDB_WINO_XI 36  /* transformed-domain positions (6x6) */
+
+/* 1 when c is a convolution Winograd computes: 3x3, stride 1, zero padding 1 on every side. */
+int sdb_winograd_applies(const sdb_conv2d *c);
+/* Floats of c's transformed filter: SDB_WINO_XI * cout * cin. */
+size_t sdb_winograd_filter_floats(const sdb_conv2d *c);
+/* U[ξ][co][ci] = (G g Gᵀ)[ξ] for every filter g = w[co][ci] (float32 or half weights). Call outside
+ * OpenMP parallel regions (it opens its own). */
+void sdb_winograd_filter(const sdb_conv2d *c, float *U);
+
+/* y = conv(x) (+ residual), exactly the contract of sdb_conv2d_forward for a convolution where
+ * sdb_winograd_applies. U: c's transformed filter (sdb_winograd_filter), or NULL to transform it
+ * into the scratch for this call. Scratch (that filter; per chunk of tiles the transformed inputs
+ * and products, together about 16 MiB) comes from the arena and is released before returning.
+ * Returns 0, SDB_EINVAL (a convolution it does not compute, bad sizes) or SDB_ENOMEM. */
+int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
+                         float *y, const float *residual, sdb_arena *scratch);
+
+#endif

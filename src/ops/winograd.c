@@ -1,0 +1,341 @@
+/*
+ * winograd.c — F(4x4, 3x3) Winograd convolution on OpenBLAS GEMMs (see winograd.h). Owns the
+ * transform matrices, the tile/chunk grid and the three transforms; the GEMMs are OpenBLAS's.
+ *
+ * Transform matrices: Toom-Cook at the points 0, 1, -1, 1/2, -1/2 and ∞ (Aᵀ[i][j] = p_j^i,
+ * G[j][k] = p_j^k / ∏_{l≠j}(p_j - p_l), Bᵀ row j = the coefficients of ∏_{l≠j}(x - p_l), the last
+ * row/column standing for ∞). Measured on the SD 1.5 layer shapes (tests/test_winograd.c), their
+ * float error is below that of the usual 0, ±1, ±2, ∞ set (SDB_WINO_PM2 builds that one, for the
+ * comparison). The filter transform runs in double and is rounded once.
+ *
+ * Work: the output tiles (4x4, over all images) are taken in chunks of Tb tiles (Tb from the
+ * channel counts only, so that a chunk's transformed inputs V [36][cin][Tb] and products
+ * M [36][cout][Tb] stay about SDB_WINO_CHUNK_BYTES). Per chunk: the input transform (an omp for
+ * over the input channels), then a fixed grid of (output-channel block x tile block) tasks, each
+ * running its 36 single-threaded sgemms and then the output transform (+ bias, + residual) of its
+ * own block while it is in cache. Every value is computed by one task whatever the thread count,
+ * in an order that depends only on the shapes: results are identical for any thread count.
+ *
+ * The transforms work on SDB_WINO_LANES tiles at a time (one SIMD lane per tile) with the matrix
+ * entries as compile-time constants, so zero entries cost nothing and ±1 entries no multiply;
+ * they are built twice, for AVX2+FMA and for the baseline ISA, chosen once per call.
+ */
+#include "sdb/ops/winograd.h"
+#include "sdb/error.h"
+#include "sdb/fp16.h"
+#include "vexp.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+#define UNROLL _Pragma("GCC unroll 8")
+
+#if SDB_WINO_PM2
+static const float AT[4][6] = {
+    {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+static const float BT[6][6] = {
+    {4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+static const double GD[6][3] = {{1.0 / 4, 0, 0},
+                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                {0, 0, 1}};
+#else
+static const float AT[4][6] = {{1, 1, 1, 1, 1, 0},
+                               {0, 1, -1, 0.5f, -0.5f, 0},
+                               {0, 1, 1, 0.25f, 0.25f, 0},
+                               {0, 1, -1, 0.125f, -0.125f, 1}};
+static const float BT[6][6] = {{0.25f, 0, -1.25f, 0, 1, 0},   {0, -0.25f, -0.25f, 1, 1, 0},
+                               {0, 0.25f, -0.25f, -1, 1, 0},  {0, -0.5f, -1, 0.5f, 1, 0},
+                               {0, 0.5f, -1, -0.5f, 1, 0},    {0, 0.25f, 0, -1.25f, 0, 1}};
+static const double GD[6][3] = {{4, 0, 0},
+                                {2.0 / 3, 2.0 / 3, 2.0 / 3},
+                                {2.0 / 3, -2.0 / 3, 2.0 / 3},
+                                {-8.0 / 3, -4.0 / 3, -2.0 / 3},
+                                {-8.0 / 3, 4.0 / 3, -2.0 / 3},
+                                {0, 0, 1}};
+#endif
+
+#define LN 8 /* SDB_WINO_LANES: tiles per transform step */
+/* Chunk budget: transformed inputs + products of one chunk of tiles (L3-resident on 2-core parts,
+ * a few MiB per core elsewhere). */
+#define SDB_WINO_CHUNK_BYTES ((size_t)12 << 20)
+#define SDB_WINO_TB_MIN 64
+#define SDB_WINO_TB_MAX 512
+/* Tasks per chunk the grid aims at (more keeps up to 8 threads busy; fewer, larger sgemms). */
+#define SDB_WINO_TASKS 8
+#define SDB_WINO_NB_MIN 48
+#define SDB_WINO_MB_MIN 32
+
+int sdb_winograd_applies(const sdb_conv2d *c)
+{
+    return c->k == 3 && c->stride == 1 && c->pad_t == 1 && c->pad_l == 1 && c->pad_b == 1 && c->pad_r == 1;
+}
+
+size_t sdb_winograd_filter_floats(const sdb_conv2d *c)
+{
+    return (size_t)SDB_WINO_XI * c->cout * c->cin;
+}
+
+void sdb_winograd_filter(const sdb_conv2d *c, float *U)
+{
+    const int cin = c->cin, cout = c->cout;
+    const size_t xs = (size_t)cout * cin;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < cout; co++) {
+        for (int ci = 0; ci < cin; ci++) {
+            size_t o = ((size_t)co * cin + ci) * 9;
+            double g[3][3], t[6][3];
+            for (int i = 0; i < 9; i++)
+                g[i / 3][i % 3] = c->w.f32 ? (double)c->w.f32[o + i] : (double)sdb_f16_to_f32(c->w.f16[o + i]);
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 3; j++)
+                    t[i][j] = GD[i][0] * g[0][j] + GD[i][1] * g[1][j] + GD[i][2] * g[2][j];
+            float *u = U + (size_t)co * cin + ci;
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++)
+                    u[(size_t)(i * 6 + j) * xs] =
+                        (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
+        }
+    }
+}
+
+/* The shapes of one call: images, tiles, chunk capacity. */
+typedef struct {
+    int cin, cout, H, W;
+    int tx, ty;        /* tiles per row, per column of one image */
+    long T;            /* tiles over all images */
+    int tb;            /* chunk capacity (tiles), the row stride of V and M */
+    int mb, nb;        /* task block: output channels x tiles */
+    int pm, pn;        /* task grid of a full chunk */
+} wplan;
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+static void plan_of(const sdb_conv2d *c, int N, int H, int W, wplan *p)
+{
+    p->cin = c->cin;
+    p->cout = c->cout;
+    p->H = H;
+    p->W = W;
+    p->tx = (W + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
+    p->ty = (H + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
+    p->T = (long)N * p->tx * p->ty;
+    long tb = (long)(SDB_WINO_CHUNK_BYTES / ((size_t)SDB_WINO_XI * sizeof(float) * (size_t)(c->cin + c->cout)));
+    tb = tb / LN * LN;
+    if (tb < SDB_WINO_TB_MIN) tb = SDB_WINO_TB_MIN;
+    if (tb > SDB_WINO_TB_MAX) tb = SDB_WINO_TB_MAX;
+    long nchunks = (p->T + tb - 1) / tb;
+    p->tb = round_up((int)((p->T + nchunks - 1) / nchunks), LN); /* balanced chunks */
+    int pm = 1, pn = 1;
+    while (pm * pn < SDB_WINO_TASKS) {
+        if (p->tb / (2 * pn) >= SDB_WINO_NB_MIN) pn *= 2;
+        else if (c->cout / (2 * pm) >= SDB_WINO_MB_MIN) pm *= 2;
+        else break;
+    }
+    p->mb = round_up((c->cout + pm - 1) / pm, 16);
+    if (p->mb > c->cout) p->mb = c->cout;
+    p->nb = round_up((p->tb + pn - 1) / pn, LN);
+    p->pm = (c->cout + p->mb - 1) / p->mb;
+    p->pn = (p->tb + p->nb - 1) / p->nb;
+}
+
+/* ---- transforms on LN tiles (lane l = tile l) ------------------------------------------------ */
+
+/* out[ξ = 6i + j][l] = (Bᵀ d B)[i][j] */
+AI void input_xform(float d[6][6][LN], float out[36][LN])
+{
+    float t[6][6][LN];
+    UNROLL for (int i = 0; i < 6; i++) UNROLL for (int j = 0; j < 6; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 6; k++) {
+            if (BT[i][k] == 0.0f) continue;
+            for (int l = 0; l < LN; l++) a[l] += BT[i][k] * d[k][j][l];
+        }
+        for (int l = 0; l < LN; l++) t[i][j][l] = a[l];
+    }
+    UNROLL for (int i = 0; i < 6; i++) UNROLL for (int j = 0; j < 6; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 6; k++) {
+            if (BT[j][k] == 0.0f) continue;
+            for (int l = 0; l < LN; l++) a[l] += t[i][k][l] * BT[j][k];
+        }
+        for (int l = 0; l < LN; l++) out[i * 6 + j][l] = a[l];
+    }
+}
+
+/* o[i][j][l] = (Aᵀ m A)[i][j] */
+AI void output_xform(float m[36][LN], float o[4][4][LN])
+{
+    float t[4][6][LN];
+    UNROLL for (int i = 0; i < 4; i++) UNROLL for (int j = 0; j < 6; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 6; k++) {
+            if (AT[i][k] == 0.0f) continue;
+            for (int l = 0; l < LN; l++) a[l] += AT[i][k] * m[k * 6 + j][l];
+        }
+        for (int l = 0; l < LN; l++) t[i][j][l] = a[l];
+    }
+    UNROLL for (int i = 0; i < 4; i++) UNROLL for (int j = 0; j < 4; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 6; k++) {
+            if (AT[j][k] == 0.0f) continue;
+            for (int l = 0; l < LN; l++) a[l] += t[i][k][l] * AT[j][k];
+        }
+        for (int l = 0; l < LN; l++) o[i][j][l] = a[l];
+    }
+}
+
+/* V[ξ][ci][t] (ξ stride xs, t < nt) for the tiles t0.. of input channel ci; x: the whole batch. */
+AI void input_channel(const wplan *p, const float *x, int ci, long t0, int nt, float *V, size_t xs)
+{
+    const int H = p->H, W = p->W, tpi = p->tx * p->ty;
+    const size_t img = (size_t)p->cin * H * W;
+    float *v = V + (size_t)ci * p->tb;
+    for (int t = 0; t < nt; t += LN) {
+        float d[6][6][LN], o[36][LN];
+        const int nl = nt - t < LN ? nt - t : LN;
+        for (int l = 0; l < LN; l++) {
+            if (l >= nl) {
+                for (int i = 0; i < 6; i++)
+                    for (int j = 0; j < 6; j++) d[i][j][l] = 0.0f;
+                continue;
+            }
+            long g = t0 + t + l;
+            int n = (int)(g / tpi), r = (int)(g % tpi);
+            int y0 = r / p->tx * SDB_WINO_TILE - 1, x0 = r % p->tx * SDB_WINO_TILE - 1;
+            const float *xc = x + (size_t)n * img + (size_t)ci * H * W;
+            if (y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {
+                for (int i = 0; i < 6; i++) {
+                    const float *row = xc + (size_t)(y0 + i) * W + x0;
+                    for (int j = 0; j < 6; j++) d[i][j][l] = row[j];
+                }
+            } else {
+                for (int i = 0; i < 6; i++) {
+                    int iy = y0 + i;
+                    for (int j = 0; j < 6; j++) {
+                        int ix = x0 + j;
+                        d[i][j][l] = iy >= 0 && iy < H && ix >= 0 && ix < W ? xc[(size_t)iy * W + ix] : 0.0f;
+                    }
+                }
+            }
+        }
+        input_xform(d, o);
+        for (int k = 0; k < 36; k++)
+            for (int l = 0; l < nl; l++) v[(size_t)k * xs + t + l] = o[k][l];
+    }
+}
+
+/* Output transform of the products M[ξ][co][t - t0] (ξ stride xs) for channels co0..co1-1 and the
+ * chunk's tiles tb0..tb1-1 (relative to t0): y = (residual + bias) + Aᵀ M A. */
+AI void output_block(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1, int tb0,
+                     int tb1, const float *bias, const float *res, float *y)
+{
+    const int H = p->H, W = p->W, tpi = p->tx * p->ty;
+    const size_t img = (size_t)p->cout * H * W;
+    for (int co = co0; co < co1; co++) {
+        const float *mc = M + (size_t)co * p->tb;
+        const float b = bias ? bias[co] : 0.0f;
+        for (int t = tb0; t < tb1; t += LN) {
+            float m[36][LN], o[4][4][LN];
+            const int nl = tb1 - t < LN ? tb1 - t : LN;
+            for (int k = 0; k < 36; k++)
+                for (int l = 0; l < LN; l++) m[k][l] = l < nl ? mc[(size_t)k * xs + t + l] : 0.0f;
+            output_xform(m, o);
+            for (int l = 0; l < nl; l++) {
+                long g = t0 + t + l;
+                int n = (int)(g / tpi), r = (int)(g % tpi);
+                int y0 = r / p->tx * SDB_WINO_TILE, x0 = r % p->tx * SDB_WINO_TILE;
+                int hi = H - y0 < SDB_WINO_TILE ? H - y0 : SDB_WINO_TILE;
+                int wi = W - x0 < SDB_WINO_TILE ? W - x0 : SDB_WINO_TILE;
+                size_t base = (size_t)n * img + (size_t)co * H * W + (size_t)y0 * W + x0;
+                for (int i = 0; i < hi; i++)
+                    for (int j = 0; j < wi; j++) {
+                        size_t at = base + (size_t)i * W + j;
+                        y[at] = ((res ? res[at] : 0.0f) + b) + o[i][j][l];
+                    }
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void input_channel_avx2(const wplan *p, const float *x, int ci, long t0, int nt, float *V, size_t xs)
+{
+    input_channel(p, x, ci, t0, nt, V, xs);
+}
+static void input_channel_base(const wplan *p, const float *x, int ci, long t0, int nt, float *V, size_t xs)
+{
+    input_channel(p, x, ci, t0, nt, V, xs);
+}
+__attribute__((target("avx2,fma")))
+static void output_block_avx2(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1,
+                              int tb0, int tb1, const float *bias, const float *res, float *y)
+{
+    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, res, y);
+}
+static void output_block_base(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1,
+                              int tb0, int tb1, const float *bias, const float *res, float *y)
+{
+    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, res, y);
+}
+
+int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
+                         float *y, const float *residual, sdb_arena *scratch)
+{
+    if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0) return SDB_EINVAL;
+    if (!c->w.f32 && !c->w.f16) return SDB_EINVAL;
+    wplan p;
+    plan_of(c, N, H, W, &p);
+    const size_t mark = sdb_arena_mark(scratch);
+    if (!U) {
+        float *u = sdb_arena_floats(scratch, sdb_winograd_filter_floats(c));
+        if (!u) return SDB_ENOMEM;
+        sdb_winograd_filter(c, u);
+        U = u;
+    }
+    const size_t xsV = (size_t)p.cin * p.tb, xsM = (size_t)p.cout * p.tb, xsU = (size_t)p.cout * p.cin;
+    float *V = sdb_arena_floats(scratch, SDB_WINO_XI * xsV);
+    float *M = sdb_arena_floats(scratch, SDB_WINO_XI * xsM);
+    if (!V || !M) {
+        sdb_arena_reset(scratch, mark);
+        return SDB_ENOMEM;
+    }
+    const int avx2 = sdb_vexp_have_avx2();
+    const int cin = p.cin, cout = p.cout;
+#pragma omp parallel
+    for (long t0 = 0; t0 < p.T; t0 += p.tb) {
+        const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
+#pragma omp for schedule(static)
+        for (int ci = 0; ci < cin; ci++) {
+            if (avx2) input_channel_avx2(&p, x, ci, t0, nt, V, xsV);
+            else input_channel_base(&p, x, ci, t0, nt, V, xsV);
+        }
+        /* implicit barrier: V complete */
+        const int pn = (nt + p.nb - 1) / p.nb, ntask = p.pm * pn;
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < ntask; task++) {
+            const int im = task % p.pm, jn = task / p.pm;
+            const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
+            const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
+            assert(mm > 0 && nn > 0);
+            for (int k = 0; k < SDB_WINO_XI; k++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
+                            U + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
+                            M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
+            if (avx2) output_block_avx2(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, residual, y);
+            else output_block_base(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, residual, y);
+        }
+        /* implicit barrier: M may be overwritten by the next chunk */
+    }
+    sdb_arena_reset(scratch, mark);
+    return 0;
+}
