@@ -81,26 +81,32 @@ size_t sdb_winograd_filter_floats(const sdb_conv2d *c)
     return (size_t)SDB_WINO_XI * c->cout * c->cin;
 }
 
+/* Input channels transformed together, so that each of the 36 planes of U gets a contiguous run. */
+#define SDB_WINO_FILTER_RUN 64
 void sdb_winograd_filter(const sdb_conv2d *c, float *U)
 {
     const int cin = c->cin, cout = c->cout;
     const size_t xs = (size_t)cout * cin;
+    const int runs = (cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
 #pragma omp parallel for schedule(static)
-    for (int co = 0; co < cout; co++) {
-        for (int ci = 0; ci < cin; ci++) {
-            size_t o = ((size_t)co * cin + ci) * 9;
+    for (long task = 0; task < (long)cout * runs; task++) {
+        const int co = (int)(task / runs), ci0 = (int)(task % runs) * SDB_WINO_FILTER_RUN;
+        const int nr = cin - ci0 < SDB_WINO_FILTER_RUN ? cin - ci0 : SDB_WINO_FILTER_RUN;
+        float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN];
+        for (int r = 0; r < nr; r++) {
+            size_t o = ((size_t)co * cin + ci0 + r) * 9;
             double g[3][3], t[6][3];
             for (int i = 0; i < 9; i++)
                 g[i / 3][i % 3] = c->w.f32 ? (double)c->w.f32[o + i] : (double)sdb_f16_to_f32(c->w.f16[o + i]);
             for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 3; j++)
                     t[i][j] = GD[i][0] * g[0][j] + GD[i][1] * g[1][j] + GD[i][2] * g[2][j];
-            float *u = U + (size_t)co * cin + ci;
             for (int i = 0; i < 6; i++)
                 for (int j = 0; j < 6; j++)
-                    u[(size_t)(i * 6 + j) * xs] =
-                        (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
+                    u[i * 6 + j][r] = (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
         }
+        float *dst = U + (size_t)co * cin + ci0;
+        for (int k = 0; k < SDB_WINO_XI; k++) memcpy(dst + (size_t)k * xs, u[k], sizeof(float) * nr);
     }
 }
 
