@@ -109,7 +109,7 @@ static void accuracy_case(const char *name, int N, int cin, int cout, int H, int
     size_t mark = sdb_arena_mark(&arena);
     sdb_threads_set(2);
     ref_conv(w, b, cin, cout, x, N, H, W, r, cstep, ref);
-    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, NULL, &arena) == 0);
     CHECK(sdb_conv2d_forward(&c, x, N, H, W, yd, r, &arena) == 0);
     CHECK(sdb_arena_mark(&arena) == mark);
     double e = rel_err(y, ref, N, cout, cstep, H * W), ed = rel_err(yd, ref, N, cout, cstep, H * W);
@@ -125,7 +125,7 @@ static void accuracy_case(const char *name, int N, int cin, int cout, int H, int
     sdb_f16_to_f32_array(wh, ww, nw);
     c.w = sdb_wmat_f16(wh);
     ref_conv(ww, b, cin, cout, x, N, H, W, r, cstep, ref);
-    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, NULL, &arena) == 0);
     e = rel_err(y, ref, N, cout, cstep, H * W);
     printf("  %-22s N%d %4d->%4d %2dx%-2d f16: winograd %.2e\n", name, N, cin, cout, H, W, e);
     CHECKF(e <= SDB_WINO_REL_BOUND, "%s f16: relative max error %.3e", name, e);
@@ -133,7 +133,7 @@ static void accuracy_case(const char *name, int N, int cin, int cout, int H, int
     /* the half filter transformed is the widened float32 filter transformed */
     sdb_conv2d cw = c;
     cw.w = sdb_wmat_f32(ww);
-    CHECK(sdb_winograd_forward(&cw, NULL, x, N, H, W, yd, r, &arena) == 0);
+    CHECK(sdb_winograd_forward(&cw, NULL, x, N, H, W, yd, r, NULL, &arena) == 0);
     CHECKF(memcmp(y, yd, sizeof(float) * ny) == 0, "%s: half weights differ from their widening", name);
     CHECK(sdb_arena_mark(&arena) == mark);
     free(wh); free(ww); free(w); free(b); free(x); free(r); free(y); free(yd); free(ref);
@@ -181,12 +181,12 @@ static void identity_case(int N, int cin, int cout, int H, int W, int half)
     for (int t = 0; t < 3; t++) {
         y[t] = malloc(sizeof(float) * ny);
         sdb_threads_set(threads[t]);
-        CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y[t], r, &arena) == 0);
+        CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y[t], r, NULL, &arena) == 0);
     }
     sdb_threads_set(2);
     sdb_winograd_filter(&c, U);
     y[3] = malloc(sizeof(float) * ny);
-    CHECK(sdb_winograd_forward(&c, U, x, N, H, W, y[3], r, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, U, x, N, H, W, y[3], r, NULL, &arena) == 0);
     for (int t = 1; t < 4; t++)
         CHECKF(memcmp(y[0], y[t], sizeof(float) * ny) == 0,
                "N%d %d->%d %dx%d%s: run %d differs from 1 thread", N, cin, cout, H, W,
@@ -212,22 +212,99 @@ static void test_thread_identity(void)
     identity_case(1, 3, 2, 1, 1, 0);
 }
 
+/* Padding 0 on some sides (the VAE's upsampling strips) and a bias per image (a resnet's conv1):
+ * against the direct path's own result, which test_ops_conv checks against its double reference. */
+static void pad_bias_case(int N, int cin, int cout, int H, int W, int pt, int pl, int pb, int pr)
+{
+    sdb_conv2d c = {cin, cout, 3, 1, pt, pl, pb, pr, {NULL, NULL}, NULL};
+    int Ho, Wo;
+    sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
+    const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * Ho * Wo;
+    float *w = rand_buf(nw, 0.2f), *bn = rand_buf((size_t)N * cout, 0.5f);
+    float *x = rand_buf((size_t)N * cin * H * W, 1.0f), *r = rand_buf(ny, 1.0f);
+    float *yw = malloc(sizeof(float) * ny), *yd = malloc(sizeof(float) * ny);
+    c.w = sdb_wmat_f32(w);
+    CHECK(sdb_winograd_applies(&c));
+    for (int withres = 0; withres < 2; withres++) {
+        const float *res = withres ? r : NULL;
+        CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, yw, res, bn, &arena) == 0);
+        CHECK(sdb_conv2d_forward_bias(&c, x, N, H, W, yd, res, bn, &arena) == 0);
+        double emax = 0, rmax = 0;
+        for (size_t i = 0; i < ny; i++) {
+            if (fabs((double)yw[i] - yd[i]) > emax) emax = fabs((double)yw[i] - yd[i]);
+            if (fabs(yd[i]) > rmax) rmax = fabs(yd[i]);
+        }
+        CHECKF(emax <= SDB_WINO_REL_BOUND * rmax, "pad (%d,%d,%d,%d) %dx%d%s: max error %.3e of %.3e",
+               pt, pl, pb, pr, H, W, withres ? " resid" : "", emax, rmax);
+    }
+    free(w); free(bn); free(x); free(r); free(yw); free(yd);
+}
+
+static void test_padding_and_bias_per_image(void)
+{
+    pad_bias_case(1, 16, 24, 10, 13, 0, 1, 0, 1);  /* an interior strip */
+    pad_bias_case(1, 16, 24, 10, 13, 1, 1, 0, 1);  /* the first strip */
+    pad_bias_case(1, 16, 24, 9, 13, 0, 1, 1, 1);   /* the last strip */
+    pad_bias_case(2, 12, 20, 11, 7, 0, 0, 0, 0);   /* no padding */
+    pad_bias_case(2, 12, 20, 3, 3, 0, 0, 0, 0);    /* a single output pixel */
+    pad_bias_case(2, 12, 20, 14, 9, 1, 1, 1, 1);
+}
+
+/* The --conv names and the dispatch: direct never, winograd always (where it applies), auto by
+ * the shape; sdb_conv2d_forward_algo gives exactly the path it names. */
+static void test_dispatch(void)
+{
+    CHECK(sdb_conv_algo_of("auto") == SDB_CONV_AUTO);
+    CHECK(sdb_conv_algo_of("direct") == SDB_CONV_DIRECT);
+    CHECK(sdb_conv_algo_of("winograd") == SDB_CONV_WINOGRAD);
+    CHECK(sdb_conv_algo_of("Winograd") == -1 && sdb_conv_algo_of("") == -1 && sdb_conv_algo_of(NULL) == -1);
+    for (int a = 0; a < 3; a++) CHECK(sdb_conv_algo_of(sdb_conv_algo_name(a)) == a);
+    sdb_conv2d c = {320, 320, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));   /* U-Net level 0 at 512² */
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));   /* 2 x 16 tiles */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 1, 1, 1));
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_DIRECT, 2, 64, 64));
+    c.cin = 9;                                                     /* the U-Net's conv_in */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 64, 64));
+    c.cin = 320;
+    c.stride = 2;                                                  /* a downsampler */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 64, 64));
+    c.stride = 1;
+    c.cin = c.cout = 40;
+    const int N = 2, H = 9, W = 11;
+    const size_t ny = (size_t)N * 40 * H * W;
+    float *w = rand_buf((size_t)40 * 40 * 9, 0.2f), *x = rand_buf(ny, 1.0f);
+    float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+    c.w = sdb_wmat_f32(w);
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_WINOGRAD, x, N, H, W, y1, NULL, NULL, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y2, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_DIRECT, x, N, H, W, y1, NULL, NULL, &arena) == 0);
+    CHECK(sdb_conv2d_forward(&c, x, N, H, W, y2, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
+    free(w); free(x); free(y1); free(y2);
+}
+
 static void test_refuses(void)
 {
     float w[2 * 2 * 9] = {0}, x[2 * 16] = {0}, y[2 * 16];
     sdb_conv2d c = {2, 2, 3, 2, 1, 1, 1, 1, {w, NULL}, NULL};
     CHECK(!sdb_winograd_applies(&c));
-    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, &arena) == SDB_EINVAL);
+    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
     c.stride = 1;
-    c.pad_b = 0;
+    c.pad_b = 2;
     CHECK(!sdb_winograd_applies(&c));
+    c.pad_b = 0;
+    CHECK(sdb_winograd_applies(&c));
     c.pad_b = 1;
     CHECK(sdb_winograd_applies(&c));
     c.k = 1;
     CHECK(!sdb_winograd_applies(&c));
     c.k = 3;
-    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 0, 4, y, NULL, &arena) == SDB_EINVAL);
-    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 0, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
+    CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == 0);
 }
 
 int main(void)
@@ -239,6 +316,8 @@ int main(void)
     }
     RUN(test_refuses);
     RUN(test_thread_identity);
+    RUN(test_padding_and_bias_per_image);
+    RUN(test_dispatch);
     RUN(test_accuracy_sd15_shapes);
     sdb_arena_free(&arena);
     return sdb_t_done();

@@ -66,12 +66,12 @@ int main(int argc, char **argv)
         double td[16], tw[16];
         /* warm-up both, then alternate so that the machine's load hits both alike */
         sdb_conv2d_forward(&c, x, N, H, H, y, NULL, &a);
-        sdb_winograd_forward(&c, NULL, x, N, H, H, y, NULL, &a);
+        sdb_winograd_forward(&c, NULL, x, N, H, H, y, NULL, NULL, &a);
         for (int i = 0; i < reps; i++) {
             double t0 = sdb_prof_now();
             sdb_conv2d_forward(&c, x, N, H, H, y, NULL, &a);
             double t1 = sdb_prof_now();
-            sdb_winograd_forward(&c, NULL, x, N, H, H, y, NULL, &a);
+            sdb_winograd_forward(&c, NULL, x, N, H, H, y, NULL, NULL, &a);
             double t2 = sdb_prof_now();
             td[i] = t1 - t0;
             tw[i] = t2 - t1;

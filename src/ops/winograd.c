@@ -70,10 +70,18 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_TASKS 8
 #define SDB_WINO_NB_MIN 48
 #define SDB_WINO_MB_MIN 32
+/* SDB_CONV_AUTO's rule, read from tools/bench_conv.c on SD 1.5's shapes (2-core AVX2 EPYC, same-run
+ * medians): Winograd won from 32 output tiles over the batch (U-Net 640 channels at 16x16, batch 2:
+ * 1.1x; at 32x32: 1.55-1.75x; VAE 512 channels at 64..128 px: 2.0-2.2x) and lost below (8x8, batch
+ * 2: 0.4x, mostly the per-call filter transform) and with few input channels (4 -> 512: 0.1x). */
+#define SDB_WINO_AUTO_MIN_TILES 32
+#define SDB_WINO_AUTO_MIN_CIN 32
 
+static int pad01(int p) { return p == 0 || p == 1; }
 int sdb_winograd_applies(const sdb_conv2d *c)
 {
-    return c->k == 3 && c->stride == 1 && c->pad_t == 1 && c->pad_l == 1 && c->pad_b == 1 && c->pad_r == 1;
+    return c->k == 3 && c->stride == 1 && pad01(c->pad_t) && pad01(c->pad_l) && pad01(c->pad_b) &&
+           pad01(c->pad_r);
 }
 
 size_t sdb_winograd_filter_floats(const sdb_conv2d *c)
@@ -113,6 +121,8 @@ void sdb_winograd_filter(const sdb_conv2d *c, float *U)
 /* The shapes of one call: images, tiles, chunk capacity. */
 typedef struct {
     int cin, cout, H, W;
+    int Ho, Wo;        /* output size */
+    int pt, pl;        /* top and left padding */
     int tx, ty;        /* tiles per row, per column of one image */
     long T;            /* tiles over all images */
     int tb;            /* chunk capacity (tiles), the row stride of V and M */
@@ -128,8 +138,11 @@ static void plan_of(const sdb_conv2d *c, int N, int H, int W, wplan *p)
     p->cout = c->cout;
     p->H = H;
     p->W = W;
-    p->tx = (W + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
-    p->ty = (H + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
+    sdb_conv2d_out_size(c, H, W, &p->Ho, &p->Wo);
+    p->pt = c->pad_t;
+    p->pl = c->pad_l;
+    p->tx = (p->Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
+    p->ty = (p->Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
     p->T = (long)N * p->tx * p->ty;
     long tb = (long)(SDB_WINO_CHUNK_BYTES / ((size_t)SDB_WINO_XI * sizeof(float) * (size_t)(c->cin + c->cout)));
     tb = tb / LN * LN;
@@ -217,7 +230,7 @@ AI void input_channel(const wplan *p, const float *x, int ci, long t0, int nt, f
             }
             long g = t0 + t + l;
             int n = (int)(g / tpi), r = (int)(g % tpi);
-            int y0 = r / p->tx * SDB_WINO_TILE - 1, x0 = r % p->tx * SDB_WINO_TILE - 1;
+            int y0 = r / p->tx * SDB_WINO_TILE - p->pt, x0 = r % p->tx * SDB_WINO_TILE - p->pl;
             const float *xc = x + (size_t)n * img + (size_t)ci * H * W;
             if (y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {
                 for (int i = 0; i < 6; i++) {
@@ -241,15 +254,16 @@ AI void input_channel(const wplan *p, const float *x, int ci, long t0, int nt, f
 }
 
 /* Output transform of the products M[ξ][co][t - t0] (ξ stride xs) for channels co0..co1-1 and the
- * chunk's tiles tb0..tb1-1 (relative to t0): y = (residual + bias) + Aᵀ M A. */
+ * chunk's tiles tb0..tb1-1 (relative to t0): y = (residual + bias) + Aᵀ M A, the bias bias_n
+ * [N, cout] when given, else bias [cout] (or none). */
 AI void output_block(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1, int tb0,
-                     int tb1, const float *bias, const float *res, float *y)
+                     int tb1, const float *bias, const float *bias_n, const float *res, float *y)
 {
-    const int H = p->H, W = p->W, tpi = p->tx * p->ty;
+    const int H = p->Ho, W = p->Wo, tpi = p->tx * p->ty;
     const size_t img = (size_t)p->cout * H * W;
     for (int co = co0; co < co1; co++) {
         const float *mc = M + (size_t)co * p->tb;
-        const float b = bias ? bias[co] : 0.0f;
+        const float b0 = bias ? bias[co] : 0.0f;
         for (int t = tb0; t < tb1; t += LN) {
             float m[36][LN], o[4][4][LN];
             const int nl = tb1 - t < LN ? tb1 - t : LN;
@@ -263,6 +277,7 @@ AI void output_block(const wplan *p, const float *M, size_t xs, long t0, int co0
                 int hi = H - y0 < SDB_WINO_TILE ? H - y0 : SDB_WINO_TILE;
                 int wi = W - x0 < SDB_WINO_TILE ? W - x0 : SDB_WINO_TILE;
                 size_t base = (size_t)n * img + (size_t)co * H * W + (size_t)y0 * W + x0;
+                const float b = bias_n ? bias_n[(size_t)n * p->cout + co] : b0;
                 for (int i = 0; i < hi; i++)
                     for (int j = 0; j < wi; j++) {
                         size_t at = base + (size_t)i * W + j;
@@ -284,23 +299,26 @@ static void input_channel_base(const wplan *p, const float *x, int ci, long t0, 
 }
 __attribute__((target("avx2,fma")))
 static void output_block_avx2(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1,
-                              int tb0, int tb1, const float *bias, const float *res, float *y)
+                              int tb0, int tb1, const float *bias, const float *bias_n, const float *res,
+                              float *y)
 {
-    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, res, y);
+    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, bias_n, res, y);
 }
 static void output_block_base(const wplan *p, const float *M, size_t xs, long t0, int co0, int co1,
-                              int tb0, int tb1, const float *bias, const float *res, float *y)
+                              int tb0, int tb1, const float *bias, const float *bias_n, const float *res,
+                              float *y)
 {
-    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, res, y);
+    output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, bias_n, res, y);
 }
 
 int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
-                         float *y, const float *residual, sdb_arena *scratch)
+                         float *y, const float *residual, const float *bias_n, sdb_arena *scratch)
 {
     if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0) return SDB_EINVAL;
     if (!c->w.f32 && !c->w.f16) return SDB_EINVAL;
     wplan p;
     plan_of(c, N, H, W, &p);
+    if (p.Ho <= 0 || p.Wo <= 0) return SDB_EINVAL;
     const size_t mark = sdb_arena_mark(scratch);
     if (!U) {
         float *u = sdb_arena_floats(scratch, sdb_winograd_filter_floats(c));
@@ -337,11 +355,45 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
                             U + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
                             M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
-            if (avx2) output_block_avx2(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, residual, y);
-            else output_block_base(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, residual, y);
+            if (avx2) output_block_avx2(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, bias_n, residual, y);
+            else output_block_base(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, bias_n, residual, y);
         }
         /* implicit barrier: M may be overwritten by the next chunk */
     }
     sdb_arena_reset(scratch, mark);
     return 0;
+}
+
+/* ---- the dispatch ------------------------------------------------------------------------------ */
+
+int sdb_conv_algo_of(const char *name)
+{
+    if (!name) return -1;
+    if (!strcmp(name, "auto")) return SDB_CONV_AUTO;
+    if (!strcmp(name, "direct")) return SDB_CONV_DIRECT;
+    if (!strcmp(name, "winograd")) return SDB_CONV_WINOGRAD;
+    return -1;
+}
+
+const char *sdb_conv_algo_name(int algo)
+{
+    return algo == SDB_CONV_DIRECT ? "direct" : algo == SDB_CONV_WINOGRAD ? "winograd" : "auto";
+}
+
+int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
+{
+    if (algo == SDB_CONV_DIRECT || !sdb_winograd_applies(c)) return 0;
+    if (algo == SDB_CONV_WINOGRAD) return 1;
+    int Ho, Wo;
+    sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
+    long tiles = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
+    return c->cin >= SDB_WINO_AUTO_MIN_CIN && tiles >= SDB_WINO_AUTO_MIN_TILES;
+}
+
+int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
+                            const float *residual, const float *bias_n, sdb_arena *scratch)
+{
+    if (sdb_conv_uses_winograd(c, algo, N, H, W))
+        return sdb_winograd_forward(c, NULL, x, N, H, W, y, residual, bias_n, scratch);
+    return sdb_conv2d_forward_bias(c, x, N, H, W, y, residual, bias_n, scratch);
 }

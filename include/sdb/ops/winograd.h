@@ -21,7 +21,8 @@
 #define SDB_WINO_TILE 4 /* output tile side */
 #define SDB_WINO_XI 36  /* transformed-domain positions (6x6) */
 
-/* 1 when c is a convolution Winograd computes: 3x3, stride 1, zero padding 1 on every side. */
+/* 1 when c is a convolution Winograd computes: 3x3, stride 1, zero padding 0 or 1 on each side
+ * (1 everywhere for SD's convs; 0 above/below for the VAE's upsampling strips). */
 int sdb_winograd_applies(const sdb_conv2d *c);
 /* Floats of c's transformed filter: SDB_WINO_XI * cout * cin. */
 size_t sdb_winograd_filter_floats(const sdb_conv2d *c);
@@ -29,12 +30,27 @@ size_t sdb_winograd_filter_floats(const sdb_conv2d *c);
  * OpenMP parallel regions (it opens its own). */
 void sdb_winograd_filter(const sdb_conv2d *c, float *U);
 
-/* y = conv(x) (+ residual), exactly the contract of sdb_conv2d_forward for a convolution where
- * sdb_winograd_applies. U: c's transformed filter (sdb_winograd_filter), or NULL to transform it
- * into the scratch for this call. Scratch (that filter; per chunk of tiles the transformed inputs
- * and products, together about 16 MiB) comes from the arena and is released before returning.
- * Returns 0, SDB_EINVAL (a convolution it does not compute, bad sizes) or SDB_ENOMEM. */
+/* y = conv(x) (+ residual), exactly the contract of sdb_conv2d_forward_bias (bias_n [N, cout] in
+ * place of c->b when not NULL) for a convolution where sdb_winograd_applies. U: c's transformed
+ * filter (sdb_winograd_filter), or NULL to transform it into the scratch for this call (the models
+ * do: kept, the U-Net's would take 4x its 3x3 weights, 8.6 GB in f32). Scratch (that filter; per
+ * chunk of tiles the transformed inputs and products, together about 12 MiB) comes from the arena
+ * and is released before returning. Returns 0, SDB_EINVAL (a convolution it does not compute, bad
+ * sizes) or SDB_ENOMEM. */
 int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
-                         float *y, const float *residual, sdb_arena *scratch);
+                         float *y, const float *residual, const float *bias_n, sdb_arena *scratch);
+
+/* Which path runs a convolution (--conv): SDB_CONV_AUTO picks per call from the shape (Winograd
+ * where it measured faster: enough input channels and output tiles), SDB_CONV_DIRECT always
+ * im2col + sgemm, SDB_CONV_WINOGRAD every convolution sdb_winograd_applies to. */
+enum { SDB_CONV_AUTO = 0, SDB_CONV_DIRECT = 1, SDB_CONV_WINOGRAD = 2 };
+/* "auto" / "direct" / "winograd" -> SDB_CONV_*, or -1. */
+int sdb_conv_algo_of(const char *name);
+const char *sdb_conv_algo_name(int algo);
+/* 1 when sdb_conv2d_forward_algo runs c on an N x H x W input by Winograd. */
+int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W);
+/* sdb_conv2d_forward_bias or sdb_winograd_forward, as sdb_conv_uses_winograd says. */
+int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
+                            const float *residual, const float *bias_n, sdb_arena *scratch);
 
 #endif
