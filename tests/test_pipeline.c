@@ -8,6 +8,7 @@
  */
 #include "harness.h"
 #include "sdb/pipeline.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/fsutil.h"
 #include "sdb/safetensors.h"
 #include "sdb/sched.h"
@@ -89,13 +90,25 @@ static const char *input_path(const char *call_value)
 typedef struct { const char *model; sdb_model *m; } model_slot;
 static model_slot models[3] = {{"models/tiny-sd-inpaint", NULL}, {"models/tiny-sd", NULL}, {NULL, NULL}};
 
+/* The models' --conv: auto, or $SDB_TEST_CONV (ctest runs this binary once more as
+ * test_pipeline_winograd_slow with SDB_TEST_CONV=winograd: every case's Winograd parity). */
+static int test_conv(void)
+{
+    const char *e = getenv("SDB_TEST_CONV");
+    int a = e ? sdb_conv_algo_of(e) : SDB_CONV_AUTO;
+    CHECKF(a >= 0, "SDB_TEST_CONV=%s", e);
+    return a < 0 ? SDB_CONV_AUTO : a;
+}
+
 static sdb_model *get_model(const char *rel)
 {
     for (int i = 0; models[i].model; i++)
         if (!strcmp(models[i].model, rel)) {
             if (!models[i].m) {
                 sdb_err err = {0};
-                CHECK_OK(sdb_model_load(&models[i].m, sdb_t_path(rel), NULL, NULL, &err), &err);
+                sdb_model_opts o = {0};
+                o.conv = test_conv();
+                CHECK_OK(sdb_model_load(&models[i].m, sdb_t_path(rel), &o, NULL, &err), &err);
             }
             return models[i].m;
         }
@@ -266,6 +279,7 @@ static void test_threads_and_single_file(void)
     sdb_model_opts o = {0};
     o.config_dir = sdb_t_path("models/tiny-sd-inpaint");
     o.tokenizer_dir = sdb_t_path("models/tiny-sd-inpaint/tokenizer");
+    o.conv = test_conv();
     CHECK_OK(sdb_model_load(&single, sdb_t_path("models/tiny-sd-inpaint.safetensors"), &o, NULL, &err), &err);
     if (single) {
         CHECK_OK(sdb_generate(single, &c.p, NULL, NULL, &s, NULL, &err), &err);

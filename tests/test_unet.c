@@ -9,6 +9,7 @@
 #include "sdb/ldm_names.h"
 #include "sdb/safetensors.h"
 #include "sdb/threads.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/unet.h"
 #include "sdb/weights.h"
 
@@ -125,23 +126,28 @@ static void test_cases(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         model_t m;
         if (open_model(&m, cases[i].model)) continue;
-        sdb_threads_set(2);
-        int n = 0;
-        float *out = run_case(m.u, cases[i].name, &n);
-        char nm[256];
-        snprintf(nm, sizeof nm, "%s/out", cases[i].name);
-        const float *ref = ref_f32(nm, NULL);
-        if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 1e-4, 1e-4, cases[i].name));
-        fprintf(stderr, "  %s: arena peak of the forward %.2f MiB\n", cases[i].name,
-                sdb_unet_last_peak(m.u) / 1048576.0);
-        /* 1 vs 2 threads */
-        sdb_threads_set(1);
-        int n1 = 0;
-        float *out1 = run_case(m.u, cases[i].name, &n1);
-        if (out && out1) CHECKF(memcmp(out, out1, sizeof(float) * n) == 0, "%s: 1 vs 2 threads differ", cases[i].name);
-        sdb_threads_set(2);
-        free(out);
-        free(out1);
+        for (int algo = 0; algo < 3; algo++) { /* every --conv: the same references, tolerances */
+            sdb_unet_set_conv(m.u, algo);
+            sdb_threads_set(2);
+            int n = 0;
+            float *out = run_case(m.u, cases[i].name, &n);
+            char nm[256], what[300];
+            snprintf(nm, sizeof nm, "%s/out", cases[i].name);
+            snprintf(what, sizeof what, "%s --conv %s", cases[i].name, sdb_conv_algo_name(algo));
+            const float *ref = ref_f32(nm, NULL);
+            if (out && ref) CHECK(sdb_t_close(out, ref, (size_t)n, 1e-4, 1e-4, what));
+            if (!algo)
+                fprintf(stderr, "  %s: arena peak of the forward %.2f MiB\n", cases[i].name,
+                        sdb_unet_last_peak(m.u) / 1048576.0);
+            /* 1 vs 2 threads */
+            sdb_threads_set(1);
+            int n1 = 0;
+            float *out1 = run_case(m.u, cases[i].name, &n1);
+            if (out && out1) CHECKF(memcmp(out, out1, sizeof(float) * n) == 0, "%s: 1 vs 2 threads differ", what);
+            sdb_threads_set(2);
+            free(out);
+            free(out1);
+        }
         close_model(&m);
     }
 }

@@ -11,6 +11,7 @@
 #include "sdb/rng.h"
 #include "sdb/safetensors.h"
 #include "sdb/threads.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/vae.h"
 #include "sdb/weights.h"
 
@@ -153,8 +154,10 @@ static void run_encode(sdb_vae *v, const char *cs, double atol, int with_debug)
     free(lv);
 }
 
-static void run_decode(sdb_vae *v, const char *cs, double atol, int with_debug)
+/* dbg_atol: compare the intermediates too, within this (0: not) */
+static void run_decode(sdb_vae *v, const char *cs, double atol, double dbg_atol)
 {
+    const int with_debug = dbg_atol > 0;
     sdb_err err;
     char nm[128];
     snprintf(nm, sizeof nm, "%s/z", cs);
@@ -168,7 +171,7 @@ static void run_decode(sdb_vae *v, const char *cs, double atol, int with_debug)
     sdb_vae_image_size(v, h, w, &H, &W);
     CHECKF(ti->shape[2] == H && ti->shape[3] == W, "%s image size %dx%d", cs, H, W);
     float *img = malloc((size_t)ti->numel * sizeof(float));
-    dbg_ctx d = {cs, 0, 1e-4};
+    dbg_ctx d = {cs, 0, dbg_atol};
     if (with_debug) sdb_vae_set_debug(v, dbg_cb, &d);
     int rc = sdb_vae_decode(v, z, h, w, img, &arena, &err);
     sdb_vae_set_debug(v, NULL, NULL);
@@ -279,8 +282,12 @@ static void test_encode_folder(void)
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
     CHECK(fabsf(sdb_vae_scaling_factor(v) - 0.18215f) < 1e-9f);
-    run_encode(v, "enc_64x64", 2e-4, 1);
-    run_encode(v, "enc_h96w136", 2e-4, 0);
+    for (int algo = 0; algo < 3; algo++) { /* every --conv: the same references, tolerances */
+        fprintf(stderr, "  --conv %s\n", sdb_conv_algo_name(algo));
+        sdb_vae_set_conv(v, algo);
+        run_encode(v, "enc_64x64", 2e-4, 1);
+        run_encode(v, "enc_h96w136", 2e-4, 0);
+    }
     fprintf(stderr, "  weights: %.2f MiB\n", sdb_vae_weight_bytes(v) / 1048576.0);
     sdb_vae_free(v);
     sdb_weights_free(&w);
@@ -291,9 +298,14 @@ static void test_decode_folder(void)
     sdb_weights w;
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
-    run_decode(v, "dec_8x8", 1e-4, 1);
-    run_decode(v, "dec_h12w17", 1e-4, 0);
-    run_decode(v, "dec_h5w7", 1e-4, 0);
+    for (int algo = 0; algo < 3; algo++) {
+        fprintf(stderr, "  --conv %s\n", sdb_conv_algo_name(algo));
+        sdb_vae_set_conv(v, algo);
+        /* intermediates up to 40: Winograd's 1e-5 relative error is 4e-4 there */
+        run_decode(v, "dec_8x8", 1e-4, algo == SDB_CONV_WINOGRAD ? 4e-4 : 1e-4);
+        run_decode(v, "dec_h12w17", 1e-4, 0);
+        run_decode(v, "dec_h5w7", 1e-4, 0);
+    }
     sdb_vae_free(v);
     sdb_weights_free(&w);
 }
@@ -334,12 +346,15 @@ static void test_odd_sizes(void)
     sdb_weights_free(&w);
 }
 
-/* The upsampler's strip path (forced with tiny strips) against the one-piece path. */
-static void test_strips(void)
+/* The upsampler's strip path (forced with tiny strips) against the one-piece path: with direct
+ * convolutions within float rounding of the sums' order (2e-6); by Winograd, whose tiles start at
+ * each strip's top, within its own error (1e-4 of values up to 2). */
+static void strips_case(int algo, double tol)
 {
     sdb_weights w;
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
+    sdb_vae_set_conv(v, algo);
     sdb_err err;
     int64_t nz;
     float *z = ref_f32("dec_h12w17/z", &nz);
@@ -359,7 +374,7 @@ static void test_strips(void)
         fprintf(stderr, "  strips budget %zu floats: %zu values differ from one-piece, peak %.2f MiB (one-piece %.2f)\n",
                 budgets[k], diff, sdb_vae_peak_bytes(v) / 1048576.0, peak_full / 1048576.0);
         sdb_t_close(b, ref, n, 1e-4, 0, "strip decode vs reference");
-        sdb_t_close(b, a, n, 2e-6, 0, "strip decode vs one-piece");
+        sdb_t_close(b, a, n, tol, 0, "strip decode vs one-piece");
         CHECK(sdb_vae_peak_bytes(v) < peak_full);
     }
     free(z);
@@ -423,7 +438,7 @@ static void test_single_file(void)
     CHECK_OK(sdb_vae_load(&v, sdb_t_path(TINY_VAE "/config.json"), &w, &err), &err);
     if (v) {
         run_encode(v, "enc_64x64", 2e-4, 1);
-        run_decode(v, "dec_8x8", 1e-4, 1);
+        run_decode(v, "dec_8x8", 1e-4, 1e-4);
         run_decode(v, "dec_h5w7", 1e-4, 0);
         sdb_vae_free(v);
     }
@@ -460,11 +475,12 @@ static void test_single_file(void)
 }
 
 /* 1 vs 2 threads: bit-identical encode and decode. */
-static void test_threads(void)
+static void threads_case(int algo)
 {
     sdb_weights w;
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
+    sdb_vae_set_conv(v, algo);
     sdb_err err;
     float *img = ref_f32("enc_h96w136/image", NULL);
     float *z = ref_f32("dec_h12w17/z", NULL);
@@ -489,6 +505,17 @@ static void test_threads(void)
     free(z);
     sdb_vae_free(v);
     sdb_weights_free(&w);
+}
+
+static void test_threads(void)
+{
+    for (int algo = 0; algo < 3; algo++) threads_case(algo);
+}
+
+static void test_strips(void)
+{
+    strips_case(SDB_CONV_DIRECT, 2e-6);
+    strips_case(SDB_CONV_WINOGRAD, 1e-4);
 }
 
 /* Shapes of a json {name: [dims]} object against a recorder's list. */

@@ -32,6 +32,10 @@ typedef struct sdb_model_opts {
                                   F16 files are then used in place (same results, about half the
                                   memory); other dtypes are rounded to half (other results, and so
                                   another sdb_model_id) */
+    int conv;                  /* which path runs the 3x3 convolutions: SDB_CONV_AUTO (0, Winograd
+                                  where it is faster for the layer's shape), SDB_CONV_DIRECT or
+                                  SDB_CONV_WINOGRAD (sdb/ops/winograd.h); results agree within
+                                  float rounding */
 } sdb_model_opts;
 
 /* The weights_f16 value of a weight mode's name ("f32" 0, "f16" 1; the CLI's --weights), or -1. */

@@ -14,6 +14,8 @@
 
 typedef enum {
     SDB_PROF_CONV,        /* convolutions (im2col + GEMM, bias, fused residual) */
+    SDB_PROF_WINOGRAD,    /* 3x3 convolutions by Winograd (transforms + GEMMs); FLOPs counted as
+                             the direct convolution's, so GFLOP/s is the effective rate */
     SDB_PROF_LINEAR,      /* dense layers (projections, feed-forward, time embedding) */
     SDB_PROF_ATTENTION,   /* scores, softmax, weighted sum (not the q/k/v projections) */
     SDB_PROF_NORM,        /* GroupNorm (+ fused SiLU), LayerNorm */
@@ -30,8 +32,8 @@ typedef struct sdb_profile {
 
 static inline const char *sdb_prof_kind_name(int k)
 {
-    static const char *const names[SDB_PROF_KINDS] = {"convolution", "linear", "attention", "norm",
-                                                      "elementwise", "copies"};
+    static const char *const names[SDB_PROF_KINDS] = {"convolution", "winograd", "linear", "attention",
+                                                      "norm", "elementwise", "copies"};
     return k >= 0 && k < SDB_PROF_KINDS ? names[k] : "?";
 }
 

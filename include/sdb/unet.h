@@ -65,5 +65,8 @@ void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx);
 /* Attaches per-op-kind counters that every following forward adds to (NULL detaches; the caller
  * owns the profile and keeps it alive while attached). */
 void sdb_unet_set_profile(sdb_unet *u, sdb_profile *p);
+/* Which path runs the 3x3 stride-1 convolutions: SDB_CONV_AUTO (the default), _DIRECT or _WINOGRAD
+ * (sdb/ops/winograd.h). The results agree within float rounding, not bit for bit. */
+void sdb_unet_set_conv(sdb_unet *u, int algo);
 
 #endif

@@ -94,6 +94,9 @@ typedef void (*sdb_vae_debug_fn)(void *ud, const char *name, const float *x, int
 void sdb_vae_set_debug(sdb_vae *v, sdb_vae_debug_fn fn, void *ud);
 /* Attaches counters (convolution and attention time/FLOPs) that encode/decode add to; NULL = off. */
 void sdb_vae_set_profile(sdb_vae *v, sdb_profile *p);
+/* Which path runs the 3x3 stride-1 convolutions: SDB_CONV_AUTO (the default), _DIRECT or _WINOGRAD
+ * (sdb/ops/winograd.h). The results agree within float rounding, not bit for bit. */
+void sdb_vae_set_conv(sdb_vae *v, int algo);
 /* Tuning/testing: the upsampled-input strip size of the decoder's upsamplers, in floats
  * (0 = the default, 4 Mi floats). Smaller = less scratch, more (cheaper) conv calls. */
 void sdb_vae_set_strip_floats(sdb_vae *v, size_t floats);

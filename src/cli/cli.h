@@ -33,6 +33,8 @@ int cli_parse_weights(const char *cmd, const char *s, int *weights_f16);
 struct sdb_model_opts;
 int cli_model_opts(const char *model, const char *vae, struct sdb_model_opts *mo, char **model_path,
                    char **vae_path, sdb_err *err);
+/* --conv auto|direct|winograd -> SDB_CONV_*; on a bad value prints the usage error, returns -1. */
+int cli_parse_conv(const char *cmd, const char *s, int *conv);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
 /* sigaction(sig) with `handler`, an empty mask and sa_flags (e.g. SA_RESTART). */
 void cli_handle_signal(int sig, void (*handler)(int), int sa_flags);

@@ -6,6 +6,7 @@
 
 #include "sdb/bench.h"
 #include "sdb/cpu.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/pipeline.h"
 #include "sdb/threads.h"
 
@@ -18,7 +19,7 @@
 static void help(void)
 {
     printf("usage: sdbatch bench --model PATH [--size 512] [--threads N|LIST] [--steps N] [--reps N]\n"
-           "                     [--weights f32|f16] [--json] [--profile]\n"
+           "                     [--weights f32|f16] [--conv auto|direct|winograd] [--json] [--profile]\n"
            "       sdbatch bench --balance LIST [--model PATH] [--size 512] [--json]\n\n"
            "Times, as medians of --reps runs (default 3) after a warm-up: text encoding (prompt and\n"
            "negative prompt), one U-Net step at batch 2 (guidance), VAE encode and decode of a\n"
@@ -45,6 +46,8 @@ static void help(void)
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
            "  --weights f16  keep the weight matrices as IEEE half in memory (half the weights' RAM;\n"
            "                 F16 model files give the same images); default f32\n"
+           "  --conv NAME    the 3x3 convolutions' path: auto (default: Winograd where it is faster for\n"
+           "                 the layer's shape), direct (im2col + GEMM) or winograd (all of them)\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
            "  --json         one JSON object on stdout instead of the table\n");
 }
@@ -93,7 +96,9 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--profile")) o.profile = 1;
         else if (!strcmp(a, "--model") && has) model = argv[++i];
         else if (!strcmp(a, "--vae") && has) vae = argv[++i];
-        else if (!strcmp(a, "--weights") && has) {
+        else if (!strcmp(a, "--conv") && has) {
+            if (cli_parse_conv("bench", argv[++i], &mo.conv)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--weights") && has) {
             if (cli_parse_weights("bench", argv[++i], &mo.weights_f16)) return EXIT_USAGE;
         }
         else if (!strcmp(a, "--only") && has) {
@@ -179,6 +184,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "steps", json_integer(r.steps));
         json_object_set_new(j, "weights", json_string(r.weights_f16 ? "f16" : "f32"));
         json_object_set_new(j, "blas_core", json_string(sdb_blas_core()));
+        json_object_set_new(j, "conv", json_string(sdb_conv_algo_name(r.conv)));
         json_object_set_new(j, "sgemm_gflops", json_real(pk));
         json_object_set_new(j, "sgemm_samples", json_integer(r.sgemm_samples));
         json_object_set_new(j, "text_encode_s", NUM(r.text_encode_s, tx));
@@ -209,8 +215,9 @@ int cmd_bench(int argc, char **argv)
         json_decref(j);
         return dump_rc;
     }
-    printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, %s weights, medians of %d after a warm-up\n",
-           r.size, r.size, r.latent, r.latent, r.threads, r.weights_f16 ? "f16" : "f32", r.reps);
+    printf("sdbatch bench: %dx%d (latents %dx%d), %d threads, %s weights, --conv %s, medians of %d after a warm-up\n",
+           r.size, r.size, r.latent, r.latent, r.threads, r.weights_f16 ? "f16" : "f32",
+           sdb_conv_algo_name(r.conv), r.reps);
     print_blas_line();
     printf("  OpenBLAS sgemm %4d^2            %8.1f GFLOP/s (= 100%%; median of %d samples taken between the stages'\n"
            "                                   repetitions; each stage's ratio uses its own samples)\n", o.gemm_n, pk, r.sgemm_samples);
@@ -245,7 +252,7 @@ int cmd_bench(int argc, char **argv)
             printf("\n");
         }
     }
-    if (r.vae_decode_s > 0 && r.vae_decode_prof.calls[SDB_PROF_CONV]) {
+    if (r.vae_decode_s > 0 && (r.vae_decode_prof.calls[SDB_PROF_CONV] || r.vae_decode_prof.calls[SDB_PROF_WINOGRAD])) {
         const sdb_profile *vp = &r.vae_decode_prof;
         double rest = r.vae_decode_s;
         printf("  VAE decode by op kind (mean of %d profiled decodes):\n", r.reps);

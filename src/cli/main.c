@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "sdb/cpu.h"
 #include "sdb/model_find.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/pipeline.h"
 
 #include <stdarg.h>
@@ -84,6 +85,17 @@ int cli_model_opts(const char *model, const char *vae, sdb_model_opts *mo, char 
     if (!rc && vae) rc = sdb_model_resolve(vae, NULL, mo->models_path, "vae", vae_path, err);
     mo->vae_path = *vae_path;
     return rc;
+}
+
+int cli_parse_conv(const char *cmd, const char *s, int *conv)
+{
+    int v = sdb_conv_algo_of(s);
+    if (v < 0) {
+        cli_usage_error(cmd, "--conv takes auto, direct or winograd, got '%s'", s);
+        return -1;
+    }
+    *conv = v;
+    return 0;
 }
 
 int cli_parse_int(const char *cmd, const char *opt, const char *s, long long min, long long max, long long *out)

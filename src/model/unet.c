@@ -20,6 +20,7 @@
 #include "sdb/ops/activation.h"
 #include "sdb/ops/attention.h"
 #include "sdb/ops/conv.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/norm.h"
 #include "sdb/ops/resample.h"
@@ -88,6 +89,7 @@ struct sdb_unet {
     sdb_unet_debug_fn dbg;
     void *dbg_ctx;
     sdb_profile *prof;      /* per-op-kind counters (sdb_unet_set_profile), NULL = off */
+    int conv_algo;          /* SDB_CONV_* (sdb_unet_set_conv), default SDB_CONV_AUTO */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -452,6 +454,7 @@ int sdb_unet_cross_attention_dim(const sdb_unet *u) { return u->ctx_dim; }
 size_t sdb_unet_last_peak(const sdb_unet *u) { return u->last_peak; }
 void sdb_unet_set_debug(sdb_unet *u, sdb_unet_debug_fn fn, void *ctx) { u->dbg = fn; u->dbg_ctx = ctx; }
 void sdb_unet_set_profile(sdb_unet *u, sdb_profile *p) { u->prof = p; }
+void sdb_unet_set_conv(sdb_unet *u, int algo) { u->conv_algo = algo; }
 
 /* ------------------------------------------------------------------------------------------ */
 /* forward                                                                                      */
@@ -480,13 +483,14 @@ static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W
 static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                         const float *res, const float *bias_n)
 {
-    if (F->plan) { sdb_conv2d_plan(c, N, H, W, F->plan); return 0; }
+    if (F->plan) { sdb_conv2d_plan_algo(c, F->u->conv_algo, N, H, W, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
-    int rc = sdb_conv2d_forward_bias(c, x, N, H, W, y, res, bias_n, F->a);
+    int rc = sdb_conv2d_forward_algo(c, F->u->conv_algo, x, N, H, W, y, res, bias_n, F->a);
     if (F->prof) {
         int Ho, Wo;
         sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
-        sdb_prof_end(F->prof, SDB_PROF_CONV, t, 2.0 * N * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
+        sdb_prof_end(F->prof, sdb_conv_uses_winograd(c, F->u->conv_algo, N, H, W) ? SDB_PROF_WINOGRAD : SDB_PROF_CONV,
+                     t, 2.0 * N * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
     }
     return rc;
 }

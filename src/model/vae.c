@@ -26,6 +26,7 @@
 #include "sdb/ops/activation.h"
 #include "sdb/ops/attention.h"
 #include "sdb/ops/conv.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/resample.h"
 #include "sdb/profile.h"
@@ -95,6 +96,7 @@ struct sdb_vae {
     sdb_vae_debug_fn debug;
     void *debug_ud;
     sdb_profile *prof;  /* sdb_vae_set_profile: convolution and attention counters, NULL = off */
+    int conv_algo;      /* SDB_CONV_* (sdb_vae_set_conv), default SDB_CONV_AUTO */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -425,6 +427,7 @@ size_t sdb_vae_peak_bytes(const sdb_vae *v) { return v->peak; }
 size_t sdb_vae_weight_bytes(const sdb_vae *v) { return v->w ? v->w->bytes : 0; }
 
 void sdb_vae_set_profile(sdb_vae *v, sdb_profile *p) { v->prof = p; }
+void sdb_vae_set_conv(sdb_vae *v, int algo) { v->conv_algo = algo; }
 
 void sdb_vae_set_debug(sdb_vae *v, sdb_vae_debug_fn fn, void *ud)
 {
@@ -493,12 +496,13 @@ static int conv(vae_ctx *c, const sdb_conv2d *cv, const float *x, int H, int W, 
                 const float *res)
 {
     double t = sdb_prof_begin(c->v->prof);
-    int rc = sdb_conv2d_forward(cv, x, 1, H, W, y, res, c->a);
+    int rc = sdb_conv2d_forward_algo(cv, c->v->conv_algo, x, 1, H, W, y, res, NULL, c->a);
     if (rc) return oom(c, "convolution");
     if (c->v->prof) {
         int Ho, Wo;
         sdb_conv2d_out_size(cv, H, W, &Ho, &Wo);
-        sdb_prof_end(c->v->prof, SDB_PROF_CONV, t, 2.0 * cv->cout * (double)cv->cin * cv->k * cv->k * Ho * Wo);
+        sdb_prof_end(c->v->prof, sdb_conv_uses_winograd(cv, c->v->conv_algo, 1, H, W) ? SDB_PROF_WINOGRAD : SDB_PROF_CONV,
+                     t, 2.0 * cv->cout * (double)cv->cin * cv->k * cv->k * Ho * Wo);
     }
     return 0;
 }

@@ -27,6 +27,7 @@
 
 #include <assert.h>
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define AI static inline __attribute__((always_inline))
@@ -362,6 +363,45 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
     }
     sdb_arena_reset(scratch, mark);
     return 0;
+}
+
+/* FLOPs of one transform as written (the nonzero entries of Bᵀ, Aᵀ and G, two passes each):
+ * estimates for the load-balance record only. */
+#define SDB_WINO_IN_FLOP 300.0   /* one 6x6 input tile */
+#define SDB_WINO_OUT_FLOP 320.0  /* one 4x4 output tile */
+#define SDB_WINO_FILT_FLOP 324.0 /* one 3x3 filter */
+
+void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec)
+{
+    if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0) return;
+    wplan p;
+    plan_of(c, N, H, W, &p);
+    if (p.Ho <= 0 || p.Wo <= 0) return;
+    sdb_par_op_begin(rec, SDB_PAR_GEMM, "winograd 3x3 %d->%d %dx%d x%d", c->cin, c->cout, H, W, N);
+    const int runs = (c->cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)c->cout * runs, NULL,
+                     SDB_WINO_FILT_FLOP * (c->cin < SDB_WINO_FILTER_RUN ? c->cin : SDB_WINO_FILTER_RUN), 0, 1);
+    double *cost = malloc(sizeof(double) * (size_t)p.pm * p.pn);
+    if (!cost) { rec->failed = 1; return; }
+    for (long t0 = 0; t0 < p.T; t0 += p.tb) {
+        const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
+        const int pn = (nt + p.nb - 1) / p.nb, ntask = p.pm * pn;
+        for (int task = 0; task < ntask; task++) {
+            const int im = task % p.pm, jn = task / p.pm;
+            const int mm = p.cout - im * p.mb < p.mb ? p.cout - im * p.mb : p.mb;
+            const int nn = nt - jn * p.nb < p.nb ? nt - jn * p.nb : p.nb;
+            cost[task] = (2.0 * SDB_WINO_XI * p.cin + SDB_WINO_OUT_FLOP) * mm * nn;
+        }
+        sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntask, cost, 0, 0, 1);
+    }
+    free(cost);
+}
+
+void sdb_conv2d_plan_algo(const sdb_conv2d *c, int algo, int N, int H, int W, sdb_par_rec *rec)
+{
+    if (sdb_conv_uses_winograd(c, algo, N, H, W)) sdb_winograd_plan(c, N, H, W, rec);
+    else sdb_conv2d_plan(c, N, H, W, rec);
 }
 
 /* ---- the dispatch ------------------------------------------------------------------------------ */

@@ -126,6 +126,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
     r->reps = reps;
     r->weights_mib = (m->w_text.bytes + m->w_unet.bytes + m->w_vae.bytes) / 1048576.0;
     r->weights_f16 = m->weights_f16;
+    r->conv = m->conv;
     double t[64];
     int rc = 0;
 

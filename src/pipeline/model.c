@@ -17,6 +17,7 @@
 #include "sdb/ldm_infer.h"
 #include "sdb/ldm_names.h"
 #include "sdb/model_find.h"
+#include "sdb/ops/winograd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,6 +285,9 @@ int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts
         return rc;
     }
     m->unet_channels = sdb_unet_in_channels(m->unet);
+    m->conv = opts ? opts->conv : SDB_CONV_AUTO;
+    sdb_unet_set_conv(m->unet, m->conv);
+    sdb_vae_set_conv(m->vae, m->conv);
     if (sdb_sched_default_name(&m->sched_cfg, &m->default_sched, err) != 0) {
         sdb_logf(log, SDB_LOG_WARN, "%s; the scheduler must be chosen explicitly", err->msg);
         m->default_sched = NULL;

@@ -40,6 +40,9 @@ void sdb_winograd_filter(const sdb_conv2d *c, float *U);
 int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
                          float *y, const float *residual, const float *bias_n, sdb_arena *scratch);
 
+/* Records the work units of that call into `rec` (par.h) without computing. */
+void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
+
 /* Which path runs a convolution (--conv): SDB_CONV_AUTO picks per call from the shape (Winograd
  * where it measured faster: enough input channels and output tiles), SDB_CONV_DIRECT always
  * im2col + sgemm, SDB_CONV_WINOGRAD every convolution sdb_winograd_applies to. */
@@ -52,5 +55,7 @@ int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W);
 /* sdb_conv2d_forward_bias or sdb_winograd_forward, as sdb_conv_uses_winograd says. */
 int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
                             const float *residual, const float *bias_n, sdb_arena *scratch);
+/* Its _plan twin: sdb_conv2d_plan or sdb_winograd_plan. */
+void sdb_conv2d_plan_algo(const sdb_conv2d *c, int algo, int N, int H, int W, sdb_par_rec *rec);
 
 #endif
