@@ -166,6 +166,48 @@ static void dbg_cb(void *ctx, const char *name, const float *data, int B, int C,
     (*seen)++;
 }
 
+/* The cross-attention k/v kept from the last context: a forward after one with another context
+ * (other bytes, another batch) gives exactly what a freshly loaded U-Net gives. */
+static void test_context_cache(void)
+{
+    if (!sdb_t_data()) return;
+    const sdb_st_tensor *ts = NULL;
+    const float *sample = ref_f32("inpaint_t981/sample", &ts), *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (!sample || !ehs || !ts) { CHECK(0); return; }
+    CHECK(ts->shape[0] == 2 && ts->shape[1] == 9);
+    const int B = 2, H = (int)ts->shape[2], W = (int)ts->shape[3], L = 77, D = 32;
+    const size_t nctx = (size_t)B * L * D, nout = (size_t)B * 4 * H * W;
+    float *ctx2 = malloc(sizeof(float) * nctx);
+    memcpy(ctx2, ehs, sizeof(float) * nctx);
+    ctx2[nctx - 1] += 0.25f; /* one value of the second row's last token */
+    const double steps[2] = {981, 981};
+    float *o[6];
+    for (int i = 0; i < 6; i++) o[i] = malloc(sizeof(float) * nout);
+    sdb_err err;
+    sdb_err_clear(&err);
+    model_t m, f;
+    if (open_model(&m, "tiny-sd-inpaint") || open_model(&f, "tiny-sd-inpaint")) { CHECK(0); return; }
+    CHECK(sdb_unet_in_channels(m.u) == 9 && sdb_unet_cross_attention_dim(m.u) == D);
+    CHECK_OK(sdb_unet_forward(m.u, sample, B, H, W, steps, ehs, L, o[0], &arena, &err), &err);
+    CHECK_OK(sdb_unet_forward(m.u, sample, B, H, W, steps, ehs, L, o[1], &arena, &err), &err);  /* cached */
+    CHECK_OK(sdb_unet_forward(m.u, sample, B, H, W, steps, ctx2, L, o[2], &arena, &err), &err); /* changed */
+    CHECK_OK(sdb_unet_forward(f.u, sample, B, H, W, steps, ctx2, L, o[3], &arena, &err), &err); /* fresh */
+    CHECK_OK(sdb_unet_forward(m.u, sample + (size_t)9 * H * W, 1, H, W, steps, ctx2 + nctx / 2, L, o[4], &arena, &err), &err);
+    sdb_unet_free(f.u);
+    CHECK_OK(sdb_unet_load(&f.u, sdb_t_path("models/tiny-sd-inpaint/unet/config.json"), &f.w, &err), &err);
+    CHECK_OK(sdb_unet_forward(f.u, sample + (size_t)9 * H * W, 1, H, W, steps, ctx2 + nctx / 2, L, o[5], &arena, &err), &err);
+    CHECK(memcmp(o[0], o[1], sizeof(float) * nout) == 0);
+    CHECK(memcmp(o[2], o[3], sizeof(float) * nout) == 0);
+    CHECK(memcmp(o[0], o[2], sizeof(float) * nout) != 0); /* the change reached the output */
+    CHECK(memcmp(o[4], o[5], sizeof(float) * nout / 2) == 0);
+    const float *ref = ref_f32("inpaint_t981/out", NULL);
+    if (ref) CHECK(sdb_t_close(o[1], ref, nout, 1e-4, 1e-4, "inpaint_t981 from the cached k/v"));
+    for (int i = 0; i < 6; i++) free(o[i]);
+    free(ctx2);
+    close_model(&m);
+    close_model(&f);
+}
+
 static void test_debug_intermediates(void)
 {
     if (!sdb_t_data()) return;
@@ -404,6 +446,7 @@ int main(void)
     }
     RUN(test_cases);
     RUN(test_debug_intermediates);
+    RUN(test_context_cache);
     RUN(test_single_file);
     RUN(test_fp16_weights);
     RUN(test_sd2_style_config);

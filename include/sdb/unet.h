@@ -42,6 +42,9 @@ int sdb_unet_cross_attention_dim(const sdb_unet *u);
  * values), context [B, ctx_len, cross_attention_dim]). B = 2 runs classifier-free guidance's two
  * rows in one pass. h, w >= 1 (odd sizes follow diffusers' upsample_size logic). out must not alias
  * sample. Thread-count independent results.
+ * The cross-attention keys and values of the context are kept in u after a forward and reused by
+ * the next ones while the context is the same (same B, ctx_len and bytes: a job's text embeddings
+ * over its steps); so one sdb_unet runs one forward at a time.
  */
 int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
                      const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err);

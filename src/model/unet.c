@@ -90,6 +90,13 @@ struct sdb_unet {
     void *dbg_ctx;
     sdb_profile *prof;      /* per-op-kind counters (sdb_unet_set_profile), NULL = off */
     int conv_algo;          /* SDB_CONV_* (sdb_unet_set_conv), default SDB_CONV_AUTO */
+    /* Cross-attention keys and values of the last context (the text embeddings, constant over a
+     * job's steps): every transformer block's k, v [B, L, C] in forward order, then the context
+     * they were computed from; valid after a complete forward, reused while the context's bytes,
+     * B and L stay the same. */
+    float *kv;
+    size_t kv_cap;          /* floats allocated */
+    int kv_B, kv_L, kv_valid;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -446,7 +453,11 @@ int sdb_unet_load(sdb_unet **out, const char *config_path, sdb_weights *w, sdb_e
     return rc;
 }
 
-void sdb_unet_free(sdb_unet *u) { free(u); }
+void sdb_unet_free(sdb_unet *u)
+{
+    if (u) free(u->kv);
+    free(u);
+}
 int sdb_unet_in_channels(const sdb_unet *u) { return u->in_ch; }
 int sdb_unet_out_channels(const sdb_unet *u) { return u->out_ch; }
 int sdb_unet_sample_size(const sdb_unet *u) { return u->sample_size; }
@@ -468,6 +479,9 @@ typedef struct {
     int L;
     sdb_profile *prof;    /* NULL = no timing */
     sdb_par_rec *plan;    /* set: record every op's work units instead of computing (sdb_unet_plan) */
+    float *kv;            /* the cross-attention k/v cache (sdb_unet.kv), NULL = compute in the arena */
+    int kv_fill;          /* compute into the cache (else read it) */
+    size_t kv_off;        /* the next transformer block's place in it */
 } fw_t;
 
 #define ALLOC(ptr, count) do { (ptr) = sdb_arena_floats(F->a, (size_t)(count)); if (!(ptr)) return SDB_ENOMEM; } while (0)
@@ -619,7 +633,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     const int B = F->B, HW = H * W, C = X->C, M = B * HW, L = F->L;
     const float scale = (float)(1.0 / sqrt((double)X->head_dim));
     size_t mark = sdb_arena_mark(F->a);
-    float *g, *t, *nb, *q, *k, *v, *ao, *kc, *vc, *hid, *gg;
+    float *g, *t, *nb, *q, *k, *v, *ao, *kc = NULL, *vc = NULL, *hid, *gg;
     ALLOC(t, (size_t)M * C);
     {
         size_t m2 = sdb_arena_mark(F->a);
@@ -636,8 +650,10 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     ALLOC(k, (size_t)M * C);
     ALLOC(v, (size_t)M * C);
     ALLOC(ao, (size_t)M * C);
-    ALLOC(kc, (size_t)B * L * C);
-    ALLOC(vc, (size_t)B * L * C);
+    if (!F->kv) {
+        ALLOC(kc, (size_t)B * L * C);
+        ALLOC(vc, (size_t)B * L * C);
+    }
     int rows = M < FF_ROWS ? M : FF_ROWS;
     ALLOC(hid, (size_t)rows * 8 * C);
     ALLOC(gg, (size_t)rows * 4 * C);
@@ -657,8 +673,15 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         /* cross-attention on the text states */
         layernorm_fw(F, t, M, C, &b->n2, nb);
         TRY(linear_fw(F, nb, M, C, b->q2, NULL, C, q, 0));
-        TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0));
-        TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0));
+        if (F->kv) { /* once per context: the cache */
+            kc = F->kv + F->kv_off;
+            vc = kc + (size_t)B * L * C;
+            F->kv_off += 2 * (size_t)B * L * C;
+        }
+        if (!F->kv || F->kv_fill) {
+            TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->k2, NULL, C, kc, 0));
+            TRY(linear_fw(F, F->ctx, B * L, F->u->ctx_dim, b->v2, NULL, C, vc, 0));
+        }
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C, oc = (size_t)n * L * C;
             int rc = attention_fw(F, q + o, kc + oc, vc + oc, ao + o, C, HW, L, X->heads, X->head_dim, scale);
@@ -849,6 +872,43 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
     return conv_fw(F, &u->conv_out, g, B, H, W, out, NULL);
 }
 
+/* Sum of C over the transformer blocks of every cross-attention: the k/v cache holds 2 B L of it. */
+static size_t xformer_channels(const sdb_unet *u)
+{
+    size_t s = (size_t)u->mid_att.C * u->mid_att.nblk;
+    for (int i = 0; i < u->nblocks; i++) {
+        const block_t *bd = &u->down[i], *bu = &u->up[i];
+        for (int j = 0; bd->has_attn && j < bd->nlayers; j++) s += (size_t)bd->att[j].C * bd->att[j].nblk;
+        for (int j = 0; bu->has_attn && j < bu->nlayers; j++) s += (size_t)bu->att[j].C * bu->att[j].nblk;
+    }
+    return s;
+}
+
+/* Points F at the k/v cache: to read when it holds this context, else to fill (the cache grown
+ * when needed; without memory the forward computes k/v in the arena as before). */
+static void kv_prepare(sdb_unet *u, fw_t *F, const float *context, int B, int L)
+{
+    const size_t nkv = 2 * (size_t)B * L * xformer_channels(u), nctx = (size_t)B * L * u->ctx_dim;
+    if (u->kv_valid && u->kv_B == B && u->kv_L == L &&
+        !memcmp(u->kv + nkv, context, nctx * sizeof(float))) {
+        F->kv = u->kv;
+        F->kv_fill = 0;
+        return;
+    }
+    u->kv_valid = 0;
+    if (nkv + nctx > u->kv_cap) {
+        free(u->kv);
+        u->kv = malloc((nkv + nctx) * sizeof(float));
+        u->kv_cap = u->kv ? nkv + nctx : 0;
+        if (!u->kv) return;
+    }
+    memcpy(u->kv + nkv, context, nctx * sizeof(float));
+    u->kv_B = B;
+    u->kv_L = L;
+    F->kv = u->kv;
+    F->kv_fill = 1;
+}
+
 int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
                      const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err)
 {
@@ -857,8 +917,10 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
     size_t mark = sdb_arena_mark(arena);
     size_t old_peak = arena->peak;
     arena->peak = mark;
-    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof, NULL};
+    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof, NULL, NULL, 0, 0};
+    kv_prepare(u, &F, context, B, ctx_len);
     int rc = forward_impl(&F, sample, h, w, timesteps, out);
+    if (F.kv && F.kv_fill) u->kv_valid = rc == 0;
     u->last_peak = arena->peak - mark;
     if (old_peak > arena->peak) arena->peak = old_peak;
     sdb_arena_reset(arena, mark);
@@ -876,7 +938,7 @@ int sdb_unet_plan(sdb_unet *u, int B, int h, int w, int ctx_len, sdb_par_rec *re
         return sdb_fail(err, SDB_EINVAL, "unet: bad plan size (batch %d, %dx%d, %d context tokens)", B, h, w, ctx_len);
     size_t mark = sdb_arena_mark(arena);
     double ts[64] = {0};
-    fw_t F = {u, arena, B, NULL, NULL, ctx_len, NULL, rec};
+    fw_t F = {u, arena, B, NULL, NULL, ctx_len, NULL, rec, NULL, 0, 0};
     int rc = forward_impl(&F, NULL, h, w, ts, NULL);
     sdb_arena_reset(arena, mark);
     if (rc == SDB_ENOMEM) return sdb_fail(err, rc, "unet: plan: scratch address space exhausted");
