@@ -265,6 +265,13 @@ static void test_dispatch(void)
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 1, 1, 1));
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_DIRECT, 2, 64, 64));
+    c.cin = 1280;
+    c.cout = 640;                                                  /* filter 118 MB transformed */
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
+    c.cout = 1280;                                                 /* 236 MB: kept direct */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 32, 32));
+    c.cout = 320;
     c.cin = 9;                                                     /* the U-Net's conv_in */
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 64, 64));
