@@ -107,6 +107,31 @@ static void test_balance_and_sweep(void)
     CHECKF(field(out, "unet_step_s") > 0 && field(out, "parallel_efficiency") == 1.0, "%s", out);
 }
 
+/* --conv: the header names it, the profile gives Winograd's share (every 3x3 stride-1 conv of the
+ * tiny U-Net with --conv winograd, none with direct), JSON carries it, a bad name is a usage error. */
+static void test_conv_option(void)
+{
+    int rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --profile --conv winograd");
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECKF(strstr(out, "--conv winograd") != NULL, "%s", out);
+    const char *w = strstr(out, "    winograd ");
+    long calls = 0;
+    if (w) sscanf(w, " winograd %*f s %*f%% %ld calls", &calls);
+    CHECKF(w && calls > 0, "%s", out);
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --profile --conv direct");
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    w = strstr(out, "    winograd ");
+    calls = -1;
+    if (w) sscanf(w, " winograd %*f s %*f%% %ld calls", &calls);
+    CHECKF(w && calls == 0, "%s", out);
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --json --conv winograd");
+    CHECKF(rc == 0 && strstr(out, "\"conv\": \"winograd\"") != NULL, "%s", out);
+    CHECK(bench_tiny("--conv fast") == 2);
+    CHECKF(strstr(out, "--conv takes auto, direct or winograd, got 'fast'") != NULL, "%s", out);
+    CHECK(sdb_t_sdbatch("generate --conv fast", out, sizeof out) == 2);
+    CHECKF(strstr(out, "--conv takes auto, direct or winograd") != NULL, "%s", out);
+}
+
 static void test_usage_errors(void)
 {
     CHECK(sdb_t_sdbatch("bench", out, sizeof out) == 2);
@@ -119,6 +144,7 @@ static void test_usage_errors(void)
 int main(void)
 {
     RUN(test_json_fields);
+    RUN(test_conv_option);
     RUN(test_profile_and_only);
     RUN(test_balance_and_sweep);
     RUN(test_usage_errors);
