@@ -10,11 +10,12 @@
  *
  * Work: the output tiles (4x4, over all images) are taken in chunks of Tb tiles (Tb from the
  * channel counts only, so that a chunk's transformed inputs V [36][cin][Tb] and products
- * M [36][cout][Tb] stay about SDB_WINO_CHUNK_BYTES). Per chunk: the input transform (an omp for
- * over the input channels), then a fixed grid of (output-channel block x tile block) tasks, each
- * running its 36 single-threaded sgemms and then the output transform (+ bias, + residual) of its
- * own block while it is in cache. Every value is computed by one task whatever the thread count,
- * in an order that depends only on the shapes: results are identical for any thread count.
+ * M [36][cout][Tb] stay about SDB_WINO_CHUNK_BYTES). Per chunk, three parallel loops: the input
+ * transform (over the input channels), a fixed grid of (ξ x output-channel block x tile block)
+ * single-threaded sgemms (36 x 2..8 units, enough for 64 threads), and the output transform
+ * (+ bias, + residual; over the output channels). Every value is computed by one unit whatever the
+ * thread count, in an order that depends only on the shapes: results are identical for any thread
+ * count.
  *
  * The transforms work on SDB_WINO_LANES tiles at a time (one SIMD lane per tile) with the matrix
  * entries as compile-time constants, so zero entries cost nothing and ±1 entries no multiply;
@@ -67,8 +68,8 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_CHUNK_BYTES ((size_t)12 << 20)
 #define SDB_WINO_TB_MIN 64
 #define SDB_WINO_TB_MAX 512
-/* Tasks per chunk the grid aims at (more keeps up to 8 threads busy; fewer, larger sgemms). */
-#define SDB_WINO_TASKS 8
+/* Blocks of each ξ's product the grid aims at (x 36 = the sgemm units of a chunk). */
+#define SDB_WINO_TASKS 4
 #define SDB_WINO_NB_MIN 48
 #define SDB_WINO_MB_MIN 32
 /* SDB_CONV_AUTO's rule, read from tools/bench_conv.c on SD 1.5's shapes (2-core AVX2 EPYC, same-run
@@ -349,21 +350,25 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
             else input_channel_base(&p, x, ci, t0, nt, V, xsV);
         }
         /* implicit barrier: V complete */
-        const int pn = (nt + p.nb - 1) / p.nb, ntask = p.pm * pn;
+        const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * p.pm * pn;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntask; task++) {
-            const int im = task % p.pm, jn = task / p.pm;
+            const int k = task % SDB_WINO_XI, blk = task / SDB_WINO_XI;
+            const int im = blk % p.pm, jn = blk / p.pm;
             const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
             const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
             assert(mm > 0 && nn > 0);
-            for (int k = 0; k < SDB_WINO_XI; k++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
-                            U + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
-                            M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
-            if (avx2) output_block_avx2(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, bias_n, residual, y);
-            else output_block_base(&p, M, xsM, t0, co0, co0 + mm, tb0, tb0 + nn, c->b, bias_n, residual, y);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
+                        U + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
+                        M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
         }
-        /* implicit barrier: M may be overwritten by the next chunk */
+        /* implicit barrier: M complete */
+#pragma omp for schedule(static)
+        for (int co = 0; co < cout; co++) {
+            if (avx2) output_block_avx2(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
+            else output_block_base(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
+        }
+        /* implicit barrier: V and M may be overwritten by the next chunk */
     }
     sdb_arena_reset(scratch, mark);
     return 0;
@@ -381,23 +386,24 @@ void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *re
     wplan p;
     plan_of(c, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return;
-    sdb_par_op_begin(rec, SDB_PAR_GEMM, "winograd 3x3 %d->%d %dx%d x%d", c->cin, c->cout, H, W, N);
+    sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv 3x3/1 %d->%d %dx%d x%d winograd", c->cin, c->cout, H, W, N);
     const int runs = (c->cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
     sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)c->cout * runs, NULL,
                      SDB_WINO_FILT_FLOP * (c->cin < SDB_WINO_FILTER_RUN ? c->cin : SDB_WINO_FILTER_RUN), 0, 1);
-    double *cost = malloc(sizeof(double) * (size_t)p.pm * p.pn);
+    double *cost = malloc(sizeof(double) * (size_t)SDB_WINO_XI * p.pm * p.pn);
     if (!cost) { rec->failed = 1; return; }
     for (long t0 = 0; t0 < p.T; t0 += p.tb) {
         const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
         sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
-        const int pn = (nt + p.nb - 1) / p.nb, ntask = p.pm * pn;
+        const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * p.pm * pn;
         for (int task = 0; task < ntask; task++) {
-            const int im = task % p.pm, jn = task / p.pm;
+            const int blk = task / SDB_WINO_XI, im = blk % p.pm, jn = blk / p.pm;
             const int mm = p.cout - im * p.mb < p.mb ? p.cout - im * p.mb : p.mb;
             const int nn = nt - jn * p.nb < p.nb ? nt - jn * p.nb : p.nb;
-            cost[task] = (2.0 * SDB_WINO_XI * p.cin + SDB_WINO_OUT_FLOP) * mm * nn;
+            cost[task] = 2.0 * p.cin * mm * nn;
         }
         sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntask, cost, 0, 0, 1);
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
     }
     free(cost);
 }
