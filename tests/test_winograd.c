@@ -276,6 +276,9 @@ static void test_dispatch(void)
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 64, 64));
     c.cin = 320;
+    c.cout = 4;                                                    /* the U-Net's conv_out */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));
+    c.cout = 320;
     c.stride = 2;                                                  /* a downsampler */
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 64, 64));
     c.stride = 1;

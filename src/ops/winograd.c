@@ -78,6 +78,8 @@ static const double GD[6][3] = {{4, 0, 0},
  * 2: 0.4x, mostly the per-call filter transform) and with few input channels (4 -> 512: 0.1x). */
 #define SDB_WINO_AUTO_MIN_TILES 32
 #define SDB_WINO_AUTO_MIN_CIN 32
+/* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
+#define SDB_WINO_AUTO_MIN_COUT 32
 /* ... and not where the per-call transformed filter would pass this much scratch (SD 1.5: the
  * U-Net's 1280-output-channel convs, 236..472 MB; they run at 1/64 and 1/32 of the image side, where
  * Winograd gained 1.1x at most). */
@@ -437,7 +439,7 @@ int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
     int Ho, Wo;
     sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
     long tiles = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
-    return c->cin >= SDB_WINO_AUTO_MIN_CIN && tiles >= SDB_WINO_AUTO_MIN_TILES &&
+    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES &&
            sdb_winograd_filter_floats(c) * sizeof(float) <= SDB_WINO_AUTO_MAX_FILTER_BYTES;
 }
 

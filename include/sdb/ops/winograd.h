@@ -44,7 +44,7 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
 void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
 
 /* Which path runs a convolution (--conv): SDB_CONV_AUTO picks per call from the shape (Winograd
- * where it measured faster: enough input channels and output tiles, and a transformed filter of at
+ * where it measured faster: enough input and output channels and output tiles, a transformed filter of at
  * most 192 MiB), SDB_CONV_DIRECT always
  * im2col + sgemm, SDB_CONV_WINOGRAD every convolution sdb_winograd_applies to. */
 enum { SDB_CONV_AUTO = 0, SDB_CONV_DIRECT = 1, SDB_CONV_WINOGRAD = 2 };
