@@ -140,3 +140,15 @@ int sdb_t_shell(const char *cmd, char *out, size_t n)
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+float *sdb_t_rand_floats(uint64_t *rng, size_t n, float scale)
+{
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; p && i < n; i++) {
+        uint64_t r = *rng;
+        r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+        *rng = r;
+        p[i] = (float)((double)(r >> 11) / (double)(1ULL << 53) * 2.0 - 1.0) * scale;
+    }
+    return p;
+}

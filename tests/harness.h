@@ -11,6 +11,7 @@
 #define SDB_TEST_HARNESS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 extern int sdb_t_checks_failed; /* failures inside the current test */
@@ -48,6 +49,10 @@ int sdb_t_shell(const char *cmd, char *out, size_t n);
  * stored as F16 when as_f16, else as F32 holding the rounded values; names and shapes are kept.
  * Returns 0, or records the failure and returns -1. */
 int sdb_t_write_f16_copy(const char *src, const char *dst, int as_f16);
+
+/* n floats uniform in [-scale, scale) from the xorshift64 state *rng (advanced), malloc'd (at
+ * least one float even for n = 0); NULL only when out of memory. */
+float *sdb_t_rand_floats(uint64_t *rng, size_t n, float scale);
 
 /* Compares n floats with the reference: passes when max|a-ref| <= atol + rtol * max|ref|.
  * Prints max abs/rel error either way (with `what`); returns 1 on pass. */

@@ -17,17 +17,7 @@
 #include <string.h>
 
 static uint64_t rng = 0x12345678abcdefULL;
-static float frand(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
-    return (float)((double)(rng >> 11) / (double)(1ULL << 53) * 2.0 - 1.0);
-}
-static float *rand_buf(size_t n, float scale)
-{
-    float *p = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
-    return p;
-}
+static float *rand_buf(size_t n, float scale) { return sdb_t_rand_floats(&rng, n, scale); }
 
 static void conv_ref(const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                      const float *res)
