@@ -151,7 +151,7 @@ static int memory_check(const sdb_executor *ex, void *model, const sdb_job_spec 
         return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than "
                         "--max-memory %.0f MiB: not started", need, wm, sm, w, h, max_mib);
     }
-    double avail = proc_kb_mib("/proc/meminfo", "MemAvailable"), rss = proc_kb_mib("/proc/self/status", "VmRSS");
+    double avail = proc_kb_mib("/proc/meminfo", "MemAvailable:"), rss = proc_kb_mib("/proc/self/status", "VmRSS:");
     if (avail < 0 || rss < 0) return 0;
     double limit = avail + rss - SDB_MEM_MARGIN_MIB;
     if (need <= limit) return 0;
