@@ -497,7 +497,7 @@ static void runner_job_events(void)
     for (int i = 0; i < m.n_jobs; i++) if (!strcmp(m.jobs[i].id, "bad")) bad_input = m.jobs[i].bad_input;
     CHECK(bad_input != NULL);
     fake_exec fx = {NULL, NULL, 0};
-    sdb_executor ex = {&fx, fx_load, fx_run, fx_unload};
+    sdb_executor ex = {&fx, fx_load, fx_run, fx_unload, NULL};
     char *lines = NULL;
     size_t lines_len = 0;
     FILE *lf = open_memstream(&lines, &lines_len);
@@ -627,7 +627,7 @@ static void daemon_job_log(void)
     CHECK_OK(sdb_spool_init(spool, &err), &err);
     spool_put(spool, folder, "m.yaml");
     fake_exec fx = {NULL, NULL, 0};
-    sdb_executor ex = {&fx, fx_load, fx_run, fx_unload};
+    sdb_executor ex = {&fx, fx_load, fx_run, fx_unload, NULL};
     sdb_dlog l;
     CHECK_OK(sdb_dlog_open(&l, logp, 1, &err), &err);
     volatile sig_atomic_t stop = 0;
@@ -639,6 +639,9 @@ static void daemon_job_log(void)
     o.stop = &stop;
     o.log = &l;
     o.executor = &ex;
+    const char *roots[] = {dir};
+    o.allow_roots = roots;
+    o.n_allow_roots = 1;
     CHECK_OK(sdb_daemon_run(&o, &err), &err);
     json_t *ev[16];
     int n = log_events(logp, "job_done", ev, 16);

@@ -175,7 +175,7 @@ static void baseline(void)
            "submitted copy:\n%s", copy);
     free(copy);
     usleep(1100000);   /* the daemon leaves files younger than a second alone */
-    const char *args[] = {"daemon", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
+    const char *args[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
     double t0 = now_s();
     int st = rt_wait(rt_spawn(&b, NULL, args, "daemon"));
     CHECKF(rt_exit_code(st) == 0, "daemon exit %d", rt_exit_code(st));
@@ -212,7 +212,7 @@ static void kill_and_resume(const char *point)
     char env[128];
     snprintf(env, sizeof env, "SDB_TEST_KILL_AT=%s", point);
     const char *envs[] = {env, NULL};
-    const char *args[] = {"daemon", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
+    const char *args[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
     int st = rt_wait(rt_spawn(&b, envs, args, "killed"));
     CHECKF(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: daemon not killed (status %d)", point, st);
     if (!WIFSIGNALED(st)) rt_show(&b, "killed");
@@ -252,7 +252,7 @@ static void crash_loop(void)
     submit(&b, "src/batch.yaml", "spool");
     usleep(1100000);
     const char *envs[] = {"SDB_TEST_KILL_AT=claimed", NULL};
-    const char *args[] = {"daemon", "--spool", "spool", "--once", "--max-crashes", "2", "--log", "daemon.log",
+    const char *args[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--once", "--max-crashes", "2", "--log", "daemon.log",
                           "--log-format", "json", NULL};
     for (int k = 0; k < 2; k++) {
         int st = rt_wait(rt_spawn(&b, envs, args, "killed"));
@@ -274,7 +274,7 @@ static void sigterm(void)
     resume_batch(&b, sdb_t_tmpdir());
     make_resume_manifest(b.dir);
     submit(&b, "src/batch.yaml", "spool");
-    const char *args[] = {"daemon", "--spool", "spool", "--log", "daemon.log", "--log-format", "json", "--rescan", "1", NULL};
+    const char *args[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--log", "daemon.log", "--log-format", "json", "--rescan", "1", NULL};
     pid_t pid = rt_spawn(&b, NULL, args, "daemon");
     char lp[1200];
     snprintf(lp, sizeof lp, "%s/daemon.log", b.dir);
@@ -303,7 +303,7 @@ static void sigterm(void)
     json_decref(doc);
     free(js_text);
     /* the restart finishes it */
-    const char *args2[] = {"daemon", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
+    const char *args2[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--once", "--log", "daemon.log", "--log-format", "json", NULL};
     st = rt_wait(rt_spawn(&b, NULL, args2, "daemon2"));
     CHECKF(rt_exit_code(st) == 0, "restart exit %d", rt_exit_code(st));
     CHECK(exists(b.dir, "spool/done/batch.yaml"));
@@ -348,13 +348,13 @@ static void end_to_end(void)
     snprintf(p, sizeof p, "%s/src/m3.yaml", b.dir);
     write_text(p, text);
 
-    const char *args[] = {"daemon", "--spool", "spool", "--log", "daemon.log", "--log-format", "json", "--rescan", "1", NULL};
+    const char *args[] = {"daemon", "--allow-root", ".", "--spool", "spool", "--log", "daemon.log", "--log-format", "json", "--rescan", "1", NULL};
     pid_t pid = rt_spawn(&b, NULL, args, "daemon");
     snprintf(p, sizeof p, "%s/daemon.log", b.dir);
     CHECK(wait_event(p, "daemon_start", 1, 30));
 
     /* a second daemon on the same spool refuses, naming the first */
-    const char *args2[] = {"daemon", "--spool", "spool", NULL};
+    const char *args2[] = {"daemon", "--allow-root", ".", "--spool", "spool", NULL};
     int st = rt_wait(rt_spawn(&b, NULL, args2, "second"));
     char *err2 = rt_slurp(&b, "second.err");
     char pidstr[32];

@@ -139,7 +139,7 @@ static void rt_hashes(const rt_batch *b, char (*h)[65])
 }
 
 /* Number of temp files (".*.tmp.*") left in the output folder. */
-static int rt_temp_files(const rt_batch *b)
+static inline int rt_temp_files(const rt_batch *b)
 {
     DIR *d = opendir(b->out);
     if (!d) return 0;
@@ -276,7 +276,7 @@ static int rt_validate(const json_t *v, const json_t *schema, const char *where)
 
 /* Runs `status [option] --json` (option: e.g. "--shards", or NULL), validates the output against
  * schemas/status.schema.json; returns the parsed document (NULL on failure). */
-static json_t *rt_status_json(const rt_batch *b, const char *option)
+static inline json_t *rt_status_json(const rt_batch *b, const char *option)
 {
     const char *args[5] = {"status", b->manifest};
     int n = 2;
@@ -300,6 +300,6 @@ static json_t *rt_status_json(const rt_batch *b, const char *option)
     return doc;
 }
 
-static long long rt_jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+static inline long long rt_jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
 
 #endif

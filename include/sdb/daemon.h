@@ -105,6 +105,12 @@ typedef struct sdb_daemon_opts {
     double min_free_mb;        /* before loading a model, drop cached ones (LRU first) while the
                                   system's MemAvailable is below this; 0 = off */
     volatile sig_atomic_t *stop;  /* SIGTERM/SIGINT: stop at the next step boundary */
+    const char *const *allow_roots; /* --allow-root: the folders a manifest's output_dir must lie in
+                                       (itself or below, symlinks resolved); at least one, each an
+                                       existing folder, or the daemon does not start. A manifest with
+                                       `allow_outputs_outside: true` is refused; its outputs and state
+                                       are written from the root down with no symlink followed */
+    int n_allow_roots;
     sdb_dlog *log;
     const sdb_executor *executor; /* NULL = sdb_executor_pipeline() */
 } sdb_daemon_opts;

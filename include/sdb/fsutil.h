@@ -4,7 +4,10 @@
  * sdb_wfile is the one way libsdb writes an output: bytes go to a temp file in the destination's
  * folder ("<dir>/.<name>.tmp.<pid>.<n>"); commit fsyncs it, renames it over the destination and
  * fsyncs the folder; abort (or any failure) unlinks it. A reader therefore sees either the old file
- * or the complete new one, never a partial one.
+ * or the complete new one, never a partial one. The temp file, the rename and the folder's fsync
+ * all go through one descriptor of the destination folder, opened once: the folder cannot be
+ * swapped for a symlink between them. sdb_wfile_open_beneath also opens that folder without
+ * following any symlink below a root (outputs confined to a manifest's output_dir).
  */
 #ifndef SDB_FSUTIL_H
 #define SDB_FSUTIL_H
@@ -16,11 +19,22 @@
 
 typedef struct sdb_wfile {
     FILE *f;
-    char *path;     /* destination */
-    char *tmp_path; /* temp file beside it */
+    char *path;     /* destination (for messages) */
+    char *tmp_path; /* temp file beside it (for messages) */
+    int dfd;        /* the destination folder (the temp file and the rename are relative to it) */
+    char *name, *tmp_name; /* their names in that folder */
 } sdb_wfile;
 
 int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err);
+/* Like sdb_wfile_open for root/rel, where rel is a relative path whose folders below root are
+ * opened one by one with O_NOFOLLOW (created when missing): a symlink anywhere below root, or a
+ * ".." component, fails with SDB_EINVAL and a message naming it. root itself may be a symlink
+ * (it is the caller's choice of folder). */
+int sdb_wfile_open_beneath(sdb_wfile *w, const char *root, const char *rel, sdb_err *err);
+/* The folder root/rel_dir opened (O_RDONLY|O_DIRECTORY) as sdb_wfile_open_beneath opens it; with
+ * create, missing folders are made (0755). rel_dir "" or "." is root itself. *fd is closed by
+ * the caller. */
+int sdb_dir_open_beneath(const char *root, const char *rel_dir, int create, int *fd, sdb_err *err);
 int sdb_wfile_write(sdb_wfile *w, const void *buf, size_t n, sdb_err *err);
 int sdb_wfile_commit(sdb_wfile *w, sdb_err *err);
 void sdb_wfile_abort(sdb_wfile *w);
@@ -37,6 +51,13 @@ int sdb_is_dir(const char *path);
 char *sdb_path_join(const char *dir, const char *name);
 /* malloc'd folder part of a path ("." when none). */
 char *sdb_path_dirname(const char *path);
+
+/* Is the absolute, normalised path p strictly below the folder dir ("/a/b" is below "/a", not
+ * below "/ab")? */
+int sdb_path_below(const char *p, const char *dir);
+/* p with every symlink resolved: realpath() of its longest existing prefix, the rest appended
+ * as written (p absolute and normalised: no "." or ".."). malloc'd; NULL when out of memory. */
+char *sdb_path_resolve(const char *p);
 
 /* SHA-256 (OpenSSL), as 64 lowercase hex chars + NUL in hex[65]. */
 void sdb_sha256_hex(const void *buf, size_t n, char hex[65]);

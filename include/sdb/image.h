@@ -107,5 +107,11 @@ int sdb_png_read_text(const char *path, char ***keys, char ***vals, int *n, sdb_
 int sdb_png_read_text_memory(const void *buf, size_t len, const char *name, char ***keys,
                              char ***vals, int *n, sdb_err *err);
 void sdb_png_text_free(char **keys, char **vals, int n);
+/* Adds a tEXt chunk (key: a PNG keyword, 1-79 printable Latin-1 characters; val: ASCII) to an
+ * encoded PNG, just before its IEND chunk; *png is realloc'd. The image data are unchanged. */
+int sdb_png_add_text(uint8_t **png, size_t *len, const char *key, const char *val, sdb_err *err);
+/* The tEXt keyword under which `sdbatch run` records a job in its output PNG:
+ * "id=<job id> identity=<64 hex digits: sdb_job_output_identity>". */
+#define SDB_PNG_JOB_KEY "sdbatch-job"
 
 #endif

@@ -57,7 +57,11 @@ typedef struct sdb_job_spec {
     sdb_pos key_pos[SDB_JK_COUNT];   /* where each key's value came from (job or defaults), 0 = default */
     char params_hash[65];   /* SHA-256 of the resolved parameters and the inputs' contents (set by
                                sdb_manifest_check, or sdb_manifest_hash_inputs) */
+    char content_hash[65];  /* the same without the output path (set with params_hash) */
     char *bad_input;        /* set by sdb_manifest_check: why an input is missing/undecodable */
+    char *bad_output;       /* why the output path is refused: absolute outside output_dir, a '..'
+                               component (set when parsed), a symlink below output_dir (set by
+                               sdb_manifest_check). `run` fails such a job alone */
 } sdb_job_spec;
 
 typedef struct sdb_diag { int is_error; char *text; } sdb_diag;
@@ -76,12 +80,17 @@ typedef struct sdb_manifest {
                              or none found) */
     sdb_pos model_config_pos, tokenizer_pos;
     char *output_dir;  /* resolved */
+    sdb_pos output_dir_pos;
     sdb_job_spec *jobs;
     int n_jobs;
     sdb_diag *diags;
     int n_diags, n_errors, n_warnings, cap_diags;
-    int n_input_errors;  /* errors that concern one job's input files only (`run` fails those jobs
-                            alone; `validate` reports them like any other error) */
+    int n_input_errors;  /* errors that concern one job alone: its input files or its output path
+                            (`run` fails those jobs alone; `validate` reports them like any other
+                            error). n_errors > n_input_errors: the manifest itself is invalid */
+    int allow_outputs_outside;   /* top-level `allow_outputs_outside: true`: absolute outputs
+                                    outside output_dir are allowed (`run` only; the daemon refuses it) */
+    sdb_pos allow_outputs_outside_pos;
 } sdb_manifest;
 
 /* Parses and schema-checks a manifest. Returns 0 when it has no errors; SDB_EFORMAT when it has
@@ -99,6 +108,12 @@ int sdb_manifest_check(sdb_manifest *m, sdb_err *err);
  * "missing:<path>". */
 int sdb_manifest_hash_inputs(sdb_manifest *m, sdb_err *err);
 
+/* Where job j's output is written: *root is the folder below which no symlink is followed
+ * (output_dir; for an absolute output outside it, allowed by allow_outputs_outside: the output's
+ * own folder; malloc'd, NULL when out of memory) and *rel the path below it (points into
+ * j->output). */
+void sdb_job_output_split(const sdb_manifest *m, const sdb_job_spec *j, char **root, const char **rel);
+
 /* Index of the job with this id, or -1. */
 int sdb_manifest_find(const sdb_manifest *m, const char *id);
 /* Prints every diagnostic, one a line, to f (FILE*). */
@@ -113,5 +128,9 @@ extern const char *const sdb_scheduler_names[];
 
 /* A job's identity: SHA-256 hex over its params_hash and the model's id. */
 void sdb_job_identity(const sdb_job_spec *j, const char *model_id, char out[65]);
+/* The identity its output PNG carries (`sdbatch repair` knows the file by it): the same over
+ * content_hash, so that the same job writes the same bytes in any folder (the file's place says
+ * where it belongs). */
+void sdb_job_output_identity(const sdb_job_spec *j, const char *model_id, char out[65]);
 
 #endif

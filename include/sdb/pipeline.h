@@ -143,4 +143,17 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
 /* AUTOMATIC1111's "parameters" text for these parameters (malloc'd). */
 char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int height);
 
+/* ---- memory a generation needs (--max-memory) ----
+ * The working size sdb_generate uses for these parameters (input_w/h: the input image's size,
+ * 0 without one) and an upper estimate of what the process holds at the generation's peak: the
+ * weights (the bytes of the weight tensors as held: F32, or F16 with --weights f16) plus
+ *   scratch = (2 C1 + 512) floats per pixel x W x H + SDB_GEN_FIXED_MIB,
+ * C1 = the VAE's second block_out_channels (256 for SD 1.x): the VAE decoder's full-resolution
+ * blocks dominate the scratch; the fixed part covers the text encoder, attention blocks and the
+ * libraries' own buffers. Measured (README): SD 1.5 at 256x256, peak RSS 4106 MiB against an
+ * estimate of 4387; the tiny model at 256x256, 132 MiB against 249. Sizes in MiB. */
+#define SDB_GEN_FIXED_MIB 64.0
+void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int input_w, int input_h,
+                             double *weights_mib, double *scratch_mib, int *W, int *H);
+
 #endif

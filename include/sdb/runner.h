@@ -41,7 +41,15 @@ typedef struct sdb_executor {
     int (*run)(void *ud, void *model, const sdb_job_spec *job, sdb_run_step_fn on_step, void *step_ud,
                uint8_t **png, size_t *png_len, const sdb_log *log, sdb_err *err);
     void (*unload)(void *ud, void *model);
+    /* Optional (NULL: no memory check): what the job would hold at its peak, in MiB (weights and
+     * scratch, sdb_gen_memory_estimate) and its working size. Nonzero: the inputs cannot be read
+     * (the job then fails when it runs, as it would without this). */
+    int (*mem_estimate)(void *ud, void *model, const sdb_job_spec *job, double *weights_mib,
+                        double *scratch_mib, int *w, int *h, sdb_err *err);
 } sdb_executor;
+
+/* What the default --max-memory leaves free for the rest of the machine. */
+#define SDB_MEM_MARGIN_MIB 512.0
 
 /* The real executor (pipeline.h). */
 const sdb_executor *sdb_executor_pipeline(void);
@@ -92,6 +100,13 @@ typedef struct sdb_run_opts {
     sdb_run_job_fn on_job;    /* per-job outcome callback (NULL = none) */
     void *on_job_ud;
     volatile sig_atomic_t *stop; /* nonzero (the signal number) = stop at the next step boundary */
+    double max_memory_mib;    /* a job whose estimate (executor's mem_estimate) exceeds this is
+                                 failed before it starts. 0: what the machine can give now
+                                 (MemAvailable + this process's RSS - SDB_MEM_MARGIN_MIB); < 0: no check */
+    const char *confine_root; /* NULL, or a resolved folder holding output_dir (the daemon's
+                                 --allow-root): outputs and the state folder are then reached from
+                                 it down with no symlink followed, output_dir's own path included;
+                                 an output_dir that does not resolve below it is a fatal error */
 } sdb_run_opts;
 
 typedef struct sdb_run_result {

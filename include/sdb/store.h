@@ -67,6 +67,10 @@ enum { SDB_STORE_RW = 0, SDB_STORE_READONLY = 1, SDB_STORE_RW_SHARD = 2 };
  * NFS/Lustre, where WAL's shared-memory index does not work), a rollback journal. */
 int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err);
 void sdb_store_close(sdb_store *s);
+/* A READONLY open that could not use the file's -wal/-shm (a read-only folder, a -wal of another
+ * SQLite version) reads the main file alone; then this is 1 (changes still in the -wal are not
+ * seen). */
+int sdb_store_degraded(const sdb_store *s);
 const char *sdb_store_path(const sdb_store *s);
 int sdb_store_user_version(sdb_store *s);
 
@@ -127,6 +131,16 @@ int sdb_store_get(sdb_store *s, const char *id, sdb_job_row *row, int *found, sd
 int sdb_store_rows(sdb_store *s, sdb_job_row **rows, int *n, sdb_err *err);
 /* Number of runs of a job with this outcome (NULL = still open / died). */
 int sdb_store_count_runs(sdb_store *s, const char *id, const char *outcome, int *count, sdb_err *err);
+
+/* ---- repair (sdbatch repair; src/jobs/repair.c) ---- */
+/* PRAGMA quick_check: 0 when the file is sound, else SDB_ESTATE with what is wrong. (Writers
+ * run it when they open a file.) */
+int sdb_store_check(sdb_store *s, sdb_err *err);
+/* A job found done on disk by `sdbatch repair`: its row becomes done with this output and hash,
+ * and a run row records it (outcome 'done', error "repaired: <why>"). The row must exist
+ * (sdb_store_sync) and not be running. */
+int sdb_store_mark_repaired(sdb_store *s, const char *id, const char *identity, const char *output,
+                            const char *sha256, const char *why, sdb_err *err);
 
 /* Test hook: when SDB_TEST_KILL_AT is "<name>" or "<name>@<n>", the n-th (default first) call
  * with that name raises SIGKILL. Inert (one getenv, cached) when the variable is unset. */

@@ -30,6 +30,10 @@ static void usage(FILE *f)
         "MANIFEST' works on a running manifest, and 'sdbatch status --spool DIR' lists the spool.\n"
         "A restarted daemon resumes exactly where the last one stopped (or was killed).\n\n"
         "  --spool DIR          the spool folder (created if missing)\n"
+        "  --allow-root DIR     a folder the manifests' output_dir may be in (itself or below;\n"
+        "                       repeatable; at least one is required). A manifest whose output_dir\n"
+        "                       is elsewhere, or that sets allow_outputs_outside, goes to failed/;\n"
+        "                       outputs are written from DIR down without following symlinks\n"
         "  --log FILE           append the event log to FILE (default: stderr)\n"
         "  --log-format F       text (default) or json (one JSON object a line)\n"
         "  --max-models N       models kept loaded, least recently used dropped first (default 1)\n"
@@ -62,11 +66,16 @@ int cmd_daemon(int argc, char **argv)
     o.max_crashes = 3;
     const char *log_path = NULL;
     int json = 0;
+    const char *roots[64];
     long long v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return EXIT_OK; }
         else if (!strcmp(a, "--spool") && i + 1 < argc) o.spool = argv[++i];
+        else if (!strcmp(a, "--allow-root") && i + 1 < argc) {
+            if (o.n_allow_roots == 64) return cli_usage_error("daemon", "at most 64 --allow-root folders");
+            roots[o.n_allow_roots++] = argv[++i];
+        }
         else if (!strcmp(a, "--log") && i + 1 < argc) log_path = argv[++i];
         else if (!strcmp(a, "--log-format") && i + 1 < argc) {
             const char *f = argv[++i];
@@ -102,6 +111,10 @@ int cmd_daemon(int argc, char **argv)
         else return cli_usage_error("daemon", "unexpected argument '%s' (the spool is given with --spool)", a);
     }
     if (!o.spool) return cli_usage_error("daemon", "missing --spool DIR");
+    if (!o.n_allow_roots)
+        return cli_usage_error("daemon", "missing --allow-root DIR: the folder(s) the manifests' output_dir may be in "
+                               "(the daemon writes nowhere else)");
+    o.allow_roots = roots;
 
     sdb_err err;
     sdb_err_clear(&err);
@@ -118,7 +131,8 @@ int cmd_daemon(int argc, char **argv)
     int code = EXIT_OK;
     if (rc) {
         fprintf(stderr, "sdbatch daemon: error: %s\n", err.msg);
-        code = rc == SDB_ESTATE && strstr(err.msg, "already running") ? EXIT_SPOOL_BUSY : EXIT_FAILURE_RUN;
+        code = rc == SDB_ESTATE && strstr(err.msg, "already running") ? EXIT_SPOOL_BUSY
+             : rc == SDB_EINVAL && strstr(err.msg, "--allow-root") ? EXIT_USAGE : EXIT_FAILURE_RUN;
     }
     sdb_dlog_close(&log);
     return code;

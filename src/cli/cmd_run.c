@@ -31,6 +31,9 @@ static void usage(FILE *f)
         "  --shard I/N|auto   run only shard I of N (0-based; see README: the split is by expected cost\n"
         "                     and stable when jobs are appended); state in state.<I>-of-<N>.db. auto\n"
         "                     (the default inside a Slurm array) takes it from SLURM_ARRAY_TASK_*\n"
+        "  --max-memory MiB   a job whose estimated peak (weights + scratch for its size) is above MiB\n"
+        "                     fails before it starts, instead of meeting the OOM killer (default: what\n"
+        "                     the machine can give: MemAvailable + this process's RSS - 512 MiB; 0: off)\n"
         "  --max-attempts N   a failed job is retried by later runs until it failed N times (default 2)\n"
         "  --retry-failed     retry failed jobs whatever their attempts\n"
         "  --only ID...       run only these jobs (ids, space or comma separated)\n"
@@ -70,6 +73,11 @@ int cmd_run(int argc, char **argv)
             o.workers = (int)v;
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             if (cli_parse_weights("run", argv[++i], &o.weights_f16)) { free(only); return EXIT_USAGE; }
+        } else if (!strcmp(a, "--max-memory") && i + 1 < argc) {
+            double d;
+            if (cli_parse_double("run", "--max-memory", argv[++i], &d)) { free(only); return EXIT_USAGE; }
+            if (!(d >= 0 && d < 1e9)) { free(only); return cli_usage_error("run", "--max-memory expects MiB >= 0"); }
+            o.max_memory_mib = d > 0 ? d : -1;   /* 0 on the command line: no check */
         } else if (!strcmp(a, "--max-attempts") && i + 1 < argc) {
             if (cli_parse_int("run", "--max-attempts", argv[++i], 1, 1000, &v)) { free(only); return EXIT_USAGE; }
             o.max_attempts = (int)v;
@@ -109,7 +117,7 @@ int cmd_run(int argc, char **argv)
         code = EXIT_USAGE;
         goto out;
     }
-    if (!m.n_errors) sdb_manifest_check(&m, &err);
+    if (m.n_errors == m.n_input_errors) sdb_manifest_check(&m, &err);   /* job-only errors: still check the rest */
     sdb_manifest_print_diags(&m, stderr);
     if (m.n_errors > m.n_input_errors) {
         fprintf(stderr, "sdbatch run: %s is invalid (%d error(s)); nothing was run\n", path, m.n_errors);
@@ -117,7 +125,7 @@ int cmd_run(int argc, char **argv)
         goto out;
     }
     if (m.n_input_errors)
-        fprintf(stderr, "sdbatch run: %d job(s) have unusable inputs and will fail; the others run\n", m.n_input_errors);
+        fprintf(stderr, "sdbatch run: %d job(s) have unusable inputs or outputs and will fail; the others run\n", m.n_input_errors);
     for (int i = 0; i < n_only; i++)
         if (sdb_manifest_find(&m, only[i]) < 0) {
             code = cli_usage_error("run", "--only: no job '%s' in %s", only[i], path);

@@ -24,6 +24,29 @@ typedef struct {
     int stale;   /* running under a dead owner: shown as pending */
 } merged;
 
+static int cmp_row_id(const void *a, const void *b)
+{
+    return strcmp(((const sdb_job_row *)a)->id, ((const sdb_job_row *)b)->id);
+}
+
+/* A damaged database whose table scan fails may still answer for single rows (the damage is in
+ * some pages): each job of the manifest is asked for by id, what answers is kept (sorted by id,
+ * as sdb_store_rows gives them). Nonzero when nothing could be read. */
+static int read_rows_one_by_one(sdb_store *s, const sdb_manifest *m, sdb_job_row **rows, int *n)
+{
+    *rows = calloc((size_t)(m->n_jobs > 0 ? m->n_jobs : 1), sizeof **rows);
+    *n = 0;
+    if (!*rows) return -1;
+    for (int i = 0; i < m->n_jobs; i++) {
+        int found;
+        sdb_err e;
+        if (sdb_store_get(s, m->jobs[i].id, &(*rows)[*n], &found, &e) == 0 && found) (*n)++;
+    }
+    if (!*n) { free(*rows); *rows = NULL; return -1; }
+    qsort(*rows, (size_t)*n, sizeof **rows, cmp_row_id);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -106,22 +129,32 @@ int cmd_status(int argc, char **argv)
     sdb_store **stores = calloc((size_t)(np > 0 ? np : 1), sizeof *stores);
     sdb_job_row **rows = calloc((size_t)(np > 0 ? np : 1), sizeof *rows);
     int *nrows = calloc((size_t)(np > 0 ? np : 1), sizeof *nrows);
-    int ns = 0, code = EXIT_OK;
+    int ns = 0, code = EXIT_OK, damaged = 0;
     for (int i = 0; i < np; i++) {
         sdb_store *s;
+        /* a damaged or unreadable file: said (exit 1), and the rest is still shown */
         if (sdb_store_open(&s, paths[i], SDB_STORE_READONLY, &err)) {
-            if (state || err.code != SDB_ENOTFOUND) { fprintf(stderr, "sdbatch status: error: %s\n", err.msg); code = EXIT_FAILURE_RUN; }
+            if (state || err.code != SDB_ENOTFOUND) { fprintf(stderr, "sdbatch status: error: %s\n", err.msg); damaged++; }
             continue;
+        }
+        if (sdb_store_check(s, &err)) {   /* damaged: said, and read all the same */
+            fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
+            damaged++;
         }
         if (sdb_store_rows(s, &rows[ns], &nrows[ns], &err)) {
             fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
-            code = EXIT_FAILURE_RUN;
-            sdb_store_close(s);
-            continue;
+            damaged++;
+            if (read_rows_one_by_one(s, &m, &rows[ns], &nrows[ns])) { sdb_store_close(s); continue; }
+            fprintf(stderr, "sdbatch status: %d job(s) could still be read from %s one by one\n", nrows[ns], paths[i]);
+        }
+        if (sdb_store_degraded(s)) {
+            fprintf(stderr, "sdbatch status: warning: %s: its -wal/-shm files cannot be used (a read-only folder, or a "
+                            "-wal from another SQLite version): read without them, the latest changes may be missing\n", paths[i]);
+            damaged++;
         }
         stores[ns++] = s;
     }
-    if (code) goto out;
+    if (damaged) code = EXIT_FAILURE_RUN;
 
     sdb_worker me;
     sdb_worker_self(&me);
@@ -221,7 +254,14 @@ int cmd_status(int argc, char **argv)
                counts[SDB_JOB_PENDING], counts[SDB_JOB_FAILED]);
         if (isfinite(rate)) printf("  throughput %.2f images/min (%.1f s/job)%s%s\n", rate, n_timed ? sum_secs / n_timed : 0.0,
                                    remaining ? ", ETA " : "", remaining ? eta_s : "");
-        if (!ns) printf("  no state database yet (nothing has run)\n");
+        if (!ns && !damaged) printf("  no state database yet (nothing has run)\n");
+        if (damaged) {
+            int on_disk = 0;
+            for (int i = 0; i < m.n_jobs; i++) if (mj[i].state != SDB_JOB_DONE && sdb_file_exists(m.jobs[i].output)) on_disk++;
+            printf("  %d state file(s) could not be read, or not fully (see above)", damaged);
+            if (on_disk) printf("; %d job(s) not known as done have an output on disk", on_disk);
+            printf(": 'sdbatch repair %s' rebuilds the state from the outputs\n", path);
+        }
         else {
             printf("  state:");
             for (int s = 0; s < ns; s++) printf(" %s", sdb_store_path(stores[s]));
@@ -255,7 +295,6 @@ int cmd_status(int argc, char **argv)
     }
     free(mj);
     free(js);
-out:
     for (int s = 0; s < ns; s++) { sdb_job_rows_free(rows[s], nrows[s]); sdb_store_close(stores[s]); }
     free(rows);
     free(nrows);

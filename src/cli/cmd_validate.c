@@ -38,7 +38,7 @@ int cmd_validate(int argc, char **argv)
         return EXIT_USAGE;
     }
     /* file checks only when the structure is sound (else they would mostly repeat the problem) */
-    if (!m.n_errors) sdb_manifest_check(&m, &err);
+    if (m.n_errors == m.n_input_errors) sdb_manifest_check(&m, &err);   /* job-only errors: still check the rest */
     sdb_manifest_print_diags(&m, stderr);
     int bad = m.n_errors > 0;
     if (!quiet) {

@@ -9,6 +9,7 @@ SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the tok
 SDB_COMMAND(validate, "check a batch manifest (schema, inputs, model configs) without computing")
 SDB_COMMAND(run, "run a batch manifest's pending jobs, resumably")
 SDB_COMMAND(status, "show a batch's progress from its state database(s)")
+SDB_COMMAND(repair, "rebuild a batch's state database from the outputs on disk (after damage)")
 SDB_COMMAND(daemon, "run the manifests of a spool folder as a service (SIGTERM stops, resumably)")
 SDB_COMMAND(submit, "hand a manifest to the daemon: copy it into a spool atomically")
 SDB_COMMAND(bench, "time text encoding, a U-Net step, VAE encode/decode and a run against sgemm")

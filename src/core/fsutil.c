@@ -37,37 +37,151 @@ char *sdb_path_join(const char *dir, const char *name)
     return s;
 }
 
-int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err)
+int sdb_path_below(const char *p, const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    if (n == 1 && dir[0] == '/') return p[0] == '/' && p[1] != '\0';
+    return !strncmp(p, dir, n) && p[n] == '/' && p[n + 1] != '\0';
+}
+
+char *sdb_path_resolve(const char *p)
+{
+    char *copy = strdup(p);
+    if (!copy) return NULL;
+    /* the longest existing prefix, cutting at slashes from the end */
+    for (;;) {
+        char *real = realpath(copy[0] ? copy : "/", NULL);
+        if (real) {
+            const char *rest = p + strlen(copy);
+            while (*rest == '/') rest++;
+            char *out = *rest ? sdb_path_join(real, rest) : strdup(real);
+            free(real);
+            free(copy);
+            return out;
+        }
+        char *slash = strrchr(copy, '/');
+        if (!slash) { free(copy); return strdup(p); }
+        *slash = '\0';
+    }
+}
+
+int sdb_dir_open_beneath(const char *root, const char *rel_dir, int create, int *fd, sdb_err *err)
+{
+    *fd = -1;
+    int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 && create && errno == ENOENT) {
+        int rc = sdb_mkdirs(root, err);
+        if (rc) return rc;
+        dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (dfd < 0) return sdb_fail_errno(err, SDB_EIO, "%s: cannot open folder", root);
+    char *copy = strdup(rel_dir ? rel_dir : "");
+    if (!copy) { close(dfd); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    int rc = 0;
+    size_t done_len = 0;   /* how much of rel_dir is opened, for messages */
+    for (char *s = copy, *e; *s && !rc; s = e) {
+        e = strchr(s, '/');
+        if (e) *e++ = '\0'; else e = s + strlen(s);
+        if (!*s || !strcmp(s, ".")) continue;
+        if (!strcmp(s, "..")) { rc = sdb_fail(err, SDB_EINVAL, "%s/%s: '..' is not allowed here", root, rel_dir); break; }
+        done_len = (size_t)(s - copy) + strlen(s);
+        if (create && mkdirat(dfd, s, 0755) != 0 && errno != EEXIST) {
+            rc = sdb_fail_errno(err, SDB_EIO, "%s/%.*s: cannot create folder", root, (int)done_len, rel_dir);
+            break;
+        }
+        int nfd = openat(dfd, s, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0) {
+            int saved = errno;
+            struct stat sb;
+            char target[512] = "";
+            if (fstatat(dfd, s, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
+                ssize_t n = readlinkat(dfd, s, target, sizeof target - 1);
+                target[n > 0 ? n : 0] = '\0';
+                rc = sdb_fail(err, SDB_EINVAL, "%s/%.*s is a symlink (to %s): outputs are never written through a "
+                              "symlink below %s", root, (int)done_len, rel_dir, target, root);
+            } else {
+                errno = saved;
+                rc = sdb_fail_errno(err, SDB_EIO, "%s/%.*s: cannot open folder", root, (int)done_len, rel_dir);
+            }
+            break;
+        }
+        close(dfd);
+        dfd = nfd;
+    }
+    free(copy);
+    if (rc) { int saved = errno; close(dfd); errno = saved; return rc; }
+    *fd = dfd;
+    return 0;
+}
+
+/* Creates the temp file in the open folder dfd (which w then owns) for the destination `name`. */
+static int wfile_start(sdb_wfile *w, int dfd, const char *shown_dir, const char *name, sdb_err *err)
 {
     memset(w, 0, sizeof *w);
-    char *dir = sdb_path_dirname(path);
-    char *copy = strdup(path);
-    if (!dir || !copy) { free(dir); free(copy); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
-    const char *base = basename(copy);
-    size_t n = strlen(dir) + strlen(base) + 64;
-    w->tmp_path = malloc(n);
-    if (!w->tmp_path) { free(dir); free(copy); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    w->dfd = dfd;
+    w->name = strdup(name);
+    size_t n = strlen(name) + 64;
+    w->tmp_name = malloc(n);
+    w->path = sdb_path_join(shown_dir, name);
+    if (!w->name || !w->tmp_name || !w->path) { sdb_wfile_abort(w); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
     /* ".<name>.tmp.<pid>.<tid><ns>": unique without any shared counter (O_EXCL settles the rest) */
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        snprintf(w->tmp_path, n, "%s/.%s.tmp.%ld.%ld%09ld", dir, base, (long)getpid(), (long)syscall(SYS_gettid),
+        snprintf(w->tmp_name, n, ".%s.tmp.%ld.%ld%09ld", name, (long)getpid(), (long)syscall(SYS_gettid),
                  (long)ts.tv_nsec + attempt);
-        fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = openat(dfd, w->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST) break;
     }
-    free(dir);
-    free(copy);
+    w->tmp_path = sdb_path_join(shown_dir, w->tmp_name);
     if (fd < 0) {
-        int rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot create temp file %s", path, w->tmp_path);
-        free(w->tmp_path); w->tmp_path = NULL;
+        int rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot create temp file %s", w->path, w->tmp_path ? w->tmp_path : w->tmp_name);
+        free(w->tmp_name); w->tmp_name = NULL;   /* nothing to unlink */
+        sdb_wfile_abort(w);
         return rc;
     }
     w->f = fdopen(fd, "wb");
-    w->path = strdup(path);
-    if (!w->f || !w->path) { if (w->f) fclose(w->f); else close(fd); unlink(w->tmp_path); free(w->tmp_path); free(w->path); memset(w, 0, sizeof *w); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    if (!w->f || !w->tmp_path) { if (!w->f) close(fd); sdb_wfile_abort(w); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
     return 0;
+}
+
+int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err)
+{
+    memset(w, 0, sizeof *w);
+    w->dfd = -1;
+    char *dir = sdb_path_dirname(path);
+    char *copy = strdup(path);
+    if (!dir || !copy) { free(dir); free(copy); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    int rc = 0;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot open its folder %s", path, dir);
+    else rc = wfile_start(w, dfd, dir, basename(copy), err);
+    free(dir);
+    free(copy);
+    return rc;
+}
+
+int sdb_wfile_open_beneath(sdb_wfile *w, const char *root, const char *rel, sdb_err *err)
+{
+    memset(w, 0, sizeof *w);
+    w->dfd = -1;
+    const char *slash = strrchr(rel, '/');
+    const char *name = slash ? slash + 1 : rel;
+    if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
+        return sdb_fail(err, SDB_EINVAL, "%s/%s: not a file name", root, rel);
+    char *reldir = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
+    if (!reldir) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    int dfd;
+    int rc = sdb_dir_open_beneath(root, reldir, 1, &dfd, err);
+    char *shown = rc ? NULL : sdb_path_join(root, reldir);
+    free(reldir);
+    if (rc) return rc;
+    if (!shown) { close(dfd); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    rc = wfile_start(w, dfd, shown, name, err);
+    free(shown);
+    return rc;
 }
 
 int sdb_wfile_write(sdb_wfile *w, const void *buf, size_t n, sdb_err *err)
@@ -79,33 +193,34 @@ int sdb_wfile_write(sdb_wfile *w, const void *buf, size_t n, sdb_err *err)
 
 void sdb_wfile_abort(sdb_wfile *w)
 {
+    int saved = errno;   /* the caller may look at why the write failed (ENOSPC) */
     if (w->f) fclose(w->f);
-    if (w->tmp_path) unlink(w->tmp_path);
+    if (w->tmp_name && w->dfd >= 0) unlinkat(w->dfd, w->tmp_name, 0);
+    if (w->dfd >= 0) close(w->dfd);
     free(w->tmp_path);
+    free(w->tmp_name);
+    free(w->name);
     free(w->path);
     memset(w, 0, sizeof *w);
+    w->dfd = -1;
+    errno = saved;
 }
 
 int sdb_wfile_commit(sdb_wfile *w, sdb_err *err)
 {
     int rc = 0;
     if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0)
-        rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot flush", w->path);
+        rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot write", w->path);
     if (fclose(w->f) != 0 && !rc)
         rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot close", w->path);
     w->f = NULL;
-    if (!rc && rename(w->tmp_path, w->path) != 0)
+    if (!rc && renameat(w->dfd, w->tmp_name, w->dfd, w->name) != 0)
         rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot rename temp file into place", w->path);
     if (rc) { sdb_wfile_abort(w); return rc; }
-    char *dir = sdb_path_dirname(w->path);
-    if (dir) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-        free(dir);
-    }
-    free(w->tmp_path);
-    free(w->path);
-    memset(w, 0, sizeof *w);
+    fsync(w->dfd);
+    free(w->tmp_name);
+    w->tmp_name = NULL;   /* renamed: nothing to unlink */
+    sdb_wfile_abort(w);
     return 0;
 }
 

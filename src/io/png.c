@@ -514,3 +514,44 @@ int sdb_png_read_text(const char *path, char ***keys, char ***vals, int *n, sdb_
     free(data);
     return rc;
 }
+
+/* ---- a text chunk added to an encoded PNG ------------------------------------------------------ */
+
+/* CRC-32 of PNG chunks (ISO 3309, reflected polynomial 0xEDB88320), bit by bit: used on a few
+ * hundred bytes per image. */
+static uint32_t chunk_crc(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xffffffffu;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+int sdb_png_add_text(uint8_t **png, size_t *len, const char *key, const char *val, sdb_err *err)
+{
+    static const uint8_t iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+    if (*len < 8 + 12 || memcmp(*png + *len - 12, iend, 12))
+        return sdb_fail(err, SDB_EFORMAT, "adding a text chunk: not a PNG ending in IEND");
+    if (!keyword_ok(key)) return sdb_fail(err, SDB_EINVAL, "adding a text chunk: bad keyword '%s'", key);
+    size_t kl = strlen(key), vl = strlen(val), data = kl + 1 + vl;
+    if (data > 0x7fffffff) return sdb_fail(err, SDB_EINVAL, "adding a text chunk: too long");
+    uint8_t *np = realloc(*png, *len + 12 + data);
+    if (!np) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    uint8_t *c = np + *len - 12;            /* where IEND was */
+    put_be32(c, (uint32_t)data);
+    memcpy(c + 4, "tEXt", 4);
+    memcpy(c + 8, key, kl + 1);
+    memcpy(c + 8 + kl + 1, val, vl);
+    put_be32(c + 8 + data, chunk_crc(c + 4, 4 + data));
+    memcpy(c + 12 + data, iend, 12);
+    *png = np;
+    *len += 12 + data;
+    return 0;
+}

@@ -288,7 +288,7 @@ static void find_priority(const char *text, size_t len, prio_info *pi)
 static void add_error(sdb_manifest *m, sdb_pos pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void add_error(sdb_manifest *m, sdb_pos pos, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[1536];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -819,6 +819,8 @@ typedef struct daemon_ctx {
     int n_models, max_models;
     unsigned long long tick;
     const char *cur;          /* the manifest being run (its name) */
+    char **roots;             /* o->allow_roots resolved (realpath) */
+    int n_roots;
     char *crash_file;         /* active/.<name>.starts of the manifest being run, while nonzero */
 } daemon_ctx;
 
@@ -916,6 +918,15 @@ static int cache_run(void *ud, void *model, const sdb_job_spec *job, sdb_run_ste
 
 static void cache_unload(void *ud, void *model) { (void)ud; (void)model; /* kept: unloaded on eviction/exit */ }
 
+/* The real executor's memory estimate (the runner refuses a job that would not fit). */
+static int cache_mem_estimate(void *ud, void *model, const sdb_job_spec *job, double *weights_mib, double *scratch_mib,
+                              int *w, int *h, sdb_err *err)
+{
+    daemon_ctx *d = ud;
+    if (!d->real->mem_estimate) return sdb_fail(err, SDB_EUNSUPPORTED, "no estimate");
+    return d->real->mem_estimate(d->real->ud, model, job, weights_mib, scratch_mib, w, h, err);
+}
+
 static void cache_clear(daemon_ctx *d)
 {
     for (int i = 0; i < d->n_models; i++) {
@@ -992,6 +1003,63 @@ static int fail_manifest(daemon_ctx *d, const char *name, const char *text, sdb_
     return move_to(d, name, "failed", err);
 }
 
+/* ---- where a manifest may write ---------------------------------------------------------------
+ * The daemon writes only in its spool and in the manifests' output folders, and a manifest's
+ * output_dir must lie in one of the --allow-root folders (symlinks resolved). Outputs outside
+ * output_dir (`allow_outputs_outside: true`) are for `sdbatch run` only. Returns the root that
+ * holds output_dir (the runner writes from it down without following symlinks), or NULL after
+ * adding the manifest-level error. */
+static const char *allowed_root(daemon_ctx *d, sdb_manifest *m)
+{
+    if (m->allow_outputs_outside)
+        add_error(m, m->allow_outputs_outside_pos, "'allow_outputs_outside' is refused by the daemon: a spool "
+                  "manifest's outputs stay inside its output_dir (use 'sdbatch run' for outputs elsewhere)");
+    if (!m->output_dir) return NULL;
+    char *real = sdb_path_resolve(m->output_dir);
+    const char *root = NULL;
+    for (int i = 0; real && i < d->n_roots && !root; i++)
+        if (!strcmp(real, d->roots[i]) || sdb_path_below(real, d->roots[i])) root = d->roots[i];
+    if (!root) {
+        char list[1024] = "";
+        for (int i = 0; i < d->n_roots; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", d->roots[i]);
+        add_error(m, m->output_dir_pos, "output_dir %s%s%s%s is not inside a folder this daemon may write "
+                  "(--allow-root: %s)", m->output_dir, real && strcmp(real, m->output_dir) ? " (" : "",
+                  real && strcmp(real, m->output_dir) ? real : "", real && strcmp(real, m->output_dir) ? ")" : "", list);
+    }
+    free(real);
+    return m->allow_outputs_outside ? NULL : root;
+}
+
+static void roots_free(daemon_ctx *d)
+{
+    for (int i = 0; i < d->n_roots; i++) free(d->roots[i]);
+    free(d->roots);
+    d->roots = NULL;
+    d->n_roots = 0;
+}
+
+/* Resolves o->allow_roots into d->roots: each must be an existing folder. */
+static int roots_init(daemon_ctx *d, const sdb_daemon_opts *o, sdb_err *err)
+{
+    if (o->n_allow_roots <= 0)
+        return sdb_fail(err, SDB_EINVAL, "no --allow-root: give the folder(s) the manifests' output_dir may be in "
+                        "(e.g. --allow-root /srv/sdbatch/out); the daemon writes nowhere else");
+    d->roots = calloc((size_t)o->n_allow_roots, sizeof *d->roots);
+    if (!d->roots) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    for (int i = 0; i < o->n_allow_roots; i++) {
+        char *r = realpath(o->allow_roots[i], NULL);
+        if (!r || !sdb_is_dir(r)) {
+            int rc = sdb_fail_errno(err, SDB_EINVAL, "--allow-root %s: not an existing folder", o->allow_roots[i]);
+            free(r);
+            roots_free(d);
+            return rc;
+        }
+        d->roots[d->n_roots++] = r;
+    }
+    return 0;
+}
+
 enum { PROC_NEXT = 0, PROC_STOP = 1 };
 
 /* Runs active/<name> to its end (-> done/), or to a stop (stays in active/), or finds it invalid
@@ -1014,7 +1082,9 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
         sdb_dlog_event(l, "manifest_gone", "manifest", 's', name, NULL);
         goto out;
     }
-    if (rc != SDB_EIO && rc != SDB_ENOMEM && !m.n_errors) sdb_manifest_check(&m, &e);
+    if (rc != SDB_EIO && rc != SDB_ENOMEM && m.n_errors == m.n_input_errors) sdb_manifest_check(&m, &e);
+    const char *confine_root = NULL;
+    if (rc != SDB_EIO && rc != SDB_ENOMEM) confine_root = allowed_root(d, &m);
     if (rc == SDB_EIO || rc == SDB_ENOMEM || m.n_errors > m.n_input_errors) {
         /* the diagnostics, naming the manifest where it now lies */
         char *text = NULL;
@@ -1086,6 +1156,7 @@ static int process(daemon_ctx *d, const char *name, sdb_err *err)
     ro.max_attempts = o->max_attempts > 0 ? o->max_attempts : 2;
     ro.on_job = on_job;
     ro.on_job_ud = d;
+    ro.confine_root = confine_root;
     ro.stop = o->stop;
     sdb_log slog = {log_sink, d, SDB_LOG_INFO};
     const char *lv = getenv("SDB_LOG");
@@ -1190,18 +1261,19 @@ static int next_manifest(daemon_ctx *d, char **name, int *unsettled, sdb_err *er
 int sdb_daemon_run(const sdb_daemon_opts *o, sdb_err *err)
 {
     sdb_dlog *l = o->log;
-    int rc = sdb_spool_init(o->spool, err);
-    if (rc) return rc;
-    int lock_fd;
-    if ((rc = sdb_spool_lock(o->spool, &lock_fd, err))) return rc;
     daemon_ctx d;
     memset(&d, 0, sizeof d);
+    int rc = roots_init(&d, o, err);
+    if (rc) return rc;
+    if ((rc = sdb_spool_init(o->spool, err))) { roots_free(&d); return rc; }
+    int lock_fd;
+    if ((rc = sdb_spool_lock(o->spool, &lock_fd, err))) { roots_free(&d); return rc; }
     d.o = o;
     d.real = o->executor ? o->executor : sdb_executor_pipeline();
-    d.ex = (sdb_executor){&d, cache_load, cache_run, cache_unload};
+    d.ex = (sdb_executor){&d, cache_load, cache_run, cache_unload, cache_mem_estimate};
     d.max_models = o->max_models > 0 ? o->max_models : 1;
     d.models = calloc((size_t)d.max_models, sizeof *d.models);
-    if (!d.models) { sdb_spool_unlock(lock_fd); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    if (!d.models) { sdb_spool_unlock(lock_fd); roots_free(&d); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
 
     char *incoming = join2(o->spool, "incoming", NULL);
     int ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -1254,6 +1326,7 @@ int sdb_daemon_run(const sdb_daemon_opts *o, sdb_err *err)
                         o->stop && *o->stop ? (*o->stop == SIGINT ? "SIGINT" : "SIGTERM") : why, NULL);
     cache_clear(&d);
     free(d.models);
+    roots_free(&d);
     if (ifd >= 0) close(ifd);
     free(incoming);
     sdb_spool_unlock(lock_fd);

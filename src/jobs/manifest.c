@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -494,6 +495,93 @@ static char *subst(ctx *c, const char *tmpl, const char *match, sdb_pos pos, con
     return out;
 }
 
+/* ---- outputs stay inside output_dir ---------------------------------------------------------
+ * A job's output (from `output:`, its id, a glob's {stem}) must lie below output_dir: a '..'
+ * component is refused, and so is an absolute path outside output_dir unless the top-level
+ * `allow_outputs_outside: true` allows it (`run` only: the daemon refuses such manifests).
+ * Symlinks below output_dir are looked for by sdb_manifest_check (output_symlink) and refused
+ * again when the file is written (sdb_wfile_open_beneath: the folder can change in between).
+ * A refused output fails its job alone (counted in n_input_errors, like a bad input). */
+
+static int has_dotdot(const char *p)
+{
+    for (const char *s = p; *s; ) {
+        const char *e = strchr(s, '/');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n == 2 && s[0] == '.' && s[1] == '.') return 1;
+        s += n;
+        while (*s == '/') s++;
+    }
+    return 0;
+}
+
+static void job_output_error(sdb_manifest *m, sdb_job_spec *j, sdb_pos pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void job_output_error(sdb_manifest *m, sdb_job_spec *j, sdb_pos pos, const char *fmt, ...)
+{
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    ERR(m, pos, "job '%s': %s", j->id ? j->id : "?", why);
+    m->n_input_errors++;
+    if (!j->bad_output) j->bad_output = strdup(why);
+}
+
+/* raw: the output as written (placeholders filled in); j->output: it resolved. */
+static void output_confine(sdb_manifest *m, sdb_job_spec *j, const char *raw, sdb_pos pos)
+{
+    if (has_dotdot(raw))
+        job_output_error(m, j, pos, "output '%s' has a '..' component: outputs stay inside output_dir %s", raw, m->output_dir);
+    else if (raw[0] == '/' && !sdb_path_below(j->output, m->output_dir) && !m->allow_outputs_outside)
+        job_output_error(m, j, pos, "output '%s' is an absolute path outside output_dir %s (a top-level "
+                         "'allow_outputs_outside: true' allows that for 'sdbatch run', never for the daemon)", raw, m->output_dir);
+}
+
+void sdb_job_output_split(const sdb_manifest *m, const sdb_job_spec *j, char **root, const char **rel)
+{
+    if (m->output_dir && sdb_path_below(j->output, m->output_dir)) {
+        *root = strdup(m->output_dir);
+        size_t n = strlen(m->output_dir);
+        *rel = j->output + n + (n > 1);
+        return;
+    }
+    *root = sdb_path_dirname(j->output);
+    const char *slash = strrchr(j->output, '/');
+    *rel = slash ? slash + 1 : j->output;
+}
+
+/* A symlink among the folders of j's output below output_dir (checked when validating; the
+ * write checks again). */
+static void output_symlink(sdb_manifest *m, sdb_job_spec *j)
+{
+    if (j->bad_output || !m->output_dir || !sdb_path_below(j->output, m->output_dir)) return;
+    size_t root_len = strlen(m->output_dir);
+    char *p = strdup(j->output);
+    if (!p) return;
+    for (char *s = p + root_len + 1; (s = strchr(s, '/')); s++) {
+        *s = '\0';
+        struct stat sb;
+        int is_link = lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode);
+        if (is_link) {
+            char *target = realpath(p, NULL);
+            char *root = realpath(m->output_dir, NULL);
+            int out = !target || !root || !(sdb_path_below(target, root) || !strcmp(target, root));
+            job_output_error(m, j, j->key_pos[SDB_JK_OUTPUT].line ? j->key_pos[SDB_JK_OUTPUT] : j->pos,
+                             "output %s: %s is a symlink to %s%s; outputs are never written through a symlink "
+                             "below output_dir", j->output, p, target ? target : "a missing target",
+                             out ? ", out of output_dir" : "");
+            free(target);
+            free(root);
+            break;
+        }
+        if (lstat(p, &sb) != 0) break;   /* missing: created at write time, never a symlink then */
+        *s = '/';
+    }
+    free(p);
+}
+
 /* ---- resolving a job ----------------------------------------------------------------------- */
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
@@ -638,6 +726,7 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
             bad = 1;
         }
         j.output = s && m->output_dir ? abs_path(m->output_dir, s) : NULL;
+        if (s && j.output && !bad) output_confine(m, &j, s, f->pos[SDB_JK_OUTPUT]);
         free(s);
     } else if (j.id && m->output_dir) {
         char name[512];
@@ -647,7 +736,7 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
 #undef PICK
     if (bad || !j.id) {
         free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
-        free(j.scheduler); free(j.output);
+        free(j.scheduler); free(j.output); free(j.bad_output);
         return;
     }
     /* unique ids and outputs */
@@ -666,7 +755,7 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     }
     if (bad) {
         free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
-        free(j.scheduler); free(j.output);
+        free(j.scheduler); free(j.output); free(j.bad_output);
         return;
     }
     if ((m->n_jobs & (m->n_jobs - 1)) == 0) {
@@ -745,6 +834,7 @@ static void parse_root(ctx *c, yaml_node_t *root)
         return;
     }
     yaml_node_t *ver = NULL, *model = NULL, *outdir = NULL, *defaults = NULL, *jobs = NULL, *mcfg = NULL, *tok = NULL, *prio = NULL;
+    yaml_node_t *outside = NULL;   /* allow_outputs_outside (see output_confine) */
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
         yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
@@ -753,9 +843,11 @@ static void parse_root(ctx *c, yaml_node_t *root)
         yaml_node_t **slot = !strcmp(k, "version") ? &ver : !strcmp(k, "model") ? &model :
                              !strcmp(k, "output_dir") ? &outdir : !strcmp(k, "defaults") ? &defaults :
                              !strcmp(k, "jobs") ? &jobs : !strcmp(k, "model_config") ? &mcfg :
-                             !strcmp(k, "tokenizer") ? &tok : !strcmp(k, "priority") ? &prio : NULL;
+                             !strcmp(k, "tokenizer") ? &tok : !strcmp(k, "priority") ? &prio :
+                             !strcmp(k, "allow_outputs_outside") ? &outside : NULL;
         if (!slot) {
-            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, model_config, tokenizer, output_dir, priority, defaults, jobs)", k);
+            ERR(m, npos(kn), "unknown top-level key '%s' (allowed: version, model, model_config, tokenizer, output_dir, "
+                "allow_outputs_outside, priority, defaults, jobs)", k);
             continue;
         }
         if (*slot) { ERR(m, npos(kn), "duplicate key '%s' (first at line %d)", k, npos(*slot).line); continue; }
@@ -792,8 +884,13 @@ static void parse_root(ctx *c, yaml_node_t *root)
         long long pv;
         (void)get_int(c, prio, "priority", -1000000, 1000000, &pv);
     }
+    if (outside) {
+        if (!plain_is_bool(outside)) ERR(m, npos(outside), "'allow_outputs_outside' must be true or false, got %s", kind(outside));
+        else m->allow_outputs_outside = sval(outside)[0] == 't' || sval(outside)[0] == 'T';
+        m->allow_outputs_outside_pos = npos(outside);
+    }
     if (!outdir) ERR(m, top, "missing 'output_dir'");
-    else if (get_string(c, outdir, "output_dir", &s) == 0) m->output_dir = abs_path(m->dir, s);
+    else if (get_string(c, outdir, "output_dir", &s) == 0) { m->output_dir = abs_path(m->dir, s); m->output_dir_pos = npos(outdir); }
     fields d;
     memset(&d, 0, sizeof d);
     if (defaults) {
@@ -877,7 +974,7 @@ void sdb_manifest_free(sdb_manifest *m)
     for (int i = 0; i < m->n_jobs; i++) {
         sdb_job_spec *j = &m->jobs[i];
         free(j->id); free(j->image); free(j->mask); free(j->prompt); free(j->negative_prompt);
-        free(j->scheduler); free(j->output); free(j->bad_input); free(j->vae);
+        free(j->scheduler); free(j->output); free(j->bad_input); free(j->vae); free(j->bad_output);
     }
     free(m->jobs);
     for (int i = 0; i < m->n_diags; i++) free(m->diags[i].text);
@@ -964,34 +1061,56 @@ static input *input_get(inputs *in, const char *path, int decode)
 
 static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const input *vae)
 {
-    char *s = NULL;
-    size_t n = 0;
+    /* params_hash over the text below; content_hash over the same without the output line */
+    char *s = NULL, *tail = NULL;
+    size_t n = 0, tn = 0;
     FILE *f = open_memstream(&s, &n);
     if (!f) return;
     fprintf(f, "sdbatch-params-v1\nid=%s\nprompt=%zu:%s\nnegative_prompt=%zu:%s\nseed=%llu\nsteps=%d\n"
                "guidance_scale=%.17g\nstrength=%.17g\neta=%.17g\nscheduler=%s\nwidth=%d\nheight=%d\n"
-               "padding_mask_crop=%d\noutput=%s\n",
+               "padding_mask_crop=%d\n",
             j->id, strlen(j->prompt), j->prompt, strlen(j->negative_prompt), j->negative_prompt,
             (unsigned long long)j->seed, j->steps, j->guidance_scale, j->strength, j->eta,
-            j->scheduler ? j->scheduler : "", j->width, j->height, j->padding_mask_crop,
-            j->output ? j->output : "");
+            j->scheduler ? j->scheduler : "", j->width, j->height, j->padding_mask_crop);
+    FILE *t = open_memstream(&tail, &tn);
+    if (!t) { fclose(f); free(s); return; }
     /* the bytes decide (whether they decode does not: check and hash_inputs must agree) */
-    fprintf(f, "image=%s\nmask=%s\n", !j->image ? "none" : img && img->sha[0] ? img->sha : "missing",
+    fprintf(t, "image=%s\nmask=%s\n", !j->image ? "none" : img && img->sha[0] ? img->sha : "missing",
             j->mask_alpha ? "alpha" : !j->mask ? "none" : mask && mask->sha[0] ? mask->sha : "missing");
     /* issue 17: the restoration options, each only when set (jobs without them keep their identity) */
-    if (j->keep_unmasked) fprintf(f, "keep_unmasked=1\n");
-    if (j->mask_blur) fprintf(f, "mask_blur=%d\n", j->mask_blur);
-    if (j->mask_dilate) fprintf(f, "mask_dilate=%d\n", j->mask_dilate);
-    if (j->masked_content) fprintf(f, "masked_content=%s\n", sdb_masked_content_name(j->masked_content));
-    if (j->color_match) fprintf(f, "color_match=1\n");
-    if (j->inpaint_area) fprintf(f, "inpaint_area=%s\n", sdb_inpaint_area_name(j->inpaint_area));
-    if (j->only_masked_size) fprintf(f, "only_masked_size=%d\n", j->only_masked_size);
-    if (j->jpeg_quality) fprintf(f, "jpeg_quality=%d\n", j->jpeg_quality);
+    if (j->keep_unmasked) fprintf(t, "keep_unmasked=1\n");
+    if (j->mask_blur) fprintf(t, "mask_blur=%d\n", j->mask_blur);
+    if (j->mask_dilate) fprintf(t, "mask_dilate=%d\n", j->mask_dilate);
+    if (j->masked_content) fprintf(t, "masked_content=%s\n", sdb_masked_content_name(j->masked_content));
+    if (j->color_match) fprintf(t, "color_match=1\n");
+    if (j->inpaint_area) fprintf(t, "inpaint_area=%s\n", sdb_inpaint_area_name(j->inpaint_area));
+    if (j->only_masked_size) fprintf(t, "only_masked_size=%d\n", j->only_masked_size);
+    if (j->jpeg_quality) fprintf(t, "jpeg_quality=%d\n", j->jpeg_quality);
     /* a separate VAE's weights (jobs without one hash as before) */
-    if (j->vae) fprintf(f, "vae=%s\n", vae && vae->sha[0] ? vae->sha : "missing");
+    if (j->vae) fprintf(t, "vae=%s\n", vae && vae->sha[0] ? vae->sha : "missing");
+    fclose(t);
+    fflush(f);
+    size_t common = n;
+    fprintf(f, "output=%s\n%s", j->output ? j->output : "", tail);
     fclose(f);
     sdb_sha256_hex(s, n, j->params_hash);
+    /* the same text without the output line */
+    char *c = malloc(common + tn + 1);
+    if (c) {
+        memcpy(c, s, common);
+        memcpy(c + common, tail, tn);
+        sdb_sha256_hex(c, common + tn, j->content_hash);
+        free(c);
+    }
+    free(tail);
     free(s);
+}
+
+void sdb_job_output_identity(const sdb_job_spec *j, const char *model_id, char out[65])
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "sdbatch-output-v1\n%s\n%s\n", j->content_hash, model_id ? model_id : "");
+    sdb_sha256_hex(buf, (size_t)n, out);
 }
 
 void sdb_job_identity(const sdb_job_spec *j, const char *model_id, char out[65])
@@ -1131,6 +1250,7 @@ static int check_or_hash(sdb_manifest *m, int full, sdb_err *err)
             if (img && img->state > 0 && img->w && !j->width && !j->height && (img->w % 8 || img->h % 8))
                 WARN(m, j->key_pos[SDB_JK_IMAGE], "job '%s': image size %dx%d is not a multiple of 8 (it is resized down to %dx%d)",
                      j->id, img->w, img->h, img->w / 8 * 8, img->h / 8 * 8);
+            output_symlink(m, j);
         }
         const input *vid = j->vae ? input_get(&in, j->vae, VAE_INPUT) : NULL;
         if (full && vid && vid->state < 0) {

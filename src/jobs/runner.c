@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -103,10 +104,60 @@ done:
 
 static void px_unload(void *ud, void *model) { sdb_model_free(model); }
 
+static int px_mem_estimate(void *ud, void *model, const sdb_job_spec *j, double *weights_mib, double *scratch_mib,
+                           int *w, int *h, sdb_err *err)
+{
+    sdb_image img = {0};
+    if (j->image && !j->width) {   /* the working size follows the input's own */
+        int rc = sdb_image_load(j->image, &img, 0, 0, err);
+        if (rc) return rc;
+    }
+    sdb_gen_params p;
+    sdb_gen_params_default(&p);
+    p.width = j->width;
+    p.height = j->height;
+    p.padding_mask_crop = j->padding_mask_crop;
+    sdb_gen_memory_estimate(model, &p, img.w, img.h, weights_mib, scratch_mib, w, h);
+    sdb_image_free(&img);
+    return 0;
+}
+
 const sdb_executor *sdb_executor_pipeline(void)
 {
-    static const sdb_executor ex = {NULL, px_load, px_run, px_unload};
+    static const sdb_executor ex = {NULL, px_load, px_run, px_unload, px_mem_estimate};
     return &ex;
+}
+
+/* ---- memory: a job that would not fit is refused before it starts ---------------------------- */
+
+/* A "Key:  N kB" line of a /proc file in MiB (-1 when absent). */
+static double proc_kb_mib(const char *file, const char *key)
+{
+    double v = sdb_proc_value(file, key);
+    return v < 0 ? -1 : v / 1024.0;
+}
+
+/* 0 when job j fits (or nothing can be said); else SDB_ENOMEM and why in err. */
+static int memory_check(const sdb_executor *ex, void *model, const sdb_job_spec *j, double max_mib, sdb_err *err)
+{
+    if (!ex->mem_estimate || max_mib < 0) return 0;
+    double wm, sm;
+    int w, h;
+    sdb_err e;
+    if (ex->mem_estimate(ex->ud, model, j, &wm, &sm, &w, &h, &e)) return 0;   /* the run says why */
+    double need = wm + sm;
+    if (max_mib > 0) {
+        if (need <= max_mib) return 0;
+        return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than "
+                        "--max-memory %.0f MiB: not started", need, wm, sm, w, h, max_mib);
+    }
+    double avail = proc_kb_mib("/proc/meminfo", "MemAvailable:"), rss = proc_kb_mib("/proc/self/status", "VmRSS:");
+    if (avail < 0 || rss < 0) return 0;
+    double limit = avail + rss - SDB_MEM_MARGIN_MIB;
+    if (need <= limit) return 0;
+    return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than this "
+                    "machine can give it now: %.0f MiB (available %.0f + this process's %.0f - margin %.0f); not started "
+                    "(set --max-memory to decide yourself)", need, wm, sm, w, h, limit, avail, rss, SDB_MEM_MARGIN_MIB);
 }
 
 /* ---- temp files ------------------------------------------------------------------------------ */
@@ -129,11 +180,12 @@ static long temp_pid(const char *fn)
     return pid;
 }
 
-int sdb_clean_temp_files(const char *dir, double min_age_seconds)
+/* Removes dead processes' temp files from the open folder dfd (closed here). */
+static int clean_temp_dirfd(int dfd, double min_age_seconds)
 {
     double now = sdb_now_wall();
-    DIR *d = opendir(dir);
-    if (!d) return 0;
+    DIR *d = fdopendir(dfd);
+    if (!d) { close(dfd); return 0; }
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
@@ -144,17 +196,102 @@ int sdb_clean_temp_files(const char *dir, double min_age_seconds)
             continue;  /* only ours: outputs are PNGs or JPEGs */
         if (pid != (long)getpid() && !(kill((pid_t)pid, 0) != 0 && errno == ESRCH)) continue;
         if (pid == (long)getpid()) continue;
-        char *p = sdb_path_join(dir, e->d_name);
         struct stat sb;
-        if (p && min_age_seconds > 0 && (stat(p, &sb) != 0 || now - (double)sb.st_mtime < min_age_seconds)) {
-            free(p);
+        if (min_age_seconds > 0 && (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+                                    now - (double)sb.st_mtime < min_age_seconds))
             continue;
-        }
-        if (p && unlink(p) == 0) n++;
-        free(p);
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0) n++;
     }
     closedir(d);
     return n;
+}
+
+int sdb_clean_temp_files(const char *dir, double min_age_seconds)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return dfd < 0 ? 0 : clean_temp_dirfd(dfd, min_age_seconds);
+}
+
+/* Where outputs are written from: the folder below which no symlink is followed, and output_dir
+ * relative to it ("" when it is output_dir itself). */
+typedef struct { const char *confine_root; char *outdir_rel; } out_base;
+
+static int out_base_init(out_base *ob, const sdb_manifest *m, const char *confine_root, sdb_err *err)
+{
+    ob->confine_root = confine_root;
+    ob->outdir_rel = NULL;
+    if (!confine_root) return 0;
+    char *real = sdb_path_resolve(m->output_dir);
+    if (!real) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    if (!strcmp(real, confine_root)) ob->outdir_rel = strdup("");
+    else if (sdb_path_below(real, confine_root)) ob->outdir_rel = strdup(real + strlen(confine_root) + (strcmp(confine_root, "/") != 0));
+    else {
+        int rc = sdb_fail(err, SDB_EINVAL, "output_dir %s (%s) is not below %s", m->output_dir, real, confine_root);
+        free(real);
+        return rc;
+    }
+    free(real);
+    return ob->outdir_rel ? 0 : sdb_fail(err, SDB_ENOMEM, "out of memory");
+}
+
+/* Job j's output as (root, path below it), both malloc'd; 0 or SDB_ENOMEM. */
+static int output_target(const out_base *ob, const sdb_manifest *m, const sdb_job_spec *j, char **root, char **rel)
+{
+    char *r;
+    const char *jrel;
+    sdb_job_output_split(m, j, &r, &jrel);
+    *rel = NULL;
+    if (r && ob->confine_root && !strcmp(r, m->output_dir)) {   /* (the daemon has no outputs outside) */
+        free(r);
+        r = strdup(ob->confine_root);
+        *rel = ob->outdir_rel[0] ? sdb_path_join(ob->outdir_rel, jrel) : strdup(jrel);
+    } else *rel = strdup(jrel);
+    *root = r;
+    if (!r || !*rel) { free(r); free(*rel); *root = *rel = NULL; return SDB_ENOMEM; }
+    return 0;
+}
+
+/* The folder of job j's output, opened as the output will be written; -1 when it is missing
+ * or refused. */
+static int open_output_dir(const out_base *ob, const sdb_manifest *m, const sdb_job_spec *j)
+{
+    char *root, *rel;
+    if (output_target(ob, m, j, &root, &rel)) return -1;
+    char *slash = strrchr(rel, '/');
+    if (slash) *slash = '\0'; else rel[0] = '\0';
+    int fd = -1;
+    sdb_err e;
+    if (sdb_dir_open_beneath(root, rel, 0, &fd, &e)) fd = -1;
+    free(root);
+    free(rel);
+    return fd;
+}
+
+/* The state database of output_dir (<output_dir>/.sdbatch/...) must not be reached through a
+ * symlink either: its folder is opened as outputs' are, and the database file and SQLite's
+ * companions (-wal, -shm, -journal) must not be symlinks. */
+static int check_state_path(const out_base *ob, const sdb_manifest *m, const char *state_path, sdb_err *err)
+{
+    int fd, rc;
+    if (ob->confine_root) {
+        char *rel = sdb_path_join(ob->outdir_rel, ".sdbatch");
+        rc = rel ? sdb_dir_open_beneath(ob->confine_root, rel, 1, &fd, err) : sdb_fail(err, SDB_ENOMEM, "out of memory");
+        free(rel);
+    } else rc = sdb_dir_open_beneath(m->output_dir, ".sdbatch", 1, &fd, err);
+    if (rc) return sdb_err_prefix(err, "state database");
+    const char *base = strrchr(state_path, '/');
+    base = base ? base + 1 : state_path;
+    static const char *const sfx[] = {"", "-wal", "-shm", "-journal"};
+    for (int i = 0; i < 4 && !rc; i++) {
+        char name[512];
+        snprintf(name, sizeof name, "%s%s", base, sfx[i]);
+        struct stat sb;
+        if (fstatat(fd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode))
+            rc = sdb_fail(err, SDB_EINVAL, "%s/.sdbatch/%s is a symlink: the state database is never written through one",
+                          m->output_dir, name);
+    }
+    close(fd);
+    return rc;
 }
 
 /* ---- progress -------------------------------------------------------------------------------- */
@@ -383,19 +520,22 @@ static int dry_run(const sdb_manifest *m, const sdb_run_opts *o, sdb_run_result 
 }
 
 /* Removes dead processes' temp files from every output folder of the manifest (see
- * sdb_clean_temp_files for min_age). */
-static void clean_temp_dirs(const sdb_manifest *m, double min_age, const sdb_log *log)
+ * sdb_clean_temp_files for min_age), each opened as its outputs are written. */
+static void clean_temp_dirs(const out_base *ob, const sdb_manifest *m, double min_age, const sdb_log *log)
 {
     char **dirs = calloc(m->n_jobs + 1, sizeof *dirs);
-    int nd = 0;
+    int nd = 0, cleaned = 0;
     for (int i = 0; i < m->n_jobs && dirs; i++) {
+        if (m->jobs[i].bad_output) continue;
         char *d = sdb_path_dirname(m->jobs[i].output);
         int seen = 0;
         for (int k = nd; k-- > 0 && !seen; ) if (!strcmp(dirs[k], d)) seen = 1;
-        if (seen) free(d); else dirs[nd++] = d;
+        if (seen) { free(d); continue; }
+        dirs[nd++] = d;
+        int fd = open_output_dir(ob, m, &m->jobs[i]);
+        if (fd >= 0) cleaned += clean_temp_dirfd(fd, min_age);
     }
-    int cleaned = 0;
-    for (int k = 0; k < nd; k++) { cleaned += sdb_clean_temp_files(dirs[k], min_age); free(dirs[k]); }
+    for (int k = 0; k < nd; k++) free(dirs[k]);
     free(dirs);
     if (cleaned) sdb_logf(log, SDB_LOG_INFO, "removed %d temp file(s) left by dead processes", cleaned);
 }
@@ -414,6 +554,8 @@ typedef struct {
     volatile sig_atomic_t *shared_stop; /* a worker process: its parent's stop (shared memory) */
     const sdb_log *log;
     const char *state_path;
+    const out_base *ob;      /* where outputs are written from (no symlink followed below it) */
+    const char *model_id;
 } run_ctx;
 
 static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err);
@@ -442,7 +584,11 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     peers pp = {0};
     sdb_store_job *sj = NULL;
     char (*ident)[65] = NULL;
-    int rc = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, err);
+    out_base ob;
+    int rc = out_base_init(&ob, m, o->confine_root, err);
+    if (rc) { free(state_path); return rc; }
+    rc = o->state_path ? 0 : check_state_path(&ob, m, state_path, err);
+    if (!rc) rc = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, err);
     if (rc) goto out;
     sdb_store_set_meta(store, "manifest", m->path, NULL);
     if (o->n_shards > 0) {
@@ -452,7 +598,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     }
 
     /* 1. garbage from dead processes: temp files, orphaned rows */
-    clean_temp_dirs(m, o->n_shards > 0 ? 2 * lease : 0, log);
+    clean_temp_dirs(&ob, m, o->n_shards > 0 ? 2 * lease : 0, log);
     if ((rc = sdb_store_recover(store, &me, o->n_shards > 0, &res->recovered, err))) goto out;
     if (res->recovered) sdb_logf(log, SDB_LOG_INFO, "recovered %d job(s) left running by dead processes", res->recovered);
     sdb_kill_point("startup");
@@ -497,7 +643,7 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
     if (workers > 1) {
         sdb_store_close(store);
         store = NULL;
-        run_ctx c = {m, ex, o, model, ident, nsj, lease, NULL, &me, NULL, log, state_path};
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, NULL, &me, NULL, log, state_path, &ob, model_id};
         rc = run_workers(&c, workers, res, &dead, err);
         sdb_err e2;
         int rc2 = sdb_store_open(&store, state_path, o->n_shards > 0 ? SDB_STORE_RW_SHARD : SDB_STORE_RW, &e2);
@@ -507,9 +653,9 @@ int sdb_run_manifest(const sdb_manifest *m, const sdb_executor *ex, const sdb_ru
         int back = 0;
         if (dead && sdb_store_recover(store, &me, 0, &back, &e2) == 0 && back)
             sdb_logf(log, SDB_LOG_WARN, "%d job(s) left running by dead workers put back", back);
-        if (dead) clean_temp_dirs(m, 0, log);
+        if (dead) clean_temp_dirs(&ob, m, 0, log);
     } else {
-        run_ctx c = {m, ex, o, model, ident, nsj, lease, store, &me, NULL, log, state_path};
+        run_ctx c = {m, ex, o, model, ident, nsj, lease, store, &me, NULL, log, state_path, &ob, model_id};
         rc = job_loop(&c, res, err);
     }
     peers_open(&pp, state_path);
@@ -542,6 +688,7 @@ out:
     free(ident);
     sdb_store_close(store);
     free(state_path);
+    free(ob.outdir_rel);
     return rc;
 }
 
@@ -617,7 +764,9 @@ static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
             uint8_t *png = NULL;
             size_t png_len = 0;
             int jrc;
-            if (j->bad_input) jrc = sdb_fail(&jerr, SDB_ENOTFOUND, "%s", j->bad_input);
+            if (j->bad_output) jrc = sdb_fail(&jerr, SDB_EINVAL, "%s", j->bad_output);
+            else if (j->bad_input) jrc = sdb_fail(&jerr, SDB_ENOTFOUND, "%s", j->bad_input);
+            else if ((jrc = memory_check(c->ex, c->model, j, o->max_memory_mib, &jerr))) {}
             else jrc = c->ex->run(c->ex->ud, c->model, j, on_step, &p, &png, &png_len, log, &jerr);
             p.cur_id = NULL;
             double secs = sdb_now_mono() - t0;
@@ -644,28 +793,41 @@ static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
                 continue;
             }
             sdb_kill_point("generated");
+            /* the job's identity in the PNG: `sdbatch repair` knows its outputs by it (only a PNG
+               gets it; an executor may hand back other bytes) */
+            if (png_len > 8 && !memcmp(png, "\x89PNG\r\n\x1a\n", 8)) {
+                char tag[320], oid[65];
+                sdb_job_output_identity(j, c->model_id, oid);
+                snprintf(tag, sizeof tag, "id=%s identity=%s", j->id, oid);
+                if (sdb_png_add_text(&png, &png_len, SDB_PNG_JOB_KEY, tag, err)) { free(png); rc = err->code; break; }
+            }
             /* output: hash recorded, then temp + fsync, rename, then done */
             char sha[65];
             sdb_sha256_hex(png, png_len, sha);
-            char *odir = sdb_path_dirname(j->output);
-            if (odir) sdb_mkdirs(odir, &jerr);
-            free(odir);
             if ((rc = sdb_store_prepare(c->store, j->id, run_id, j->output, sha, err))) {
                 free(png);
                 if (rc == SDB_ESTATE && lost(&p, j->id, err)) { rc = 0; continue; }
                 break;
             }
             sdb_kill_point("prepared");
+            /* in the output's own folder, reached from its root without following a symlink */
             sdb_wfile w;
-            jrc = sdb_wfile_open(&w, j->output, &jerr);
+            char *oroot, *orel;
+            int werrno = 0;   /* why writing failed */
+            jrc = output_target(c->ob, m, j, &oroot, &orel) ? sdb_fail(&jerr, SDB_ENOMEM, "out of memory")
+                                                             : sdb_wfile_open_beneath(&w, oroot, orel, &jerr);
+            if (jrc) werrno = errno;
+            free(oroot);
+            free(orel);
             if (!jrc) {
                 jrc = sdb_wfile_write(&w, png, png_len, &jerr);
-                if (jrc) sdb_wfile_abort(&w);
+                if (jrc) { sdb_wfile_abort(&w); werrno = errno; }
             }
             free(png);
             if (!jrc) {
                 if (fflush(w.f) == 0) sdb_kill_point("png_written");
                 jrc = sdb_wfile_commit(&w, &jerr);
+                if (jrc) werrno = errno;
             }
             if (jrc) {
                 res->ran_failed++;
@@ -673,6 +835,13 @@ static int job_loop(const run_ctx *c, sdb_run_result *res, sdb_err *err)
                 p.failed_count++;
                 line(&p, "failed %s: %s", j->id, jerr.msg);
                 job_event(&p, j->id, SDB_JOB_FAILED, NULL, secs, jerr.msg, run_id);
+                if (werrno == ENOSPC || werrno == EDQUOT) {
+                    /* every next job would compute for nothing: stop (the temp file is gone, the
+                       job is recorded as failed with its first attempt, so the next run redoes it) */
+                    rc = sdb_fail(err, SDB_EIO, "%s; stopped: the disk holding the outputs is full (free space, then "
+                                  "run again: the jobs not done are run then)", jerr.msg);
+                    break;
+                }
                 continue;
             }
             sdb_kill_point("renamed");

@@ -100,13 +100,16 @@
 #include <string.h>
 #include <unistd.h>
 
-/* How long any statement waits for another process's lock before failing with SQLITE_BUSY. */
+/* How long any statement waits for another process's lock before failing with SQLITE_BUSY
+ * (env SDB_BUSY_TIMEOUT_MS overrides it, e.g. for tests of a database locked too long). */
 #define BUSY_TIMEOUT_MS 60000
 
 struct sdb_store {
     sqlite3 *db;
     char *path;
     int readonly;
+    int busy_ms;
+    int degraded;   /* read-only, opened as immutable: its -wal could not be used */
 };
 
 const char *sdb_job_state_name(sdb_job_state s)
@@ -199,16 +202,56 @@ int sdb_store_owner_alive(const sdb_job_row *r, const sdb_worker *me, double now
 
 /* ---- open / migrate ------------------------------------------------------------------------- */
 
+/* What a user can do about an SQLite failure: every fault names the file and the way out. */
+typedef struct { char text[160]; } hint_buf;
+static const char *db_hint(int code, int busy_ms, hint_buf *hb)
+{
+    char *busy = hb->text;
+    if (code == -ENOSPC || code == -EDQUOT) code = SQLITE_FULL;   /* the system's own word (sys_code) */
+    else if (code == -EROFS) code = SQLITE_READONLY;
+    switch (code & 0xff) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return "; the state database is damaged: 'sdbatch repair MANIFEST' rebuilds it from the outputs on disk";
+    case SQLITE_FULL: return "; the disk holding the state database is full: free space, then run again";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        snprintf(busy, sizeof hb->text, "; another process has kept it locked for longer than the busy timeout (%g s)",
+                 busy_ms / 1000.0);
+        return busy;
+    case SQLITE_READONLY: return "; the database, its -wal/-shm files or its folder are read-only";
+    case SQLITE_CANTOPEN:
+        return "; it, its folder or its -wal/-shm files cannot be opened (missing, read-only, or a -wal file "
+               "written by another SQLite version)";
+    case SQLITE_IOERR: return "; an I/O error (is the disk full or failing?)";
+    }
+    return "";
+}
+
+/* SQLite's error code, or minus the system's errno when that says more (ENOSPC behind a "disk
+ * I/O error" from growing the -shm file, EROFS). */
+static int sys_code(sdb_store *s, int code)
+{
+    int e = sqlite3_system_errno(s->db);
+    if ((code & 0xff) != SQLITE_OK && (e == ENOSPC || e == EDQUOT || e == EROFS)) return -e;
+    return code;
+}
+
 static int dberr(sdb_store *s, sdb_err *err, const char *what)
 {
-    return sdb_fail(err, SDB_ESTATE, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+    hint_buf hb;
+    return sdb_fail(err, SDB_ESTATE, "%s: %s: %s%s", s->path, what, sqlite3_errmsg(s->db),
+                    db_hint(sys_code(s, sqlite3_extended_errcode(s->db)), s->busy_ms, &hb));
 }
 
 static int exec(sdb_store *s, const char *sql, sdb_err *err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int rc = sdb_fail(err, SDB_ESTATE, "%s: %s (in: %.60s)", s->path, msg ? msg : "?", sql);
+    int code = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (code != SQLITE_OK) {
+        hint_buf hb;
+        int rc = sdb_fail(err, SDB_ESTATE, "%s: %s (in: %.60s)%s", s->path, msg ? msg : sqlite3_errstr(code), sql,
+                          db_hint(sys_code(s, code), s->busy_ms, &hb));
         sqlite3_free(msg);
         return rc;
     }
@@ -231,8 +274,10 @@ static int set_journal_mode(sdb_store *s, const char *mode, sdb_err *err)
         char *msg = NULL;
         int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
         if (rc == SQLITE_OK) return 0;
-        if ((rc & 0xff) != SQLITE_BUSY || (sdb_now_mono() - t0) * 1000 > BUSY_TIMEOUT_MS) {
-            rc = sdb_fail(err, SDB_ESTATE, "%s: %s (in: %s)", s->path, msg ? msg : sqlite3_errstr(rc), sql);
+        if ((rc & 0xff) != SQLITE_BUSY || (sdb_now_mono() - t0) * 1000 > s->busy_ms) {
+            hint_buf hb;
+            rc = sdb_fail(err, SDB_ESTATE, "%s: %s (in: %s)%s", s->path, msg ? msg : sqlite3_errstr(rc), sql,
+                          db_hint(sys_code(s, rc), s->busy_ms, &hb));
             sqlite3_free(msg);
             return rc;
         }
@@ -300,12 +345,57 @@ static int migrate(sdb_store *s, sdb_err *err)
     return exec(s, "COMMIT", err);
 }
 
+/* PRAGMA quick_check before a writer uses the file: damage is found at the start of a run (with
+ * the way out), not in the middle of a batch. Linear in the file's size (milliseconds for a
+ * hundred thousand jobs). */
+int sdb_store_check(sdb_store *s, sdb_err *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK) return dberr(s, err, "check");
+    int rc = sqlite3_step(st);
+    char what[256] = "";
+    if (rc == SQLITE_ROW) snprintf(what, sizeof what, "%s", sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "?");
+    for (char *c = what; *c; c++) if (*c == '\n') *c = ' ';   /* one line */
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW) return dberr(s, err, "check");
+    if (strcmp(what, "ok")) {
+        hint_buf hb;
+        return sdb_fail(err, SDB_ESTATE, "%s: integrity check failed: %s%s", s->path, what, db_hint(SQLITE_CORRUPT, s->busy_ms, &hb));
+    }
+    return 0;
+}
+
+/* The file opened read-only as immutable (no locks, no -wal/-shm), or NULL. */
+static sqlite3 *open_immutable(const char *path)
+{
+    size_t n = strlen(path);
+    char *uri = malloc(3 * n + 32);
+    if (!uri) return NULL;
+    char *o = uri + sprintf(uri, "file:");
+    for (const char *c = path; *c; c++) {
+        if (*c == '%' || *c == '?' || *c == '#') o += sprintf(o, "%%%02X", (unsigned char)*c);
+        else *o++ = *c;
+    }
+    strcpy(o, "?immutable=1");
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+        sqlite3_close_v2(db);
+        db = NULL;
+    }
+    free(uri);
+    return db;
+}
+
+int sdb_store_degraded(const sdb_store *s) { return s->degraded; }
+
 int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
 {
     *out = NULL;
     sdb_store *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) { free(s); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
     s->readonly = mode == SDB_STORE_READONLY;
+    const char *bt = getenv("SDB_BUSY_TIMEOUT_MS");
+    s->busy_ms = bt && atoi(bt) > 0 ? atoi(bt) : BUSY_TIMEOUT_MS;
     int rc;
     if (s->readonly) {
         if (!sdb_file_exists(path)) {
@@ -320,11 +410,19 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
     }
     int flags = s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(path, &s->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
-        rc = sdb_fail(err, SDB_ESTATE, "%s: cannot open state database: %s", path,
-                      s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        hint_buf hb;
+        rc = sdb_fail(err, SDB_ESTATE, "%s: cannot open state database: %s%s", path,
+                      s->db ? sqlite3_errmsg(s->db) : "out of memory",
+                      s->db ? db_hint(sqlite3_extended_errcode(s->db), s->busy_ms, &hb) : "");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(s->db, s->busy_ms);
+    if (!s->readonly && sqlite3_db_readonly(s->db, "main") == 1) {
+        /* SQLite fell back to reading: say it now, not at the first job's claim */
+        hint_buf hb;
+        rc = sdb_fail(err, SDB_ESTATE, "%s: cannot be opened for writing%s", path, db_hint(SQLITE_READONLY, s->busy_ms, &hb));
+        goto fail;
+    }
     if (!s->readonly) {
         /* A shard's file is written by one task but read by the other shards' hosts and by `status`
          * elsewhere, possibly over NFS/Lustre: WAL's shared-memory index only works among processes
@@ -333,8 +431,24 @@ int sdb_store_open(sdb_store **out, const char *path, int mode, sdb_err *err)
         if ((rc = set_journal_mode(s, mode == SDB_STORE_RW_SHARD ? "DELETE" : "WAL", err))) goto fail;
         if ((rc = exec(s, "PRAGMA synchronous=FULL", err))) goto fail;
         if ((rc = migrate(s, err))) goto fail;
+        if ((rc = sdb_store_check(s, err))) goto fail;
     } else {
         int v = sdb_store_user_version(s);
+        if (v < 0 && (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_CANTOPEN) {
+            /* SQLite cannot open its -wal/-shm (a read-only folder, a -wal of another SQLite
+               version): read the main file alone rather than nothing (changes still in the -wal
+               are not seen; sdb_store_degraded says so) */
+            rc = dberr(s, err, "cannot be read");
+            sqlite3 *im = open_immutable(path);
+            if (im) {
+                sqlite3_close_v2(s->db);
+                s->db = im;
+                s->degraded = 1;
+                v = sdb_store_user_version(s);
+                if (v < 0) rc = dberr(s, err, "not a state database");
+            }
+            if (v < 0) goto fail;
+        }
         if (v < 0) { rc = dberr(s, err, "not a state database"); goto fail; }
         if (v > N_MIGRATIONS) {
             rc = sdb_fail(err, SDB_ESTATE, "%s: schema version %d is newer than this sdbatch knows (%d)", path, v, N_MIGRATIONS);
@@ -793,6 +907,27 @@ int sdb_store_release(sdb_store *s, const char *id, long long run_id, const char
         rc = run(s, err, NULL, "UPDATE jobs SET state='pending', attempts=max(attempts-1, 0), lease_until=NULL, "
                  "output_sha256=NULL, updated_at=? WHERE id=? AND run_id=?", "dti", now, id, run_id);
     if (!rc) rc = run(s, err, NULL, "UPDATE runs SET outcome='interrupted', finished_at=?, error=? WHERE run=?", "dti", now, why, run_id);
+    if (rc) { rollback(s); return rc; }
+    return commit(s, err);
+}
+
+int sdb_store_mark_repaired(sdb_store *s, const char *id, const char *identity, const char *output,
+                            const char *sha256, const char *why, sdb_err *err)
+{
+    int rc = begin(s, err);
+    if (rc) return rc;
+    double now = sdb_now_wall();
+    sdb_worker me;
+    sdb_worker_self(&me);
+    char note[600];
+    snprintf(note, sizeof note, "repaired: %s", why);
+    int changes = 0;
+    rc = run(s, err, &changes, "UPDATE jobs SET state='done', identity=?, output=?, output_sha256=?, started_at=?, "
+             "finished_at=?, seconds=NULL, lease_until=NULL, error=NULL, updated_at=? WHERE id=? AND state!='running'",
+             "tttdddt", identity, output, sha256, now, now, now, id);
+    if (!rc && changes != 1) rc = sdb_fail(err, SDB_ESTATE, "job '%s': no such row, or it is running", id);
+    if (!rc) rc = run(s, err, NULL, "INSERT INTO runs(job_id, identity, host, pid, started_at, finished_at, outcome, error) "
+                      "VALUES(?, ?, ?, ?, ?, ?, 'done', ?)", "tttiddt", id, identity, me.host, (long long)me.pid, now, now, note);
     if (rc) { rollback(s); return rc; }
     return commit(s, err);
 }

@@ -447,6 +447,7 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     if (p->image && p->image->c == 4 && !p->restore.mask_from_alpha && (rc = sdb_restore_alpha(p->image, out, err))) goto done;
 
 done:
+    sdb_logf(log, SDB_LOG_DEBUG, "scratch high-water mark %.1f MiB (working size %dx%d)", (double)m->arena.peak / (1 << 20), W, H);
     if (sched) sdb_sched_free(sched);
     sdb_image_free(&image); sdb_image_free(&mask); sdb_image_free(&tmp); sdb_image_free(&gen);
     sdb_image_free(&work_img); sdb_image_free(&work_mask); sdb_image_free(&orig_mask);
@@ -506,4 +507,23 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
     }
     if (s) sdb_sched_free(s);
     return txt;
+}
+
+/* ---- memory a generation needs (see pipeline.h) ------------------------------------------------ */
+
+void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int input_w, int input_h,
+                             double *weights_mib, double *scratch_mib, int *W, int *H)
+{
+    int w = p->width, h = p->height;
+    if (!w) {   /* as sdb_generate sizes it */
+        if (input_w > 0 && !p->padding_mask_crop) { w = (input_w + 7) / 8 * 8; h = (input_h + 7) / 8 * 8; }
+        else w = h = sdb_unet_sample_size(m->unet) * 8;
+    }
+    const sdb_vae_config *vc = sdb_vae_get_config(m->vae);
+    double c1 = vc->n_blocks > 1 ? vc->block_out_channels[1] : vc->block_out_channels[0];
+    double floats_per_pixel = 2.0 * c1 + 512.0;
+    *W = w;
+    *H = h;
+    *weights_mib = (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20);
+    *scratch_mib = floats_per_pixel * 4.0 * w * h / (1 << 20) + SDB_GEN_FIXED_MIB;
 }
