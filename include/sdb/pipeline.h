@@ -116,7 +116,19 @@ typedef struct sdb_gen_params {
     const sdb_image *image;      /* NULL: txt2img */
     const sdb_image *mask;       /* NULL with an image: img2img */
     sdb_restore_opts restore;    /* issue 17's options; zero = diffusers */
+    int vae_tiling;              /* sdb_vae_tiling: SDB_VAE_TILING_AUTO (0) by default */
 } sdb_gen_params;
+
+/* Tiled VAE encode/decode (vae.h): AUTO tiles when the working image has more pixels than
+ * (2 x the VAE's tile size)^2 (above 1024x1024 for SD 1.x), so smaller images are exactly as
+ * diffusers computes them; ON tiles whenever a side exceeds one tile (diffusers' enable_tiling);
+ * OFF never tiles. */
+typedef enum { SDB_VAE_TILING_AUTO = 0, SDB_VAE_TILING_ON = 1, SDB_VAE_TILING_OFF = 2 } sdb_vae_tiling;
+/* "auto", "on", "off" -> the mode, or -1. */
+int sdb_vae_tiling_parse(const char *name);
+const char *sdb_vae_tiling_name(int mode);
+/* Whether generation at a working size of W x H pixels runs the VAE tiled in this mode. */
+int sdb_model_vae_tiled(const sdb_model *m, int mode, int W, int H);
 
 void sdb_gen_params_default(sdb_gen_params *p);
 

@@ -42,6 +42,7 @@ typedef struct sdb_vae_config {
     int norm_num_groups;
     double scaling_factor;
     int use_quant_conv, use_post_quant_conv, mid_block_add_attention;
+    int sample_size;                        /* pixels; the tiled VAE's tile size (diffusers' default 32) */
 } sdb_vae_config;
 
 /* Reads and validates vae/config.json (only DownEncoderBlock2D / UpDecoderBlock2D, act_fn silu,
@@ -80,6 +81,26 @@ void sdb_vae_sample(const float *mean, const float *std, const float *noise, siz
 /* z [1, latent_channels, h, w] (already divided by scaling_factor) -> image (sdb_vae_image_size). */
 int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                    sdb_err *err);
+
+/* ---- tiling: diffusers' AutoencoderKL with enable_tiling() (tiled_encode / tiled_decode) ------
+ * Square tiles of T = sdb_vae_tile_size() pixels (the config's sample_size: 512 for SD 1.x), i.e.
+ * T/f latents (f = 2^(blocks-1)), started every 3/4 tile; each tile is encoded/decoded alone,
+ * blended linearly into its upper then its left neighbour over 1/4 tile (diffusers' blend_v /
+ * blend_h, on the encoder's moments before the log-variance clamp), and its top-left 3/4 tile kept.
+ * Results differ from the untiled pass (each tile sees only itself; within ~2/255 on SD 1.x
+ * decodes). Scratch: one tile's activations plus 1/4-tile edge strips of one row of tiles, so it
+ * no longer grows with the image. As in diffusers, an image whose sides are all <= T (a latent
+ * whose sides are all <= T/f) is not tiled: these then equal sdb_vae_encode / sdb_vae_decode.
+ * Tiled encode needs H and W multiples of f. */
+int sdb_vae_tile_size(const sdb_vae *v);
+/* Tests/tuning: the tile size in pixels (0 = sample_size); rounded down to a multiple of 4f. */
+void sdb_vae_set_tile_size(sdb_vae *v, int pixels);
+/* Whether an H x W image (pixels) is more than one tile, i.e. the tiled passes really tile it. */
+int sdb_vae_tiles_image(const sdb_vae *v, int H, int W);
+int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
+                         float *logvar, sdb_arena *arena, sdb_err *err);
+int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
+                         sdb_err *err);
 
 /* Arena bytes the last encode/decode needed at most (above the arena's use at entry). */
 size_t sdb_vae_peak_bytes(const sdb_vae *v);

@@ -18,6 +18,10 @@
  * allocates its temporaries above it, and its result is moved down onto the activation's start
  * (memmove; cheap next to the convolutions) before the temporaries are released. Nearest-x2
  * upsampling + conv runs in horizontal strips so the 4x-size upsampled tensor never exists whole.
+ *
+ * Tiling (sdb_vae_encode_tiled / sdb_vae_decode_tiled) is diffusers' AutoencoderKL tiled_encode /
+ * tiled_decode with blend_v / blend_h, done one tile at a time: only the edge strips a later tile
+ * blends with are kept (one row of tiles' bottom strips, the left neighbour's right strip).
  */
 #include "sdb/vae.h"
 
@@ -31,6 +35,7 @@
 #include "sdb/ops/resample.h"
 #include "sdb/profile.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,6 +98,7 @@ struct sdb_vae {
 
     size_t peak;
     size_t strip_floats;
+    int tile_px;        /* sdb_vae_set_tile_size; 0 = cfg.sample_size */
     sdb_vae_debug_fn debug;
     void *debug_ud;
     sdb_profile *prof;  /* sdb_vae_set_profile: convolution and attention counters, NULL = off */
@@ -119,6 +125,7 @@ void sdb_vae_config_sd15(sdb_vae_config *cfg)
     cfg->use_quant_conv = 1;
     cfg->use_post_quant_conv = 1;
     cfg->mid_block_add_attention = 1;
+    cfg->sample_size = 512;
 }
 
 int sdb_vae_config_load(sdb_vae_config *cfg, const char *config_path, sdb_err *err)
@@ -153,6 +160,18 @@ int sdb_vae_config_parse(sdb_vae_config *cfg, const sdb_config *cp, sdb_err *err
     if ((rc = sdb_config_int_range(&c, "layers_per_block", 1, 1, 16, &cfg->layers_per_block, err))) goto out;
     if ((rc = sdb_config_int_range(&c, "norm_num_groups", 32, 1, 1024, &cfg->norm_num_groups, err))) goto out;
     if ((rc = sdb_config_double(&c, "scaling_factor", 0.18215, &cfg->scaling_factor, err))) goto out;
+    /* sample_size: only the tiled VAE's tile size (diffusers' tile_sample_min_size); a list
+     * (some newer configs) takes its first entry, as diffusers does */
+    if (sdb_config_has(&c, "sample_size")) {
+        long long ss[2];
+        int nss = 0;
+        if (sdb_config_int_array(&c, "sample_size", ss, 2, &nss, NULL) == 0 && nss >= 1) cfg->sample_size = (int)ss[0];
+        else if ((rc = sdb_config_int_range(&c, "sample_size", 32, 8, 65536, &cfg->sample_size, err))) goto out;
+    } else cfg->sample_size = 32; /* diffusers' default */
+    if (cfg->sample_size < 8 || cfg->sample_size > 65536) {
+        rc = sdb_fail(err, SDB_EINVAL, "%s: field 'sample_size': %d is out of range (8..65536)", c.path, cfg->sample_size);
+        goto out;
+    }
     if (!(cfg->scaling_factor > 0) || !isfinite(cfg->scaling_factor)) {
         rc = sdb_fail(err, SDB_EINVAL, "%s: field 'scaling_factor': %g must be positive", c.path, cfg->scaling_factor);
         goto out;
@@ -681,8 +700,10 @@ static void peak_end(sdb_vae *v, sdb_arena *a, const peak_guard *g)
     sdb_arena_reset(a, g->entry);
 }
 
-int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
-                   float *logvar, sdb_arena *arena, sdb_err *err)
+/* The encoder. With `moments`, quant_conv's raw output (mean, then the unclamped log-variance) is
+ * copied there; otherwise the posterior's mean, std (and logvar) are written. */
+static int encode_core(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
+                       float *logvar, float *moments, sdb_arena *arena, sdb_err *err)
 {
     const sdb_vae_config *cfg = &v->cfg;
     const int H0 = H, W0 = W;
@@ -729,6 +750,10 @@ int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, fl
     }
     /* DiagonalGaussianDistribution */
     size_t n = (size_t)cfg->latent_channels * h * w;
+    if (moments) {
+        memcpy(moments, x, 2 * n * sizeof(float));
+        goto out;
+    }
     memcpy(mean, x, n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         float lv = x[n + i];
@@ -740,6 +765,12 @@ out:
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H0, W0);
     return rc;
+}
+
+int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
+                   float *logvar, sdb_arena *arena, sdb_err *err)
+{
+    return encode_core(v, image, H, W, mean, std, logvar, NULL, arena, err);
 }
 
 int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
@@ -782,5 +813,206 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
 out:
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "VAE decode (latent %dx%d)", h, w);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* tiling: diffusers' AutoencoderKL.tiled_encode / tiled_decode (autoencoder_kl.py, 0.30.3).
+ *
+ * diffusers: tile_sample_min_size = sample_size (pixels), tile_latent_min_size = that / f
+ * (f = 2^(blocks-1)), tile_overlap_factor 0.25. Decode: latent tiles of tile_latent_min_size
+ * started every int(tile_latent * 0.75) latents (the last ones cut by the border); each decoded tile
+ * b is blended with its upper neighbour a (blend_v) then its left one (blend_h), in place, over
+ * e = min(a's size, b's size, int(tile_sample * 0.25)) rows / columns:
+ *   b[y] = a[size_a - e + y] * (1 - y/e) + b[y] * (y/e),   y = 0..e-1
+ * (the neighbours are already blended themselves), and the top-left tile_sample - blend pixels of
+ * each tile are concatenated. Encode is the same with the roles of pixels and latents swapped,
+ * on quant_conv's moments (mean and log-variance, before the clamp). */
+
+int sdb_vae_tile_size(const sdb_vae *v)
+{
+    int f = 1;
+    for (int i = 0; i < v->cfg.n_blocks - 1; i++) f *= 2;
+    int t = v->tile_px ? v->tile_px : v->cfg.sample_size;
+    /* diffusers' arithmetic only tiles the output exactly when the 3/4 step is a whole number of
+     * latents: round down to a multiple of 4f (SD 1.x's 512 and the test models' 128 already are) */
+    t = t / (4 * f) * (4 * f);
+    return t < 4 * f ? 4 * f : t;
+}
+
+void sdb_vae_set_tile_size(sdb_vae *v, int pixels) { v->tile_px = pixels > 0 ? pixels : 0; }
+
+int sdb_vae_tiles_image(const sdb_vae *v, int H, int W)
+{
+    int t = sdb_vae_tile_size(v);
+    return H > t || W > t;
+}
+
+static int imin3(int a, int b, int c) { int m = a < b ? a : b; return m < c ? m : c; }
+
+/* The edge strips a later tile blends with, all in output units (pixels for decode, latents for
+ * encode). Tiles are [C, th, tw]; every tile of a column has the same width, of a row the same
+ * height. */
+typedef struct {
+    int C, blend, limit, tmax, ncols;
+    float *bot;    /* ncols x [C, blend, tmax]: the last min(h, blend) rows of the column's last tile */
+    int *bot_h;    /* that tile's height */
+    float *right;  /* [C, tmax, blend]: the last min(w, blend) columns of the row's previous tile */
+    int right_w;
+} tile_blend;
+
+static void blend_and_keep(tile_blend *tb, int row, int col, float *t, int th, int tw)
+{
+    const int C = tb->C, B = tb->blend, M = tb->tmax;
+    assert(th <= M && tw <= M);
+    if (row > 0) { /* blend_v(a = the tile above, b = t) */
+        const int ah = tb->bot_h[col], ka = ah < B ? ah : B, e = imin3(ah, th, B);
+        const float *a = tb->bot + (size_t)col * C * B * M;
+        for (int y = 0; y < e; y++) {
+            const float wa = (float)(1.0 - (double)y / e), wb = (float)((double)y / e);
+            for (int c = 0; c < C; c++) {
+                const float *ar = a + ((size_t)c * B + (ka - e + y)) * M;
+                float *br = t + ((size_t)c * th + y) * tw;
+                for (int x = 0; x < tw; x++) {
+                    float pa = ar[x] * wa, pb = br[x] * wb;
+                    br[x] = pa + pb;
+                }
+            }
+        }
+    }
+    if (col > 0) { /* blend_h(a = the tile on the left, b = t) */
+        const int aw = tb->right_w, ka = aw < B ? aw : B, e = imin3(aw, tw, B);
+        for (int x = 0; x < e; x++) {
+            const float wa = (float)(1.0 - (double)x / e), wb = (float)((double)x / e);
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < th; y++) {
+                    float pa = tb->right[((size_t)c * M + y) * B + (ka - e + x)] * wa;
+                    float *bp = t + ((size_t)c * th + y) * tw + x;
+                    float pb = *bp * wb;
+                    *bp = pa + pb;
+                }
+        }
+    }
+    /* keep this tile's edges (after both blends) for the tiles below and to the right */
+    const int kr = th < B ? th : B, kc = tw < B ? tw : B;
+    float *bot = tb->bot + (size_t)col * C * B * M;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < kr; y++)
+            memcpy(bot + ((size_t)c * B + y) * M, t + ((size_t)c * th + th - kr + y) * tw, (size_t)tw * sizeof(float));
+    tb->bot_h[col] = th;
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < th; y++)
+            memcpy(tb->right + ((size_t)c * M + y) * B, t + ((size_t)c * th + y) * tw + tw - kc, (size_t)kc * sizeof(float));
+    tb->right_w = tw;
+}
+
+static int blend_init(vae_ctx *c, tile_blend *tb, int C, int tmax, int blend, int limit, int ncols)
+{
+    tb->C = C; tb->tmax = tmax; tb->blend = blend; tb->limit = limit; tb->ncols = ncols;
+    tb->bot = alloc_f(c, (size_t)ncols * C * blend * tmax);
+    tb->right = alloc_f(c, (size_t)C * tmax * blend);
+    tb->bot_h = (int *)sdb_arena_alloc(c->a, (size_t)ncols * sizeof(int));
+    tb->right_w = 0;
+    if (!tb->bot || !tb->right || !tb->bot_h) return oom(c, "tile edges");
+    return 0;
+}
+
+/* Copies the kept top-left part of a blended tile [C, th, tw] to out [C, OH, OW] at (oy, ox). */
+static void place_tile(const tile_blend *tb, const float *t, int th, int tw, float *out, int OH, int OW,
+                       int oy, int ox)
+{
+    int kh = th < tb->limit ? th : tb->limit, kw = tw < tb->limit ? tw : tb->limit;
+    assert(oy + kh <= OH && ox + kw <= OW);
+    for (int c = 0; c < tb->C; c++)
+        for (int y = 0; y < kh; y++)
+            memcpy(out + ((size_t)c * OH + oy + y) * OW + ox, t + ((size_t)c * th + y) * tw, (size_t)kw * sizeof(float));
+}
+
+/* in [C, H, W] -> rows y0..y0+th-1, columns x0..x0+tw-1 as [C, th, tw] */
+static void cut_tile(const float *in, int C, int H, int W, int y0, int x0, int th, int tw, float *t)
+{
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < th; y++)
+            memcpy(t + ((size_t)c * th + y) * tw, in + ((size_t)c * H + y0 + y) * W + x0, (size_t)tw * sizeof(float));
+}
+
+int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
+                         sdb_err *err)
+{
+    const int ts = sdb_vae_tile_size(v);
+    int f, unused;
+    sdb_vae_image_size(v, 1, 1, &f, &unused);
+    const int tl = ts / f;
+    if (h < 1 || w < 1 || (h <= tl && w <= tl)) return sdb_vae_decode(v, z, h, w, image, arena, err);
+    const int step = (int)(tl * (1 - 0.25)), blend = (int)(ts * 0.25), limit = ts - blend;
+    assert(step * f == limit);
+    const int L = v->cfg.latent_channels, Cout = v->cfg.out_channels, H = h * f, W = w * f;
+    const int nrows = (h + step - 1) / step, ncols = (w + step - 1) / step;
+    vae_ctx c = {v, arena, err};
+    peak_guard pg;
+    peak_begin(arena, &pg);
+    tile_blend tb;
+    int rc = blend_init(&c, &tb, Cout, ts, blend, limit, ncols);
+    float *zt = alloc_f(&c, (size_t)L * tl * tl), *dt = alloc_f(&c, (size_t)Cout * ts * ts);
+    if (!rc && (!zt || !dt)) rc = oom(&c, "tile");
+    for (int r = 0; !rc && r < nrows; r++)
+        for (int k = 0; !rc && k < ncols; k++) {
+            int i = r * step, j = k * step;
+            int th = h - i < tl ? h - i : tl, tw = w - j < tl ? w - j : tl;
+            cut_tile(z, L, h, w, i, j, th, tw, zt);
+            if ((rc = sdb_vae_decode(v, zt, th, tw, dt, arena, err))) break;
+            blend_and_keep(&tb, r, k, dt, th * f, tw * f);
+            place_tile(&tb, dt, th * f, tw * f, image, H, W, r * limit, k * limit);
+        }
+    peak_end(v, arena, &pg); /* the tiles' own peaks are inside the arena's */
+    if (rc) sdb_err_prefix(err, "tiled VAE decode (latent %dx%d)", h, w);
+    return rc;
+}
+
+int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
+                         float *logvar, sdb_arena *arena, sdb_err *err)
+{
+    const int ts = sdb_vae_tile_size(v);
+    int f, unused;
+    sdb_vae_image_size(v, 1, 1, &f, &unused);
+    if (H <= ts && W <= ts) return sdb_vae_encode(v, image, H, W, mean, std, logvar, arena, err);
+    if (H % f || W % f)
+        return sdb_fail(err, SDB_EINVAL, "tiled VAE encode: image %dx%d is not a multiple of %d", W, H, f);
+    const int tl = ts / f, step = (int)(ts * (1 - 0.25)), blend = (int)(tl * 0.25), limit = tl - blend;
+    assert(step == limit * f);
+    const int Cin = v->cfg.in_channels, M2 = 2 * v->cfg.latent_channels, h = H / f, w = W / f;
+    const int nrows = (H + step - 1) / step, ncols = (W + step - 1) / step;
+    vae_ctx c = {v, arena, err};
+    peak_guard pg;
+    peak_begin(arena, &pg);
+    tile_blend tb;
+    int rc = blend_init(&c, &tb, M2, tl, blend, limit, ncols);
+    const size_t nl = (size_t)v->cfg.latent_channels * tl * tl;
+    float *moments = alloc_f(&c, (size_t)M2 * h * w);
+    float *xt = alloc_f(&c, (size_t)Cin * ts * ts), *mt = alloc_f(&c, 2 * nl), *lv = alloc_f(&c, nl);
+    if (!rc && (!moments || !xt || !mt || !lv)) rc = oom(&c, "tile");
+    for (int r = 0; !rc && r < nrows; r++)
+        for (int k = 0; !rc && k < ncols; k++) {
+            int i = r * step, j = k * step;
+            int th = H - i < ts ? H - i : ts, tw = W - j < ts ? W - j : ts;
+            cut_tile(image, Cin, H, W, i, j, th, tw, xt);
+            /* the tile's moments: its mean and (unclamped) log-variance, as quant_conv gives them */
+            if ((rc = encode_core(v, xt, th, tw, NULL, NULL, NULL, mt, arena, err))) break;
+            blend_and_keep(&tb, r, k, mt, th / f, tw / f);
+            place_tile(&tb, mt, th / f, tw / f, moments, h, w, r * limit, k * limit);
+        }
+    if (!rc) {
+        /* DiagonalGaussianDistribution of the blended moments */
+        size_t n = (size_t)v->cfg.latent_channels * h * w;
+        memcpy(mean, moments, n * sizeof(float));
+        for (size_t q = 0; q < n; q++) {
+            float l = moments[n + q];
+            l = l < -30.0f ? -30.0f : (l > 20.0f ? 20.0f : l);
+            if (logvar) logvar[q] = l;
+            std[q] = expf(0.5f * l);
+        }
+    }
+    peak_end(v, arena, &pg);
+    if (rc) sdb_err_prefix(err, "tiled VAE encode (%dx%d)", W, H);
     return rc;
 }

@@ -137,15 +137,40 @@ static int encode_text(sdb_model *m, const char *text, float *out, const tracer 
     return sdb_clip_encode(m->clip, ids, 1, out, &m->arena, err);
 }
 
+/* ---- tiled VAE mode (issue 17) ---- */
+int sdb_vae_tiling_parse(const char *name)
+{
+    if (!name) return -1;
+    if (!strcmp(name, "auto")) return SDB_VAE_TILING_AUTO;
+    if (!strcmp(name, "on")) return SDB_VAE_TILING_ON;
+    if (!strcmp(name, "off")) return SDB_VAE_TILING_OFF;
+    return -1;
+}
+
+const char *sdb_vae_tiling_name(int mode)
+{
+    return mode == SDB_VAE_TILING_ON ? "on" : mode == SDB_VAE_TILING_OFF ? "off" : "auto";
+}
+
+int sdb_model_vae_tiled(const sdb_model *m, int mode, int W, int H)
+{
+    if (mode == SDB_VAE_TILING_OFF) return 0;
+    if (!sdb_vae_tiles_image(m->vae, H, W)) return 0;
+    if (mode == SDB_VAE_TILING_ON) return 1;
+    double t2 = 2.0 * sdb_vae_tile_size(m->vae);
+    return (double)W * H > t2 * t2;
+}
+
 /* latent_dist.sample(generator) * scaling_factor of an image tensor [1, 3, H, W]. */
 static int encode_image_latents(sdb_model *m, const float *img, int H, int W, float *lat, size_t nlat,
-                                sdb_rng *rng, const tracer *tr, const char *what, sdb_err *err)
+                                sdb_rng *rng, const tracer *tr, const char *what, int tiled, sdb_err *err)
 {
     size_t mark = sdb_arena_mark(&m->arena);
     float *mean = sdb_arena_floats(&m->arena, nlat), *std = sdb_arena_floats(&m->arena, nlat);
     float *noise = sdb_arena_floats(&m->arena, nlat);
     if (!mean || !std || !noise) return sdb_fail(err, SDB_ENOMEM, "out of scratch memory");
-    int rc = sdb_vae_encode(m->vae, img, H, W, mean, std, NULL, &m->arena, err);
+    int rc = tiled ? sdb_vae_encode_tiled(m->vae, img, H, W, mean, std, NULL, &m->arena, err)
+                   : sdb_vae_encode(m->vae, img, H, W, mean, std, NULL, &m->arena, err);
     if (rc) return rc;
     char name[64];
     snprintf(name, sizeof name, "%s/mean", what);
@@ -175,6 +200,8 @@ static int check_params(const sdb_model *m, const sdb_gen_params *p, sdb_err *er
     if (p->padding_mask_crop < 0) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: must be >= 0");
     if (p->mask && !p->image) return sdb_fail(err, SDB_EINVAL, "mask: given without an image");
     if (p->padding_mask_crop && !p->mask && !p->restore.mask_from_alpha) return sdb_fail(err, SDB_EINVAL, "padding_mask_crop: needs a mask");
+    if (p->vae_tiling < SDB_VAE_TILING_AUTO || p->vae_tiling > SDB_VAE_TILING_OFF)
+        return sdb_fail(err, SDB_EINVAL, "vae_tiling: unknown mode %d", p->vae_tiling);
     if (p->eta < 0 || p->eta > 1) return sdb_fail(err, SDB_EINVAL, "eta: must be in [0, 1], got %g", p->eta);
     if (!p->image && m->unet_channels == 9)
         return sdb_fail(err, SDB_EINVAL, "this is an inpainting model (9-channel U-Net): it needs an image and a mask");
@@ -213,6 +240,7 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     outW = W; outH = H;
     const int h = H / 8, w = W / 8;
     const size_t nlat = (size_t)4 * h * w, npix = (size_t)W * H;
+    const int tiled = sdb_model_vae_tiled(m, p->vae_tiling, W, H);
 
     /* 1. inputs as 8-bit images at the working size */
     if (p->image) {
@@ -317,12 +345,12 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
 
     /* 5. prepare_latents (draw order: image sample, then noise — as diffusers) */
     if (img2img) {
-        if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", err))) goto done;
+        if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", tiled, err))) goto done;
         sdb_rng_randn(&rng, noise, nlat);
         if ((rc = sdb_sched_add_noise(sched, image_latents, noise, latents, nlat, first, err))) goto done;
     } else if (inpaint) {
         if (legacy || !strength_max || mc) {
-            if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", err))) goto done;
+            if ((rc = encode_image_latents(m, init_image, H, W, image_latents, nlat, &rng, tr, "vae_encode/0", tiled, err))) goto done;
         }
         sdb_rng_randn(&rng, noise, nlat);
         if (mc) {
@@ -356,7 +384,7 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
         trace(tr, "masked_image", masked_image, 3 * npix);
         latent_mask(mask_cond, W, h, w, mask_lat);
         trace(tr, "mask_latents", mask_lat, (size_t)h * w);
-        rc = encode_image_latents(m, masked_image, H, W, masked_lat, nlat, &rng, tr, legacy || !strength_max || mc ? "vae_encode/1" : "vae_encode/0", err);
+        rc = encode_image_latents(m, masked_image, H, W, masked_lat, nlat, &rng, tr, legacy || !strength_max || mc ? "vae_encode/1" : "vae_encode/0", tiled, err);
         sdb_arena_reset(&m->arena, loop_mark);
         if (rc) goto done;
         trace(tr, "masked_image_latents", masked_lat, nlat);
@@ -421,7 +449,9 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
         float sf = sdb_vae_scaling_factor(m->vae);
         for (size_t j = 0; j < nlat; j++) z[j] = latents[j] / sf;
         trace(tr, "vae_decode_input", z, nlat);
-        if ((rc = sdb_vae_decode(m->vae, z, h, w, dec, &m->arena, err))) goto done;
+        rc = tiled ? sdb_vae_decode_tiled(m->vae, z, h, w, dec, &m->arena, err)
+                   : sdb_vae_decode(m->vae, z, h, w, dec, &m->arena, err);
+        if (rc) goto done;
         trace(tr, "vae_decode_output", dec, 3 * npix);
         if ((rc = tensor_to_image(dec, W, H, &gen, err))) goto done;
     }
