@@ -4,6 +4,7 @@
  * `file:line:column: message`, and every problem of a file is reported, not just the first.
  */
 #include "harness.h"
+#include "sdb/pipeline.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
 #include "sdb/pipeline.h"
@@ -184,6 +185,8 @@ static void test_bad(void)
         {"width-multiple", "jobs:\n  - id: a\n    prompt: p\n    width: 100\n", ":7:12: 'width' must be a multiple of 8, got 100", 0},
         {"height-type", "jobs:\n  - id: a\n    prompt: p\n    height: [1]\n", ":7:13: 'height' must be a whole number, got a list", 0},
         {"scheduler", "jobs:\n  - id: a\n    prompt: p\n    scheduler: karras9\n", ":7:16: unknown scheduler 'karras9'", 0},
+        {"vae-tiling", "jobs:\n  - id: a\n    prompt: p\n    vae_tiling: maybe\n", ":7:17: 'vae_tiling' must be auto, on or off, got 'maybe'", 0},
+        {"vae-tiling-bool", "defaults:\n  vae_tiling: true\njobs:\n  - id: a\n    prompt: p\n", ":5:15: 'vae_tiling' must be a string", 0},
         {"seed-bad", "jobs:\n  - id: a\n    prompt: p\n    seed: lucky\n", ":7:11: 'seed' must be a whole number or \"auto\"", 0},
         {"seed-negative", "jobs:\n  - id: a\n    prompt: p\n    seed: -5\n", ":7:11: 'seed' is out of range", 0},
         {"prompt-null", "jobs:\n  - id: a\n    prompt:\n", ":6:12: 'prompt' must be a string, got null", 0},
@@ -378,6 +381,37 @@ static void test_seed_auto(void)
     CHECK(sdb_seed_from_id("a") != sdb_seed_from_id("b"));
 }
 
+/* vae_tiling: defaults and a job's own value; the job identity changes only when it is not auto
+ * (so every job written before the key existed keeps its identity). */
+static void test_vae_tiling_key(void)
+{
+    setup();
+    static const char *const tiling[3] = {"", "    vae_tiling: auto\n", "    vae_tiling: \"on\"\n"};
+    char hashes[3][65];
+    for (int k = 0; k < 3; k++) {
+        char text[2048];
+        snprintf(text, sizeof text, "version: 1\nmodel: %s\noutput_dir: out\ndefaults:\n  vae_tiling: off\n"
+                 "jobs:\n  - id: a\n    prompt: p\n    image: %s\n%s  - id: b\n    prompt: p\n",
+                 sdb_t_path("models/tiny-sd-inpaint"), scene, k ? tiling[k] : "    vae_tiling: auto\n");
+        if (k == 0) { /* no key at all */
+            snprintf(text, sizeof text, "version: 1\nmodel: %s\noutput_dir: out\njobs:\n  - id: a\n    prompt: p\n"
+                     "    image: %s\n  - id: b\n    prompt: p\n", sdb_t_path("models/tiny-sd-inpaint"), scene);
+        }
+        sdb_manifest m;
+        sdb_err err;
+        CHECK_OK(sdb_manifest_load(&m, write_manifest("tiling.yaml", text), &err), &err);
+        if (m.n_errors) { dump(&m); sdb_manifest_free(&m); continue; }
+        CHECK_OK(sdb_manifest_hash_inputs(&m, &err), &err);
+        int a = sdb_manifest_find(&m, "a"), b = sdb_manifest_find(&m, "b");
+        CHECK(m.jobs[a].vae_tiling == (k == 2 ? SDB_VAE_TILING_ON : SDB_VAE_TILING_AUTO));
+        CHECK(m.jobs[b].vae_tiling == (k == 0 ? SDB_VAE_TILING_AUTO : SDB_VAE_TILING_OFF));
+        memcpy(hashes[k], m.jobs[a].params_hash, 65);
+        sdb_manifest_free(&m);
+    }
+    CHECK(strcmp(hashes[0], hashes[1]) == 0);
+    CHECK(strcmp(hashes[0], hashes[2]) != 0);
+}
+
 /* The shipped examples parse; demo.yaml's inputs are in the tree. (Their models are not checked:
  * models/demo-tiny is generated, restore.yaml's model and frames are the user's.) */
 static void test_shipped_examples(void)
@@ -525,6 +559,7 @@ static void test_restore_options(void)
 int main(void)
 {
     RUN(test_shipped_examples);
+    RUN(test_vae_tiling_key);
     RUN(test_good);
     RUN(test_bad);
     RUN(test_single_file_model);

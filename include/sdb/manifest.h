@@ -26,6 +26,7 @@ typedef enum {
     SDB_JK_KEEP_UNMASKED, SDB_JK_MASK_BLUR, SDB_JK_MASK_DILATE, SDB_JK_MASKED_CONTENT, SDB_JK_COLOR_MATCH,
     SDB_JK_INPAINT_AREA, SDB_JK_ONLY_MASKED_SIZE, SDB_JK_JPEG_QUALITY,
     SDB_JK_VAE,             /* issue 16: a separate VAE */
+    SDB_JK_VAE_TILING,      /* issue 17: big images */
     SDB_JK_COUNT
 } sdb_job_key;
 const char *sdb_job_key_name(sdb_job_key k);
@@ -53,6 +54,7 @@ typedef struct sdb_job_spec {
     int masked_content;     /* sdb_masked_content */
     int inpaint_area;       /* sdb_inpaint_area */
     int mask_alpha;         /* `mask: alpha`: the image's transparent area is the mask (mask is NULL) */
+    int vae_tiling;         /* sdb_vae_tiling (pipeline.h): 0 = auto */
     sdb_pos pos;                     /* the job's entry in `jobs:` */
     sdb_pos key_pos[SDB_JK_COUNT];   /* where each key's value came from (job or defaults), 0 = default */
     char params_hash[65];   /* SHA-256 of the resolved parameters and the inputs' contents (set by

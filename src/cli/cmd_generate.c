@@ -56,6 +56,8 @@ static void usage(FILE *f)
 "  --weights f32|f16       f16: keep the weight matrices as IEEE half in memory (about half the\n"
 "                          weights' RAM; an F16 model gives the same image, an F32 one is\n"
 "                          rounded to half); default f32\n"
+"  --vae-tiling MODE       auto|on|off: tiled VAE for big images (diffusers' enable_tiling);\n"
+"                          auto (default) tiles only above (2 x tile)^2 pixels (1024x1024 for SD 1.x)\n"
 "  --conv auto|direct|winograd  the 3x3 convolutions' path: Winograd F(4x4,3x3) (4x fewer\n"
 "                          multiply-adds, the same image within float rounding) or im2col + GEMM;\n"
 "                          default auto: Winograd where it is faster for the layer's shape\n"
@@ -123,6 +125,7 @@ int cmd_generate(int argc, char **argv)
         {"color-match", no_argument, 0, 1005}, {"inpaint-area", required_argument, 0, 1006},
         {"only-masked-size", required_argument, 0, 1007}, {"jpeg-quality", required_argument, 0, 1008},
         {"conv", required_argument, 0, 'C'},
+        {"vae-tiling", required_argument, 0, 1009},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *vae = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
     sdb_model_opts mopts = {0};
@@ -182,6 +185,10 @@ int cmd_generate(int argc, char **argv)
         case 1008: if (cli_parse_int("generate", "--jpeg-quality", optarg, 1, 100, &v)) return EXIT_USAGE; jpeg_quality = (int)v; break;
         case 'C':
             if (cli_parse_conv("generate", optarg, &mopts.conv)) return EXIT_USAGE;
+            break;
+        case 1009:
+            if ((p.vae_tiling = sdb_vae_tiling_parse(optarg)) < 0)
+                return cli_usage_error("generate", "--vae-tiling must be auto, on or off, got '%s'", optarg);
             break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;

@@ -37,7 +37,8 @@ static const char *const key_names[SDB_JK_COUNT] = {
     "keep_unmasked", "mask_blur", "mask_dilate", "masked_content", "color_match", "inpaint_area",
     "only_masked_size", "jpeg_quality",
     /* issue 16 */
-    "vae"};
+    "vae",
+    "vae_tiling"};
 
 const char *const sdb_scheduler_names[] = {"pndm", "ddim", "euler", "euler_a", "lms", "dpmpp_2m",
                                            "dpmpp_2m_karras", NULL};
@@ -321,7 +322,7 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
             ERR(c->m, npos(kn), "unknown key '%s' in %s (allowed: id, glob, image, mask, prompt, negative_prompt, "
                 "seed, steps, guidance_scale, strength, scheduler, eta, width, height, padding_mask_crop, output, "
                 "keep_unmasked, mask_blur, mask_dilate, masked_content, color_match, inpaint_area, only_masked_size, "
-                "jpeg_quality)", k, where);
+                "jpeg_quality, vae, vae_tiling)", k, where);
             continue;
         }
         if (is_defaults && (ki == SDB_JK_ID || ki == SDB_JK_OUTPUT)) {
@@ -443,6 +444,15 @@ static void read_fields(ctx *c, yaml_node_t *map, int is_defaults, fields *f)
                         : "unknown inpaint_area '%s' (known: whole, masked)", sv);
                     ok = -1;
                 } else f->ival[ki] = v;
+            }
+            break;
+        case SDB_JK_VAE_TILING:
+            if ((ok = get_string(c, vn, k, &sv)) == 0) {
+                int mode = sdb_vae_tiling_parse(sv);
+                if (mode < 0) {
+                    ERR(c->m, npos(vn), "'vae_tiling' must be auto, on or off, got '%s'", sv);
+                    ok = -1;
+                } else f->ival[ki] = mode;
             }
             break;
         default: break;
@@ -668,6 +678,7 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     j.width = PICK(SDB_JK_WIDTH) ? (int)PICK(SDB_JK_WIDTH)->ival[SDB_JK_WIDTH] : 0;
     j.height = PICK(SDB_JK_HEIGHT) ? (int)PICK(SDB_JK_HEIGHT)->ival[SDB_JK_HEIGHT] : 0;
     j.padding_mask_crop = PICK(SDB_JK_PADDING_MASK_CROP) ? (int)PICK(SDB_JK_PADDING_MASK_CROP)->ival[SDB_JK_PADDING_MASK_CROP] : 0;
+    j.vae_tiling = PICK(SDB_JK_VAE_TILING) ? (int)PICK(SDB_JK_VAE_TILING)->ival[SDB_JK_VAE_TILING] : SDB_VAE_TILING_AUTO;
     /* issue 17: restoration options (each 0 when unset) */
 #define OPT(k) (PICK(k) ? (int)PICK(k)->ival[k] : 0)
     j.keep_unmasked = OPT(SDB_JK_KEEP_UNMASKED);
@@ -1088,6 +1099,8 @@ static void hash_job(sdb_job_spec *j, const input *img, const input *mask, const
     if (j->jpeg_quality) fprintf(t, "jpeg_quality=%d\n", j->jpeg_quality);
     /* a separate VAE's weights (jobs without one hash as before) */
     if (j->vae) fprintf(t, "vae=%s\n", vae && vae->sha[0] ? vae->sha : "missing");
+    /* issue 17: only when not the default, so that older jobs keep their identity */
+    if (j->vae_tiling != SDB_VAE_TILING_AUTO) fprintf(t, "vae_tiling=%s\n", sdb_vae_tiling_name(j->vae_tiling));
     fclose(t);
     fflush(f);
     size_t common = n;

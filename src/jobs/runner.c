@@ -75,6 +75,7 @@ static int px_run(void *ud, void *model, const sdb_job_spec *j, sdb_run_step_fn 
     p.width = j->width;
     p.height = j->height;
     p.padding_mask_crop = j->padding_mask_crop;
+    p.vae_tiling = j->vae_tiling;
     p.image = j->image ? &img : NULL;
     p.mask = j->mask ? &mask : NULL;
     /* issue 17: restoration options */
