@@ -152,7 +152,10 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
                     sdb_gen_trace_fn trace, void *trace_ud, sdb_image *out,
                     const sdb_log *log, sdb_err *err);
 
-/* AUTOMATIC1111's "parameters" text for these parameters (malloc'd). */
+/* AUTOMATIC1111's "parameters" text for these parameters (malloc'd). Besides A1111's keys it
+ * carries sdbatch's own where they are not the default: "Eta DDIM", "Padding mask crop",
+ * "Working size" (explicit width/height), "VAE tiling" — enough for sdb_gen_params_from_a1111 to
+ * reproduce the image from the same inputs and model. */
 char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int height);
 
 /* ---- memory a generation needs (--max-memory) ----
@@ -167,5 +170,12 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
 #define SDB_GEN_FIXED_MIB 64.0
 void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int input_w, int input_h,
                              double *weights_mib, double *scratch_mib, int *W, int *H);
+struct sdb_a1111_params;
+/* The parameters an A1111 text describes (sdbatch's or A1111's own; see a1111.h): the prompt,
+ * negative prompt, Seed, Steps, CFG scale, Sampler (NULL = the model's own when it is that one),
+ * Denoising strength and sdbatch's keys above; without "Working size", "Size" sets width/height
+ * only when p->image is NULL (txt2img). Keys it does not know are ignored. Strings point into a.
+ * Fails naming the key when a value is malformed or the sampler is one sdbatch does not have. */
+int sdb_gen_params_from_a1111(sdb_model *m, const struct sdb_a1111_params *a, sdb_gen_params *p, sdb_err *err);
 
 #endif

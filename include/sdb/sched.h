@@ -71,6 +71,9 @@ const char *sdb_sched_name(const sdb_sched *s);
 /* The AUTOMATIC1111 sampler name for PNG metadata: "PNDM", "DDIM", "Euler", "Euler a", "DPM++ 2M",
  * "DPM++ 2M Karras", "LMS" ("Euler Karras"/"LMS Karras" when a config asks for Karras sigmas). */
 const char *sdb_sched_a1111_name(const sdb_sched *s);
+/* The scheduler name (sdb_sched_names) of an AUTOMATIC1111 sampler name as sdb_sched_a1111_name
+ * writes them ("Euler a" -> "euler_a"; "Euler Karras" -> "euler"), or NULL when sdbatch has none. */
+const char *sdb_sched_name_from_a1111(const char *a1111);
 
 /* DDIM's eta (default 0; noise is then drawn from the rng passed to step). Other schedulers:
  * SDB_EINVAL for eta != 0. */

@@ -36,6 +36,8 @@ int cli_model_opts(const char *model, const char *vae, struct sdb_model_opts *mo
 /* --conv auto|direct|winograd -> SDB_CONV_*; on a bad value prints the usage error, returns -1. */
 int cli_parse_conv(const char *cmd, const char *s, int *conv);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
+/* The `parameters` text chunk of a PNG (malloc'd), or NULL after printing why (cmd_info.c). */
+char *cli_read_parameters(const char *cmd, const char *path);
 /* sigaction(sig) with `handler`, an empty mask and sa_flags (e.g. SA_RESTART). */
 void cli_handle_signal(int sig, void (*handler)(int), int sa_flags);
 /* Catches each signal of `sigs` (0-terminated) with a handler that records its number in the

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include "sdb/a1111.h"
 #include "sdb/fsutil.h"
 #include "sdb/image.h"
 #include "sdb/pipeline.h"
@@ -23,6 +24,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: sdbatch generate --model PATH --prompt TEXT --output PATH [options]\n"
+"       sdbatch generate --from IMAGE.png --model PATH [--image PATH --mask PATH] --output PATH [options]\n"
 "\n"
 "Runs Stable Diffusion 1.x once, as diffusers' pipelines do: inpainting with --image and --mask,\n"
 "img2img with --image alone, txt2img with neither.\n"
@@ -61,6 +63,10 @@ static void usage(FILE *f)
 "  --conv auto|direct|winograd  the 3x3 convolutions' path: Winograd F(4x4,3x3) (4x fewer\n"
 "                          multiply-adds, the same image within float rounding) or im2col + GEMM;\n"
 "                          default auto: Winograd where it is faster for the layer's shape\n"
+"  --from IMAGE.png        take the prompt, seed, steps, sampler, CFG scale, strength and sdbatch's\n"
+"                          own settings from that PNG's `parameters` chunk (sdbatch's or\n"
+"                          AUTOMATIC1111's); any option given here overrides them. With the same\n"
+"                          inputs and model, an sdbatch image is reproduced exactly\n"
 "  --output PATH           the image to write (atomically): .png, or .jpg/.jpeg\n"
 "  -q, --quiet             no progress bar\n"
 "\n"
@@ -126,8 +132,10 @@ int cmd_generate(int argc, char **argv)
         {"only-masked-size", required_argument, 0, 1007}, {"jpeg-quality", required_argument, 0, 1008},
         {"conv", required_argument, 0, 'C'},
         {"vae-tiling", required_argument, 0, 1009},
+        {"from", required_argument, 0, 'F'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL, *vae = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL;
+    const char *model = NULL, *vae = NULL, *image_path = NULL, *mask_path = NULL, *output = NULL, *from = NULL;
+    unsigned char given[2048] = {0}; /* options given on the command line (they win over --from) */
     sdb_model_opts mopts = {0};
     sdb_gen_params p;
     sdb_gen_params_default(&p);
@@ -137,7 +145,9 @@ int cmd_generate(int argc, char **argv)
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        if (c > 0 && c < (int)sizeof given) given[c] = 1;
         switch (c) {
+        case 'F': from = optarg; break;
         case 'm': model = optarg; break;
         case 'p': p.prompt = optarg; break;
         case 'n': p.negative_prompt = optarg; break;
@@ -197,7 +207,7 @@ int cmd_generate(int argc, char **argv)
     }
     if (optind < argc) return cli_usage_error("generate", "unexpected argument '%s'", argv[optind]);
     if (!model) return cli_usage_error("generate", "--model is required");
-    if (!p.prompt) return cli_usage_error("generate", "--prompt is required");
+    if (!p.prompt && !from) return cli_usage_error("generate", "--prompt is required (or --from IMAGE.png)");
     if (!output) return cli_usage_error("generate", "--output is required");
     if (sdb_image_format_of_path(output) < 0) return cli_usage_error("generate", "--output must end in .png, .jpg or .jpeg");
     if (mask_path && !strcmp(mask_path, "alpha")) { p.restore.mask_from_alpha = 1; mask_path = NULL; }
@@ -210,6 +220,16 @@ int cmd_generate(int argc, char **argv)
         sdb_sched_kind k;
         sdb_err e = {0};
         if (sdb_sched_kind_from_name(p.scheduler, &k, &e)) return cli_usage_error("generate", "%s", e.msg);
+    }
+    sdb_a1111_params from_params = {0};
+    if (from) {
+        char *text = cli_read_parameters("generate", from);
+        if (!text) return EXIT_FAILURE_RUN;
+        sdb_err e = {0};
+        int prc = sdb_a1111_parse(text, &from_params, &e);
+        free(text);
+        if (prc) return cli_error("generate", &e);
+        if (!given['s'] && sdb_a1111_get(&from_params, "Seed")) have_seed = 1; /* set once the model is loaded */
     }
     if (!have_seed) p.seed = random_seed();
     if (!threads && !getenv("OMP_NUM_THREADS")) { /* OMP_NUM_THREADS, when set, rules */
@@ -245,6 +265,31 @@ int cmd_generate(int argc, char **argv)
         sdb_image_free(&image); sdb_image_free(&mask);
         return cli_error("generate", &err);
     }
+    if (from) {
+        /* --from's parameters, then every option given on the command line over them */
+        sdb_gen_params q;
+        sdb_gen_params_default(&q);
+        q.image = p.image;
+        q.mask = p.mask;
+        q.restore = p.restore;   /* the restoration options come from the command line only */
+        if ((rc = sdb_gen_params_from_a1111(m, &from_params, &q, &err))) {
+            sdb_image_free(&image); sdb_image_free(&mask); sdb_model_free(m); sdb_a1111_free(&from_params);
+            sdb_err_prefix(&err, "--from %s", from);
+            return cli_error("generate", &err);
+        }
+        if (given['p']) q.prompt = p.prompt;
+        if (given['n']) q.negative_prompt = p.negative_prompt;
+        if (given['s'] || !sdb_a1111_get(&from_params, "Seed")) q.seed = p.seed;
+        if (given['t']) q.steps = p.steps;
+        if (given['g']) q.guidance_scale = p.guidance_scale;
+        if (given['r']) q.strength = p.strength;
+        if (given['S']) q.scheduler = p.scheduler;
+        if (given['e']) q.eta = p.eta;
+        if (given['W'] || given['H']) { q.width = p.width; q.height = p.height; }
+        if (given['P']) q.padding_mask_crop = p.padding_mask_crop;
+        if (given[1009]) q.vae_tiling = p.vae_tiling;
+        p = q;
+    }
     progress pr = {isatty(2), quiet, sdb_now_mono()};
     rc = sdb_generate(m, &p, on_step, &pr, &out, &log, &err);
     int code = EXIT_OK;
@@ -266,5 +311,6 @@ int cmd_generate(int argc, char **argv)
     sdb_image_free(&image);
     sdb_image_free(&mask);
     sdb_model_free(m);
+    sdb_a1111_free(&from_params);
     return code;
 }

@@ -5,6 +5,7 @@
  */
 SDB_COMMAND(version, "print the version and the libraries it was built with")
 SDB_COMMAND(generate, "generate one image: inpaint (--image --mask), img2img (--image) or txt2img")
+SDB_COMMAND(info, "print the generation parameters stored in a PNG (sdbatch's or AUTOMATIC1111's; --json)")
 SDB_COMMAND(tokenize, "print the CLIP token ids of texts (--pieces: also the token strings)")
 SDB_COMMAND(validate, "check a batch manifest (schema, inputs, model configs) without computing")
 SDB_COMMAND(run, "run a batch manifest's pending jobs, resumably")

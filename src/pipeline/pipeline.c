@@ -18,11 +18,13 @@
 #include "pipeline_internal.h"
 #include "restore_internal.h"
 
+#include "sdb/a1111.h"
 #include "sdb/fsutil.h"
 #include "sdb/mask.h"
 #include "sdb/resize.h"
 #include "sdb/rng.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -536,6 +538,12 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
         snprintf(txt + o, n - (size_t)o, "%s", extra);
     }
     if (s) sdb_sched_free(s);
+    /* sdbatch's own keys (issue 17: what `generate --from` needs beyond A1111's) */
+    char v[64];
+    if (txt && p->eta != 0.0) { snprintf(v, sizeof v, "%.17g", p->eta); txt = sdb_a1111_append(txt, "Eta DDIM", v); }
+    if (txt && p->padding_mask_crop) { snprintf(v, sizeof v, "%d", p->padding_mask_crop); txt = sdb_a1111_append(txt, "Padding mask crop", v); }
+    if (txt && p->width) { snprintf(v, sizeof v, "%dx%d", p->width, p->height); txt = sdb_a1111_append(txt, "Working size", v); }
+    if (txt && p->vae_tiling != SDB_VAE_TILING_AUTO) txt = sdb_a1111_append(txt, "VAE tiling", sdb_vae_tiling_name(p->vae_tiling));
     return txt;
 }
 
@@ -556,4 +564,75 @@ void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int in
     *H = h;
     *weights_mib = (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20);
     *scratch_mib = floats_per_pixel * 4.0 * w * h / (1 << 20) + SDB_GEN_FIXED_MIB;
+}
+
+/* A whole number (the entire value) in [lo, hi]. */
+static int a1111_int(const sdb_a1111_params *a, const char *key, long long lo, long long hi, long long *out, int *found, sdb_err *err)
+{
+    const char *v = sdb_a1111_get(a, key);
+    *found = v != NULL;
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || x < lo || x > hi)
+        return sdb_fail(err, SDB_EFORMAT, "parameters: '%s: %s' is not a whole number in %lld..%lld", key, v, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int a1111_num(const sdb_a1111_params *a, const char *key, double *out, int *found, sdb_err *err)
+{
+    const char *v = sdb_a1111_get(a, key);
+    *found = v != NULL;
+    if (!v) return 0;
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x)) return sdb_fail(err, SDB_EFORMAT, "parameters: '%s: %s' is not a number", key, v);
+    *out = x;
+    return 0;
+}
+
+int sdb_gen_params_from_a1111(sdb_model *m, const sdb_a1111_params *a, sdb_gen_params *p, sdb_err *err)
+{
+    long long iv = 0;
+    double dv = 0;
+    int f, rc;
+    p->prompt = a->prompt;
+    p->negative_prompt = a->negative_prompt;
+    if ((rc = a1111_int(a, "Seed", 0, INT64_MAX, &iv, &f, err))) return rc;
+    if (f) p->seed = (uint64_t)iv;
+    if ((rc = a1111_int(a, "Steps", 1, 10000, &iv, &f, err))) return rc;
+    if (f) p->steps = (int)iv;
+    if ((rc = a1111_num(a, "CFG scale", &dv, &f, err))) return rc;
+    if (f) p->guidance_scale = dv;
+    if ((rc = a1111_num(a, "Denoising strength", &dv, &f, err))) return rc;
+    if (f) p->strength = dv;
+    if ((rc = a1111_num(a, "Eta DDIM", &dv, &f, err))) return rc;
+    if (f) p->eta = dv;
+    if ((rc = a1111_int(a, "Padding mask crop", 0, 100000, &iv, &f, err))) return rc;
+    if (f) p->padding_mask_crop = (int)iv;
+    const char *v;
+    int w, h;
+    if ((v = sdb_a1111_get(a, "Working size")) || (!p->image && (v = sdb_a1111_get(a, "Size")))) {
+        if (sdb_a1111_size(v, &w, &h)) return sdb_fail(err, SDB_EFORMAT, "parameters: size '%s' is not WIDTHxHEIGHT", v);
+        p->width = w;
+        p->height = h;
+    }
+    if ((v = sdb_a1111_get(a, "VAE tiling"))) {
+        if ((p->vae_tiling = sdb_vae_tiling_parse(v)) < 0)
+            return sdb_fail(err, SDB_EFORMAT, "parameters: 'VAE tiling: %s' is not auto, on or off", v);
+    }
+    if ((v = sdb_a1111_get(a, "Sampler"))) {
+        const char *name = sdb_sched_name_from_a1111(v);
+        if (!name) return sdb_fail(err, SDB_EUNSUPPORTED, "parameters: sampler '%s' is not one sdbatch has (give --scheduler)", v);
+        /* the model's own scheduler when it is that one (its config, e.g. Karras sigmas, kept) */
+        sdb_sched *s = NULL;
+        p->scheduler = name;
+        if (sdb_sched_create(&s, NULL, &m->sched_cfg, NULL) == 0) {
+            if (!strcmp(sdb_sched_a1111_name(s), v)) p->scheduler = NULL;
+            sdb_sched_free(s);
+        }
+    }
+    return 0;
 }

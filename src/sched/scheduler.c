@@ -303,6 +303,18 @@ const char *sdb_sched_a1111_name(const sdb_sched *s)
     }
 }
 
+const char *sdb_sched_name_from_a1111(const char *a)
+{
+    static const char *const map[][2] = {
+        {"PNDM", "pndm"}, {"PLMS", "pndm"}, {"DDIM", "ddim"}, {"Euler", "euler"}, {"Euler Karras", "euler"},
+        {"Euler a", "euler_a"}, {"DPM++ 2M", "dpmpp_2m"}, {"DPM++ 2M Karras", "dpmpp_2m_karras"},
+        {"LMS", "lms"}, {"LMS Karras", "lms"}};
+    if (!a) return NULL;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(a, map[i][0])) return map[i][1];
+    return NULL;
+}
+
 int sdb_sched_set_eta(sdb_sched *s, double eta, sdb_err *err)
 {
     if (!(eta >= 0.0) || eta > 1e6) return sdb_fail(err, SDB_EINVAL, "eta must be >= 0 (got %g)", eta);
