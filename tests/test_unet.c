@@ -430,6 +430,33 @@ static void test_sd15_layout(void)
     sdb_weights_free(&w);
 }
 
+/* A batch of 2 equals two forwards of batch 1 up to float rounding (the GEMMs' row blocking
+ * differs with the batch): the pipeline runs the guidance batch one image at a time for big
+ * latents (issue 17). */
+static void test_batch_split(void)
+{
+    model_t m;
+    if (open_model(&m, "tiny-sd-inpaint")) return;
+    const sdb_st_tensor *ts = NULL;
+    const float *sample = ref_f32("inpaint_tvec_981_1/sample", &ts);
+    const float *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (!sample || !ehs || ts->shape[0] != 2) { CHECK(0); close_model(&m); return; }
+    int H = (int)ts->shape[2], W = (int)ts->shape[3], C = (int)ts->shape[1];
+    size_t n1 = (size_t)4 * H * W;
+    float *both = malloc(2 * n1 * sizeof(float)), *one = malloc(2 * n1 * sizeof(float));
+    double steps[2] = {981, 1};
+    sdb_err err;
+    sdb_err_clear(&err);
+    CHECK_OK(sdb_unet_forward(m.u, sample, 2, H, W, steps, ehs, 77, both, &arena, &err), &err);
+    for (int b = 0; b < 2; b++)
+        CHECK_OK(sdb_unet_forward(m.u, sample + (size_t)b * C * H * W, 1, H, W, steps + b, ehs + (size_t)b * 77 * 32, 77,
+                                  one + b * n1, &arena, &err), &err);
+    sdb_t_close(one, both, 2 * n1, 0, 1e-5, "two batch-1 forwards vs one batch-2 forward");
+    free(both);
+    free(one);
+    close_model(&m);
+}
+
 int main(void)
 {
     sdb_err err;
@@ -452,6 +479,7 @@ int main(void)
     RUN(test_sd2_style_config);
     RUN(test_config_refusals);
     RUN(test_sd15_layout);
+    RUN(test_batch_split);
     if (refs) sdb_st_close(refs);
     sdb_arena_free(&arena);
     return sdb_t_done();

@@ -175,6 +175,7 @@ struct sdb_a1111_params;
  * negative prompt, Seed, Steps, CFG scale, Sampler (NULL = the model's own when it is that one),
  * Denoising strength and sdbatch's keys above; without "Working size", "Size" sets width/height
  * only when p->image is NULL (txt2img). Keys it does not know are ignored. Strings point into a.
+ * A scheduler the caller set beforehand in p is kept (the Sampler key is then not looked at).
  * Fails naming the key when a value is malformed or the sampler is one sdbatch does not have. */
 int sdb_gen_params_from_a1111(sdb_model *m, const struct sdb_a1111_params *a, sdb_gen_params *p, sdb_err *err);
 

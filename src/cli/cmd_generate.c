@@ -272,6 +272,7 @@ int cmd_generate(int argc, char **argv)
         q.image = p.image;
         q.mask = p.mask;
         q.restore = p.restore;   /* the restoration options come from the command line only */
+        if (given['S']) q.scheduler = p.scheduler;
         if ((rc = sdb_gen_params_from_a1111(m, &from_params, &q, &err))) {
             sdb_image_free(&image); sdb_image_free(&mask); sdb_model_free(m); sdb_a1111_free(&from_params);
             sdb_err_prefix(&err, "--from %s", from);

@@ -139,6 +139,10 @@ static int encode_text(sdb_model *m, const char *text, float *out, const tracer 
     return sdb_clip_encode(m->clip, ids, 1, out, &m->arena, err);
 }
 
+/* Latent pixels above which the U-Net runs the guidance batch one image at a time (128x128
+ * latents = a 1024x1024 image). */
+#define SDB_UNET_SPLIT_LATENTS ((size_t)128 * 128)
+
 /* ---- tiled VAE mode (issue 17) ---- */
 int sdb_vae_tiling_parse(const char *name)
 {
@@ -243,6 +247,9 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
     const int h = H / 8, w = W / 8;
     const size_t nlat = (size_t)4 * h * w, npix = (size_t)W * H;
     const int tiled = sdb_model_vae_tiled(m, p->vae_tiling, W, H);
+    /* big images (issue 17): the classifier-free guidance batch runs one image at a time above
+     * SDB_UNET_SPLIT_LATENTS latent pixels; below, exactly as before */
+    const int split_cfg = (size_t)h * w > SDB_UNET_SPLIT_LATENTS;
 
     /* 1. inputs as 8-bit images at the working size */
     if (p->image) {
@@ -410,7 +417,14 @@ int sdb_generate_ex(sdb_model *m, const sdb_gen_params *p, sdb_step_fn on_step, 
             snprintf(nm, sizeof nm, "step%d/unet_input", k);
             trace(tr, nm, unet_in, (size_t)B * cin * h * w);
         }
-        rc = sdb_unet_forward(m->unet, unet_in, B, h, w, tb, ctx, ctx_len, unet_out, &m->arena, err);
+        if (B == 2 && split_cfg) {
+            /* big latents: the unconditional and conditional halves one after the other, so the
+             * U-Net's activations are held for one image at a time (half the scratch) */
+            const size_t in1 = (size_t)cin * h * w, ctx1 = (size_t)ctx_len * hidden;
+            for (int b = 0; b < 2 && !rc; b++)
+                rc = sdb_unet_forward(m->unet, unet_in + b * in1, 1, h, w, tb, ctx + b * ctx1, ctx_len,
+                                      unet_out + b * nlat, &m->arena, err);
+        } else rc = sdb_unet_forward(m->unet, unet_in, B, h, w, tb, ctx, ctx_len, unet_out, &m->arena, err);
         if (rc) goto done;
         if (k < 2 || i == nts - 1) {
             char nm[64];
@@ -623,7 +637,7 @@ int sdb_gen_params_from_a1111(sdb_model *m, const sdb_a1111_params *a, sdb_gen_p
         if ((p->vae_tiling = sdb_vae_tiling_parse(v)) < 0)
             return sdb_fail(err, SDB_EFORMAT, "parameters: 'VAE tiling: %s' is not auto, on or off", v);
     }
-    if ((v = sdb_a1111_get(a, "Sampler"))) {
+    if (!p->scheduler && (v = sdb_a1111_get(a, "Sampler"))) {
         const char *name = sdb_sched_name_from_a1111(v);
         if (!name) return sdb_fail(err, SDB_EUNSUPPORTED, "parameters: sampler '%s' is not one sdbatch has (give --scheduler)", v);
         /* the model's own scheduler when it is that one (its config, e.g. Karras sigmas, kept) */
