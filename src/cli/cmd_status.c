@@ -4,6 +4,7 @@
  * --json follows schemas/status.schema.json.
  */
 #include "cli.h"
+#include "sdb/batch_state.h"
 #include "sdb/daemon.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
@@ -15,37 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    sdb_job_state state;
-    int attempts;
-    double seconds, started, finished;
-    const char *error, *output, *file;
-    int stale;   /* running under a dead owner: shown as pending */
-} merged;
-
-static int cmp_row_id(const void *a, const void *b)
-{
-    return strcmp(((const sdb_job_row *)a)->id, ((const sdb_job_row *)b)->id);
-}
-
-/* A damaged database whose table scan fails may still answer for single rows (the damage is in
- * some pages): each job of the manifest is asked for by id, what answers is kept (sorted by id,
- * as sdb_store_rows gives them). Nonzero when nothing could be read. */
-static int read_rows_one_by_one(sdb_store *s, const sdb_manifest *m, sdb_job_row **rows, int *n)
-{
-    *rows = calloc((size_t)(m->n_jobs > 0 ? m->n_jobs : 1), sizeof **rows);
-    *n = 0;
-    if (!*rows) return -1;
-    for (int i = 0; i < m->n_jobs; i++) {
-        int found;
-        sdb_err e;
-        if (sdb_store_get(s, m->jobs[i].id, &(*rows)[*n], &found, &e) == 0 && found) (*n)++;
-    }
-    if (!*n) { free(*rows); *rows = NULL; return -1; }
-    qsort(*rows, (size_t)*n, sizeof **rows, cmp_row_id);
-    return 0;
-}
 
 static void usage(FILE *f)
 {
@@ -67,8 +37,6 @@ static void usage(FILE *f)
         "                 progress (--json: schemas/spool-status.schema.json)\n\n"
         "Exit status: 0, 2 bad manifest or usage, 1 unreadable state.\n");
 }
-
-static int rank(sdb_job_state s) { return s == SDB_JOB_DONE ? 3 : s == SDB_JOB_RUNNING ? 2 : s == SDB_JOB_FAILED ? 1 : 0; }
 
 int cmd_status(int argc, char **argv)
 {
@@ -112,90 +80,25 @@ int cmd_status(int argc, char **argv)
     }
     sdb_manifest_hash_inputs(&m, &err);
 
-    /* the databases */
-    char **paths = NULL;
-    int np = 0;
-    if (state) {
-        paths = malloc(sizeof *paths);
-        paths[0] = strdup(state);
-        np = 1;
-    } else {
-        char *db = sdb_store_default_path(m.output_dir, 0, 0);
-        char *dir = sdb_path_dirname(db);
-        sdb_store_list(dir, &paths, &np, &err);
-        free(db);
-        free(dir);
+    /* the databases, every job's state over all of them */
+    sdb_batch_state bs;
+    int code = EXIT_OK;
+    if (sdb_batch_state_read(&bs, &m, state, &err)) {
+        fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
+        code = EXIT_FAILURE_RUN;
+        goto out;
     }
-    sdb_store **stores = calloc((size_t)(np > 0 ? np : 1), sizeof *stores);
-    sdb_job_row **rows = calloc((size_t)(np > 0 ? np : 1), sizeof *rows);
-    int *nrows = calloc((size_t)(np > 0 ? np : 1), sizeof *nrows);
-    int ns = 0, code = EXIT_OK, damaged = 0;
-    for (int i = 0; i < np; i++) {
-        sdb_store *s;
-        /* a damaged or unreadable file: said (exit 1), and the rest is still shown */
-        if (sdb_store_open(&s, paths[i], SDB_STORE_READONLY, &err)) {
-            if (state || err.code != SDB_ENOTFOUND) { fprintf(stderr, "sdbatch status: error: %s\n", err.msg); damaged++; }
-            continue;
-        }
-        if (sdb_store_check(s, &err)) {   /* damaged: said, and read all the same */
-            fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
-            damaged++;
-        }
-        if (sdb_store_rows(s, &rows[ns], &nrows[ns], &err)) {
-            fprintf(stderr, "sdbatch status: error: %s\n", err.msg);
-            damaged++;
-            if (read_rows_one_by_one(s, &m, &rows[ns], &nrows[ns])) { sdb_store_close(s); continue; }
-            fprintf(stderr, "sdbatch status: %d job(s) could still be read from %s one by one\n", nrows[ns], paths[i]);
-        }
-        if (sdb_store_degraded(s)) {
-            fprintf(stderr, "sdbatch status: warning: %s: its -wal/-shm files cannot be used (a read-only folder, or a "
-                            "-wal from another SQLite version): read without them, the latest changes may be missing\n", paths[i]);
-            damaged++;
-        }
-        stores[ns++] = s;
-    }
-    if (damaged) code = EXIT_FAILURE_RUN;
-
-    sdb_worker me;
-    sdb_worker_self(&me);
-    double now = sdb_now_wall();
-    merged *mj = calloc((size_t)(m.n_jobs > 0 ? m.n_jobs : 1), sizeof *mj);
-    int counts[4] = {0};
+    for (int i = 0; i < bs.n_notes; i++) fprintf(stderr, "sdbatch status: %s\n", bs.notes[i]);
+    if (bs.damaged) code = EXIT_FAILURE_RUN;
+    sdb_store **stores = bs.stores;
+    sdb_job_row **rows = bs.rows;
+    int *nrows = bs.nrows, ns = bs.ns;
+    const sdb_job_view *mj = bs.jobs;
+    const int *counts = bs.counts;
     double first_start = 0, last_finish = 0, sum_secs = 0;
     int n_timed = 0;
     for (int i = 0; i < m.n_jobs; i++) {
-        const sdb_job_spec *j = &m.jobs[i];
-        merged *x = &mj[i];
-        x->state = SDB_JOB_PENDING;
-        x->output = j->output;
-        x->seconds = NAN;
-        for (int s = 0; s < ns; s++) {
-            /* rows are sorted by id */
-            int lo = 0, hi = nrows[s] - 1, at = -1;
-            while (lo <= hi) {
-                int mid = (lo + hi) / 2, c = strcmp(rows[s][mid].id, j->id);
-                if (!c) { at = mid; break; }
-                if (c < 0) lo = mid + 1; else hi = mid - 1;
-            }
-            if (at < 0) continue;
-            const sdb_job_row *r = &rows[s][at];
-            if (strcmp(r->params_hash, j->params_hash)) continue;   /* edited since: pending */
-            sdb_job_state st = r->state;
-            int stale = 0;
-            if (st == SDB_JOB_RUNNING && !sdb_store_owner_alive(r, &me, now)) { st = SDB_JOB_PENDING; stale = 1; }
-            if (rank(st) > rank(x->state) || (rank(st) == rank(x->state) && r->attempts > x->attempts)) {
-                x->state = st;
-                x->stale = stale;
-                x->attempts = r->attempts;
-                x->error = r->state == SDB_JOB_FAILED ? r->error : NULL;
-                x->seconds = r->state == SDB_JOB_DONE || r->state == SDB_JOB_FAILED ? r->seconds : NAN;
-                x->started = r->started_at;
-                x->finished = r->finished_at;
-                x->file = paths[s];
-                if (r->output) x->output = r->output;
-            }
-        }
-        counts[x->state]++;
+        const sdb_job_view *x = &mj[i];
         if (x->state == SDB_JOB_DONE) {
             if (x->started > 0 && (!first_start || x->started < first_start)) first_start = x->started;
             if (x->finished > last_finish) last_finish = x->finished;
@@ -293,13 +196,9 @@ int cmd_status(int argc, char **argv)
                 printf("\n");
             }
     }
-    free(mj);
     free(js);
-    for (int s = 0; s < ns; s++) { sdb_job_rows_free(rows[s], nrows[s]); sdb_store_close(stores[s]); }
-    free(rows);
-    free(nrows);
-    free(stores);
-    sdb_store_list_free(paths, np);
+out:
+    sdb_batch_state_free(&bs);
     sdb_manifest_free(&m);
     return code;
 }
