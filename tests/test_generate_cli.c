@@ -97,6 +97,41 @@ static void test_mask_of_another_size_and_own_size_default(void)
     sdb_png_text_free(keys, vals, nt);
 }
 
+/* --vae-tiling: auto below the threshold is exactly off (the default path); on really tiles a
+ * 192x128 image on the tiny model (its VAE's tiles are 128 pixels); a bad mode is a usage error. */
+static void test_vae_tiling_flag(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    char png[3][1024], args[8192];
+    static const char *const mode[3] = {"off", "auto", "on"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(png[k], sizeof png[k], "%s/t-%s.png", dir, mode[k]);
+        snprintf(args, sizeof args,
+                 "generate --model '%s' --image '%s' --mask '%s' --prompt 'a barn' --seed 8 --steps 2 --vae-tiling %s --output '%s'",
+                 sdb_t_path("models/tiny-sd-inpaint"), sdb_t_path("refs/pipeline/inputs/scene_192x128.png"),
+                 sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"), mode[k], png[k]);
+        int rc = run(args, out, sizeof out);
+        CHECKF(rc == 0, "%s: exit %d: %s", mode[k], rc, out);
+    }
+    sdb_err err = {0};
+    sdb_image im[3] = {{0}};
+    for (int k = 0; k < 3; k++) CHECK_OK(sdb_image_load(png[k], &im[k], 3, 0, &err), &err);
+    if (im[0].px && im[1].px && im[2].px) {
+        size_t n = (size_t)192 * 128 * 3, d01 = 0, d02 = 0;
+        for (size_t i = 0; i < n; i++) { d01 += im[0].px[i] != im[1].px[i]; d02 += im[0].px[i] != im[2].px[i]; }
+        fprintf(stderr, "  vae tiling: auto vs off %zu values differ, on vs off %zu\n", d01, d02);
+        CHECK(d01 == 0 && d02 > n / 10);
+    }
+    for (int k = 0; k < 3; k++) sdb_image_free(&im[k]);
+    char **keys = NULL, **vals = NULL;
+    int nt = 0;
+    CHECK_OK(sdb_png_read_text(png[2], &keys, &vals, &nt, &err), &err);
+    CHECK(nt == 1 && strstr(vals[0], ", VAE tiling: on"));
+    sdb_png_text_free(keys, vals, nt);
+    snprintf(args, sizeof args, "generate --model m --prompt x --vae-tiling sometimes --output '%s/x.png'", dir);
+    CHECK(run(args, out, sizeof out) == 2 && strstr(out, "--vae-tiling must be auto, on or off"));
+}
+
 static void test_bad_input(void)
 {
     const char *dir = sdb_t_tmpdir();
@@ -164,5 +199,6 @@ int main(void)
     RUN(test_reference_run_through_the_cli);
     RUN(test_mask_of_another_size_and_own_size_default);
     RUN(test_bad_input);
+    RUN(test_vae_tiling_flag);
     return sdb_t_done();
 }
