@@ -210,7 +210,8 @@ int sdb_wrap_text(const char *text, int width, char **lines, int max_lines)
         line[len] = '\0';
         lines[n++] = line;
         s = end;
-        if (*s == '\n' || *s == ' ') s++;
+        if (*s == '\n') s++;
+        else while (*s == ' ') s++; /* a break at spaces drops them */
         if (n == max_lines && *s) { /* text is left over: the last line ends in "..." */
             while (sdb_text_chars(line) > width - 3) {
                 size_t k = strlen(line) - 1;
