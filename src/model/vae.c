@@ -936,6 +936,44 @@ static void cut_tile(const float *in, int C, int H, int W, int y0, int x0, int t
             memcpy(t + ((size_t)c * th + y) * tw, in + ((size_t)c * H + y0 + y) * W + x0, (size_t)tw * sizeof(float));
 }
 
+/* One tile's pass: in [C, th, tw] -> out. */
+typedef int (*tile_pass)(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err);
+
+static int decode_pass(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err)
+{
+    return sdb_vae_decode(v, in, th, tw, out, a, err);
+}
+
+static int encode_pass(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err)
+{
+    return encode_core(v, in, th, tw, NULL, NULL, NULL, out, a, err);
+}
+
+/* diffusers' tiling loop: in [Cin, IH, IW] is cut into tiles of up to `tin` every `step` (input
+ * units); each tile's output (Cout channels, its size * num / den) is blended and its kept part
+ * placed into out [Cout, IH * num / den, IW * num / den]. */
+static int run_tiles(vae_ctx *c, tile_pass pass, const float *in, int Cin, int IH, int IW, int tin, int step,
+                     int num, int den, int Cout, int blend, int limit, float *out)
+{
+    const int tout = tin * num / den, OH = IH * num / den, OW = IW * num / den;
+    const int nrows = (IH + step - 1) / step, ncols = (IW + step - 1) / step;
+    assert(step * num / den == limit);
+    tile_blend tb;
+    int rc = blend_init(c, &tb, Cout, tout, blend, limit, ncols);
+    float *it = alloc_f(c, (size_t)Cin * tin * tin), *ot = alloc_f(c, (size_t)Cout * tout * tout);
+    if (!rc && (!it || !ot)) rc = oom(c, "tile");
+    for (int r = 0; !rc && r < nrows; r++)
+        for (int k = 0; !rc && k < ncols; k++) {
+            int i = r * step, j = k * step;
+            int th = IH - i < tin ? IH - i : tin, tw = IW - j < tin ? IW - j : tin;
+            cut_tile(in, Cin, IH, IW, i, j, th, tw, it);
+            if ((rc = pass(c->v, it, th, tw, ot, c->a, c->err))) break;
+            blend_and_keep(&tb, r, k, ot, th * num / den, tw * num / den);
+            place_tile(&tb, ot, th * num / den, tw * num / den, out, OH, OW, r * limit, k * limit);
+        }
+    return rc;
+}
+
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                          sdb_err *err)
 {
@@ -945,25 +983,11 @@ int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image,
     const int tl = ts / f;
     if (h < 1 || w < 1 || (h <= tl && w <= tl)) return sdb_vae_decode(v, z, h, w, image, arena, err);
     const int step = (int)(tl * (1 - 0.25)), blend = (int)(ts * 0.25), limit = ts - blend;
-    assert(step * f == limit);
-    const int L = v->cfg.latent_channels, Cout = v->cfg.out_channels, H = h * f, W = w * f;
-    const int nrows = (h + step - 1) / step, ncols = (w + step - 1) / step;
     vae_ctx c = {v, arena, err};
     peak_guard pg;
     peak_begin(arena, &pg);
-    tile_blend tb;
-    int rc = blend_init(&c, &tb, Cout, ts, blend, limit, ncols);
-    float *zt = alloc_f(&c, (size_t)L * tl * tl), *dt = alloc_f(&c, (size_t)Cout * ts * ts);
-    if (!rc && (!zt || !dt)) rc = oom(&c, "tile");
-    for (int r = 0; !rc && r < nrows; r++)
-        for (int k = 0; !rc && k < ncols; k++) {
-            int i = r * step, j = k * step;
-            int th = h - i < tl ? h - i : tl, tw = w - j < tl ? w - j : tl;
-            cut_tile(z, L, h, w, i, j, th, tw, zt);
-            if ((rc = sdb_vae_decode(v, zt, th, tw, dt, arena, err))) break;
-            blend_and_keep(&tb, r, k, dt, th * f, tw * f);
-            place_tile(&tb, dt, th * f, tw * f, image, H, W, r * limit, k * limit);
-        }
+    int rc = run_tiles(&c, decode_pass, z, v->cfg.latent_channels, h, w, tl, step, f, 1, v->cfg.out_channels,
+                       blend, limit, image);
     peak_end(v, arena, &pg); /* the tiles' own peaks are inside the arena's */
     if (rc) sdb_err_prefix(err, "tiled VAE decode (latent %dx%d)", h, w);
     return rc;
@@ -979,31 +1003,17 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
     if (H % f || W % f)
         return sdb_fail(err, SDB_EINVAL, "tiled VAE encode: image %dx%d is not a multiple of %d", W, H, f);
     const int tl = ts / f, step = (int)(ts * (1 - 0.25)), blend = (int)(tl * 0.25), limit = tl - blend;
-    assert(step == limit * f);
-    const int Cin = v->cfg.in_channels, M2 = 2 * v->cfg.latent_channels, h = H / f, w = W / f;
-    const int nrows = (H + step - 1) / step, ncols = (W + step - 1) / step;
+    const int L = v->cfg.latent_channels, h = H / f, w = W / f;
     vae_ctx c = {v, arena, err};
     peak_guard pg;
     peak_begin(arena, &pg);
-    tile_blend tb;
-    int rc = blend_init(&c, &tb, M2, tl, blend, limit, ncols);
-    const size_t nl = (size_t)v->cfg.latent_channels * tl * tl;
-    float *moments = alloc_f(&c, (size_t)M2 * h * w);
-    float *xt = alloc_f(&c, (size_t)Cin * ts * ts), *mt = alloc_f(&c, 2 * nl), *lv = alloc_f(&c, nl);
-    if (!rc && (!moments || !xt || !mt || !lv)) rc = oom(&c, "tile");
-    for (int r = 0; !rc && r < nrows; r++)
-        for (int k = 0; !rc && k < ncols; k++) {
-            int i = r * step, j = k * step;
-            int th = H - i < ts ? H - i : ts, tw = W - j < ts ? W - j : ts;
-            cut_tile(image, Cin, H, W, i, j, th, tw, xt);
-            /* the tile's moments: its mean and (unclamped) log-variance, as quant_conv gives them */
-            if ((rc = encode_core(v, xt, th, tw, NULL, NULL, NULL, mt, arena, err))) break;
-            blend_and_keep(&tb, r, k, mt, th / f, tw / f);
-            place_tile(&tb, mt, th / f, tw / f, moments, h, w, r * limit, k * limit);
-        }
+    float *moments = alloc_f(&c, (size_t)2 * L * h * w);
+    int rc = moments ? run_tiles(&c, encode_pass, image, v->cfg.in_channels, H, W, ts, step, 1, f, 2 * L, blend,
+                                 limit, moments)
+                     : oom(&c, "moments");
     if (!rc) {
         /* DiagonalGaussianDistribution of the blended moments */
-        size_t n = (size_t)v->cfg.latent_channels * h * w;
+        size_t n = (size_t)L * h * w;
         memcpy(mean, moments, n * sizeof(float));
         for (size_t q = 0; q < n; q++) {
             float l = moments[n + q];
