@@ -8,7 +8,8 @@
  *
  * The weights come from sdb_weights' recording mode (every tensor the config needs, as the real
  * loader requests it), filled with small random values. Batch 2 (classifier-free guidance), 77
- * context tokens. Prints the OpenBLAS sgemm rate on a 2048² product (the "peak"), the forward's
+ * context tokens ($SDB_BENCH_UNET_BATCH sets another batch, e.g. 1 as the pipeline runs big
+ * latents). Prints the OpenBLAS sgemm rate on a 2048² product (the "peak"), the forward's
  * wall and CPU time, its GFLOP count (as the forward counts it for `sdbatch bench`: convolutions,
  * linears, attention products) and rate relative to that peak, the arena peak and VmHWM.
  */
@@ -60,7 +61,8 @@ int main(int argc, char **argv)
     sdb_weights_init_recorder(&w, "unet");
     sdb_unet *u = NULL;
     if (sdb_unet_load(&u, cfg, &w, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    const int Bt = 2, L = 77;
+    const char *bs = getenv("SDB_BENCH_UNET_BATCH");
+    const int Bt = bs && atoi(bs) > 0 ? atoi(bs) : 2, L = 77;
     for (int i = 0; i < w.n_rec; i++) {
         long long ne = 1;
         for (int d = 0; d < w.rec_ndim[i]; d++) ne *= w.rec_shapes[i][d];
