@@ -700,6 +700,19 @@ static void peak_end(sdb_vae *v, sdb_arena *a, const peak_guard *g)
     sdb_arena_reset(a, g->entry);
 }
 
+/* DiagonalGaussianDistribution of n latent values: x = [mean, logvar] -> mean, std (logvar clamped
+ * to [-30, 20]; also written to logvar when given). */
+static void posterior(const float *x, size_t n, float *mean, float *std, float *logvar)
+{
+    memcpy(mean, x, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        float lv = x[n + i];
+        lv = lv < -30.0f ? -30.0f : (lv > 20.0f ? 20.0f : lv);
+        if (logvar) logvar[i] = lv;
+        std[i] = expf(0.5f * lv);
+    }
+}
+
 /* The encoder. With `moments`, quant_conv's raw output (mean, then the unclamped log-variance) is
  * copied there; otherwise the posterior's mean, std (and logvar) are written. */
 static int encode_core(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
@@ -754,13 +767,7 @@ static int encode_core(sdb_vae *v, const float *image, int H, int W, float *mean
         memcpy(moments, x, 2 * n * sizeof(float));
         goto out;
     }
-    memcpy(mean, x, n * sizeof(float));
-    for (size_t i = 0; i < n; i++) {
-        float lv = x[n + i];
-        lv = lv < -30.0f ? -30.0f : (lv > 20.0f ? 20.0f : lv);
-        if (logvar) logvar[i] = lv;
-        std[i] = expf(0.5f * lv);
-    }
+    posterior(x, n, mean, std, logvar);
 out:
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H0, W0);
@@ -1014,13 +1021,7 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
     if (!rc) {
         /* DiagonalGaussianDistribution of the blended moments */
         size_t n = (size_t)L * h * w;
-        memcpy(mean, moments, n * sizeof(float));
-        for (size_t q = 0; q < n; q++) {
-            float l = moments[n + q];
-            l = l < -30.0f ? -30.0f : (l > 20.0f ? 20.0f : l);
-            if (logvar) logvar[q] = l;
-            std[q] = expf(0.5f * l);
-        }
+        posterior(moments, n, mean, std, logvar);
     }
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "tiled VAE encode (%dx%d)", W, H);
