@@ -157,11 +157,11 @@ int cmd_status(int argc, char **argv)
                counts[SDB_JOB_PENDING], counts[SDB_JOB_FAILED]);
         if (isfinite(rate)) printf("  throughput %.2f images/min (%.1f s/job)%s%s\n", rate, n_timed ? sum_secs / n_timed : 0.0,
                                    remaining ? ", ETA " : "", remaining ? eta_s : "");
-        if (!ns && !damaged) printf("  no state database yet (nothing has run)\n");
-        if (damaged) {
+        if (!ns && !bs.damaged) printf("  no state database yet (nothing has run)\n");
+        if (bs.damaged) {
             int on_disk = 0;
             for (int i = 0; i < m.n_jobs; i++) if (mj[i].state != SDB_JOB_DONE && sdb_file_exists(m.jobs[i].output)) on_disk++;
-            printf("  %d state file(s) could not be read, or not fully (see above)", damaged);
+            printf("  %d state file(s) could not be read, or not fully (see above)", bs.damaged);
             if (on_disk) printf("; %d job(s) not known as done have an output on disk", on_disk);
             printf(": 'sdbatch repair %s' rebuilds the state from the outputs\n", path);
         }
