@@ -94,8 +94,9 @@ static int parse(sdb_st *st, sdb_err *err)
         goto done;
     }
     size_t count = json_object_size(root);
-    if (count > (size_t)SDB_ST_MAX_TENSORS + 1) { /* + __metadata__ */
-        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: %zu tensors, more than the limit of %d", fn, count, SDB_ST_MAX_TENSORS);
+    size_t n_tensors = count - (json_object_get(root, "__metadata__") ? 1 : 0);
+    if (n_tensors > (size_t)SDB_ST_MAX_TENSORS) {
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: %zu tensors, more than the limit of %d", fn, n_tensors, SDB_ST_MAX_TENSORS);
         goto done;
     }
     st->tensors = calloc(count ? count : 1, sizeof *st->tensors);

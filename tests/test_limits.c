@@ -1,0 +1,258 @@
+/*
+ * test_limits.c — the input limits of the README's "Limits" table, each refused with an error
+ * that names the file and the limit, before the work it guards: image pixels from the PNG / JPEG
+ * header (a 100000 x 100000 PNG refused without allocating or decoding), manifest bytes, YAML
+ * alias expansion (a billion-laughs manifest refused in well under a second) and nesting, the
+ * safetensors header size and tensor count. The job count limit (1,000,000 jobs: a 28 MB
+ * manifest) is checked in test_limits_slow.c.
+ */
+#include "harness.h"
+#include "sdb/image.h"
+#include "sdb/fsutil.h"
+#include "sdb/manifest.h"
+#include "sdb/safetensors.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* PNG CRC-32 (ISO 3309), bit by bit: independent of zlib and libpng. */
+static uint32_t crc32_png(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xffffffffu;
+}
+
+static size_t put_chunk(unsigned char *o, const char *type, const unsigned char *d, uint32_t len)
+{
+    o[0] = (unsigned char)(len >> 24); o[1] = (unsigned char)(len >> 16); o[2] = (unsigned char)(len >> 8); o[3] = (unsigned char)len;
+    memcpy(o + 4, type, 4);
+    if (len) memcpy(o + 8, d, len);
+    uint32_t c = crc32_png(o + 4, len + 4);
+    o[8 + len] = (unsigned char)(c >> 24); o[9 + len] = (unsigned char)(c >> 16);
+    o[10 + len] = (unsigned char)(c >> 8); o[11 + len] = (unsigned char)c;
+    return 12 + len;
+}
+
+/* A PNG of w x h 8-bit gray whose one IDAT holds a single stored (uncompressed) zlib row: valid
+ * up to its header, far too short for its pixels. */
+static size_t png_header_only(unsigned char *o, uint32_t w, uint32_t h)
+{
+    static const unsigned char magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    memcpy(o, magic, 8);
+    unsigned char ihdr[13] = {(unsigned char)(w >> 24), (unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w,
+                              (unsigned char)(h >> 24), (unsigned char)(h >> 16), (unsigned char)(h >> 8), (unsigned char)h,
+                              8, 0, 0, 0, 0};
+    size_t n = 8 + put_chunk(o + 8, "IHDR", ihdr, 13);
+    static const unsigned char idat[] = {0x78, 0x01, 0x01, 0x02, 0x00, 0xfd, 0xff, 0x00, 0x00};
+    n += put_chunk(o + n, "IDAT", idat, sizeof idat);
+    n += put_chunk(o + n, "IEND", NULL, 0);
+    return n;
+}
+
+static void test_png_pixel_limit_from_the_header(void)
+{
+    unsigned char png[128];
+    size_t n = png_header_only(png, 100000, 100000);
+    /* Under an address-space limit far below the 10 GB the pixels would take (not under ASan,
+     * whose shadow memory needs the address space): the refusal must not try to allocate them. */
+    struct rlimit old;
+    getrlimit(RLIMIT_AS, &old);
+#if !defined(__SANITIZE_ADDRESS__)
+    struct rlimit lim = {(rlim_t)4 << 30, old.rlim_max};
+    if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > lim.rlim_cur) CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
+#endif
+    sdb_image im;
+    sdb_err err = {0};
+    double t0 = now();
+    int rc = sdb_image_load_memory(png, n, "huge.png", &im, 3, 0, &err);
+    double dt = now() - t0;
+    setrlimit(RLIMIT_AS, &old);
+    fprintf(stderr, "  %s (%.4f s)\n", err.msg, dt);
+    CHECK(rc == SDB_EUNSUPPORTED);
+    CHECK(strstr(err.msg, "huge.png: image is 100000x100000 = 10000000000 pixels, more than the limit of 67108864"));
+    CHECK(im.px == NULL);
+    CHECK(dt < 0.5);
+    /* from a file: the message names it; a caller's own limit applies the same way */
+    const char *path = sdb_t_tmpdir();
+    char file[600];
+    snprintf(file, sizeof file, "%s/huge.png", path);
+    CHECK_OK(sdb_write_file_atomic(file, png, n, &err), &err);
+    CHECK(sdb_image_load(file, &im, 0, 0, &err) == SDB_EUNSUPPORTED && strstr(err.msg, file));
+    n = png_header_only(png, 100, 100);
+    CHECK(sdb_image_load_memory(png, n, "small.png", &im, 0, 9999, &err) == SDB_EUNSUPPORTED &&
+          strstr(err.msg, "10000 pixels, more than the limit of 9999"));
+    /* at the limit the header passes and the decoder then finds the data missing */
+    CHECK(sdb_image_load_memory(png, n, "small.png", &im, 0, 10000, &err) == SDB_EFORMAT);
+}
+
+static void test_jpeg_pixel_limit_from_the_header(void)
+{
+    char *jpg = NULL;
+    size_t n = 0;
+    sdb_err err = {0};
+    char src[1024];
+    snprintf(src, sizeof src, "%s/tests/data/garden-96x128.jpg", SDB_SOURCE_DIR);
+    CHECK_OK(sdb_read_file(src, &jpg, &n, &err), &err);
+    if (!jpg) return;
+    /* the SOF0 marker's height and width set to 60000 x 60000 (3.6 gigapixels) */
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < n; i++)
+        if ((unsigned char)jpg[i] == 0xff && (unsigned char)jpg[i + 1] == 0xc0) { sof = i; break; }
+    CHECK(sof > 0);
+    unsigned char *p = (unsigned char *)jpg + sof;
+    CHECK(p[5] == 0 && p[6] == 128 && p[7] == 0 && p[8] == 96); /* the file is 96 wide, 128 high */
+    p[5] = 60000 >> 8; p[6] = 60000 & 255; p[7] = 60000 >> 8; p[8] = 60000 & 255;
+    sdb_image im;
+    double t0 = now();
+    int rc = sdb_image_load_memory(jpg, n, "huge.jpg", &im, 3, 0, &err);
+    fprintf(stderr, "  %s (%.4f s)\n", err.msg, now() - t0);
+    CHECK(rc == SDB_EUNSUPPORTED && im.px == NULL);
+    CHECK(strstr(err.msg, "huge.jpg: image is 60000x60000 = 3600000000 pixels, more than the limit of 67108864"));
+    free(jpg);
+}
+
+static void test_manifest_size_limit(void)
+{
+    /* a sparse file one byte over the limit: refused from its size, before it is read */
+    char path[600];
+    snprintf(path, sizeof path, "%s/big.yaml", sdb_t_tmpdir());
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs("version: 1\n", f) >= 0 && fclose(f) == 0);
+    CHECK(truncate(path, SDB_MANIFEST_MAX_BYTES + 1) == 0);
+    sdb_manifest m;
+    sdb_err err = {0};
+    double t0 = now();
+    CHECK(sdb_manifest_load(&m, path, &err) == SDB_EFORMAT);
+    CHECK(now() - t0 < 0.1);
+    fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, path) && strstr(err.msg, "67108865 bytes, more than the 67108864-byte limit of a manifest"));
+    sdb_manifest_free(&m);
+    /* the same through the text API (the daemon's spool reads files itself) */
+    size_t len = (size_t)SDB_MANIFEST_MAX_BYTES + 1;
+    char *text = malloc(len);
+    if (!text) return;
+    memset(text, ' ', len);
+    memcpy(text, "version: 1\n", 11);
+    CHECK(sdb_manifest_parse(&m, text, len, "/x/big.yaml", &err) == SDB_EFORMAT);
+    CHECK(strstr(err.msg, "/x/big.yaml: 67108865 bytes, more than the 67108864-byte limit"));
+    sdb_manifest_free(&m);
+    free(text);
+}
+
+static const char head[] = "version: 1\nmodel: m\noutput_dir: out\n";
+
+static void test_billion_laughs_refused_fast(void)
+{
+    /* 9 levels of 10 aliases each: 10^9 nodes once expanded, 1 KB of text */
+    char text[4096];
+    size_t o = (size_t)snprintf(text, sizeof text, "%sl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n", head);
+    for (int lvl = 1; lvl <= 9; lvl++) {
+        o += (size_t)snprintf(text + o, sizeof text - o, "l%d: &l%d [", lvl, lvl);
+        for (int k = 0; k < 10; k++) o += (size_t)snprintf(text + o, sizeof text - o, "%s*l%d", k ? ", " : "", lvl - 1);
+        o += (size_t)snprintf(text + o, sizeof text - o, "]\n");
+    }
+    o += (size_t)snprintf(text + o, sizeof text - o, "jobs:\n  - {id: a, prompt: *l9}\n");
+    sdb_manifest m;
+    sdb_err err = {0};
+    double t0 = now();
+    int rc = sdb_manifest_parse(&m, text, o, "/x/laughs.yaml", &err);
+    double dt = now() - t0;
+    fprintf(stderr, "  %s (%.4f s)\n", err.msg, dt);
+    CHECK(rc == SDB_EFORMAT && m.n_errors == 1);
+    CHECK(strstr(err.msg, "/x/laughs.yaml:") && strstr(err.msg, "expands to more than 20000000 nodes through its aliases"));
+    CHECK(dt < 1.0);
+    sdb_manifest_free(&m);
+
+    /* aliases within the limit are fine: a shared prompt used by every job */
+    o = (size_t)snprintf(text, sizeof text, "%sdefaults: {steps: 2}\njobs:\n  - {id: a, prompt: &p \"a cat\"}\n"
+                                            "  - {id: b, prompt: *p}\n  - {id: c, prompt: *p}\n", head);
+    CHECK_OK(sdb_manifest_parse(&m, text, o, "/x/ok.yaml", &err), &err);
+    CHECK(m.n_jobs == 3 && !strcmp(m.jobs[2].prompt, "a cat"));
+    sdb_manifest_free(&m);
+}
+
+static void test_recursive_alias_and_deep_nesting(void)
+{
+    sdb_manifest m;
+    sdb_err err = {0};
+    /* an anchor used inside its own collection (libyaml builds the loop) */
+    char text[8192];
+    size_t o = (size_t)snprintf(text, sizeof text, "%sx: &a [1, *a]\njobs:\n  - {id: a, prompt: p}\n", head);
+    int rc = sdb_manifest_parse(&m, text, o, "/x/loop.yaml", &err);
+    fprintf(stderr, "  %s\n", err.msg);
+    CHECK(rc == SDB_EFORMAT && m.n_errors >= 1);
+    CHECK(strstr(err.msg, "/x/loop.yaml:"));
+    sdb_manifest_free(&m);
+    /* 100 nested lists */
+    o = (size_t)snprintf(text, sizeof text, "%sx: ", head);
+    for (int i = 0; i < 100; i++) text[o++] = '[';
+    for (int i = 0; i < 100; i++) text[o++] = ']';
+    o += (size_t)snprintf(text + o, sizeof text - o, "\njobs:\n  - {id: a, prompt: p}\n");
+    rc = sdb_manifest_parse(&m, text, o, "/x/deep.yaml", &err);
+    fprintf(stderr, "  %s\n", err.msg);
+    CHECK(rc == SDB_EFORMAT && strstr(err.msg, "/x/deep.yaml:4:") && strstr(err.msg, "nests deeper than 64 levels"));
+    sdb_manifest_free(&m);
+}
+
+static void test_safetensors_header_and_tensor_count(void)
+{
+    sdb_st *st;
+    sdb_err err = {0};
+    /* a header length of 2 GiB: refused from the length, nothing read or parsed */
+    unsigned char two_gib[16] = {0, 0, 0, 0x80, 0, 0, 0, 0, '{', '}'};
+    CHECK(sdb_st_open_memory(&st, two_gib, sizeof two_gib, "big.safetensors", &err) == SDB_EFORMAT);
+    CHECK(strstr(err.msg, "big.safetensors: header length 2147483648 exceeds the 100000000-byte limit"));
+    /* SDB_ST_MAX_TENSORS + 1 empty tensors (6 MB of header): refused by count */
+    size_t cap = 64u * (SDB_ST_MAX_TENSORS + 2) + 64, o = 8;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return;
+    buf[o++] = '{';
+    for (int i = 0; i <= SDB_ST_MAX_TENSORS; i++)
+        o += (size_t)snprintf((char *)buf + o, cap - o, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}",
+                              i ? "," : "", i);
+    buf[o++] = '}';
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)(o - 8) >> (8 * i));
+    CHECK(sdb_st_open_memory(&st, buf, o, "many.safetensors", &err) == SDB_EUNSUPPORTED);
+    fprintf(stderr, "  %s\n", err.msg);
+    CHECK(strstr(err.msg, "many.safetensors: 100001 tensors, more than the limit of 100000"));
+    /* one fewer (plus __metadata__, which is not a tensor) is accepted */
+    o = 8;
+    buf[o++] = '{';
+    o += (size_t)snprintf((char *)buf + o, cap - o, "\"__metadata__\":{\"format\":\"pt\"}");
+    for (int i = 0; i < SDB_ST_MAX_TENSORS; i++)
+        o += (size_t)snprintf((char *)buf + o, cap - o, ",\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}", i);
+    buf[o++] = '}';
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)(o - 8) >> (8 * i));
+    CHECK_OK(sdb_st_open_memory(&st, buf, o, "many.safetensors", &err), &err);
+    if (st) {
+        CHECK(st->n == SDB_ST_MAX_TENSORS && sdb_st_find(st, "t99999") != NULL);
+        sdb_st_close(st);
+    }
+    free(buf);
+}
+
+int main(void)
+{
+    RUN(test_png_pixel_limit_from_the_header);
+    RUN(test_jpeg_pixel_limit_from_the_header);
+    RUN(test_manifest_size_limit);
+    RUN(test_billion_laughs_refused_fast);
+    RUN(test_recursive_alias_and_deep_nesting);
+    RUN(test_safetensors_header_and_tensor_count);
+    return sdb_t_done();
+}
