@@ -7,6 +7,7 @@
  * command line (folders: every file inside, sorted) to the harness once, so the gcc sanitizer build
  * of CI replays the committed corpora (fuzz/corpus/<name>/) as ordinary ctest tests. A crash, a
  * sanitizer report or a harness abort fails the test; so does an empty corpus (nothing replayed).
+ * The slowest input and its time are printed (fuzzing counts an input over 1 s as a hang).
  */
 #include <dirent.h>
 #include <stdint.h>
@@ -14,9 +15,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+
+static double slowest_s;
+static char slowest[4096];
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static int replay_file(const char *path)
 {
@@ -36,7 +48,10 @@ static int replay_file(const char *path)
     if (!exact) { free(buf); return -1; }
     memcpy(exact, buf, n);
     free(buf);
+    double t0 = now();
     LLVMFuzzerTestOneInput(exact, n);
+    double dt = now() - t0;
+    if (dt > slowest_s) { slowest_s = dt; snprintf(slowest, sizeof slowest, "%s", path); }
     free(exact);
     return 0;
 }
@@ -77,7 +92,7 @@ int main(int argc, char **argv)
         }
         free(names);
     }
-    printf("replayed %ld inputs\n", replayed);
+    printf("replayed %ld inputs; slowest %.3f s: %s\n", replayed, slowest_s, slowest);
     if (replayed == 0) { fprintf(stderr, "replay: no inputs (is the corpus folder empty?)\n"); return 1; }
     return 0;
 }

@@ -9,6 +9,8 @@
 # printed gives executions, edges covered (cov:) and features (ft:).
 # Harnesses: safetensors config manifest tokenizer image png_text store (fuzz/fuzz_*.c).
 # Extra libFuzzer flags can follow: tools/fuzz.sh image 60 -max_len=65536
+# FUZZ_TIMEOUT (seconds, default 1) is the per-input limit; on a loaded machine a "timeout" can be
+# the scheduler's doing: rerun the artifact alone (build-fuzz/fuzz_NAME FILE prints its time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name="${1:?usage: tools/fuzz.sh NAME [SECONDS] [libFuzzer flags...]}"
@@ -37,7 +39,7 @@ export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 echo "fuzz.sh: fuzz_$name for ${secs}s (log build-fuzz/logs/$name.log)"
 set +e
-nice -n 15 "build-fuzz/fuzz_$name" "${dict[@]}" -max_total_time="$secs" -timeout=1 -rss_limit_mb=2048 \
+nice -n 15 "build-fuzz/fuzz_$name" "${dict[@]}" -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 \
   -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$art/" "$@" "$work" "$seeds" \
   >"build-fuzz/logs/$name.log" 2>&1
 rc=$?
