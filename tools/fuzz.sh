@@ -52,6 +52,6 @@ if [ "$rc" -ne 0 ]; then
   exit "$rc"
 fi
 # keep only the inputs that add coverage to the committed corpus
-nice -n 15 "build-fuzz/fuzz_$name" -merge=1 -timeout=1 -rss_limit_mb=2048 "$seeds" "$work" \
+nice -n 15 "build-fuzz/fuzz_$name" -merge=1 -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 "$seeds" "$work" \
   >"build-fuzz/logs/$name.merge.log" 2>&1
 echo "fuzz.sh: fuzz/corpus/$name now holds $(ls "$seeds" | wc -l) inputs ($(du -sh "$seeds" | cut -f1))"
