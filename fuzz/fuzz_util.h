@@ -75,4 +75,14 @@ __attribute__((unused)) static uint8_t *fuzz_png_fix_crcs(const uint8_t *data, s
     return c;
 }
 
+/* Runs fn on the input with its PNG chunk CRCs recomputed (fuzz_png_fix_crcs). */
+__attribute__((unused)) static int fuzz_png_run(const uint8_t *data, size_t size,
+                                                int (*fn)(const uint8_t *, size_t))
+{
+    uint8_t *in = fuzz_png_fix_crcs(data, size);
+    int rc = fn(in, size);
+    if (in != data) free(in);
+    return rc;
+}
+
 #endif
