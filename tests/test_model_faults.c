@@ -5,8 +5,10 @@
  * the end, overlapping) and a header length of 2 GiB.
  *
  * Each case is a copy of the team's tiny inpainting model (../shared/models/tiny-sd-inpaint) whose
- * U-Net file is rewritten with one fault, then given to a real `sdbatch generate` child process;
- * the library calls (sdb_st_open, sdb_weights_get) are checked on the same files.
+ * U-Net file is rewritten with one fault. One case of each kind (truncated, dtype, NaN, offsets,
+ * header length) is given to a real `sdbatch generate` child process, which must exit 1 with one
+ * error line and write nothing; the variants are checked through the library (sdb_weights_open +
+ * sdb_weights_get of every tensor), which must return one error line naming the file and tensor.
  */
 #include "harness.h"
 #include "sdb/safetensors.h"
@@ -147,6 +149,16 @@ static int load_all(const char *model, sdb_err *err)
     return rc;
 }
 
+/* The library's answer for the same file: an error of one line holding every string of want[]. */
+static void expect_load_fails(const char *model, const char *case_name, const char *const *want)
+{
+    sdb_err err = {0};
+    int rc = load_all(model, &err);
+    fprintf(stderr, "  %s: %d: %s\n", case_name, rc, err.msg);
+    CHECKF(rc < 0 && !strchr(err.msg, '\n'), "%s: rc %d, message '%s'", case_name, rc, err.msg);
+    for (int i = 0; want[i]; i++) CHECKF(strstr(err.msg, want[i]) != NULL, "%s: no '%s' in the error", case_name, want[i]);
+}
+
 static void test_intact_copy_loads(void)
 {
     st_file f;
@@ -204,7 +216,7 @@ static void test_nan_and_inf_weights(void)
     memcpy(f.data + offset_of(&f, "conv_in.bias") + 4 * 31, &inf, 4);
     model = write_model(&f, 0, 0);
     const char *want2[] = {UNET_FILE, "conv_in.bias", "[31] is infinite", NULL};
-    expect_generate_fails(model, "Inf", want2);
+    expect_load_fails(model, "Inf", want2);
     free_unet(&f);
 }
 
@@ -282,7 +294,7 @@ static void test_offsets_that_lie(void)
     json_array_set_new(o, 1, json_integer(384));
     model = write_model(&f, 0, 0);
     const char *want2[] = {UNET_FILE, "conv_in.bias", "conv_in.weight", "overlap", NULL};
-    expect_generate_fails(model, "overlapping offsets", want2);
+    expect_load_fails(model, "overlapping offsets", want2);
     free_unet(&f);
 
     /* a negative offset, and an end before the begin */
@@ -292,7 +304,7 @@ static void test_offsets_that_lie(void)
     json_array_set_new(o, 1, json_integer(0));
     model = write_model(&f, 0, 0);
     const char *want3[] = {UNET_FILE, "conv_in.bias", "not ordered", NULL};
-    expect_generate_fails(model, "negative offset", want3);
+    expect_load_fails(model, "negative offset", want3);
     free_unet(&f);
 }
 
@@ -306,7 +318,7 @@ static void test_header_of_2_gib(void)
     /* a length that runs past the end of the file, under the limit */
     model = write_model(&f, 50u * 1000 * 1000, 0);
     const char *want2[] = {UNET_FILE, "runs past the end of the file", NULL};
-    expect_generate_fails(model, "header past the end", want2);
+    expect_load_fails(model, "header past the end", want2);
     free_unet(&f);
 }
 
