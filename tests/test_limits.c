@@ -1,7 +1,8 @@
 /*
  * test_limits.c — the input limits of the README's "Limits" table, each refused with an error
  * that names the file and the limit, before the work it guards: image pixels from the PNG / JPEG
- * header (a 100000 x 100000 PNG refused without allocating or decoding), manifest bytes, YAML
+ * header (a 100000 x 100000 PNG refused without allocating or decoding), PNG chunk lengths (a
+ * chunk claiming more than the file holds refused before libpng allocates it), manifest bytes, YAML
  * alias expansion (a billion-laughs manifest refused in well under a second) and nesting, the
  * safetensors header size and tensor count. The job count limit (1,000,000 jobs: a 28 MB
  * manifest) is checked in test_limits_slow.c.
@@ -48,8 +49,8 @@ static size_t put_chunk(unsigned char *o, const char *type, const unsigned char 
     return 12 + len;
 }
 
-/* A PNG of w x h 8-bit gray whose one IDAT holds a single stored (uncompressed) zlib row: valid
- * up to its header, far too short for its pixels. */
+/* A PNG of w x h 8-bit gray whose one IDAT holds a stored (uncompressed) zlib stream of two zero
+ * bytes: a complete 1 x 1 image, far too short for anything larger. */
 static size_t png_header_only(unsigned char *o, uint32_t w, uint32_t h)
 {
     static const unsigned char magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -58,7 +59,7 @@ static size_t png_header_only(unsigned char *o, uint32_t w, uint32_t h)
                               (unsigned char)(h >> 24), (unsigned char)(h >> 16), (unsigned char)(h >> 8), (unsigned char)h,
                               8, 0, 0, 0, 0};
     size_t n = 8 + put_chunk(o + 8, "IHDR", ihdr, 13);
-    static const unsigned char idat[] = {0x78, 0x01, 0x01, 0x02, 0x00, 0xfd, 0xff, 0x00, 0x00};
+    static const unsigned char idat[] = {0x78, 0x01, 0x01, 0x02, 0x00, 0xfd, 0xff, 0x00, 0x00, /* adler32: */ 0x00, 0x02, 0x00, 0x01};
     n += put_chunk(o + n, "IDAT", idat, sizeof idat);
     n += put_chunk(o + n, "IEND", NULL, 0);
     return n;
@@ -98,6 +99,49 @@ static void test_png_pixel_limit_from_the_header(void)
           strstr(err.msg, "10000 pixels, more than the limit of 9999"));
     /* at the limit the header passes and the decoder then finds the data missing */
     CHECK(sdb_image_load_memory(png, n, "small.png", &im, 0, 10000, &err) == SDB_EFORMAT);
+}
+
+static void test_png_chunk_length_checked_before_allocating(void)
+{
+    /* a 1x1 PNG whose tEXt chunk claims 2 GB (0x7fffff00 bytes) and holds 9: libpng would allocate
+     * and clear the claimed size before finding the file short (fuzz_png_text found it) */
+    unsigned char png[256];
+    size_t n = png_header_only(png, 1, 1);
+    size_t at = 8 + 25; /* after the signature and IHDR */
+    unsigned char text[64];
+    size_t tl = put_chunk(text, "tEXt", (const unsigned char *)"parameters\0a cat", 16);
+    text[0] = 0x7f; text[1] = 0xff; text[2] = 0xff; text[3] = 0x00;
+    memmove(png + at + tl, png + at, n - at);
+    memcpy(png + at, text, tl);
+    n += tl;
+    struct rlimit old;
+    getrlimit(RLIMIT_AS, &old);
+#if !defined(__SANITIZE_ADDRESS__)
+    struct rlimit lim = {(rlim_t)1 << 30, old.rlim_max}; /* 1 GiB: the claimed 2 GB cannot be allocated */
+    if (old.rlim_cur == RLIM_INFINITY || old.rlim_cur > lim.rlim_cur) CHECK(setrlimit(RLIMIT_AS, &lim) == 0);
+#endif
+    char **keys = NULL, **vals = NULL;
+    int nt = 0;
+    sdb_err err = {0};
+    double t0 = now();
+    int rc = sdb_png_read_text_memory(png, n, "bomb.png", &keys, &vals, &nt, &err);
+    double dt = now() - t0;
+    fprintf(stderr, "  %s (%.4f s)\n", err.msg, dt);
+    CHECK(rc == SDB_EFORMAT && nt == 0 && dt < 0.1);
+    CHECK(strstr(err.msg, "bomb.png: corrupt or truncated PNG: chunk 'tEXt' at byte 33 claims 2147483392 bytes, "
+                          "more than the file holds"));
+    sdb_image im;
+    CHECK(sdb_image_load_memory(png, n, "bomb.png", &im, 0, 0, &err) == SDB_EFORMAT && im.px == NULL);
+    CHECK(strstr(err.msg, "chunk 'tEXt' at byte 33 claims 2147483392 bytes"));
+    setrlimit(RLIMIT_AS, &old);
+    /* the same chunk with its true length is read */
+    text[0] = 0; text[1] = 0; text[2] = 0; text[3] = 16;
+    uint32_t c = crc32_png(text + 4, 20);
+    text[24] = (unsigned char)(c >> 24); text[25] = (unsigned char)(c >> 16); text[26] = (unsigned char)(c >> 8); text[27] = (unsigned char)c;
+    memcpy(png + at, text, tl);
+    CHECK_OK(sdb_png_read_text_memory(png, n, "ok.png", &keys, &vals, &nt, &err), &err);
+    CHECK(nt == 1 && !strcmp(keys[0], "parameters") && !strcmp(vals[0], "a cat"));
+    sdb_png_text_free(keys, vals, nt);
 }
 
 static void test_jpeg_pixel_limit_from_the_header(void)
@@ -244,6 +288,7 @@ static void test_safetensors_header_and_tensor_count(void)
 int main(void)
 {
     RUN(test_png_pixel_limit_from_the_header);
+    RUN(test_png_chunk_length_checked_before_allocating);
     RUN(test_jpeg_pixel_limit_from_the_header);
     RUN(test_manifest_size_limit);
     RUN(test_billion_laughs_refused_fast);
