@@ -11,6 +11,7 @@
 #include "sdb/image.h"
 #include "sdb/fsutil.h"
 #include "sdb/manifest.h"
+#include "sdb/resize.h"
 #include "sdb/safetensors.h"
 
 #include <stdint.h>
@@ -170,6 +171,26 @@ static void test_jpeg_pixel_limit_from_the_header(void)
     free(jpg);
 }
 
+static void test_resize_and_crop_of_a_sliver(void)
+{
+    /* a 30816 x 1 image (fuzz_image's JPEG) cropped onto 13 x 32 would first be magnified to
+     * 986112 x 32 (29 s of LANCZOS): refused at once; a 4:3 image onto a square still works */
+    sdb_image in, out;
+    sdb_err err = {0};
+    CHECK_OK(sdb_image_alloc(&in, 30816, 1, 3, &err), &err);
+    double t0 = now();
+    CHECK(sdb_resize_and_crop(&in, 13, 32, &out, &err) == SDB_EINVAL && out.px == NULL);
+    fprintf(stderr, "  %s (%.4f s)\n", err.msg, now() - t0);
+    CHECK(now() - t0 < 0.5);
+    CHECK(strstr(err.msg, "30816x1 cannot be fitted onto 13x32 (aspect ratio too extreme: it would be resized to 986112x32)"));
+    sdb_image_free(&in);
+    CHECK_OK(sdb_image_alloc(&in, 400, 300, 3, &err), &err);
+    CHECK_OK(sdb_resize_and_crop(&in, 64, 64, &out, &err), &err);
+    CHECK(out.w == 64 && out.h == 64);
+    sdb_image_free(&out);
+    sdb_image_free(&in);
+}
+
 static void test_manifest_size_limit(void)
 {
     /* a sparse file one byte over the limit: refused from its size, before it is read */
@@ -290,6 +311,7 @@ int main(void)
     RUN(test_png_pixel_limit_from_the_header);
     RUN(test_png_chunk_length_checked_before_allocating);
     RUN(test_jpeg_pixel_limit_from_the_header);
+    RUN(test_resize_and_crop_of_a_sliver);
     RUN(test_manifest_size_limit);
     RUN(test_billion_laughs_refused_fast);
     RUN(test_recursive_alias_and_deep_nesting);
