@@ -254,6 +254,20 @@ static void test_config(void)
     CHECK(sdb_config_parse(&c, "{\"a\": 1, \"a\": 2}", "dup.json", &err) == SDB_EFORMAT);
     CHECK(sdb_config_load(&c, "/nonexistent/config.json", &err) == SDB_EIO);
     CHECK(strstr(err.msg, "/nonexistent/config.json") != NULL);
+    /* Python's bare NaN / Infinity / -Infinity read as null (the default), not inside strings;
+     * a NaN as the very last token (fuzzing found the 3-byte token overwritten by a 4-byte null) */
+    CHECK_OK(sdb_config_parse(&c, "{\"a\": NaN, \"b\": -Infinity, \"c\": \"NaN \\\" Infinity\", \"d\": [Infinity,NaN]}",
+                              "py.json", &err), &err);
+    const char *sv = NULL;
+    CHECK(!sdb_config_has(&c, "a") && !sdb_config_has(&c, "b"));
+    CHECK_OK(sdb_config_string(&c, "c", NULL, &sv, &err), &err);
+    CHECK(sv && strcmp(sv, "NaN \" Infinity") == 0);
+    CHECK(json_array_size(json_object_get(c.root, "d")) == 2 && json_is_null(json_array_get(json_object_get(c.root, "d"), 1)));
+    sdb_config_free(&c);
+    CHECK(sdb_config_parse(&c, "{\"a\": NaN", "end.json", &err) == SDB_EFORMAT);
+    CHECK(sdb_config_parse(&c, "NaN", "end.json", &err) == SDB_EFORMAT);
+    CHECKF(strstr(err.msg, "end.json:1:") != NULL, "%s", err.msg);
+    CHECK(sdb_config_parse(&c, "{\"a\": trNaNue}", "mid.json", &err) == SDB_EFORMAT);
 }
 
 static void test_error_context(void)

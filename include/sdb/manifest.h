@@ -14,6 +14,15 @@
 #include <stdint.h>
 #include "sdb/error.h"
 
+/* Limits on what a manifest may hold (README, "Limits"); each is refused with a diagnostic that
+ * names it. MAX_NODES counts the YAML nodes with every alias (*name) expanded, so a
+ * "billion laughs" document is refused from its node table, without expanding anything; MAX_DEPTH
+ * is how deeply its collections may nest (a manifest needs 4). */
+#define SDB_MANIFEST_MAX_BYTES (64L * 1024 * 1024)
+#define SDB_MANIFEST_MAX_JOBS 1000000
+#define SDB_MANIFEST_MAX_NODES 20000000L
+#define SDB_MANIFEST_MAX_DEPTH 64
+
 /* A position in the manifest, 1-based (0 = unknown). */
 typedef struct sdb_pos { int line, col; } sdb_pos;
 

@@ -17,6 +17,7 @@
 
 #define SDB_MAX_DIMS 8
 #define SDB_ST_MAX_HEADER (100u * 1000u * 1000u) /* 100 MB, as the reference implementation */
+#define SDB_ST_MAX_TENSORS 100000                 /* an SD 1.x checkpoint has about 1,200 */
 
 typedef enum {
     SDB_DT_F32, SDB_DT_F16, SDB_DT_BF16, SDB_DT_F64, SDB_DT_I64, SDB_DT_I32,
@@ -61,6 +62,12 @@ const char *sdb_st_meta(const sdb_st *st, const char *key);
  * them in again from the file. Pages shared with neighbouring data stay. Returns the bytes
  * released (0 for in-memory files or tensors smaller than a page). */
 size_t sdb_st_release(const sdb_st *st, const sdb_st_tensor *t);
+/* Checks that a floating tensor (F32/F16/BF16/F64) holds no NaN and no infinity; integer dtypes
+ * pass. The error names the file, the tensor and the first bad element (SDB_ENUMERIC). It reads
+ * every byte of the tensor (for a mapped file: brings its pages in). */
+int sdb_st_check_finite(const sdb_st *st, const sdb_st_tensor *t, sdb_err *err);
+/* 1 for F32, F16, BF16 and F64. */
+int sdb_dtype_is_float(sdb_dtype dt);
 /* Converts any floating dtype (F32/F16/BF16/F64) and the integer dtypes to float32 into dst
  * (t->numel floats). */
 int sdb_st_to_f32(const sdb_st_tensor *t, float *dst, sdb_err *err);

@@ -127,7 +127,7 @@ int sdb_store_release(sdb_store *s, const char *id, long long run_id, const char
 
 /* One row (*found = 0 when absent). */
 int sdb_store_get(sdb_store *s, const char *id, sdb_job_row *row, int *found, sdb_err *err);
-/* All rows, by id. */
+/* All rows, by id (on failure none: *rows = NULL, *n = 0). */
 int sdb_store_rows(sdb_store *s, sdb_job_row **rows, int *n, sdb_err *err);
 /* Number of runs of a job with this outcome (NULL = still open / died). */
 int sdb_store_count_runs(sdb_store *s, const char *id, const char *outcome, int *count, sdb_err *err);

@@ -61,7 +61,14 @@ uint16_t sdb_f64_to_f16(double d)
 int sdb_fp16_has_f16c(void)
 {
     __builtin_cpu_init();
+#if defined(__clang__) && __clang_major__ < 16
+    /* clang before 16 does not know "f16c" here: CPUID leaf 1, ECX bit 29 (with AVX usable) */
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    return ((c >> 29) & 1u) && __builtin_cpu_supports("avx");
+#else
     return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+#endif
 }
 
 __attribute__((target("avx,f16c")))

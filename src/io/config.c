@@ -5,38 +5,42 @@
 #include "sdb/config.h"
 #include "sdb/fsutil.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Python's json module writes float('inf') / float('nan') as the bare tokens Infinity, -Infinity
  * and NaN (diffusers saves e.g. DPMSolver's lambda_min_clipped = -inf that way); strict JSON
- * parsers reject them. They are replaced by null (same length, padded with spaces, so line and
- * column numbers stay right), which makes the key take its class default. */
+ * parsers reject them. They are replaced by null, which makes the key take its class default:
+ * Infinity / -Infinity by null and spaces (same length, so line and column numbers stay right),
+ * NaN by null (one byte longer: a column reported after a NaN on its line is one too far). */
 static char *python_json_fixup(const char *text)
 {
     size_t n = strlen(text);
-    char *s = malloc(n + 1);
+    char *s = malloc(n + n / 3 + 1); /* each 3-byte NaN grows by one */
     if (!s) return NULL;
-    memcpy(s, text, n + 1);
+    size_t o = 0;
     int in_str = 0;
     for (size_t i = 0; i < n; i++) {
         if (in_str) {
-            if (s[i] == '\\') i++;
-            else if (s[i] == '"') in_str = 0;
+            if (text[i] == '\\' && i + 1 < n) s[o++] = text[i++];
+            else if (text[i] == '"') in_str = 0;
+            s[o++] = text[i];
             continue;
         }
-        if (s[i] == '"') { in_str = 1; continue; }
+        if (text[i] == '"') { in_str = 1; s[o++] = text[i]; continue; }
         static const char *const toks[] = {"-Infinity", "Infinity", "NaN"};
-        for (int t = 0; t < 3; t++) {
-            size_t l = strlen(toks[t]);
-            if (strncmp(s + i, toks[t], l) == 0) {
-                memcpy(s + i, "null", 4);
-                memset(s + i + 4, ' ', l - 4);
-                i += l - 1;
-                break;
-            }
-        }
+        size_t l = 0;
+        for (int t = 0; t < 3 && !l; t++)
+            if (strncmp(text + i, toks[t], strlen(toks[t])) == 0) l = strlen(toks[t]);
+        if (!l) { s[o++] = text[i]; continue; }
+        memcpy(s + o, "null", 4);
+        o += 4;
+        for (size_t k = 4; k < l; k++) s[o++] = ' ';
+        i += l - 1;
     }
+    assert(o <= n + n / 3);
+    s[o] = '\0';
     return s;
 }
 

@@ -48,6 +48,44 @@ static void mem_read(png_structp png, png_bytep out, png_size_t len)
     r->off += len;
 }
 
+/* libpng allocates an ancillary chunk (tEXt, iCCP, ...) at the size its header claims, and clears
+ * it, before reading its data; the cap it offers (png_set_chunk_malloc_max) is only a benign error,
+ * i.e. a warning, for a reader. So 200 bytes claiming a 2 GB tEXt chunk made it allocate and clear
+ * 2 GB before finding the file short (found by fuzz_png_text). chunks_fit() walks the chunk
+ * headers of the buffer first, up to the first IDAT (all libpng reads before the pixels) or up to
+ * IEND (for the text reader, which reads to the end): a chunk that claims more bytes than the file
+ * has left is refused as the truncation libpng would report after the allocation. Returns 0 or -1
+ * with the reason in why. */
+static int chunks_fit(const uint8_t *p, size_t n, int until_idat, char *why, size_t why_len)
+{
+    size_t off = 8;
+    while (off + 8 <= n) {
+        uint32_t len = (uint32_t)p[off] << 24 | (uint32_t)p[off + 1] << 16 | (uint32_t)p[off + 2] << 8 | p[off + 3];
+        char type[5];
+        for (int i = 0; i < 4; i++) {
+            uint8_t c = p[off + 4 + i];
+            type[i] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
+        }
+        type[4] = '\0';
+        if (!strcmp(type, "IEND") || (until_idat && !strcmp(type, "IDAT"))) return 0;
+        if (len > n - off - 8 || n - off - 8 - len < 4) {
+            snprintf(why, why_len, "chunk '%s' at byte %zu claims %u bytes, more than the file holds (file is truncated)",
+                     type, off, (unsigned)len);
+            return -1;
+        }
+        off += 12 + (size_t)len;
+    }
+    return 0;
+}
+
+/* A cap on what libpng allocates for one chunk once decompressed (zTXt / iTXt / iCCP bombs): the
+ * larger of the file size and 8 MiB (a chunk over it is skipped, as a damaged ancillary chunk). */
+static void cap_chunk_alloc(png_structp png, size_t file_len)
+{
+    size_t cap = file_len > ((size_t)8 << 20) ? file_len : ((size_t)8 << 20);
+    png_set_chunk_malloc_max(png, (png_alloc_size_t)cap);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* decoding                                                                                        */
 
@@ -186,12 +224,15 @@ int sdb_png_decode_raw(const uint8_t *buf, size_t n, const char *name, sdb_image
                        long max_pixels, int flags, sdb_err *err)
 {
     memset(out, 0, sizeof *out);
+    char why[160];
+    if (chunks_fit(buf, n, 1, why, sizeof why))
+        return sdb_fail(err, SDB_EFORMAT, "%s: corrupt or truncated PNG: %s", name, why);
     png_dec d;
     memset(&d, 0, sizeof d);
     d.src.p = buf; d.src.n = n;
     d.name = name; d.max_pixels = max_pixels; d.flags = flags; d.err = err;
     d.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d.ectx, on_png_error, on_png_warning);
-    if (d.png) d.info = png_create_info_struct(d.png);
+    if (d.png) { cap_chunk_alloc(d.png, n); d.info = png_create_info_struct(d.png); }
     if (!d.png || !d.info) {
         png_destroy_read_struct(&d.png, &d.info, NULL);
         return sdb_fail(err, SDB_ENOMEM, "%s: cannot create PNG reader", name);
@@ -483,11 +524,14 @@ int sdb_png_read_text_memory(const void *buf, size_t len, const char *name, char
     if (!name) name = "<memory>";
     if (len < 8 || memcmp(buf, "\x89PNG\r\n\x1a\n", 8) != 0)
         return sdb_fail(err, SDB_EFORMAT, "%s: not a PNG file", name);
+    char why[160];
+    if (chunks_fit(buf, len, 0, why, sizeof why))
+        return sdb_fail(err, SDB_EFORMAT, "%s: corrupt or truncated PNG: %s", name, why);
     png_txt t;
     memset(&t, 0, sizeof t);
     t.src.p = buf; t.src.n = len;
     t.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &t.ectx, on_png_error, on_png_warning);
-    if (t.png) t.info = png_create_info_struct(t.png);
+    if (t.png) { cap_chunk_alloc(t.png, len); t.info = png_create_info_struct(t.png); }
     if (!t.png || !t.info) {
         png_destroy_read_struct(&t.png, &t.info, NULL);
         return sdb_fail(err, SDB_ENOMEM, "%s: cannot create PNG reader", name);

@@ -353,9 +353,16 @@ int sdb_resize_and_crop(const sdb_image *in, int width, int height, sdb_image *o
     double ratio = (double)width / height, src_ratio = (double)in->w / in->h;
     long src_w = ratio > src_ratio ? width : (long)in->w * height / in->h;
     long src_h = ratio <= src_ratio ? height : (long)in->h * width / in->w;
-    if (src_w <= 0 || src_h <= 0 || src_w > 1000000 || src_h > 1000000)
-        return sdb_fail(err, SDB_EINVAL, "resize_and_crop: %dx%d cannot be fitted onto %dx%d (aspect ratio too extreme)",
-                        in->w, in->h, width, height);
+    /* The intermediate covers the canvas: for a sliver (30816 x 1 onto 13 x 32, found by fuzz_image)
+     * it is the sliver magnified, 986112 x 32 here, whose LANCZOS resize took 29 s. Diffusers would
+     * do the same; such inputs are refused instead: the intermediate may be at most 16 times the
+     * larger of the input and the canvas (a 4:3 photo onto a square: 1.3), and 64 Mpx. */
+    double inter = (double)src_w * (double)src_h;
+    double cap = 16.0 * fmax((double)width * height, (double)in->w * in->h);
+    if (src_w <= 0 || src_h <= 0 || src_w > 1000000 || src_h > 1000000 || inter > cap ||
+        inter > (double)SDB_IMAGE_DEFAULT_MAX_PIXELS)
+        return sdb_fail(err, SDB_EINVAL, "resize_and_crop: %dx%d cannot be fitted onto %dx%d (aspect ratio too extreme: "
+                        "it would be resized to %ldx%ld)", in->w, in->h, width, height, src_w, src_h);
     sdb_image resized = {0}, res = {0};
     int rc = sdb_resize(in, (int)src_w, (int)src_h, SDB_FILTER_LANCZOS, NULL, &resized, err);
     if (rc) return rc;

@@ -94,6 +94,11 @@ static int parse(sdb_st *st, sdb_err *err)
         goto done;
     }
     size_t count = json_object_size(root);
+    size_t n_tensors = count - (json_object_get(root, "__metadata__") ? 1 : 0);
+    if (n_tensors > (size_t)SDB_ST_MAX_TENSORS) {
+        rc = sdb_fail(err, SDB_EUNSUPPORTED, "%s: %zu tensors, more than the limit of %d", fn, n_tensors, SDB_ST_MAX_TENSORS);
+        goto done;
+    }
     st->tensors = calloc(count ? count : 1, sizeof *st->tensors);
     spans = calloc(count ? count : 1, sizeof *spans);
     if (!st->tensors || !spans) { rc = sdb_fail(err, SDB_ENOMEM, "%s: out of memory", fn); goto done; }
@@ -282,6 +287,63 @@ int sdb_st_to_f32(const sdb_st_tensor *t, float *dst, sdb_err *err)
     default: return sdb_fail(err, SDB_EUNSUPPORTED, "tensor '%s': cannot convert dtype %s to F32", t->name, sdb_dtype_name(t->dtype));
     }
 }
+
+int sdb_dtype_is_float(sdb_dtype dt)
+{
+    return dt == SDB_DT_F32 || dt == SDB_DT_F16 || dt == SDB_DT_BF16 || dt == SDB_DT_F64;
+}
+
+/* Index of the first element of p[0..n) (elements of `size` bytes, little-endian) whose exponent
+ * bits (mask, within the element's top 16 or 32 bits) are all ones, or n. Blocks of 1024 elements
+ * are first tested with an OR that the compiler vectorises; only a block with a hit is searched. */
+#define NONFINITE_SCAN(T, MASK)                                                       \
+    do {                                                                              \
+        for (size_t b0 = 0; b0 < n; b0 += 1024) {                                     \
+            size_t b1 = n - b0 < 1024 ? n : b0 + 1024;                                \
+            int hit = 0;                                                              \
+            for (size_t i = b0; i < b1; i++) {                                        \
+                T v;                                                                  \
+                memcpy(&v, p + sizeof(T) * i, sizeof(T));                             \
+                hit |= (v & (MASK)) == (MASK);                                        \
+            }                                                                         \
+            if (!hit) continue;                                                       \
+            for (size_t i = b0; i < b1; i++) {                                        \
+                T v;                                                                  \
+                memcpy(&v, p + sizeof(T) * i, sizeof(T));                             \
+                if ((v & (MASK)) == (MASK)) { bad = i; is_nan = (v & ~(T)(MASK) & ~((T)1 << (8 * sizeof(T) - 1))) != 0; goto found; } \
+            }                                                                         \
+        }                                                                             \
+    } while (0)
+
+int sdb_st_check_finite(const sdb_st *st, const sdb_st_tensor *t, sdb_err *err)
+{
+    const size_t n = (size_t)t->numel;
+    const unsigned char *p = t->data;
+    size_t bad = 0;
+    int is_nan = 0;
+    switch (t->dtype) {
+    case SDB_DT_F32: NONFINITE_SCAN(uint32_t, 0x7f800000u); return 0;
+    case SDB_DT_F16: NONFINITE_SCAN(uint16_t, 0x7c00u); return 0;
+    case SDB_DT_BF16: NONFINITE_SCAN(uint16_t, 0x7f80u); return 0;
+    case SDB_DT_F64: NONFINITE_SCAN(uint64_t, 0x7ff0000000000000ull); return 0;
+    default: return 0;
+    }
+found:;
+    char idx[SDB_MAX_DIMS * 24 + 8];
+    size_t off = 0, rest = bad;
+    int64_t stride = t->numel;
+    idx[off++] = '[';
+    for (int d = 0; d < t->ndim; d++) {
+        stride = t->shape[d] ? stride / t->shape[d] : 1;
+        int64_t i = stride ? (int64_t)(rest / (size_t)stride) : 0;
+        rest -= (size_t)(i * stride);
+        off += (size_t)snprintf(idx + off, sizeof idx - off, "%s%" PRId64, d ? ", " : "", i);
+    }
+    snprintf(idx + off, sizeof idx - off, "]");
+    return sdb_fail(err, SDB_ENUMERIC, "%s: tensor '%s': element %s is %s (the file's weights are broken)",
+                    st->path, t->name, idx, is_nan ? "NaN" : "infinite");
+}
+#undef NONFINITE_SCAN
 
 int sdb_st_to_i64(const sdb_st_tensor *t, int64_t *dst, sdb_err *err)
 {

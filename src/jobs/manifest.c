@@ -17,12 +17,14 @@
 #include "sdb/image.h"
 #include "sdb/pipeline.h"   /* the restoration options' names (issue 17) */
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <glob.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,10 +140,142 @@ static char *abs_path(const char *base, const char *p)
 
 /* ---- YAML helpers ------------------------------------------------------------------------- */
 
+/* A set of the jobs' ids or outputs: open addressing over job indices (slot = index + 1, 0 =
+ * empty), the strings living in the jobs themselves. */
+typedef struct {
+    int *slot;
+    size_t cap, n;
+} job_set;
+
+static const char *job_key(const sdb_manifest *m, int which, int job)
+{
+    return which ? m->jobs[job].output : m->jobs[job].id;
+}
+
+static size_t str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* Index of the job whose key (0 id, 1 output) is s, or -1. */
+static int job_set_find(const job_set *t, const sdb_manifest *m, int which, const char *s)
+{
+    if (!t->cap) return -1;
+    for (size_t k = str_hash(s) & (t->cap - 1);; k = (k + 1) & (t->cap - 1)) {
+        if (!t->slot[k]) return -1;
+        if (!strcmp(job_key(m, which, t->slot[k] - 1), s)) return t->slot[k] - 1;
+    }
+}
+
+static void job_set_add(job_set *t, const sdb_manifest *m, int which, int job)
+{
+    if (2 * (t->n + 1) > t->cap) { /* keep the load under one half */
+        size_t cap = t->cap ? 2 * t->cap : 64;
+        int *slot = calloc(cap, sizeof *slot);
+        if (!slot) return; /* out of memory: duplicates go unnoticed rather than crash */
+        for (size_t k = 0; k < t->cap; k++) {
+            if (!t->slot[k]) continue;
+            size_t h = str_hash(job_key(m, which, t->slot[k] - 1)) & (cap - 1);
+            while (slot[h]) h = (h + 1) & (cap - 1);
+            slot[h] = t->slot[k];
+        }
+        free(t->slot);
+        t->slot = slot;
+        t->cap = cap;
+    }
+    size_t h = str_hash(job_key(m, which, job)) & (t->cap - 1);
+    while (t->slot[h]) h = (h + 1) & (t->cap - 1);
+    t->slot[h] = job + 1;
+    t->n++;
+}
+
 typedef struct {
     sdb_manifest *m;
     yaml_document_t *doc;
+    int too_many_jobs;  /* the job limit was reported */
+    job_set ids, outputs;
 } ctx;
+
+static sdb_pos npos(const yaml_node_t *n);
+
+/* Checks the document's size with its aliases expanded, without expanding them: a post-order
+ * walk over the node table (iterative, so nesting cannot exhaust the stack) sums each node's
+ * expanded size once, saturating past the limit. An alias to a collection that contains it (an
+ * infinite expansion), nesting deeper than SDB_MANIFEST_MAX_DEPTH and more than
+ * SDB_MANIFEST_MAX_NODES nodes are errors. Returns 0 when the document is within the limits. */
+static int check_expansion(ctx *c, yaml_node_t *root)
+{
+    yaml_document_t *doc = c->doc;
+    size_t n = (size_t)(doc->nodes.top - doc->nodes.start);
+    if (!root || n == 0) return 0;
+    const uint64_t cap = (uint64_t)SDB_MANIFEST_MAX_NODES + 1;
+    uint64_t *size = calloc(n, sizeof *size);
+    unsigned char *state = calloc(n, 1);  /* 0 unseen, 1 on the walk's path, 2 sized */
+    struct frame { int id; size_t next; } *st = malloc((SDB_MANIFEST_MAX_DEPTH + 1) * sizeof *st);
+    if (!size || !state || !st) {
+        free(size); free(state); free(st);
+        ERR(c->m, (sdb_pos){0, 0}, "out of memory checking the YAML's aliases");
+        return -1;
+    }
+    int rc = 0, sp = 0;
+    st[0].id = (int)(root - doc->nodes.start) + 1;
+    st[0].next = 0;
+    state[st[0].id - 1] = 1;
+    while (sp >= 0 && !rc) {
+        struct frame *f = &st[sp];
+        yaml_node_t *node = &doc->nodes.start[f->id - 1];
+        size_t nkids = node->type == YAML_SEQUENCE_NODE
+                           ? (size_t)(node->data.sequence.items.top - node->data.sequence.items.start)
+                       : node->type == YAML_MAPPING_NODE
+                           ? 2 * (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start)
+                           : 0;
+        if (f->next == nkids) { /* all children sized: this node's expanded size */
+            uint64_t total = 1;
+            for (size_t k = 0; k < nkids; k++) {
+                int kid = node->type == YAML_SEQUENCE_NODE ? node->data.sequence.items.start[k]
+                          : k % 2 ? node->data.mapping.pairs.start[k / 2].value
+                                  : node->data.mapping.pairs.start[k / 2].key;
+                total += size[kid - 1];
+                if (total > cap) total = cap;
+            }
+            size[f->id - 1] = total;
+            state[f->id - 1] = 2;
+            if (total >= cap) {
+                ERR(c->m, npos(root), "the YAML expands to more than %ld nodes through its aliases (*name): "
+                    "refused (the limit of a manifest)", SDB_MANIFEST_MAX_NODES);
+                rc = -1;
+            }
+            sp--;
+            continue;
+        }
+        size_t k = f->next++;
+        int kid = node->type == YAML_SEQUENCE_NODE ? node->data.sequence.items.start[k]
+                  : k % 2 ? node->data.mapping.pairs.start[k / 2].value
+                          : node->data.mapping.pairs.start[k / 2].key;
+        assert(kid >= 1 && (size_t)kid <= n);
+        if (state[kid - 1] == 2) continue;
+        if (state[kid - 1] == 1) {
+            ERR(c->m, npos(&doc->nodes.start[kid - 1]), "an alias refers to a collection that contains it "
+                "(an endless YAML structure): refused");
+            rc = -1;
+            break;
+        }
+        if (sp + 1 > SDB_MANIFEST_MAX_DEPTH) {
+            ERR(c->m, npos(&doc->nodes.start[kid - 1]), "the YAML nests deeper than %d levels: refused "
+                "(a manifest needs 4)", SDB_MANIFEST_MAX_DEPTH);
+            rc = -1;
+            break;
+        }
+        sp++;
+        st[sp].id = kid;
+        st[sp].next = 0;
+        state[kid - 1] = 1;
+    }
+    free(size); free(state); free(st);
+    return rc;
+}
 
 static sdb_pos npos(const yaml_node_t *n)
 {
@@ -750,23 +884,27 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
         free(j.scheduler); free(j.output); free(j.bad_output);
         return;
     }
-    /* unique ids and outputs */
-    for (int i = 0; i < m->n_jobs; i++) {
-        if (!strcmp(m->jobs[i].id, j.id)) {
-            ERR(m, j.key_pos[SDB_JK_ID], "duplicate job id '%s' (first at line %d)", j.id, m->jobs[i].key_pos[SDB_JK_ID].line);
-            bad = 1;
-            break;
-        }
-        if (j.output && m->jobs[i].output && !strcmp(m->jobs[i].output, j.output)) {
-            ERR(m, f->set[SDB_JK_OUTPUT] ? f->pos[SDB_JK_OUTPUT] : j.key_pos[SDB_JK_ID],
-                "jobs '%s' and '%s' write the same output %s", m->jobs[i].id, j.id, j.output);
-            bad = 1;
-            break;
-        }
+    /* unique ids and outputs (hash sets: a manifest may hold SDB_MANIFEST_MAX_JOBS jobs) */
+    int i = job_set_find(&c->ids, m, 0, j.id);
+    if (i >= 0) {
+        ERR(m, j.key_pos[SDB_JK_ID], "duplicate job id '%s' (first at line %d)", j.id, m->jobs[i].key_pos[SDB_JK_ID].line);
+        bad = 1;
+    } else if (j.output && (i = job_set_find(&c->outputs, m, 1, j.output)) >= 0) {
+        ERR(m, f->set[SDB_JK_OUTPUT] ? f->pos[SDB_JK_OUTPUT] : j.key_pos[SDB_JK_ID],
+            "jobs '%s' and '%s' write the same output %s", m->jobs[i].id, j.id, j.output);
+        bad = 1;
     }
     if (bad) {
         free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
         free(j.scheduler); free(j.output); free(j.bad_output);
+        return;
+    }
+    if (m->n_jobs >= SDB_MANIFEST_MAX_JOBS) {
+        if (!c->too_many_jobs)
+            ERR(m, j.key_pos[SDB_JK_ID], "more than %d jobs (the limit of one manifest): split it", SDB_MANIFEST_MAX_JOBS);
+        c->too_many_jobs = 1;
+        free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
+        free(j.scheduler); free(j.output);
         return;
     }
     if ((m->n_jobs & (m->n_jobs - 1)) == 0) {
@@ -775,6 +913,8 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
         m->jobs = nj;
     }
     m->jobs[m->n_jobs++] = j;
+    job_set_add(&c->ids, m, 0, m->n_jobs - 1);
+    if (j.output) job_set_add(&c->outputs, m, 1, m->n_jobs - 1);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -935,6 +1075,10 @@ int sdb_manifest_parse(sdb_manifest *m, const char *text, size_t len, const char
     m->dir = d ? abs_path(NULL, d) : NULL;
     free(d);
     if (!m->path || !m->dir) return sdb_fail(err, SDB_ENOMEM, "out of memory");
+    if (len > (size_t)SDB_MANIFEST_MAX_BYTES) {
+        ERR(m, (sdb_pos){0, 0}, "%zu bytes, more than the %ld-byte limit of a manifest: split it", len, SDB_MANIFEST_MAX_BYTES);
+        return finish(m, err);
+    }
     yaml_parser_t parser;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&parser)) return sdb_fail(err, SDB_ENOMEM, "out of memory");
@@ -949,8 +1093,11 @@ int sdb_manifest_parse(sdb_manifest *m, const char *text, size_t len, const char
         yaml_parser_delete(&parser);
         return finish(m, err);
     }
-    ctx c = {m, &doc};
-    parse_root(&c, yaml_document_get_root_node(&doc));
+    ctx c = {m, &doc, 0, {NULL, 0, 0}, {NULL, 0, 0}};
+    if (check_expansion(&c, yaml_document_get_root_node(&doc)) == 0)
+        parse_root(&c, yaml_document_get_root_node(&doc));
+    free(c.ids.slot);
+    free(c.outputs.slot);
     /* a second document is a mistake worth reporting */
     yaml_document_t doc2;
     if (yaml_parser_load(&parser, &doc2)) {
@@ -967,6 +1114,12 @@ int sdb_manifest_load(sdb_manifest *m, const char *path, sdb_err *err)
 {
     char *text;
     size_t len;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > SDB_MANIFEST_MAX_BYTES) {
+        memset(m, 0, sizeof *m);
+        return sdb_fail(err, SDB_EFORMAT, "%s: %lld bytes, more than the %ld-byte limit of a manifest: split it",
+                        path, (long long)sb.st_size, SDB_MANIFEST_MAX_BYTES);
+    }
     int rc = sdb_read_file(path, &text, &len, err);
     if (rc) { memset(m, 0, sizeof *m); return rc; }
     rc = sdb_manifest_parse(m, text, len, path, err);

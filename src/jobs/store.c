@@ -619,7 +619,13 @@ int sdb_store_rows(sdb_store *s, sdb_job_row **rows, int *n, sdb_err *err)
         read_row(st, &(*rows)[(*n)++]);
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : dberr(s, err, "read jobs");
+    if (rc == SQLITE_DONE) return 0;
+    /* a read that fails part way (a corrupt page) returns nothing: the rows read so far were
+     * leaked by every caller (found by fuzz_store) */
+    sdb_job_rows_free(*rows, *n);
+    *rows = NULL;
+    *n = 0;
+    return dberr(s, err, "read jobs");
 }
 
 int sdb_store_count_runs(sdb_store *s, const char *id, const char *outcome, int *count, sdb_err *err)

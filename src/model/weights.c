@@ -139,6 +139,12 @@ static int lookup(sdb_weights *w, const char *name, int ndim, const int64_t *sha
         sdb_shape_str(t->shape, t->ndim, got, sizeof got);
         return sdb_fail(err, SDB_EFORMAT, "%s: %s: tensor '%s' has shape %s, expected %s", w->st->path, comp, fname, got, want);
     }
+    if (!sdb_dtype_is_float(t->dtype))
+        return sdb_fail(err, SDB_EFORMAT, "%s: %s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64",
+                        w->st->path, comp, fname, sdb_dtype_name(t->dtype));
+    /* NaN/Inf weights: refused here, naming the tensor, instead of a NaN image many minutes later */
+    int rc = sdb_st_check_finite(w->st, t, err);
+    if (rc) return rc;
     *out = t;
     return 0;
 }

@@ -1,0 +1,57 @@
+#!/bin/bash
+# tools/fuzz.sh NAME [SECONDS] — runs the libFuzzer harness fuzz/fuzz_NAME.c for SECONDS
+# (default 600) under `nice -n 15`, then merges the inputs that reached new coverage into the
+# committed seed corpus fuzz/corpus/NAME/ (libFuzzer -merge=1: only inputs that add coverage).
+#
+# Builds build-fuzz/ with clang (-DSDB_FUZZ=ON: ASan + UBSan + libFuzzer; asserts on) when needed.
+# Crashes, leaks and timeouts (> 1 s per input) are written to build-fuzz/artifacts/NAME/; replay
+# one with build-fuzz/fuzz_NAME FILE. The run's log is build-fuzz/logs/NAME.log; the last line
+# printed gives executions, edges covered (cov:) and features (ft:).
+# Harnesses: safetensors config manifest tokenizer image png_text store (fuzz/fuzz_*.c).
+# Extra libFuzzer flags can follow: tools/fuzz.sh image 60 -max_len=65536
+# FUZZ_TIMEOUT (seconds, default 1) is the per-input limit; on a loaded machine a "timeout" can be
+# the scheduler's doing: rerun the artifact alone (build-fuzz/fuzz_NAME FILE prints its time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:?usage: tools/fuzz.sh NAME [SECONDS] [libFuzzer flags...]}"
+secs="${2:-600}"
+shift $(( $# >= 2 ? 2 : 1 ))
+[ -f "fuzz/fuzz_$name.c" ] || { echo "fuzz.sh: no harness fuzz/fuzz_$name.c" >&2; exit 2; }
+command -v clang >/dev/null || { echo "fuzz.sh: needs clang (tools/install-deps.sh installs it)" >&2; exit 2; }
+export SDB_TEST_DATA="${SDB_TEST_DATA:-$(cd .. && pwd)/shared}"
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+
+if [ ! -f build-fuzz/CMakeCache.txt ]; then
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -g" -DSDB_FUZZ=ON >/dev/null
+fi
+cmake --build build-fuzz -j"$(nproc)" --target "fuzz_$name" >/dev/null
+
+seeds="fuzz/corpus/$name"
+work="build-fuzz/work/$name"
+art="build-fuzz/artifacts/$name"
+mkdir -p "$seeds" "$work" "$art" build-fuzz/logs
+dict=()
+[ -f "fuzz/dict/$name.dict" ] && dict=(-dict="fuzz/dict/$name.dict")
+
+# ASan: leaks are errors; UBSan: stop at the first report (a crash libFuzzer saves)
+export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+echo "fuzz.sh: fuzz_$name for ${secs}s (log build-fuzz/logs/$name.log)"
+set +e
+nice -n 15 "build-fuzz/fuzz_$name" "${dict[@]}" -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 \
+  -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$art/" "$@" "$work" "$seeds" \
+  >"build-fuzz/logs/$name.log" 2>&1
+rc=$?
+set -e
+grep -E "^#[0-9]+.*(DONE|pulse|NEW|REDUCE)" "build-fuzz/logs/$name.log" | tail -n 1 || true
+grep -E "^stat::" "build-fuzz/logs/$name.log" || true
+if [ "$rc" -ne 0 ]; then
+  echo "fuzz.sh: fuzz_$name stopped with a finding (exit $rc); see build-fuzz/logs/$name.log and $art/" >&2
+  grep -E "ERROR|SUMMARY|runtime error|Test unit written" "build-fuzz/logs/$name.log" | head -n 8 >&2 || true
+  exit "$rc"
+fi
+# keep only the inputs that add coverage to the committed corpus
+nice -n 15 "build-fuzz/fuzz_$name" -merge=1 -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 "$seeds" "$work" \
+  >"build-fuzz/logs/$name.merge.log" 2>&1
+echo "fuzz.sh: fuzz/corpus/$name now holds $(ls "$seeds" | wc -l) inputs ($(du -sh "$seeds" | cut -f1))"
