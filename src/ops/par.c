@@ -11,19 +11,19 @@
 #include <string.h>
 
 /* ---- grid ----
- * Balance is a constraint, efficiency the objective. A candidate (mb, nb, ks) qualifies when its
- * load-balance bound (the dynamic schedule with the busiest thread running ceil(units / T) full
- * units) is at least GRID_BOUND_MIN at every T of 2 .. 64; among those the most efficient one wins
- * (on a tie, the one with fewer units). Only when no candidate qualifies (small products) is the
- * score efficiency x balance (the product of the six bounds, compared to the sixth power of the
- * efficiency) maximised instead. Maximising that product everywhere favoured fine tiles: a unit
- * count that is a multiple of 64 over a coarser grid that loses nothing measurable.
+ * For a plain product (nb_max 0: linear layers, sdb_gemm) balance is a constraint, efficiency the
+ * objective: a candidate (mb, nb, ks) qualifies when its load-balance bound (the dynamic schedule
+ * with the busiest thread running ceil(units / T) full units) is at least GRID_BOUND_MIN at every
+ * T of 2 .. 64, and the most efficient qualifying one wins (on a tie, fewer units). For a
+ * convolution (nb_max set; its tiles' shape also sets the im2col scratch, which the VAE's strips
+ * keep small), or when no candidate qualifies (small products), the score efficiency x balance
+ * (the product of the six bounds, compared to the sixth power of the efficiency) is maximised.
  * Efficiency: OpenBLAS packs a tile's mb x Kp block of A and Kp x nb block of B on every call, so
  * a grid runs at about 1 / (1 + cA/nb + cB/mb) of the rate of a product packed once (refit on an
  * AVX2 EPYC, conv 640->640 at 32x32, batch 2, one thread: c = 25 for operands streamed from
- * memory). An operand of at most GRID_HOT_BYTES stays in cache between the units that repack it
- * (a linear layer's 320 x 320 weights against its 8192 activation rows), so repacking it costs
- * about a fifth (c = 5; measured on the U-Net's 8192 x 320 x 320 linears at 2 threads: tiles
+ * memory). A plain product's B (a linear layer's weights) of at most GRID_HOT_BYTES stays in
+ * cache between the units that repack it (320 x 320 weights against 8192 activation rows), so
+ * repacking it costs about a fifth (c = 5; measured on the U-Net's 8192 x 320 x 320 linears at 2 threads: tiles
  * 128 x 320 ran 5-11% faster than 256 x 160, with the same 64 units). A call's fixed cost over K
  * slices of kb adds about 64/kb. A K split (ks parts, each a fixed slice of K, summed in a fixed
  * order afterwards) adds no packing, only the partial sums' pass: 1 / (1 + 8 ks / K) for ks > 1. */
@@ -45,12 +45,13 @@ static int part_side(int dim, int parts)
     return c < dim ? c : dim;
 }
 
-static double grid_eff(int M, int N, int K, int mb, int nb, int ks)
+static double grid_eff(int M, int N, int K, int mb, int nb, int ks, int nb_max)
 {
     const double kb = (double)((K + ks - 1) / ks);
-    const double cA = (size_t)M * K * sizeof(float) > GRID_HOT_BYTES ? 25.0 : 5.0;
-    const double cB = (size_t)K * N * sizeof(float) > GRID_HOT_BYTES ? 25.0 : 5.0;
-    double eff = 1.0 / (1.0 + cA / nb + cB / mb + (kb > 0 ? 64.0 / kb : 0.0));
+    /* a plain product's B (a linear layer's weights); never a convolution's (nb_max set), whose
+     * B is the im2col panel: cutting its rows would need the whole im2col matrix in scratch */
+    const double cB = nb_max <= 0 && (size_t)K * N * sizeof(float) <= GRID_HOT_BYTES ? 5.0 : 25.0;
+    double eff = 1.0 / (1.0 + 25.0 / nb + cB / mb + (kb > 0 ? 64.0 / kb : 0.0));
     if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
     return eff;
 }
@@ -96,11 +97,11 @@ sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
                 last_nb = nb;
                 if ((long)pm * pn * ks > GRID_MAX_UNITS) break;
                 if (nb_max > 0 && nb > nb_max) continue;
-                const double e = grid_eff(M, N, K, mb, nb, ks);
+                const double e = grid_eff(M, N, K, mb, nb, ks, nb_max);
                 double bmin, bprod;
                 grid_bounds(M, N, mb, nb, ks, &bmin, &bprod);
                 const long units = (long)((M + mb - 1) / mb) * ((N + nb - 1) / nb) * ks;
-                if (bmin >= GRID_BOUND_MIN && (e > best_eff || (e == best_eff && units < best_units))) {
+                if (nb_max <= 0 && bmin >= GRID_BOUND_MIN && (e > best_eff || (e == best_eff && units < best_units))) {
                     best_eff = e;
                     best_units = units;
                     g.mb = mb; g.nb = nb; g.ks = ks;
@@ -121,7 +122,7 @@ sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
         g.nb = nb_max < N ? nb_max : N;
         g.mb = M;
         g.ks = 1;
-    } else if (best_eff < 0) { /* no candidate keeps every count busy enough: the best score */
+    } else if (best_eff < 0) { /* a convolution, or no candidate keeps every count busy: the best score */
         g.mb = fb_mb; g.nb = fb_nb; g.ks = fb_ks;
     }
     g.nmc = (M + g.mb - 1) / g.mb;
