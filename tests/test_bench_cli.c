@@ -71,6 +71,19 @@ static void balance_of(const char *json, char *dst, size_t n)
     snprintf(dst, n, "%.*s", at && end ? (int)(end - at + 1) : 0, at ? at : "");
 }
 
+/* every bound of a "balance" object at 16, 32 and 64 threads within [0.9, 1] */
+static void check_target(const char *balance, const char *what)
+{
+    const char *counts[] = {"16", "32", "64"};
+    for (int i = 0; i < 3; i++) {
+        char pat[16];
+        snprintf(pat, sizeof pat, "\"%s\": ", counts[i]);
+        const char *v = strstr(balance, pat);
+        const double b = v ? atof(v + strlen(pat)) : -1;
+        CHECKF(b >= 0.9 && b <= 1.0, "%s: bound at %s threads: %g (%s)", what, counts[i], b, balance);
+    }
+}
+
 static void test_balance_and_sweep(void)
 {
     /* the built-in SD 1.5 config: the step's bound at 16, 32 and 64 threads reaches the target */
@@ -78,15 +91,14 @@ static void test_balance_and_sweep(void)
     CHECKF(rc == 0, "exit %d: %s", rc, out);
     char builtin[256], real[256];
     balance_of(out, builtin, sizeof builtin);
-    const char *counts[] = {"16", "32", "64"};
-    for (int i = 0; i < 3; i++) {
-        char pat[16];
-        snprintf(pat, sizeof pat, "\"%s\": ", counts[i]);
-        const char *v = strstr(builtin, pat);
-        const double b = v ? atof(v + strlen(pat)) : -1;
-        CHECKF(b >= 0.9 && b <= 1.0, "bound at %s threads: %g (%s)", counts[i], b, builtin);
-    }
+    check_target(builtin, "--conv auto");
     CHECK(strstr(out, "\"ops\": [") && strstr(out, "conv 3x3/1 320->320 64x64 x2"));
+    /* the direct (im2col + GEMM) path planned instead of auto's Winograd: the target too */
+    rc = sdb_t_sdbatch("bench --balance 16,32,64 --conv direct --json", out, sizeof out);
+    CHECKF(rc == 0 && strstr(out, "\"conv\": \"direct\"") && !strstr(out, "winograd\""), "exit %d: %s", rc, out);
+    char direct[256];
+    balance_of(out, direct, sizeof direct);
+    check_target(direct, "--conv direct");
     /* the published config file gives the same figures as the built-in copy of it */
     char args[4096];
     snprintf(args, sizeof args, "bench --balance 16,32,64 --json --model '%s'", sdb_t_path("models/sd15-inpaint-layout"));

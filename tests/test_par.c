@@ -1,7 +1,8 @@
 /*
  * test_par.c — the work partitions of ops/par.h and the bound computed from them: the GEMM grid
  * covers every (row, column, K) of a product exactly once for a range of shapes (the U-Net's and
- * odd ones); makespans and bounds on hand-computed cases for both schedules; an op's plan records
+ * odd ones); its policy keeps 2..64 threads busy (bound >= 0.93 on the U-Net's products) and leaves
+ * a cache-resident operand uncut; makespans and bounds on hand-computed cases for both schedules; an op's plan records
  * the units its kernel runs (count and FLOPs); and the ops whose schedules this partition changed
  * (conv with per-unit im2col, with a shared im2col, with K slices, per-image bias and residual;
  * linear with K slices in every init mode; attention with short row blocks; transpose; channel
@@ -98,6 +99,44 @@ static void test_grid_covers(void)
     /* the U-Net's big products get enough units for 64 threads */
     const sdb_gemm_grid g = sdb_gemm_grid_of(640, 2048, 5760, 256, 1);
     CHECKF(sdb_gemm_grid_tiles(&g) % 64 == 0, "640x2048x5760: %d units", sdb_gemm_grid_tiles(&g));
+}
+
+/* The grid policy's two properties, checked on the tiles themselves: (1) every product of a 512x512
+ * U-Net step big enough to qualify keeps 2..64 threads busy: the dynamic schedule's bound over the
+ * tiles' real FLOPs (edge tiles smaller) is at least 0.93 at each count; (2) a product whose one
+ * operand is small enough to stay in cache (a linear layer's 320 x 320 weights against 8192 rows)
+ * is cut along the other operand only, so the big operand is packed once per tile row, not twice. */
+static void test_grid_policy(void)
+{
+    /* M, N, K, nb_max, split: convs (cout x pixels of 2 images x cin*9) and linears (rows x out x in) */
+    const int shapes[][5] = {{320, 8192, 2880, 256, 1}, {320, 8192, 8640, 256, 1}, {320, 2048, 2880, 256, 1},
+                             {640, 2048, 5760, 256, 1}, {1280, 512, 11520, 256, 1}, {1280, 128, 11520, 256, 1},
+                             {1280, 128, 23040, 256, 1}, {8192, 320, 320, 0, 1}, {8192, 2560, 320, 0, 1},
+                             {8192, 320, 1280, 0, 1}, {2048, 640, 640, 0, 1}, {512, 1280, 1280, 0, 1},
+                             {2048, 5120, 640, 0, 1}, {512, 1280, 5120, 0, 1}};
+    const int T[] = {2, 4, 8, 16, 32, 64};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+        const sdb_gemm_grid g = sdb_gemm_grid_of(M, N, K, shapes[i][3], shapes[i][4]);
+        const int n = sdb_gemm_grid_tiles(&g);
+        double *cost = malloc(sizeof(double) * n), total = 0;
+        for (int t = 0; t < n; t++) {
+            int m0, mm, n0, nn, k0, kk;
+            sdb_gemm_grid_tile(&g, t, &m0, &mm, &n0, &nn, &k0, &kk);
+            cost[t] = 2.0 * mm * nn * kk;
+            total += cost[t];
+        }
+        CHECKF(total == 2.0 * M * N * K, "%dx%dx%d: tiles hold %.0f FLOP", M, N, K, total);
+        for (size_t j = 0; j < sizeof T / sizeof T[0]; j++) {
+            const double b = total / T[j] / sdb_par_makespan(SDB_PAR_DYNAMIC, n, cost, 0, T[j]);
+            CHECKF(b >= 0.93, "%dx%dx%d grid %dx%d x%d (%d units): bound %.3f at %d threads", M, N, K, g.mb, g.nb,
+                   g.ks, n, b, T[j]);
+        }
+        free(cost);
+    }
+    /* 8192 x 320 x 320: the weights (K x N, 400 KB) stay whole, the rows are cut */
+    const sdb_gemm_grid l = sdb_gemm_grid_of(8192, 320, 320, 0, 1);
+    CHECKF(l.nb == 320 && l.ks == 1 && l.nmc >= 58, "linear 8192x320x320: grid %dx%d x%d", l.mb, l.nb, l.ks);
 }
 
 static void test_makespan(void)
@@ -336,6 +375,7 @@ int main(void)
         return 1;
     }
     RUN(test_grid_covers);
+    RUN(test_grid_policy);
     RUN(test_makespan);
     RUN(test_rec_bound);
     RUN(test_plan_matches);

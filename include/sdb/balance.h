@@ -28,6 +28,7 @@ typedef struct sdb_balance_row {
 
 typedef struct sdb_balance {
     int size, latent, batch, nt;
+    int conv;         /* the 3x3 convolutions' path planned (SDB_CONV_*, ops/winograd.h) */
     int threads[SDB_BALANCE_MAX_T];
     double step_bound[SDB_BALANCE_MAX_T];
     double kind_work[SDB_PAR_KINDS], kind_bound[SDB_PAR_KINDS][SDB_BALANCE_MAX_T];
@@ -44,9 +45,10 @@ static inline const char *sdb_par_kind_name(int k)
 }
 
 /* The bound of one U-Net step at batch 2 for a size x size image (size a multiple of 8) at each of
- * the nt (<= SDB_BALANCE_MAX_T) thread counts. `model`: a diffusers folder (its unet/config.json),
- * a U-Net config.json, or NULL for the built-in SD 1.5 inpainting config. */
-int sdb_balance_unet(const char *model, int size, const int *threads, int nt, sdb_balance *out,
+ * the nt (<= SDB_BALANCE_MAX_T) thread counts, its 3x3 convolutions planned on path `conv`
+ * (SDB_CONV_AUTO / _DIRECT / _WINOGRAD, ops/winograd.h). `model`: a diffusers folder (its unet/config.json), a
+ * U-Net config.json, or NULL for the built-in SD 1.5 inpainting config. */
+int sdb_balance_unet(const char *model, int size, int conv, const int *threads, int nt, sdb_balance *out,
                      sdb_err *err);
 void sdb_balance_free(sdb_balance *b);
 

@@ -7,6 +7,7 @@
 
 #include "sdb/balance.h"
 #include "sdb/bench.h"
+#include "sdb/ops/winograd.h"
 #include "sdb/threads.h"
 
 #include <jansson.h>
@@ -31,14 +32,14 @@ int bench_parse_counts(const char *opt, const char *s, int *out, int max, int *n
     return 0;
 }
 
-int bench_balance(const char *model, const char *list, int size, int json)
+int bench_balance(const char *model, const char *list, int size, int conv, int json)
 {
     int threads[SDB_BALANCE_MAX_T], nt;
     int rc = bench_parse_counts("--balance", list, threads, SDB_BALANCE_MAX_T, &nt);
     if (rc) return rc;
     sdb_err err = {0};
     sdb_balance b;
-    if (sdb_balance_unet(model, size, threads, nt, &b, &err)) return cli_error("bench", &err);
+    if (sdb_balance_unet(model, size, conv, threads, nt, &b, &err)) return cli_error("bench", &err);
     char key[16];
     if (json) {
         json_t *j = json_object(), *bal = json_object(), *kinds = json_object(), *ops = json_array();
@@ -71,6 +72,7 @@ int bench_balance(const char *model, const char *list, int size, int json)
         json_object_set_new(j, "latent", json_integer(b.latent));
         json_object_set_new(j, "batch", json_integer(b.batch));
         json_object_set_new(j, "config", json_string(b.config));
+        json_object_set_new(j, "conv", json_string(sdb_conv_algo_name(b.conv)));
         json_object_set_new(j, "flop_per_byte", json_real(SDB_PAR_FLOP_PER_BYTE));
         json_object_set_new(j, "balance", bal);
         json_object_set_new(j, "kinds", kinds);
@@ -81,8 +83,8 @@ int bench_balance(const char *model, const char *list, int size, int json)
         sdb_balance_free(&b);
         return rc;
     }
-    printf("sdbatch bench --balance: one U-Net step at batch 2, %dx%d (latents %dx%d), U-Net config: %s\n",
-           b.size, b.size, b.latent, b.latent, b.config);
+    printf("sdbatch bench --balance: one U-Net step at batch 2, %dx%d (latents %dx%d), --conv %s, U-Net config: %s\n",
+           b.size, b.size, b.latent, b.latent, sdb_conv_algo_name(b.conv), b.config);
     printf("load-balance bound = ideal time / makespan under each loop's schedule, units costing their\n"
            "FLOPs (memory passes: bytes x %.0f); computed from the shapes by the kernels' own partitions\n\n",
            SDB_PAR_FLOP_PER_BYTE);

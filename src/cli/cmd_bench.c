@@ -39,7 +39,8 @@ static void help(void)
            "  --balance LIST no timing: the load-balance bound (ideal time / makespan) of every parallel\n"
            "                 op of a U-Net step at batch 2 and of the whole step at each thread count,\n"
            "                 from the shapes alone (--model: a diffusers folder or a unet config.json;\n"
-           "                 default the built-in SD 1.5 inpainting config; no weights are read)\n"
+           "                 default the built-in SD 1.5 inpainting config; no weights are read; --conv\n"
+           "                 picks the 3x3 convolutions' path planned)\n"
            "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
            "  --reps N       timed repetitions per figure (default 3)\n"
            "  --gemm N       side of the reference sgemm product (default 4096)\n"
@@ -135,7 +136,7 @@ int cmd_bench(int argc, char **argv)
         } else return cli_usage_error("bench", "unknown or incomplete option '%s'", a);
     }
     if (o.size % 8) return cli_usage_error("bench", "--size must be a multiple of 8");
-    if (balance) return bench_balance(model, balance, o.size, json);
+    if (balance) return bench_balance(model, balance, o.size, mo.conv, json);
     if (!model) return cli_usage_error("bench", "--model is required");
     if (!threads && !getenv("OMP_NUM_THREADS")) threads = sdb_threads_available();
     if (threads) sdb_threads_set((int)threads);

@@ -11,22 +11,30 @@
 #include <string.h>
 
 /* ---- grid ----
- * Candidates (mb, nb, ks) are scored as (efficiency) x (balance):
- * - efficiency: OpenBLAS packs a tile's mb x Kp block of A and Kp x nb block of B on every call, so
- *   the operands are streamed ncc and nmc times; measured on an AVX2 EPYC (conv 640->640 at 32x32,
- *   batch 2, one thread) a grid runs at about 1 / (1 + 25/mb + 25/nb) of the rate of a product
- *   that is packed once, and a call's fixed cost over K slices of kb adds about 64/kb. A K split
- *   (ks parts, each a fixed slice of K, summed in a fixed order afterwards) adds no packing, only
- *   the partial sums' pass: 1 / (1 + 8 ks / K) for ks > 1.
- * - balance: the dynamic schedule with the busiest thread running ceil(units / T) full units,
- *   combined over T = 2 .. 64 threads (the product of the six bounds; the score is compared to
- *   the sixth power to avoid a pow per candidate), so that no common thread count is starved. */
+ * For a plain product (nb_max 0: linear layers, sdb_gemm) balance is a constraint, efficiency the
+ * objective: a candidate (mb, nb, ks) qualifies when its load-balance bound (the dynamic schedule
+ * with the busiest thread running ceil(units / T) full units) is at least GRID_BOUND_MIN at every
+ * T of 2 .. 64, and the most efficient qualifying one wins (on a tie, fewer units). For a
+ * convolution (nb_max set; its tiles' shape also sets the im2col scratch, which the VAE's strips
+ * keep small), or when no candidate qualifies (small products), the score efficiency x balance
+ * (the product of the six bounds, compared to the sixth power of the efficiency) is maximised.
+ * Efficiency: OpenBLAS packs a tile's mb x Kp block of A and Kp x nb block of B on every call, so
+ * a grid runs at about 1 / (1 + cA/nb + cB/mb) of the rate of a product packed once (refit on an
+ * AVX2 EPYC, conv 640->640 at 32x32, batch 2, one thread: c = 25 for operands streamed from
+ * memory). A plain product's B (a linear layer's weights) of at most GRID_HOT_BYTES stays in
+ * cache between the units that repack it (320 x 320 weights against 8192 activation rows), so
+ * repacking it costs about a fifth (c = 5; measured on the U-Net's 8192 x 320 x 320 linears at 2 threads: tiles
+ * 128 x 320 ran 5-11% faster than 256 x 160, with the same 64 units). A call's fixed cost over K
+ * slices of kb adds about 64/kb. A K split (ks parts, each a fixed slice of K, summed in a fixed
+ * order afterwards) adds no packing, only the partial sums' pass: 1 / (1 + 8 ks / K) for ks > 1. */
 #define GRID_ALIGN 16
 #define GRID_MAX_PARTS 128
 #define GRID_MAX_UNITS 1024   /* no candidate with more units */
 #define GRID_KP_MIN 512       /* K per part at least this (OpenBLAS runs K in blocks of ~256-384) */
 #define GRID_KS_MAX 16
 #define GRID_KS_BYTES ((size_t)64 << 20) /* partial sums of a split product at most this */
+#define GRID_HOT_BYTES ((size_t)2 << 20) /* an operand this small is repacked from cache */
+#define GRID_BOUND_MIN 0.93
 static const int GRID_THREADS[] = {2, 4, 8, 16, 32, 64};
 #define GRID_NT ((int)(sizeof GRID_THREADS / sizeof GRID_THREADS[0]))
 
@@ -37,28 +45,40 @@ static int part_side(int dim, int parts)
     return c < dim ? c : dim;
 }
 
-static double grid_score6(int M, int N, int K, int mb, int nb, int ks)
+static double grid_eff(int M, int N, int K, int mb, int nb, int ks, int nb_max)
+{
+    const double kb = (double)((K + ks - 1) / ks);
+    /* a plain product's B (a linear layer's weights); never a convolution's (nb_max set), whose
+     * B is the im2col panel: cutting its rows would need the whole im2col matrix in scratch */
+    const double cB = nb_max <= 0 && (size_t)K * N * sizeof(float) <= GRID_HOT_BYTES ? 5.0 : 25.0;
+    double eff = 1.0 / (1.0 + 25.0 / nb + cB / mb + (kb > 0 ? 64.0 / kb : 0.0));
+    if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
+    return eff;
+}
+
+/* The bound at each T of GRID_THREADS: their minimum, and their product. */
+static void grid_bounds(int M, int N, int mb, int nb, int ks, double *min, double *prod)
 {
     const long nmc = (M + mb - 1) / mb, ncc = (N + nb - 1) / nb, n = nmc * ncc * ks;
-    const double kb = (double)((K + ks - 1) / ks);
-    double eff = 1.0 / (1.0 + 25.0 / mb + 25.0 / nb + (kb > 0 ? 64.0 / kb : 0.0));
-    if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
     const double total = (double)M * N, tile = (double)mb * nb;
-    double s = eff * eff * eff;
-    s *= s;
+    *min = 1.0;
+    *prod = 1.0;
     for (int i = 0; i < GRID_NT; i++) {
         const int T = GRID_THREADS[i];
-        const double b = total * ks / ((double)T * (double)((n + T - 1) / T) * tile);
-        s *= b > 1.0 ? 1.0 : b;
+        double b = total * ks / ((double)T * (double)((n + T - 1) / T) * tile);
+        b = b > 1.0 ? 1.0 : b;
+        *min = b < *min ? b : *min;
+        *prod *= b;
     }
-    return s;
 }
 
 sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
 {
     assert(M > 0 && N > 0 && K >= 0);
     sdb_gemm_grid g = {M, N, K, M, N, 1, 1, 1, K};
-    double best = -1.0;
+    double best_eff = -1.0, best_score = -1.0; /* the best qualifying candidate; the best score */
+    long best_units = 0;
+    int fb_mb = M, fb_nb = N, fb_ks = 1, found = 0;
     int ks_max = 1;
     if (allow_split)
         while (ks_max < GRID_KS_MAX && K / (ks_max + 1) >= GRID_KP_MIN &&
@@ -77,17 +97,33 @@ sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
                 last_nb = nb;
                 if ((long)pm * pn * ks > GRID_MAX_UNITS) break;
                 if (nb_max > 0 && nb > nb_max) continue;
-                const double s = grid_score6(M, N, K, mb, nb, ks);
-                if (s > best) { best = s; g.mb = mb; g.nb = nb; g.ks = ks; }
+                const double e = grid_eff(M, N, K, mb, nb, ks, nb_max);
+                double bmin, bprod;
+                grid_bounds(M, N, mb, nb, ks, &bmin, &bprod);
+                const long units = (long)((M + mb - 1) / mb) * ((N + nb - 1) / nb) * ks;
+                if (nb_max <= 0 && bmin >= GRID_BOUND_MIN && (e > best_eff || (e == best_eff && units < best_units))) {
+                    best_eff = e;
+                    best_units = units;
+                    g.mb = mb; g.nb = nb; g.ks = ks;
+                }
+                double e6 = e * e * e;
+                e6 *= e6;
+                if (e6 * bprod > best_score) {
+                    best_score = e6 * bprod;
+                    fb_mb = mb; fb_nb = nb; fb_ks = ks;
+                }
+                found = 1;
                 if (nb <= GRID_ALIGN) break;
             }
             if (mb <= GRID_ALIGN) break;
         }
     }
-    if (best < 0) { /* nb_max below every candidate: the narrowest */
+    if (!found) { /* nb_max below every candidate: the narrowest */
         g.nb = nb_max < N ? nb_max : N;
         g.mb = M;
         g.ks = 1;
+    } else if (best_eff < 0) { /* a convolution, or no candidate keeps every count busy: the best score */
+        g.mb = fb_mb; g.nb = fb_nb; g.ks = fb_ks;
     }
     g.nmc = (M + g.mb - 1) / g.mb;
     g.ncc = (N + g.nb - 1) / g.nb;

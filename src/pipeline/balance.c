@@ -91,7 +91,7 @@ static int fold(const sdb_par_rec *rec, sdb_balance *b)
     return 0;
 }
 
-int sdb_balance_unet(const char *model, int size, const int *threads, int nt, sdb_balance *out,
+int sdb_balance_unet(const char *model, int size, int conv, const int *threads, int nt, sdb_balance *out,
                      sdb_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -107,6 +107,7 @@ int sdb_balance_unet(const char *model, int size, const int *threads, int nt, sd
     out->size = size;
     out->latent = size / 8;
     out->batch = 2;
+    out->conv = conv;
     sdb_config cfg;
     int rc = load_config(model, &cfg, out->config, sizeof out->config, err);
     if (rc) return rc;
@@ -118,6 +119,7 @@ int sdb_balance_unet(const char *model, int size, const int *threads, int nt, sd
     sdb_arena arena = {0};
     sdb_par_rec rec;
     sdb_par_rec_init(&rec);
+    if (!rc) sdb_unet_set_conv(u, conv);
     if (!rc) rc = sdb_arena_init(&arena, 0, err);
     if (!rc) rc = sdb_unet_plan(u, out->batch, out->latent, out->latent, 77, &rec, &arena, err);
     if (!rc && fold(&rec, out)) rc = sdb_fail(err, SDB_ENOMEM, "out of memory");

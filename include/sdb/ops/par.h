@@ -35,8 +35,9 @@ typedef enum { SDB_PAR_GEMM, SDB_PAR_ATTENTION, SDB_PAR_NORM, SDB_PAR_ELEMENTWIS
  * K (kb each, the last shorter); unit t = (s * ncc + jc) * nmc + im (M fastest, then N, then the
  * K slice). With ks > 1 each slice's product goes to its own partial sum and the slices are added
  * in slice order afterwards, so every element's arithmetic is fixed by the shapes. Chosen from
- * (M, N, K) only: tiles as large as packing efficiency wants (OpenBLAS packs both operand blocks
- * of every call), the unit count such that 2..64 threads stay busy. */
+ * (M, N, K) only: for linear layers, of the grids whose bound is at least 0.93 at each of 2..64 threads,
+ * the one with the least packing per FLOP (OpenBLAS packs both operand blocks of every call; an
+ * operand small enough to stay in cache costs less to repack), see par.c. */
 typedef struct sdb_gemm_grid {
     int M, N, K, mb, nb, nmc, ncc, ks, kb;
 } sdb_gemm_grid;
