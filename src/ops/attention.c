@@ -7,19 +7,17 @@
  *
  * Without causal masking, on AVX2+FMA CPUs and head dims that are multiples of 8 up to 160 (every
  * SD 1.x/2.x U-Net level), the packed path (attention_packed below) packs each head's K and V once
- * per call and runs register-blocked kernels: per task of ATTN_PACKED_ROWS query rows, over the keys
- * in blocks of ATTN_KEY_BLOCK (an online softmax, as flash attention's), the block's scores (with
- * each row's running max tracked as they are made), a rescale of the rows whose max grew, one pass
- * of 2^(S - max) with the row sums, P·V added to the output; at the end a division of each output
- * row by its sum. It calls no OpenBLAS and opens no parallel region for tiny products (running
- * serially cannot change its results).
+ * per call and runs register-blocked kernels: per task of ATTN_PACKED_ROWS query rows, the scores
+ * (with each row's running max tracked as they are made), one pass of 2^(S - max) with the row sums,
+ * P·V, and a final division of each output row by its sum. It calls no OpenBLAS and opens no
+ * parallel region for tiny products (running serially cannot change its results).
  *
  * Otherwise (CLIP's causal self-attention, the VAE's single 512-wide head, CPUs without AVX2) each
  * task computes S with one sgemm, normalises P row by row in place, then O = P·V with a second sgemm
  * straight into its head's output columns.
  *
- * Memory: one block of scores per thread (packed: up to 48 rows × 96 keys; sgemm path: 64 rows ×
- * the keys), never a whole head's score matrix. Tasks run in an OpenMP loop; inside it OpenBLAS runs single-threaded, and every task's
+ * Memory: one block of scores per thread (24 or 64 rows × the keys), never a whole head's score
+ * matrix. Tasks run in an OpenMP loop; inside it OpenBLAS runs single-threaded, and every task's
  * arithmetic is fixed by the shapes, so results are the same for any thread count.
  */
 #include "sdb/ops/attention.h"
@@ -36,8 +34,7 @@
 #include <string.h>
 
 #define ATTN_BLOCK_ROWS 64  /* query rows per task of the sgemm path */
-#define ATTN_PACKED_ROWS 48 /* query rows per task of the packed path (K and V read once per task) */
-#define ATTN_KEY_BLOCK 96   /* keys per block of the packed path (4 panels): its scores stay in L1 */
+#define ATTN_PACKED_ROWS 24 /* query rows per task of the packed path: its scores stay in L2 */
 #define ATTN_MIN_TASKS 512  /* fewer rows per task (down to 8) until a call has this many tasks */
 static const float LOG2E = 1.44269504088896341f;
 
@@ -52,7 +49,7 @@ static const float LOG2E = 1.44269504088896341f;
  * key j = 0.. for outputs), so results are the same for any thread count. */
 #define ATTN_PANEL 24
 #define ATTN_PACK_MAX_HD 160
-_Static_assert(ATTN_KEY_BLOCK % ATTN_PANEL == 0, "key blocks are whole panels");
+#define ATTN_PV_CHUNK 128 /* keys per P·V pass (a 128 x 40 slice of V is 20 KiB, in L1) */
 
 /* s[i][j0 .. j0+23] = scale2 * sum_d q[i][d] kp[d][0..23] for 4 rows / 1 row, and the running
  * row maxima mx[i][0..8) (lane-wise) updated with the panel's first `valid` keys. The accumulators
@@ -248,61 +245,47 @@ static void pv_1x8(const float *p, const float *vp, int hd, int nk, float *o, in
 }
 #undef PV_ACC
 
-/* One (head, row block) task of the packed path, over the keys in blocks of ATTN_KEY_BLOCK (online
- * softmax): per block, the scores S (log2 units: scale·log2 e folded into Q·Kᵀ) with each row's
- * running maximum m tracked as they are made; where m grew, the row's output so far and its sum are
- * rescaled by 2^(m_old - m); P = 2^(S - m), its row sums added; O += P·V. At the end each output
- * row is divided by its sum: softmax(S)·V up to float rounding. A block's scores (rows x
- * ATTN_KEY_BLOCK) stay in L1 through the three steps, and the head's K and V are read once per task
- * for all its rows. Every step is in a fixed order: the same result for any thread count. */
+/* One (head, row block) task of the packed path. Scores are kept in log2 units (scale·log2 e folded
+ * into Q·Kᵀ) with each row's maximum tracked as they are made; P = 2^(S - max) unnormalised;
+ * O = P·V; then each output row is divided by its sum: softmax(S)·V up to float rounding, with one
+ * pass over the scores besides the two products. */
 __attribute__((target("avx2,fma")))
 static void packed_task(const float *qh, int ldq, int rows, const float *kp, const float *vp, int nk,
-                        int hd, float scale2, float *s, float *oh, int ldo)
+                        int hd, float scale2, float *s, int lds, float *oh, int ldo)
 {
-    float mx[ATTN_PACKED_ROWS * 8], m[ATTN_PACKED_ROWS], sum[ATTN_PACKED_ROWS];
+    float mx[ATTN_PACKED_ROWS * 8], inv[ATTN_PACKED_ROWS];
     for (int i = 0; i < rows * 8; i++) mx[i] = -INFINITY;
-    const int lds = ATTN_KEY_BLOCK;
-    for (int j0 = 0; j0 < nk; j0 += ATTN_KEY_BLOCK) {
-        const int nj = nk - j0 < ATTN_KEY_BLOCK ? nk - j0 : ATTN_KEY_BLOCK, first = j0 == 0;
-        for (int t = 0; t * ATTN_PANEL < nj; t++) {
-            const float *kt = kp + (size_t)(j0 / ATTN_PANEL + t) * hd * ATTN_PANEL;
-            const int valid = nj - t * ATTN_PANEL < ATTN_PANEL ? nj - t * ATTN_PANEL : ATTN_PANEL;
-            float *st = s + (size_t)t * ATTN_PANEL;
-            int i = 0;
-            for (; i + 4 <= rows; i += 4)
-                qk_4(qh + (size_t)i * ldq, ldq, kt, hd, scale2, st + (size_t)i * lds, lds, mx + 8 * i, valid);
-            for (; i < rows; i++)
-                qk_1(qh + (size_t)i * ldq, kt, hd, scale2, st + (size_t)i * lds, mx + 8 * i, valid);
-        }
-        for (int i = 0; i < rows; i++) {
-            const float *l = mx + 8 * i;
-            float mn = ((l[0] > l[1] ? l[0] : l[1]) > (l[2] > l[3] ? l[2] : l[3]))
-                           ? (l[0] > l[1] ? l[0] : l[1]) : (l[2] > l[3] ? l[2] : l[3]);
-            for (int k = 4; k < 8; k++) mn = l[k] > mn ? l[k] : mn;
-            if (first) {
-                m[i] = mn;
-                sum[i] = 0.0f;
-            } else if (mn > m[i]) { /* the maximum grew: rescale what was summed against the old one */
-                const float a = exp2_scalar(m[i] - mn);
-                const __m256 va = _mm256_set1_ps(a);
-                float *o = oh + (size_t)i * ldo;
-                for (int c = 0; c < hd; c += 8) _mm256_storeu_ps(o + c, _mm256_mul_ps(va, _mm256_loadu_ps(o + c)));
-                sum[i] *= a;
-                m[i] = mn;
-            }
-            sum[i] += exp2_sum_avx2(s + (size_t)i * lds, nj, m[i]);
-        }
+    const int npanel = lds / ATTN_PANEL;
+    for (int t = 0; t < npanel; t++) {
+        const float *kt = kp + (size_t)t * hd * ATTN_PANEL;
+        const int valid = nk - t * ATTN_PANEL < ATTN_PANEL ? nk - t * ATTN_PANEL : ATTN_PANEL;
+        float *st = s + (size_t)t * ATTN_PANEL;
+        int i = 0;
+        for (; i + 4 <= rows; i += 4)
+            qk_4(qh + (size_t)i * ldq, ldq, kt, hd, scale2, st + (size_t)i * lds, lds, mx + 8 * i, valid);
+        for (; i < rows; i++)
+            qk_1(qh + (size_t)i * ldq, kt, hd, scale2, st + (size_t)i * lds, mx + 8 * i, valid);
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *l = mx + 8 * i;
+        float m = ((l[0] > l[1] ? l[0] : l[1]) > (l[2] > l[3] ? l[2] : l[3]))
+                      ? (l[0] > l[1] ? l[0] : l[1]) : (l[2] > l[3] ? l[2] : l[3]);
+        for (int k = 4; k < 8; k++) m = l[k] > m ? l[k] : m;
+        inv[i] = 1.0f / exp2_sum_avx2(s + (size_t)i * lds, nk, m);
+    }
+    for (int j0 = 0; j0 < nk; j0 += ATTN_PV_CHUNK) {
+        const int nj = nk - j0 < ATTN_PV_CHUNK ? nk - j0 : ATTN_PV_CHUNK, first = j0 == 0;
         const float *vj = vp + (size_t)j0 * hd;
         int i = 0;
         for (; i + 6 <= rows; i += 6) {
-            const float *p = s + (size_t)i * lds;
+            const float *p = s + (size_t)i * lds + j0;
             float *o = oh + (size_t)i * ldo;
             int c = 0;
             for (; c + 16 <= hd; c += 16) pv_6x16(p, lds, vj + c, hd, nj, o + c, ldo, first);
             if (c < hd) pv_6x8(p, lds, vj + c, hd, nj, o + c, ldo, first); /* hd is a multiple of 8 */
         }
         for (; i < rows; i++) {
-            const float *p = s + (size_t)i * lds;
+            const float *p = s + (size_t)i * lds + j0;
             float *o = oh + (size_t)i * ldo;
             int c = 0;
             for (; c + 16 <= hd; c += 16) pv_1x16(p, vj + c, hd, nj, o + c, first);
@@ -311,7 +294,7 @@ static void packed_task(const float *qh, int ldq, int rows, const float *kp, con
     }
     for (int i = 0; i < rows; i++) {
         float *o = oh + (size_t)i * ldo;
-        const __m256 vi = _mm256_set1_ps(1.0f / sum[i]);
+        const __m256 vi = _mm256_set1_ps(inv[i]);
         for (int c = 0; c < hd; c += 8) _mm256_storeu_ps(o + c, _mm256_mul_ps(vi, _mm256_loadu_ps(o + c)));
     }
 }
@@ -344,7 +327,7 @@ static int attention_packed(const float *q, int ldq, const float *k, int ldk, co
     size_t mark = sdb_arena_mark(scratch);
     float *kp = sdb_arena_floats(scratch, (size_t)heads * lds * hd);
     float *vp = sdb_arena_floats(scratch, (size_t)heads * nk * hd);
-    float *sbuf = sdb_arena_floats(scratch, (size_t)nthreads * ATTN_PACKED_ROWS * ATTN_KEY_BLOCK);
+    float *sbuf = sdb_arena_floats(scratch, (size_t)nthreads * ATTN_PACKED_ROWS * (size_t)lds);
     if (!kp || !vp || !sbuf) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
     const int R = packed_rows(nq, heads);
     const int nblocks = (nq + R - 1) / R, ntasks = heads * nblocks;
@@ -371,9 +354,9 @@ static int attention_packed(const float *q, int ldq, const float *k, int ldk, co
             int h = task / nblocks, blk = task % nblocks;
             int r0 = blk * R;
             int rows = nq - r0 < R ? nq - r0 : R;
-            float *s = sbuf + (size_t)omp_get_thread_num() * ATTN_PACKED_ROWS * ATTN_KEY_BLOCK;
+            float *s = sbuf + (size_t)omp_get_thread_num() * ATTN_PACKED_ROWS * (size_t)lds;
             packed_task(q + (size_t)r0 * ldq + (size_t)h * hd, ldq, rows, kp + (size_t)h * npanel * hd * ATTN_PANEL,
-                        vp + (size_t)h * nk * hd, nk, hd, scale * LOG2E, s,
+                        vp + (size_t)h * nk * hd, nk, hd, scale * LOG2E, s, lds,
                         out + (size_t)r0 * ldo + (size_t)h * hd, ldo);
         }
     }

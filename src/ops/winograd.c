@@ -81,10 +81,16 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_AUTO_MIN_CIN 32
 /* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
 #define SDB_WINO_AUTO_MIN_COUT 32
-/* Transformed filter per slab of output channels when made per call (SD 1.5: the U-Net's
- * 1280-output-channel convs, 236..472 MB whole, run in 4..8 slabs; every input transform is
- * repeated per slab, under 1% of a slab's GEMMs at 64 and more channels). */
-#define SDB_WINO_SLAB_BYTES ((size_t)64 << 20)
+/* ... and not where the per-call transformed filter would pass this much (SD 1.5: the U-Net's
+ * 1280-output-channel convs, 236..472 MB, at 1/32 and 1/64 of the image side: at 16x16, batch 2,
+ * there are 32 tiles per filter, and the transform of each filter (even vectorised) with its
+ * copy and the packing of U for the GEMMs cost about as much as the GEMMs save: measured in CPU
+ * samples (perf) of a 512x512 step with them on Winograd, +5% in all). */
+#define SDB_WINO_AUTO_MAX_FILTER_BYTES ((size_t)192 << 20)
+/* Transformed filter per slab of output channels when made per call (so --conv winograd on the
+ * U-Net's 2560 -> 1280 convs takes 192 MB of scratch, not 472; every input transform is repeated
+ * per slab). Auto never needs more than one slab. */
+#define SDB_WINO_SLAB_BYTES SDB_WINO_AUTO_MAX_FILTER_BYTES
 
 static int pad01(int p) { return p == 0 || p == 1; }
 int sdb_winograd_applies(const sdb_conv2d *c)
@@ -511,7 +517,8 @@ int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
     int Ho, Wo;
     sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
     long tiles = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
-    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES;
+    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES &&
+           sdb_winograd_filter_floats(c) * sizeof(float) <= SDB_WINO_AUTO_MAX_FILTER_BYTES;
 }
 
 int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
