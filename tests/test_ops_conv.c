@@ -1,6 +1,6 @@
 /*
- * test_ops_conv.c — conv2d, GroupNorm(+SiLU), nearest upsampling and transpose against naive
- * double-precision references written here; 1 vs 2 threads bit-identical; conv and linear with a
+ * test_ops_conv.c — conv2d, linear_cat, GroupNorm(+SiLU), nearest upsampling and transpose
+ * against naive double-precision references written here; 1 vs 2 threads bit-identical; conv and linear with a
  * half (F16) weight matrix bit-identical to the same matrix widened to float32 and passed as such.
  */
 #include "harness.h"
@@ -272,6 +272,43 @@ static void test_gemm_linear(void)
     }
 }
 
+/* sdb_gemm_linear_cat: three matrices (one in half) as one product, against a double-precision
+ * x·Wᵀ per matrix; the column blocks of the grid straddle the matrices; 1 and 2 threads
+ * bit-identical; a K long enough to be sliced too. */
+static void test_gemm_linear_cat(void)
+{
+    const int shapes[][3] = {{300, 64, 40}, {517, 1280, 96}, {9, 33, 7}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+        float *x = rand_buf((size_t)M * K, 1.0f), *w[3], *wf = NULL;
+        for (int s = 0; s < 3; s++) w[s] = rand_buf((size_t)N * K, 0.2f);
+        uint16_t *wh = half_of(w[1], (size_t)N * K, &wf);
+        const sdb_wmat W[3] = {sdb_wmat_f32(w[0]), sdb_wmat_f16(wh), sdb_wmat_f32(w[2])};
+        const float *wd[3] = {w[0], wf, w[2]};
+        float *y1 = malloc(sizeof(float) * M * 3 * N), *y2 = malloc(sizeof(float) * M * 3 * N);
+        sdb_threads_set(1);
+        CHECK(sdb_gemm_linear_cat(x, M, K, W, 3, N, y1, &arena) == 0);
+        sdb_threads_set(2);
+        CHECK(sdb_gemm_linear_cat(x, M, K, W, 3, N, y2, &arena) == 0);
+        CHECKF(memcmp(y1, y2, sizeof(float) * M * 3 * N) == 0, "linear_cat %dx%dx%d: 1 vs 2 threads differ", M, K, N);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+            for (int s = 0; s < 3; s++)
+                for (int j = 0; j < N; j++) {
+                    double r = 0, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        r += (double)x[(size_t)i * K + k] * wd[s][(size_t)j * K + k];
+                        mag += fabs((double)x[(size_t)i * K + k] * wd[s][(size_t)j * K + k]);
+                    }
+                    const double e = fabs(y1[(size_t)i * 3 * N + s * N + j] - r) / (mag * 1e-6 + 1e-30);
+                    if (e > worst) worst = e;
+                }
+        CHECKF(worst <= 1.0, "linear_cat %dx%dx%d: error %.2f of 1e-6 of the magnitude", M, K, N, worst);
+        for (int s = 0; s < 3; s++) free(w[s]);
+        free(x); free(wh); free(wf); free(y1); free(y2);
+    }
+}
+
 int main(void)
 {
     sdb_err err;
@@ -282,6 +319,7 @@ int main(void)
     }
     RUN(test_conv);
     RUN(test_gemm_linear);
+    RUN(test_gemm_linear_cat);
     RUN(test_groupnorm);
     RUN(test_upsample);
     RUN(test_transpose);

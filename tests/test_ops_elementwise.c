@@ -5,12 +5,14 @@
  * their FMA scalar twin bit-identical, the portable form, the clamps, NaN), SiLU, QuickGELU and
  * GEGLU (lengths with vector tails and several parallel chunks; SiLU's results the same at any
  * offset), GroupNorm(+SiLU) (its statistics and its scale/shift/SiLU formula bit-exactly as
- * documented, the output within a few ulp of a double computation), and 1 vs 2 threads
- * bit-identical for all of them.
+ * documented, the output within a few ulp of a double computation), LayerNorm (its formula
+ * bit-exactly as documented in norm.c, the output close to a double computation), and 1 vs 2
+ * threads bit-identical for all of them.
  */
 #include "harness.h"
 #include "sdb/ops/activation.h"
 #include "sdb/ops/groupnorm.h"
+#include "sdb/ops/norm.h"
 #include "sdb/threads.h"
 
 #include "../src/ops/vexp.h"
@@ -385,6 +387,63 @@ static void test_groupnorm(void)
     gn_case(1, 512, 32 * 32, 32, 1e-6f, 1, -2.0f, 40.0f);     /* wide values: SiLU's exp at its clamps */
 }
 
+/* LayerNorm rows of dim values: bit-exactly ((x - m) * rstd) * gamma + beta in float, with m and
+ * rstd rounded from the documented double statistics (checked above); within a few ulp of the
+ * double-precision result; the same on 1 and 2 threads and in place. */
+static void ln_case(int rows, int dim, int affine, float offset, float spread)
+{
+    const size_t n = (size_t)rows * dim;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
+    float *g = malloc(sizeof(float) * dim), *b = malloc(sizeof(float) * dim);
+    for (size_t i = 0; i < n; i++) x[i] = offset + spread * (float)(urand() * 2.0 - 1.0);
+    for (int c = 0; c < dim; c++) { g[c] = (float)(0.5 + urand() * 1.5); b[c] = (float)(urand() * 2.0 - 1.0); }
+    const float *gp = affine ? g : NULL, *bp = affine ? b : NULL, eps = 1e-5f;
+    sdb_threads_set(1);
+    sdb_layernorm(x, rows, dim, gp, bp, eps, y);
+    long exact_bad = 0;
+    double worst = 0;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        double mean, var;
+        gn_stats(xr, (size_t)dim, &mean, &var);
+        const float m = (float)mean, rstd = (float)(1.0 / sqrt(var + (double)eps));
+        for (int i = 0; i < dim; i++) {
+            const size_t at = (size_t)r * dim + i;
+            volatile float nrm = (xr[i] - m) * rstd, sc = nrm * (gp ? gp[i] : 1.0f);
+            const float want = sc + (bp ? bp[i] : 0.0f);
+            if (memcmp(&want, &y[at], 4) != 0) exact_bad++;
+            const double gam = gp ? gp[i] : 1.0, bet = bp ? bp[i] : 0.0;
+            const double v = (xr[i] - mean) / sqrt(var + (double)eps) * gam + bet;
+            /* float rounding of m (relative to |x - m| the cancellation), of the product chain and
+             * of the sum */
+            const double tol = (fabs((double)xr[i]) + fabs(mean)) / sqrt(var + (double)eps) * fabs(gam) * 4.0 * ldexp(1.0, -24) +
+                               fabs(bet) * ldexp(1.0, -24) + 4.0 * ldexp(1.0, -24) * fabs(v) + 1e-30;
+            const double e = fabs(y[at] - v) / tol;
+            if (e > worst) worst = e;
+        }
+    }
+    fprintf(stderr, "  layernorm %d x %d affine%d offset %g: max error %.2f of the tolerance\n", rows, dim, affine,
+            (double)offset, worst);
+    CHECKF(exact_bad == 0, "layernorm %d x %d: %ld values differ from the documented formula", rows, dim, exact_bad);
+    CHECKF(worst <= 1.0, "layernorm %d x %d: %.2f of the tolerance", rows, dim, worst);
+    sdb_threads_set(2);
+    sdb_layernorm(x, rows, dim, gp, bp, eps, y2);
+    CHECKF(memcmp(y, y2, sizeof(float) * n) == 0, "layernorm %d x %d: 1 vs 2 threads differ", rows, dim);
+    memcpy(y2, x, sizeof(float) * n);
+    sdb_layernorm(y2, rows, dim, gp, bp, eps, y2);
+    CHECKF(memcmp(y, y2, sizeof(float) * n) == 0, "layernorm %d x %d: in place differs", rows, dim);
+    free(x); free(y); free(y2); free(g); free(b);
+}
+
+static void test_layernorm(void)
+{
+    ln_case(3, 5, 1, 0.0f, 1.0f);        /* shorter than a vector */
+    ln_case(7, 13, 0, 0.0f, 2.0f);       /* a vector and a tail; no gamma / beta */
+    ln_case(200, 320, 1, 0.5f, 3.0f);    /* the U-Net's first level, parallel */
+    ln_case(40, 1280, 1, 50.0f, 0.5f);   /* large mean, small spread */
+    ln_case(9, 768, 1, -1.0f, 30.0f);
+}
+
 int main(void)
 {
     RUN(test_vexp_sweep);
@@ -394,5 +453,6 @@ int main(void)
     RUN(test_geglu);
     RUN(test_groupnorm_stats);
     RUN(test_groupnorm);
+    RUN(test_layernorm);
     return sdb_t_done();
 }

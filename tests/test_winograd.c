@@ -4,7 +4,8 @@
  * 1280/2560 input channels, VAE 128/256/512, the 4/9-channel conv_in and 3/4-channel conv_out) at
  * small odd spatial sizes, batch 2, float32 and half weights. Bit-identical at 1, 2 and 4 threads,
  * with a transformed filter passed in or made per call; edge cases (images under one tile, several
- * chunks of tiles, partial lanes); the arena is left as it was.
+ * chunks of tiles, partial lanes); the filter transform bit-exactly as documented; the arena is
+ * left as it was.
  *
  * Measured relative max errors (max|y - ref| / max|ref|) are printed per shape; the bound asserted
  * (SDB_WINO_REL_BOUND) is the worst measured with margin, and the float32 direct (im2col) path's
@@ -154,7 +155,8 @@ static void test_accuracy_sd15_shapes(void)
            worst_f16, SDB_WINO_REL_BOUND);
 }
 
-/* Same outputs at 1, 2 and 4 threads, with U passed or made per call. */
+/* Same outputs at 1, 2 and 4 threads, with U passed or made per call (per slab of output channels
+ * when it is large). */
 static void identity_case(int N, int cin, int cout, int H, int W, int half)
 {
     sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
@@ -193,11 +195,79 @@ static void identity_case(int N, int cin, int cout, int H, int W, int half)
     free(U); free(w); free(wh); free(wd); free(b); free(x); free(r); free(ref);
 }
 
+/* The filter transform bit-exactly as documented in winograd.c: u = G g Gᵀ in double with G built
+ * here from the points 0, 1, -1, 1/2, -1/2, ∞, each product and sum rounded in the order
+ * ((G0 g0 + G1 g1) + G2 g2), then rounded once to float; and within half an ulp (plus the double
+ * rounding) of the exact value. Channel counts with tails of the 4-filter vector form and of the
+ * 64-channel runs, float32 and half weights. */
+static void test_filter_transform(void)
+{
+    const double pts[5] = {0, 1, -1, 0.5, -0.5};
+    double G[6][3];
+    for (int j = 0; j < 5; j++) {
+        double den = 1;
+        for (int l = 0; l < 5; l++)
+            if (l != j) den *= pts[j] - pts[l];
+        for (int k = 0; k < 3; k++) G[j][k] = pow(pts[j], k) / den;
+    }
+    G[5][0] = 0; G[5][1] = 0; G[5][2] = 1;
+    const int shapes[][2] = {{3, 5}, {2, 64}, {3, 67}, {2, 130}, {1, 320}};
+    long bad = 0, n = 0;
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int half = 0; half < 2; half++) {
+            const int cout = shapes[si][0], cin = shapes[si][1];
+            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+            const size_t nw = (size_t)cout * cin * 9;
+            float *w = rand_buf(nw, 0.3f), *U = malloc(sizeof(float) * sdb_winograd_filter_floats(&c));
+            uint16_t *wh = malloc(sizeof(uint16_t) * nw);
+            sdb_f32_to_f16_array(w, wh, nw);
+            if (half) sdb_f16_to_f32_array(wh, w, nw);
+            c.w = half ? sdb_wmat_f16(wh) : sdb_wmat_f32(w);
+            sdb_threads_set(2);
+            sdb_winograd_filter(&c, U);
+            for (int co = 0; co < cout; co++)
+                for (int ci = 0; ci < cin; ci++) {
+                    const float *g = w + ((size_t)co * cin + ci) * 9;
+                    double t[6][3];
+                    long double te[6][3];
+                    for (int i = 0; i < 6; i++)
+                        for (int j = 0; j < 3; j++) {
+                            volatile double a = G[i][0] * g[j], b = G[i][1] * g[3 + j], d = G[i][2] * g[6 + j];
+                            volatile double ab = a + b;
+                            t[i][j] = ab + d;
+                            te[i][j] = (long double)G[i][0] * g[j] + (long double)G[i][1] * g[3 + j] + (long double)G[i][2] * g[6 + j];
+                        }
+                    for (int i = 0; i < 6; i++)
+                        for (int j = 0; j < 6; j++) {
+                            volatile double a = t[i][0] * G[j][0], b = t[i][1] * G[j][1], d = t[i][2] * G[j][2];
+                            volatile double ab = a + b;
+                            const float want = (float)(ab + d);
+                            const long double exact = te[i][0] * G[j][0] + te[i][1] * G[j][1] + te[i][2] * G[j][2];
+                            const float got = U[(size_t)(i * 6 + j) * cout * cin + (size_t)co * cin + ci];
+                            n++;
+                            if (memcmp(&want, &got, 4)) bad++;
+                            /* 2^-23 |exact| (at least one float spacing), and no finer than 2^-40
+                             * of the weights' scale where the sum cancels: the double roundings */
+                            const double ulp = ldexp(1.0, -23) * fmax(fabs((double)exact), ldexp(0.3, -17));
+                            const double e = fabs((double)(got - exact)) / ulp;
+                            if (e > worst) worst = e;
+                        }
+                }
+            free(w); free(U); free(wh);
+        }
+    printf("  filter transform: %ld of %ld values differ from the documented formula, worst %.3f ulp of the exact value\n",
+           bad, n, worst);
+    CHECKF(bad == 0, "%ld of %ld transformed filter values differ from the documented formula", bad, n);
+    CHECKF(worst <= 0.51, "transformed filter off the exact value by %.3f ulp", worst);
+}
+
 static void test_thread_identity(void)
 {
     identity_case(2, 64, 96, 19, 13, 0);  /* partial tiles both ways, several tasks */
     identity_case(2, 24, 40, 70, 66, 0);  /* 2*18*17 = 612 tiles: several chunks */
     identity_case(1, 130, 70, 23, 9, 1);  /* odd channel counts, half weights */
+    identity_case(1, 2560, 1040, 3, 2, 0); /* filter over 192 MiB: output-channel slabs (2 x 528 - 16) */
     identity_case(3, 5, 3, 2, 3, 0);      /* images smaller than one tile */
     identity_case(1, 3, 2, 1, 1, 0);
 }
@@ -315,6 +385,7 @@ int main(void)
         return 1;
     }
     RUN(test_refuses);
+    RUN(test_filter_transform);
     RUN(test_thread_identity);
     RUN(test_padding_and_bias_per_image);
     RUN(test_dispatch);

@@ -522,12 +522,22 @@ static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const fl
     sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)N * K);
     return rc;
 }
-static int attention_fw(fw_t *F, const float *q, const float *k, const float *v, float *o, int ld,
-                        int nq, int nk, int heads, int hd, float scale)
+/* n bias-free projections of x as one product: y [M, n N] (sdb_gemm_linear_cat) */
+static int linear_cat_fw(fw_t *F, const float *x, int M, int K, const sdb_wmat *w, int n, int N, float *y)
+{
+    if (F->plan) { sdb_gemm_linear_plan(M, K, n * N, F->plan); return 0; }
+    double t = sdb_prof_begin(F->prof);
+    int rc = sdb_gemm_linear_cat(x, M, K, w, n, N, y, F->a);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)n * N * K);
+    return rc;
+}
+/* q rows with leading dimension ldq, k and v rows with ldkv, o rows with ldo */
+static int attention_fw(fw_t *F, const float *q, int ldq, const float *k, const float *v, int ldkv, float *o,
+                        int ldo, int nq, int nk, int heads, int hd, float scale)
 {
     if (F->plan) { sdb_attention_plan(nq, nk, heads, hd, 0, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
-    int rc = sdb_attention(q, ld, k, ld, v, ld, o, ld, nq, nk, heads, hd, scale, 0, F->a);
+    int rc = sdb_attention(q, ldq, k, ldkv, v, ldkv, o, ldo, nq, nk, heads, hd, scale, 0, F->a);
     sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * (double)nk * heads * hd);
     return rc;
 }
@@ -633,7 +643,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     const int B = F->B, HW = H * W, C = X->C, M = B * HW, L = F->L;
     const float scale = (float)(1.0 / sqrt((double)X->head_dim));
     size_t mark = sdb_arena_mark(F->a);
-    float *g, *t, *nb, *q, *k, *v, *ao, *kc = NULL, *vc = NULL, *hid, *gg;
+    float *g, *t, *nb, *qkv, *ao, *kc = NULL, *vc = NULL, *hid, *gg;
     ALLOC(t, (size_t)M * C);
     {
         size_t m2 = sdb_arena_mark(F->a);
@@ -646,9 +656,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         sdb_arena_reset(F->a, m2);
     }
     ALLOC(nb, (size_t)M * C);
-    ALLOC(q, (size_t)M * C);
-    ALLOC(k, (size_t)M * C);
-    ALLOC(v, (size_t)M * C);
+    ALLOC(qkv, (size_t)M * 3 * C); /* self-attention's q | k | v per row; cross-attention's q in the first C */
     ALLOC(ao, (size_t)M * C);
     if (!F->kv) {
         ALLOC(kc, (size_t)B * L * C);
@@ -661,17 +669,18 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         const tblock_t *b = &X->blk[bi];
         /* self-attention */
         layernorm_fw(F, t, M, C, &b->n1, nb);
-        TRY(linear_fw(F, nb, M, C, b->q1, NULL, C, q, 0));
-        TRY(linear_fw(F, nb, M, C, b->k1, NULL, C, k, 0));
-        TRY(linear_fw(F, nb, M, C, b->v1, NULL, C, v, 0));
+        const sdb_wmat wqkv[3] = {b->q1, b->k1, b->v1};
+        TRY(linear_cat_fw(F, nb, M, C, wqkv, 3, C, qkv));
         for (int n = 0; n < B; n++) {
-            size_t o = (size_t)n * HW * C;
-            int rc = attention_fw(F, q + o, k + o, v + o, ao + o, C, HW, HW, X->heads, X->head_dim, scale);
+            const float *x3 = qkv + (size_t)n * HW * 3 * C;
+            int rc = attention_fw(F, x3, 3 * C, x3 + C, x3 + 2 * C, 3 * C, ao + (size_t)n * HW * C, C, HW, HW,
+                                  X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
         TRY(linear_fw(F, ao, M, C, b->o1.w, b->o1.b, C, t, 1));
         /* cross-attention on the text states */
         layernorm_fw(F, t, M, C, &b->n2, nb);
+        float *q = qkv; /* [M, C] */
         TRY(linear_fw(F, nb, M, C, b->q2, NULL, C, q, 0));
         if (F->kv) { /* once per context: the cache */
             kc = F->kv + F->kv_off;
@@ -684,7 +693,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         }
         for (int n = 0; n < B; n++) {
             size_t o = (size_t)n * HW * C, oc = (size_t)n * L * C;
-            int rc = attention_fw(F, q + o, kc + oc, vc + oc, ao + o, C, HW, L, X->heads, X->head_dim, scale);
+            int rc = attention_fw(F, q + o, C, kc + oc, vc + oc, C, ao + o, C, HW, L, X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
         TRY(linear_fw(F, ao, M, C, b->o2.w, b->o2.b, C, t, 1));

@@ -111,9 +111,11 @@ static sdb_gemm_grid gemm_grid(int M, int N, int K, int can_split)
 }
 
 /* C (+)= A · op(B) over grid g (units in a dynamic loop). With g.ks > 1 each unit's product goes to
- * its K slice's partial sums part[s] [M, N] and a second loop adds them in slice order into C. */
-static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int lda, const float *B,
-                       int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part)
+ * its K slice's partial sums part[s] [M, N] and a second loop adds them in slice order into C.
+ * op(B)'s columns come in segments of segN: columns [s·segN, (s+1)·segN) from Bs[s] (all with
+ * leading dimension ldb); a unit whose columns straddle segments runs one product per piece. */
+static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int lda, const float *const *Bs,
+                       int segN, int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part)
 {
     const int M = g->M, N = g->N, small = gemm_is_small(M, N, g->K), nunits = sdb_gemm_grid_tiles(g);
     const size_t MN = (size_t)M * N;
@@ -124,24 +126,33 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
             int m0, mm, n0, nn, k0, kk;
             sdb_gemm_grid_tile(g, t, &m0, &mm, &n0, &nn, &k0, &kk);
             const float *Ap = A + (size_t)m0 * lda + k0;
-            const float *Bp = transB ? B + (size_t)n0 * ldb + k0 : B + (size_t)k0 * ldb + n0;
-            if (g->ks > 1) {
-                float *P = part + (size_t)(k0 / g->kb) * MN + (size_t)m0 * N + n0;
-                tile_gemm(small, transB, mm, nn, kk, Ap, lda, Bp, ldb, 0.0f, P, N);
-                continue;
-            }
-            float *Ct = C + (size_t)m0 * ldc + n0;
+            float *dst;
+            int ldd;
             float b = beta;
-            if (init != INIT_NONE) {
-                for (int i = 0; i < mm; i++) {
-                    float *row = Ct + (size_t)i * ldc;
-                    if (init == INIT_ADD) for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
-                    else if (bias) for (int j = 0; j < nn; j++) row[j] = bias[n0 + j];
-                    else for (int j = 0; j < nn; j++) row[j] = 0.0f;
+            if (g->ks > 1) {
+                dst = part + (size_t)(k0 / g->kb) * MN + (size_t)m0 * N + n0;
+                ldd = N;
+                b = 0.0f;
+            } else {
+                dst = C + (size_t)m0 * ldc + n0;
+                ldd = ldc;
+                if (init != INIT_NONE) {
+                    for (int i = 0; i < mm; i++) {
+                        float *row = dst + (size_t)i * ldc;
+                        if (init == INIT_ADD) for (int j = 0; j < nn; j++) row[j] += bias[n0 + j];
+                        else if (bias) for (int j = 0; j < nn; j++) row[j] = bias[n0 + j];
+                        else for (int j = 0; j < nn; j++) row[j] = 0.0f;
+                    }
+                    b = 1.0f;
                 }
-                b = 1.0f;
             }
-            tile_gemm(small, transB, mm, nn, kk, Ap, lda, Bp, ldb, b, Ct, ldc);
+            for (int p0 = n0; p0 < n0 + nn;) {
+                const int sg = p0 / segN, p1 = n0 + nn < (sg + 1) * segN ? n0 + nn : (sg + 1) * segN;
+                const int off = p0 - sg * segN;
+                const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
+                tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd);
+                p0 = p1;
+            }
         }
         if (g->ks > 1) {
 #pragma omp for schedule(static)
@@ -180,7 +191,7 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
 {
     if (M <= 0 || N <= 0) return;
     const sdb_gemm_grid g = gemm_grid(M, N, K, 0);
-    gemm_tiles(&g, transB, A, lda, B, ldb, beta, C, ldc, INIT_NONE, NULL, NULL);
+    gemm_tiles(&g, transB, A, lda, &B, N, ldb, beta, C, ldc, INIT_NONE, NULL, NULL);
 }
 
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
@@ -191,21 +202,33 @@ void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
     gemm_plan(rec, &g);
 }
 
-int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
-                    int accumulate, sdb_arena *scratch)
+/* y [M, n·N] = x · [W_0; ...; W_{n-1}]ᵀ + bias (bias: n·N values or NULL), or += with accumulate:
+ * one grid over the n·N columns, the n matrices as the segments of op(B). */
+static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int n, const float *bias, int N,
+                           float *y, int accumulate, sdb_arena *scratch)
 {
-    if (!W.f32 && !scratch) return SDB_EINVAL;
+    for (int s = 0; s < n; s++)
+        if (!W[s].f32 && !scratch) return SDB_EINVAL;
     if (M <= 0 || N <= 0) return 0;
+    enum { MAX_SEG = 8 };
+    if (n < 1 || n > MAX_SEG) return SDB_EINVAL;
     size_t mark = scratch ? sdb_arena_mark(scratch) : 0;
-    const float *w = sdb_wmat_widen(W, (size_t)N * K, scratch);
-    if (!w) return SDB_ENOMEM;
+    const float *w[MAX_SEG];
+    for (int s = 0; s < n; s++) {
+        w[s] = sdb_wmat_widen(W[s], (size_t)N * K, scratch);
+        if (!w[s]) {
+            if (scratch) sdb_arena_reset(scratch, mark);
+            return SDB_ENOMEM;
+        }
+    }
+    const int Nt = n * N;
     /* the grid (and so the result) does not depend on whether there is scratch: without it, the
      * partial sums of a K-split product are allocated for the call */
-    const sdb_gemm_grid g = gemm_grid(M, N, K, 1);
+    const sdb_gemm_grid g = gemm_grid(M, Nt, K, 1);
     float *part = NULL, *owned = NULL;
     if (g.ks > 1) {
-        const size_t n = (size_t)g.ks * M * N;
-        part = scratch ? sdb_arena_floats(scratch, n) : (owned = malloc(n * sizeof(float)));
+        const size_t np = (size_t)g.ks * M * Nt;
+        part = scratch ? sdb_arena_floats(scratch, np) : (owned = malloc(np * sizeof(float)));
         if (!part) {
             if (scratch) sdb_arena_reset(scratch, mark);
             return SDB_ENOMEM;
@@ -214,10 +237,22 @@ int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias,
     /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
      * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
-    gemm_tiles(&g, 1, x, K, w, K, 1.0f, y, N, init, bias, part);
+    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part);
     free(owned);
     if (scratch) sdb_arena_reset(scratch, mark);
     return 0;
+}
+
+int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
+                    int accumulate, sdb_arena *scratch)
+{
+    return linear_segments(x, M, K, &W, 1, bias, N, y, accumulate, scratch);
+}
+
+int sdb_gemm_linear_cat(const float *x, int M, int K, const sdb_wmat *W, int n, int N, float *y,
+                        sdb_arena *scratch)
+{
+    return linear_segments(x, M, K, W, n, NULL, N, y, 0, scratch);
 }
 
 void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec)

@@ -28,6 +28,7 @@
 
 #include <assert.h>
 #include <cblas.h>
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,10 +81,16 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_AUTO_MIN_CIN 32
 /* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
 #define SDB_WINO_AUTO_MIN_COUT 32
-/* ... and not where the per-call transformed filter would pass this much scratch (SD 1.5: the
- * U-Net's 1280-output-channel convs, 236..472 MB; they run at 1/64 and 1/32 of the image side, where
- * Winograd gained 1.1x at most). */
+/* ... and not where the per-call transformed filter would pass this much (SD 1.5: the U-Net's
+ * 1280-output-channel convs, 236..472 MB, at 1/32 and 1/64 of the image side: at 16x16, batch 2,
+ * there are 32 tiles per filter, and the transform of each filter (even vectorised) with its
+ * copy and the packing of U for the GEMMs cost about as much as the GEMMs save: measured in CPU
+ * samples (perf) of a 512x512 step with them on Winograd, +5% in all). */
 #define SDB_WINO_AUTO_MAX_FILTER_BYTES ((size_t)192 << 20)
+/* Transformed filter per slab of output channels when made per call (so --conv winograd on the
+ * U-Net's 2560 -> 1280 convs takes 192 MB of scratch, not 472; every input transform is repeated
+ * per slab). Auto never needs more than one slab. */
+#define SDB_WINO_SLAB_BYTES SDB_WINO_AUTO_MAX_FILTER_BYTES
 
 static int pad01(int p) { return p == 0 || p == 1; }
 int sdb_winograd_applies(const sdb_conv2d *c)
@@ -99,36 +106,95 @@ size_t sdb_winograd_filter_floats(const sdb_conv2d *c)
 
 /* Input channels transformed together, so that each of the 36 planes of U gets a contiguous run. */
 #define SDB_WINO_FILTER_RUN 64
-void sdb_winograd_filter(const sdb_conv2d *c, float *U)
+
+static double filter_tap(const sdb_conv2d *c, size_t i)
 {
-    const int cin = c->cin, cout = c->cout;
-    const size_t xs = (size_t)cout * cin;
+    return c->w.f32 ? (double)c->w.f32[i] : (double)sdb_f16_to_f32(c->w.f16[i]);
+}
+
+/* u[ξ][r] for the filters r0 <= r < nr of run (co, ci0): G g Gᵀ in double, rounded once. Every
+ * product and sum is rounded separately, in the order written (no fused multiply-add: the
+ * baseline ISA has none), which the AVX2 form below repeats lane for lane. */
+static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int r0, int nr, float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN])
+{
+    for (int r = r0; r < nr; r++) {
+        const size_t o = ((size_t)co * c->cin + ci0 + r) * 9;
+        double g[3][3], t[6][3];
+        for (int i = 0; i < 9; i++) g[i / 3][i % 3] = filter_tap(c, o + i);
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 3; j++)
+                t[i][j] = GD[i][0] * g[0][j] + GD[i][1] * g[1][j] + GD[i][2] * g[2][j];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++)
+                u[i * 6 + j][r] = (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
+    }
+}
+
+/* The same for 4 filters at a time (one per double lane): the same operations in the same order,
+ * so bit-identical to filter_scalar. AVX2 without FMA on purpose: no multiply-add may be fused.
+ * Returns the filters done (a multiple of 4). */
+__attribute__((target("avx2")))
+static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int nr, float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN])
+{
+    int r = 0;
+    for (; r + 4 <= nr; r += 4) {
+        const size_t o = ((size_t)co * c->cin + ci0 + r) * 9;
+        __m256d g[3][3], t[6][3];
+        for (int i = 0; i < 9; i++)
+            g[i / 3][i % 3] = _mm256_set_pd(filter_tap(c, o + 27 + i), filter_tap(c, o + 18 + i),
+                                            filter_tap(c, o + 9 + i), filter_tap(c, o + i));
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 3; j++)
+                t[i][j] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(GD[i][0]), g[0][j]),
+                                                      _mm256_mul_pd(_mm256_set1_pd(GD[i][1]), g[1][j])),
+                                        _mm256_mul_pd(_mm256_set1_pd(GD[i][2]), g[2][j]));
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) {
+                __m256d v = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[i][0], _mm256_set1_pd(GD[j][0])),
+                                                        _mm256_mul_pd(t[i][1], _mm256_set1_pd(GD[j][1]))),
+                                          _mm256_mul_pd(t[i][2], _mm256_set1_pd(GD[j][2])));
+                _mm_storeu_ps(&u[i * 6 + j][r], _mm256_cvtpd_ps(v));
+            }
+    }
+    return r;
+}
+
+/* U[ξ][co - co0][ci] (ξ stride (co1 - co0)·cin) for the output channels co0 <= co < co1. */
+static void filter_range(const sdb_conv2d *c, int co0, int co1, float *U)
+{
+    const int cin = c->cin;
+    const size_t xs = (size_t)(co1 - co0) * cin;
     const int runs = (cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
+    const int avx2 = sdb_vexp_have_avx2();
 #pragma omp parallel for schedule(static)
-    for (long task = 0; task < (long)cout * runs; task++) {
-        const int co = (int)(task / runs), ci0 = (int)(task % runs) * SDB_WINO_FILTER_RUN;
+    for (long task = 0; task < (long)(co1 - co0) * runs; task++) {
+        const int co = co0 + (int)(task / runs), ci0 = (int)(task % runs) * SDB_WINO_FILTER_RUN;
         const int nr = cin - ci0 < SDB_WINO_FILTER_RUN ? cin - ci0 : SDB_WINO_FILTER_RUN;
         float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN];
-        for (int r = 0; r < nr; r++) {
-            size_t o = ((size_t)co * cin + ci0 + r) * 9;
-            double g[3][3], t[6][3];
-            for (int i = 0; i < 9; i++)
-                g[i / 3][i % 3] = c->w.f32 ? (double)c->w.f32[o + i] : (double)sdb_f16_to_f32(c->w.f16[o + i]);
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 3; j++)
-                    t[i][j] = GD[i][0] * g[0][j] + GD[i][1] * g[1][j] + GD[i][2] * g[2][j];
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++)
-                    u[i * 6 + j][r] = (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
-        }
-        float *dst = U + (size_t)co * cin + ci0;
+        filter_scalar(c, co, ci0, avx2 ? filter_avx2(c, co, ci0, nr, u) : 0, nr, u);
+        float *dst = U + (size_t)(co - co0) * cin + ci0;
         for (int k = 0; k < SDB_WINO_XI; k++) memcpy(dst + (size_t)k * xs, u[k], sizeof(float) * nr);
     }
 }
 
+void sdb_winograd_filter(const sdb_conv2d *c, float *U) { filter_range(c, 0, c->cout, U); }
+
+/* Output channels per slab when the filter is transformed per call: all of them, or (a multiple of
+ * 16) as many as keep the slab's transformed filter within SDB_WINO_SLAB_BYTES. */
+static int slab_channels(const sdb_conv2d *c)
+{
+    const size_t per = (size_t)SDB_WINO_XI * c->cin * sizeof(float);
+    if (per * c->cout <= SDB_WINO_SLAB_BYTES) return c->cout;
+    const int nslab = (int)((per * c->cout + SDB_WINO_SLAB_BYTES - 1) / SDB_WINO_SLAB_BYTES);
+    int cs = (c->cout + nslab - 1) / nslab;
+    cs = (cs + 15) / 16 * 16;
+    return cs < c->cout ? cs : c->cout;
+}
+
 /* The shapes of one call: images, tiles, chunk capacity. */
 typedef struct {
-    int cin, cout, H, W;
+    int cin, cout, H, W; /* cout: the channels of this slab */
+    int ctot, cbase;     /* all output channels; the slab's first (set by the caller) */
     int Ho, Wo;        /* output size */
     int pt, pl;        /* top and left padding */
     int tx, ty;        /* tiles per row, per column of one image */
@@ -140,10 +206,11 @@ typedef struct {
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
-static void plan_of(const sdb_conv2d *c, int N, int H, int W, wplan *p)
+/* The shapes of a call over `cout` output channels (a slab's, or all). */
+static void plan_of(const sdb_conv2d *c, int cout, int N, int H, int W, wplan *p)
 {
     p->cin = c->cin;
-    p->cout = c->cout;
+    p->cout = cout;
     p->H = H;
     p->W = W;
     sdb_conv2d_out_size(c, H, W, &p->Ho, &p->Wo);
@@ -152,7 +219,7 @@ static void plan_of(const sdb_conv2d *c, int N, int H, int W, wplan *p)
     p->tx = (p->Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
     p->ty = (p->Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE;
     p->T = (long)N * p->tx * p->ty;
-    long tb = (long)(SDB_WINO_CHUNK_BYTES / ((size_t)SDB_WINO_XI * sizeof(float) * (size_t)(c->cin + c->cout)));
+    long tb = (long)(SDB_WINO_CHUNK_BYTES / ((size_t)SDB_WINO_XI * sizeof(float) * (size_t)(c->cin + cout)));
     tb = tb / LN * LN;
     if (tb < SDB_WINO_TB_MIN) tb = SDB_WINO_TB_MIN;
     if (tb > SDB_WINO_TB_MAX) tb = SDB_WINO_TB_MAX;
@@ -161,13 +228,13 @@ static void plan_of(const sdb_conv2d *c, int N, int H, int W, wplan *p)
     int pm = 1, pn = 1;
     while (pm * pn < SDB_WINO_TASKS) {
         if (p->tb / (2 * pn) >= SDB_WINO_NB_MIN) pn *= 2;
-        else if (c->cout / (2 * pm) >= SDB_WINO_MB_MIN) pm *= 2;
+        else if (cout / (2 * pm) >= SDB_WINO_MB_MIN) pm *= 2;
         else break;
     }
-    p->mb = round_up((c->cout + pm - 1) / pm, 16);
-    if (p->mb > c->cout) p->mb = c->cout;
+    p->mb = round_up((cout + pm - 1) / pm, 16);
+    if (p->mb > cout) p->mb = cout;
     p->nb = round_up((p->tb + pn - 1) / pn, LN);
-    p->pm = (c->cout + p->mb - 1) / p->mb;
+    p->pm = (cout + p->mb - 1) / p->mb;
     p->pn = (p->tb + p->nb - 1) / p->nb;
 }
 
@@ -268,9 +335,9 @@ AI void output_block(const wplan *p, const float *M, size_t xs, long t0, int co0
                      int tb1, const float *bias, const float *bias_n, const float *res, float *y)
 {
     const int H = p->Ho, W = p->Wo, tpi = p->tx * p->ty;
-    const size_t img = (size_t)p->cout * H * W;
+    const size_t img = (size_t)p->ctot * H * W;
     for (int co = co0; co < co1; co++) {
-        const float *mc = M + (size_t)co * p->tb;
+        const float *mc = M + (size_t)(co - p->cbase) * p->tb;
         const float b0 = bias ? bias[co] : 0.0f;
         for (int t = tb0; t < tb1; t += LN) {
             float m[36][LN], o[4][4][LN];
@@ -285,7 +352,7 @@ AI void output_block(const wplan *p, const float *M, size_t xs, long t0, int co0
                 int hi = H - y0 < SDB_WINO_TILE ? H - y0 : SDB_WINO_TILE;
                 int wi = W - x0 < SDB_WINO_TILE ? W - x0 : SDB_WINO_TILE;
                 size_t base = (size_t)n * img + (size_t)co * H * W + (size_t)y0 * W + x0;
-                const float b = bias_n ? bias_n[(size_t)n * p->cout + co] : b0;
+                const float b = bias_n ? bias_n[(size_t)n * p->ctot + co] : b0;
                 for (int i = 0; i < hi; i++)
                     for (int j = 0; j < wi; j++) {
                         size_t at = base + (size_t)i * W + j;
@@ -324,53 +391,60 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
 {
     if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0) return SDB_EINVAL;
     if (!c->w.f32 && !c->w.f16) return SDB_EINVAL;
+    /* output channels in slabs of cs (from the shape only, whether U is passed or not: the same
+     * products either way): the transformed filter made per slab when not passed (bounded scratch) */
+    const int cs = slab_channels(c);
     wplan p;
-    plan_of(c, N, H, W, &p);
+    plan_of(c, cs, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return SDB_EINVAL;
+    p.ctot = c->cout;
     const size_t mark = sdb_arena_mark(scratch);
-    if (!U) {
-        float *u = sdb_arena_floats(scratch, sdb_winograd_filter_floats(c));
-        if (!u) return SDB_ENOMEM;
-        sdb_winograd_filter(c, u);
-        U = u;
-    }
-    const size_t xsV = (size_t)p.cin * p.tb, xsM = (size_t)p.cout * p.tb, xsU = (size_t)p.cout * p.cin;
+    float *Us = U ? NULL : sdb_arena_floats(scratch, (size_t)SDB_WINO_XI * cs * c->cin);
+    const size_t xsV = (size_t)p.cin * p.tb, xsM = (size_t)cs * p.tb;
     float *V = sdb_arena_floats(scratch, SDB_WINO_XI * xsV);
     float *M = sdb_arena_floats(scratch, SDB_WINO_XI * xsM);
-    if (!V || !M) {
+    if ((!U && !Us) || !V || !M) {
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
     const int avx2 = sdb_vexp_have_avx2();
-    const int cin = p.cin, cout = p.cout;
+    const int cin = p.cin;
+    for (int cb = 0; cb < c->cout; cb += cs) {
+        const int cout = c->cout - cb < cs ? c->cout - cb : cs; /* this slab's channels */
+        const float *Ub = U ? U + (size_t)cb * cin : Us;
+        const size_t xsU = U ? (size_t)c->cout * cin : (size_t)cout * cin;
+        if (!U) filter_range(c, cb, cb + cout, Us);
+        p.cbase = cb;
+        const int pm = (cout + p.mb - 1) / p.mb;
 #pragma omp parallel
-    for (long t0 = 0; t0 < p.T; t0 += p.tb) {
-        const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
+        for (long t0 = 0; t0 < p.T; t0 += p.tb) {
+            const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
 #pragma omp for schedule(static)
-        for (int ci = 0; ci < cin; ci++) {
-            if (avx2) input_channel_avx2(&p, x, ci, t0, nt, V, xsV);
-            else input_channel_base(&p, x, ci, t0, nt, V, xsV);
-        }
-        /* implicit barrier: V complete */
-        const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * p.pm * pn;
+            for (int ci = 0; ci < cin; ci++) {
+                if (avx2) input_channel_avx2(&p, x, ci, t0, nt, V, xsV);
+                else input_channel_base(&p, x, ci, t0, nt, V, xsV);
+            }
+            /* implicit barrier: V complete */
+            const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * pm * pn;
 #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < ntask; task++) {
-            const int k = task % SDB_WINO_XI, blk = task / SDB_WINO_XI;
-            const int im = blk % p.pm, jn = blk / p.pm;
-            const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
-            const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
-            assert(mm > 0 && nn > 0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
-                        U + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
-                        M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
-        }
-        /* implicit barrier: M complete */
+            for (int task = 0; task < ntask; task++) {
+                const int k = task % SDB_WINO_XI, blk = task / SDB_WINO_XI;
+                const int im = blk % pm, jn = blk / pm;
+                const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
+                const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
+                assert(mm > 0 && nn > 0);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
+                            Ub + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
+                            M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
+            }
+            /* implicit barrier: M complete */
 #pragma omp for schedule(static)
-        for (int co = 0; co < cout; co++) {
-            if (avx2) output_block_avx2(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
-            else output_block_base(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
+            for (int co = cb; co < cb + cout; co++) {
+                if (avx2) output_block_avx2(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
+                else output_block_base(&p, M, xsM, t0, co, co + 1, 0, nt, c->b, bias_n, residual, y);
+            }
+            /* implicit barrier: V and M may be overwritten by the next chunk */
         }
-        /* implicit barrier: V and M may be overwritten by the next chunk */
     }
     sdb_arena_reset(scratch, mark);
     return 0;
@@ -385,27 +459,31 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
 void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec)
 {
     if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0) return;
+    const int cs = slab_channels(c);
     wplan p;
-    plan_of(c, N, H, W, &p);
+    plan_of(c, cs, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv 3x3/1 %d->%d %dx%d x%d winograd", c->cin, c->cout, H, W, N);
     const int runs = (c->cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
-    sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)c->cout * runs, NULL,
-                     SDB_WINO_FILT_FLOP * (c->cin < SDB_WINO_FILTER_RUN ? c->cin : SDB_WINO_FILTER_RUN), 0, 1);
     double *cost = malloc(sizeof(double) * (size_t)SDB_WINO_XI * p.pm * p.pn);
     if (!cost) { rec->failed = 1; return; }
-    for (long t0 = 0; t0 < p.T; t0 += p.tb) {
-        const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
-        sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
-        const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * p.pm * pn;
-        for (int task = 0; task < ntask; task++) {
-            const int blk = task / SDB_WINO_XI, im = blk % p.pm, jn = blk / p.pm;
-            const int mm = p.cout - im * p.mb < p.mb ? p.cout - im * p.mb : p.mb;
-            const int nn = nt - jn * p.nb < p.nb ? nt - jn * p.nb : p.nb;
-            cost[task] = 2.0 * p.cin * mm * nn;
+    for (int cb = 0; cb < c->cout; cb += cs) {
+        const int cout = c->cout - cb < cs ? c->cout - cb : cs, pm = (cout + p.mb - 1) / p.mb;
+        sdb_par_loop_add(rec, SDB_PAR_STATIC, (long)cout * runs, NULL,
+                         SDB_WINO_FILT_FLOP * (c->cin < SDB_WINO_FILTER_RUN ? c->cin : SDB_WINO_FILTER_RUN), 0, 1);
+        for (long t0 = 0; t0 < p.T; t0 += p.tb) {
+            const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
+            sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
+            const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * pm * pn;
+            for (int task = 0; task < ntask; task++) {
+                const int blk = task / SDB_WINO_XI, im = blk % pm, jn = blk / pm;
+                const int mm = cout - im * p.mb < p.mb ? cout - im * p.mb : p.mb;
+                const int nn = nt - jn * p.nb < p.nb ? nt - jn * p.nb : p.nb;
+                cost[task] = 2.0 * p.cin * mm * nn;
+            }
+            sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntask, cost, 0, 0, 1);
+            sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
         }
-        sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntask, cost, 0, 0, 1);
-        sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
     }
     free(cost);
 }

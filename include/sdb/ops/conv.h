@@ -67,6 +67,13 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
  * scratch is exhausted, or SDB_EINVAL for a half W without scratch. */
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
                     int accumulate, sdb_arena *scratch);
+/* n bias-free linear layers of one input as one product: y [M, n·N] (row i: x_i·W_0ᵀ, then
+ * x_i·W_1ᵀ, ...) = x[M,K] · [W_0; ...; W_{n-1}]ᵀ, each W_s [N,K]; 1 <= n <= 8. The matrices are
+ * used where they lie (no concatenated copy): one block grid over the n·N output columns, a block
+ * whose columns span two matrices running one sgemm per piece. Otherwise as sdb_gemm_linear
+ * (bit-identical for any thread count, the same errors); its plan is sdb_gemm_linear_plan(M, K, n·N). */
+int sdb_gemm_linear_cat(const float *x, int M, int K, const sdb_wmat *W, int n, int N, float *y,
+                        sdb_arena *scratch);
 /* The work units of sdb_gemm / sdb_gemm_linear with these shapes, recorded into `rec`. */
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec);
 void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec);

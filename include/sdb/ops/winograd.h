@@ -33,9 +33,9 @@ void sdb_winograd_filter(const sdb_conv2d *c, float *U);
 /* y = conv(x) (+ residual), exactly the contract of sdb_conv2d_forward_bias (bias_n [N, cout] in
  * place of c->b when not NULL) for a convolution where sdb_winograd_applies. U: c's transformed
  * filter (sdb_winograd_filter), or NULL to transform it into the scratch for this call (the models
- * do: kept, the U-Net's would take 4x its 3x3 weights, 8.6 GB in f32). Scratch (that filter; per
- * chunk of tiles the transformed inputs and products, together about 12 MiB) comes from the arena
- * and is released before returning. Returns 0, SDB_EINVAL (a convolution it does not compute, bad
+ * do: kept, the U-Net's would take 4x its 3x3 weights, 8.6 GB in f32), in slabs of output channels
+ * of at most 192 MiB each. Scratch (that filter or slab; per chunk of tiles the transformed inputs
+ * and products, together about 12 MiB) comes from the arena and is released before returning. Returns 0, SDB_EINVAL (a convolution it does not compute, bad
  * sizes) or SDB_ENOMEM. */
 int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
                          float *y, const float *residual, const float *bias_n, sdb_arena *scratch);
@@ -44,9 +44,9 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
 void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
 
 /* Which path runs a convolution (--conv): SDB_CONV_AUTO picks per call from the shape (Winograd
- * where it measured faster: enough input and output channels and output tiles, a transformed filter of at
- * most 192 MiB), SDB_CONV_DIRECT always
- * im2col + sgemm, SDB_CONV_WINOGRAD every convolution sdb_winograd_applies to. */
+ * where it measured faster: enough input and output channels and output tiles, a transformed
+ * filter of at most 192 MiB), SDB_CONV_DIRECT always im2col + sgemm, SDB_CONV_WINOGRAD every
+ * convolution sdb_winograd_applies to. */
 enum { SDB_CONV_AUTO = 0, SDB_CONV_DIRECT = 1, SDB_CONV_WINOGRAD = 2 };
 /* "auto" / "direct" / "winograd" -> SDB_CONV_*, or -1. */
 int sdb_conv_algo_of(const char *name);
