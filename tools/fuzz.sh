@@ -1,14 +1,17 @@
 #!/bin/bash
-# tools/fuzz.sh NAME [SECONDS] — runs the libFuzzer harness fuzz/fuzz_NAME.c for SECONDS
-# (default 600) under `nice -n 15`, then merges the inputs that reached new coverage into the
-# committed seed corpus fuzz/corpus/NAME/ (libFuzzer -merge=1: only inputs that add coverage).
+# tools/fuzz.sh NAME [SECONDS] [libFuzzer flags...] — runs the libFuzzer harness fuzz/fuzz_NAME.c
+# for SECONDS (default 600; 0: no time limit, e.g. with -runs=10000000) under `nice -n 19` (other
+# work on the machine goes first), then minimises the committed seed corpus fuzz/corpus/NAME/
+# with libFuzzer's -merge=1: the named seeds (hand-made ones, regress-*) are all kept, and of the
+# hash-named inputs, old and new, only those that add coverage beyond them.
 #
 # Builds build-fuzz/ with clang (-DSDB_FUZZ=ON: ASan + UBSan + libFuzzer; asserts on) when needed.
 # Crashes, leaks and timeouts (> 1 s per input) are written to build-fuzz/artifacts/NAME/; replay
 # one with build-fuzz/fuzz_NAME FILE. The run's log is build-fuzz/logs/NAME.log; the last line
 # printed gives executions, edges covered (cov:) and features (ft:).
 # Harnesses: safetensors config manifest tokenizer image png_text store (fuzz/fuzz_*.c).
-# Extra libFuzzer flags can follow: tools/fuzz.sh image 60 -max_len=65536
+# Each has a default -max_len suited to its format (below); flags given here override it:
+#   tools/fuzz.sh image 60 -max_len=65536        tools/fuzz.sh safetensors 0 -runs=10000000
 # FUZZ_TIMEOUT (seconds, default 1) is the per-input limit; on a loaded machine a "timeout" can be
 # the scheduler's doing: rerun the artifact alone (build-fuzz/fuzz_NAME FILE prints its time).
 set -euo pipefail
@@ -33,13 +36,20 @@ art="build-fuzz/artifacts/$name"
 mkdir -p "$seeds" "$work" "$art" build-fuzz/logs
 dict=()
 [ -f "fuzz/dict/$name.dict" ] && dict=(-dict="fuzz/dict/$name.dict")
+# the largest input worth trying: a format's headers and a few small records (bigger inputs cost
+# time per execution without reaching other code); a state database needs its pages
+case "$name" in
+  store) maxlen=65536 ;; image|png_text) maxlen=16384 ;; tokenizer) maxlen=2048 ;; *) maxlen=4096 ;;
+esac
+limits=(-max_len="$maxlen")
+[ "$secs" -gt 0 ] && limits+=(-max_total_time="$secs")
 
 # ASan: leaks are errors; UBSan: stop at the first report (a crash libFuzzer saves)
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 echo "fuzz.sh: fuzz_$name for ${secs}s (log build-fuzz/logs/$name.log)"
 set +e
-nice -n 15 "build-fuzz/fuzz_$name" "${dict[@]}" -max_total_time="$secs" -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 \
+nice -n 19 "build-fuzz/fuzz_$name" "${dict[@]}" "${limits[@]}" -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 \
   -malloc_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$art/" "$@" "$work" "$seeds" \
   >"build-fuzz/logs/$name.log" 2>&1
 rc=$?
@@ -51,7 +61,15 @@ if [ "$rc" -ne 0 ]; then
   grep -E "ERROR|SUMMARY|runtime error|Test unit written" "build-fuzz/logs/$name.log" | head -n 8 >&2 || true
   exit "$rc"
 fi
-# keep only the inputs that add coverage to the committed corpus
-nice -n 15 "build-fuzz/fuzz_$name" -merge=1 -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 "$seeds" "$work" \
-  >"build-fuzz/logs/$name.merge.log" 2>&1
+# minimise: the named seeds first (all kept), then the hash-named inputs (committed and new) that
+# add coverage beyond them; the result replaces fuzz/corpus/NAME/
+min="build-fuzz/merge/$name"
+rm -rf "$min" "$min.rest"
+mkdir -p "$min" "$min.rest"
+for f in "$seeds"/*; do
+  if [[ "$(basename "$f")" =~ ^[0-9a-f]{40}$ ]]; then cp "$f" "$min.rest/"; else cp "$f" "$min/"; fi
+done
+nice -n 19 "build-fuzz/fuzz_$name" -merge=1 -max_len="$maxlen" -timeout="${FUZZ_TIMEOUT:-1}" -rss_limit_mb=2048 \
+  "$min" "$min.rest" "$work" >"build-fuzz/logs/$name.merge.log" 2>&1
+rm -rf "$seeds" && mv "$min" "$seeds" && rm -rf "$min.rest"
 echo "fuzz.sh: fuzz/corpus/$name now holds $(ls "$seeds" | wc -l) inputs ($(du -sh "$seeds" | cut -f1))"
