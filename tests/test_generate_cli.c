@@ -177,7 +177,7 @@ static void test_bad_input(void)
     CHECK(symlink(target, link) == 0);
     snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --steps 1 --output '%s'", model, img, msk, link);
     int lrc = run(args, out, sizeof out);
-    CHECKF(lrc == 1 && strstr(out, "link.png is a symlink (to ") && strstr(out, "elsewhere.png"), "exit %d: %s", lrc, out);
+    CHECKF(lrc == 2 && strstr(out, "link.png is a symlink (to ") && strstr(out, "elsewhere.png"), "exit %d: %s", lrc, out);
     struct stat lsb;
     CHECK(lstat(link, &lsb) == 0 && S_ISLNK(lsb.st_mode) && access(target, F_OK) != 0);
     snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --steps 1 --output '%s/no-such-folder/x.png'",
