@@ -1,9 +1,9 @@
 /*
  * fuzz_config.c — libFuzzer harness: JSON config text (config.json, model_index.json,
  * scheduler_config.json) through sdb_config_parse and every accessor, then through the readers
- * that turn a config into model and scheduler settings: the VAE and CLIP config loaders (which
- * read a file: the input is written to this process's temporary folder), the LDM U-Net layout and
- * every scheduler's constructor. Any input ends in a config or an error with a message.
+ * that turn a config into model and scheduler settings: the VAE and CLIP config readers (the
+ * parsed config, as their file loaders pass it), the LDM U-Net layout and every scheduler's
+ * constructor. Any input ends in a config or an error with a message. Nothing touches the disk.
  */
 #include "sdb/clip.h"
 #include "sdb/config.h"
@@ -47,6 +47,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)sdb_config_int_array(&c, keys[k], arr, 8, &n, &err);
             (void)sdb_config_string_array(&c, keys[k], sa, 8, &n, &err);
         }
+        sdb_vae_config vc;
+        (void)sdb_vae_config_parse(&vc, &c, &err);
+        sdb_clip_config cc;
+        (void)sdb_clip_config_parse(&cc, &c, &err);
         sdb_ldm_unet_layout l;
         (void)sdb_ldm_unet_layout_from_config(&l, &c, &err);
         const char *name;
@@ -62,12 +66,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         FUZZ_CHECK(err.code != 0 && err.msg[0]);
     }
-    /* the model config readers take a path */
-    const char *path = fuzz_write_tmp("config.json", data, size);
-    sdb_vae_config vc;
-    (void)sdb_vae_config_load(&vc, path, &err);
-    sdb_clip_config cc;
-    (void)sdb_clip_config_load(&cc, path, &err);
     free(text);
     return 0;
 }

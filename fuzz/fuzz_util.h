@@ -1,7 +1,7 @@
 /*
  * fuzz_util.h — small helpers the fuzz harnesses share: FUZZ_CHECK, a private temporary folder (made once per
- * process, removed at exit) for the harnesses whose code under test reads files (the manifest's
- * globs, the state database), and writing an input there.
+ * process, in memory where /dev/shm exists, removed at exit) for the harnesses whose code under
+ * test reads files (the manifest's globs, the state database), and writing an input there.
  */
 #ifndef SDB_FUZZ_UTIL_H
 #define SDB_FUZZ_UTIL_H
@@ -30,12 +30,14 @@ __attribute__((unused)) static void fuzz_tmp_cleanup(void)
     if (system(cmd) != 0) fprintf(stderr, "fuzz: could not remove %s\n", fuzz_tmp_dir);
 }
 
-/* The process's temporary folder (created on the first call). Aborts when it cannot be made: a
- * harness without its folder would test nothing. */
+/* The process's temporary folder (created on the first call): in $SDB_FUZZ_TMPDIR, else in
+ * /dev/shm (memory: a harness writes a file per input, which must cost no disk I/O), else in
+ * $TMPDIR or /tmp. Aborts when it cannot be made: a harness without its folder would test nothing. */
 __attribute__((unused)) static const char *fuzz_tmp(void)
 {
     if (fuzz_tmp_dir[0]) return fuzz_tmp_dir;
-    const char *t = getenv("TMPDIR");
+    const char *t = getenv("SDB_FUZZ_TMPDIR");
+    if (!t || !t[0]) t = access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
     snprintf(fuzz_tmp_dir, sizeof fuzz_tmp_dir, "%s/sdb-fuzz-XXXXXX", t && t[0] ? t : "/tmp");
     if (!mkdtemp(fuzz_tmp_dir)) { perror("fuzz: mkdtemp"); abort(); }
     atexit(fuzz_tmp_cleanup);

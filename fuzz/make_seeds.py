@@ -198,4 +198,21 @@ put("png_text", "iTXt_utf8.png", with_text(
     chunk(b"iTXt", b"parameters\x00\x00\x00en\x00parameters\x00" + "東京 🐱".encode()),
     chunk(b"iTXt", b"sdbatch\x00\x01\x00\x00\x00" + zlib.compress(b'{"identity":"abc"}'))))
 put("png_text", "after_idat.png", tiny[:-12] + chunk(b"tEXt", b"k\x00v") + tiny[-12:])
+# A1111 `parameters` text given directly (fuzz_png_text parses an input that is not a PNG as the text)
+put("png_text", "a1111_text", 'a "quoted" cat, (masterpiece:1.2)\nNegative prompt: dog\nmore negative\n'
+    'Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 42, Size: 512x768, Model hash: abc, '
+    'Lora hashes: "a: 1, b: 2", Escaped: "line\\nnext \\u00e9\\ud83d\\ude00", Bad json: "x\\q", Working size: 0x0\n')
+# regressions (hangs of sdb_a1111_parse, found while adding it to the harness): a 200 kB parameters
+# line without one pair (every position rescanned the whole key run: O(n^2)), and 300,000 short
+# lines (each line appended after a strlen of the prompt so far: O(n^2)); zTXt keeps them ~1 KB.
+# They go to fuzz/regress/ (replayed by CI, not fuzzed: mutating 100 ms inputs slows a campaign)
+def put_regress(name, fname, data):
+    d = os.path.join(HERE, "regress", name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, fname), "wb") as f:
+        f.write(data)
+put_regress("png_text", "regress-a1111-long-line-without-pairs",
+    with_text(chunk(b"zTXt", b"parameters\x00\x00" + zlib.compress(b"a" * 200000, 9))))
+put_regress("png_text", "regress-a1111-many-lines",
+    with_text(chunk(b"zTXt", b"parameters\x00\x00" + zlib.compress(b"a\n" * 300000 + b"x", 9))))
 print("seeds written under", os.path.join(HERE, "corpus"))

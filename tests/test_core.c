@@ -193,6 +193,26 @@ static void test_atomic_write(void)
     snprintf(q, sizeof q, "%s/nope/out.bin", d);
     CHECK(sdb_write_file_atomic(q, "x", 1, &err) == SDB_EIO);
     CHECK(strstr(err.msg, "nope") != NULL);
+    /* a destination that is a symlink is refused, not replaced nor written through: the link and
+     * its target stay as they were, no temp file is left; a folder is refused too */
+    char target[1100], link[1100];
+    snprintf(target, sizeof target, "%s/target.bin", d);
+    snprintf(link, sizeof link, "%s/link.bin", d);
+    CHECK_OK(sdb_write_file_atomic(target, "old", 3, &err), &err);
+    CHECK(symlink(target, link) == 0);
+    int before = count_entries(d);
+    CHECK(sdb_output_path_check(link, &err) == SDB_EINVAL && strstr(err.msg, "link.bin is a symlink (to "));
+    CHECK(sdb_write_file_atomic(link, "new", 3, &err) == SDB_EINVAL);
+    CHECKF(strstr(err.msg, "link.bin is a symlink (to ") && strstr(err.msg, "target.bin"), "%s", err.msg);
+    CHECK(count_entries(d) == before);
+    struct stat lsb;
+    CHECK(lstat(link, &lsb) == 0 && S_ISLNK(lsb.st_mode));
+    CHECK_OK(sdb_read_file(target, &back, &n, &err), &err);
+    CHECK(n == 3 && !memcmp(back, "old", 3));
+    free(back);
+    CHECK(sdb_output_path_check(target, &err) == 0);
+    CHECK(sdb_write_file_atomic(d, "x", 1, &err) == SDB_EINVAL && strstr(err.msg, "is a folder"));
+    CHECK(sdb_output_path_check(q, &err) == SDB_EIO && strstr(err.msg, "nope"));
     /* sha256 of "abc" (FIPS 180-2 example) */
     char hex[65];
     sdb_sha256_hex("abc", 3, hex);

@@ -2,7 +2,8 @@
  * test_generate_cli.c — `sdbatch generate` end to end, as a user runs it: a real child process,
  * real files. The reference inpainting run (refs/pipeline case a) through the CLI reproduces
  * diffusers' 8-bit image; the PNG carries AUTOMATIC1111's `parameters` chunk; a mask of another
- * size is resized with a warning; bad input fails with a clear message and writes nothing.
+ * size is resized with a warning; bad input fails with a clear message and writes nothing; an
+ * --output that is a symlink, or in a missing folder, is refused before any work.
  */
 #include "harness.h"
 #include "sdb/image.h"
@@ -10,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,6 +169,21 @@ static void test_bad_input(void)
     snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --output '%s'", dir, img, msk, png);
     CHECK(run(args, out, sizeof out) != 0 && strstr(out, "model_index.json"));
     CHECK(access(png, F_OK) != 0); /* nothing was written by any failure */
+    /* --output naming a symlink: refused before any work (its target is not touched, the link
+     * stays); a missing folder: refused before any work, naming it */
+    char target[1100], link[1100];
+    snprintf(target, sizeof target, "%s/elsewhere.png", dir);
+    snprintf(link, sizeof link, "%s/link.png", dir);
+    CHECK(symlink(target, link) == 0);
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --steps 1 --output '%s'", model, img, msk, link);
+    int lrc = run(args, out, sizeof out);
+    CHECKF(lrc == 2 && strstr(out, "link.png is a symlink (to ") && strstr(out, "elsewhere.png"), "exit %d: %s", lrc, out);
+    struct stat lsb;
+    CHECK(lstat(link, &lsb) == 0 && S_ISLNK(lsb.st_mode) && access(target, F_OK) != 0);
+    snprintf(args, sizeof args, "generate --model '%s' --image '%s' --mask '%s' --prompt x --steps 1 --output '%s/no-such-folder/x.png'",
+             model, img, msk, dir);
+    lrc = run(args, out, sizeof out);
+    CHECKF(lrc == 1 && strstr(out, "cannot open its folder") && strstr(out, "no-such-folder"), "exit %d: %s", lrc, out);
     CHECK(run("generate --help", out, sizeof out) == 0 && strstr(out, "--padding-mask-crop"));
 }
 

@@ -25,6 +25,9 @@ typedef struct sdb_wfile {
     char *name, *tmp_name; /* their names in that folder */
 } sdb_wfile;
 
+/* Both open functions refuse (SDB_EINVAL) a destination that is a symlink or a folder: an output
+ * replaces a regular file or creates one, never replaces a link (a symlink swapped in after this
+ * check is replaced by the rename, never written through). */
 int sdb_wfile_open(sdb_wfile *w, const char *path, sdb_err *err);
 /* Like sdb_wfile_open for root/rel, where rel is a relative path whose folders below root are
  * opened one by one with O_NOFOLLOW (created when missing): a symlink anywhere below root, or a
@@ -38,6 +41,9 @@ int sdb_dir_open_beneath(const char *root, const char *rel_dir, int create, int 
 int sdb_wfile_write(sdb_wfile *w, const void *buf, size_t n, sdb_err *err);
 int sdb_wfile_commit(sdb_wfile *w, sdb_err *err);
 void sdb_wfile_abort(sdb_wfile *w);
+/* The checks sdb_wfile_open makes, without creating anything: path's folder opens, and path is
+ * not a symlink nor a folder (commands that compute for minutes before writing check first). */
+int sdb_output_path_check(const char *path, sdb_err *err);
 /* Writes a whole buffer atomically. */
 int sdb_write_file_atomic(const char *path, const void *buf, size_t n, sdb_err *err);
 

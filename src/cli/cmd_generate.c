@@ -67,7 +67,8 @@ static void usage(FILE *f)
 "                          own settings from that PNG's `parameters` chunk (sdbatch's or\n"
 "                          AUTOMATIC1111's); any option given here overrides them. With the same\n"
 "                          inputs and model, an sdbatch image is reproduced exactly\n"
-"  --output PATH           the image to write (atomically): .png, or .jpg/.jpeg\n"
+"  --output PATH           the image to write (atomically): .png, or .jpg/.jpeg; its folder must\n"
+"                          exist; a symlink is refused (never replaced nor written through)\n"
 "  -q, --quiet             no progress bar\n"
 "\n"
 "Restoration options (the manifest keys of the same names; all off = diffusers' pipeline exactly):\n"
@@ -220,6 +221,10 @@ int cmd_generate(int argc, char **argv)
         sdb_sched_kind k;
         sdb_err e = {0};
         if (sdb_sched_kind_from_name(p.scheduler, &k, &e)) return cli_usage_error("generate", "%s", e.msg);
+    }
+    {   /* before minutes of work: the folder exists, the output is not a symlink (checked again at the write) */
+        sdb_err e = {0};
+        if (sdb_output_path_check(output, &e)) return cli_error("generate", &e);
     }
     sdb_a1111_params from_params = {0};
     if (from) {

@@ -115,6 +115,39 @@ int sdb_dir_open_beneath(const char *root, const char *rel_dir, int create, int 
     return 0;
 }
 
+/* Fails when `name` in the open folder dfd is a symlink or a folder (shown as `path`): an output
+ * replaces a file, never a symlink (the rename would swap the link for a file, and a user who
+ * made the link expects the write to land where it points) nor a folder. */
+static int dest_check(int dfd, const char *name, const char *path, sdb_err *err)
+{
+    struct stat sb;
+    if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) return 0;   /* missing: created */
+    if (S_ISLNK(sb.st_mode)) {
+        char target[512];
+        ssize_t n = readlinkat(dfd, name, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        return sdb_fail(err, SDB_EINVAL, "%s is a symlink (to %s): an output never replaces or writes through a "
+                        "symlink; name the file itself, or remove the link", path, target);
+    }
+    if (S_ISDIR(sb.st_mode)) return sdb_fail(err, SDB_EINVAL, "%s is a folder, not a file name", path);
+    return 0;
+}
+
+int sdb_output_path_check(const char *path, sdb_err *err)
+{
+    char *dir = sdb_path_dirname(path);
+    char *copy = strdup(path);
+    int rc = 0;
+    if (!dir || !copy) rc = sdb_fail(err, SDB_ENOMEM, "out of memory");
+    int dfd = rc ? -1 : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!rc && dfd < 0) rc = sdb_fail_errno(err, SDB_EIO, "%s: cannot open its folder %s", path, dir);
+    if (!rc) rc = dest_check(dfd, basename(copy), path, err);
+    if (dfd >= 0) close(dfd);
+    free(dir);
+    free(copy);
+    return rc;
+}
+
 /* Creates the temp file in the open folder dfd (which w then owns) for the destination `name`. */
 static int wfile_start(sdb_wfile *w, int dfd, const char *shown_dir, const char *name, sdb_err *err)
 {
@@ -125,6 +158,8 @@ static int wfile_start(sdb_wfile *w, int dfd, const char *shown_dir, const char 
     w->tmp_name = malloc(n);
     w->path = sdb_path_join(shown_dir, name);
     if (!w->name || !w->tmp_name || !w->path) { sdb_wfile_abort(w); return sdb_fail(err, SDB_ENOMEM, "out of memory"); }
+    int drc = dest_check(dfd, name, w->path, err);
+    if (drc) { free(w->tmp_name); w->tmp_name = NULL; sdb_wfile_abort(w); return drc; }
     /* ".<name>.tmp.<pid>.<tid><ns>": unique without any shared counter (O_EXCL settles the rest) */
     int fd = -1;
     for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {

@@ -88,16 +88,22 @@ static char *json_unquote(const char *s, size_t n)
     return o;
 }
 
-/* Tries one pair at s; on success sets *key and *val (malloc'd) and returns the bytes consumed. */
-static size_t match_pair(const char *s, char **key, char **val)
+/* Tries one pair at s; on success sets *key and *val (malloc'd) and returns the bytes consumed.
+ * Only the key can fail to match (every value form falls back to "up to the next comma"); then
+ * *skip says how many positions cannot start a pair either: every start inside the same run of
+ * spaces and key characters stops at the same byte, which is not a ':' after two key characters
+ * (the regex's backtracking only shortens the key, leaving a key character, not ':', after it).
+ * This keeps findall linear: a long line without a pair used to cost O(n^2). */
+static size_t match_pair(const char *s, char **key, char **val, size_t *skip)
 {
     size_t i = 0;
+    *skip = 1;
     while (is_space((unsigned char)s[i])) i++;
     size_t k0 = i;
-    if (!is_word((unsigned char)s[i])) return 0;
+    if (!is_word((unsigned char)s[i])) { *skip = i ? i : 1; return 0; }
     i++;
     while (is_key_char((unsigned char)s[i])) i++;
-    if (i - k0 < 2 || s[i] != ':') return 0;
+    if (i - k0 < 2 || s[i] != ':') { *skip = i; return 0; }
     size_t k1 = i++;
     while (is_space((unsigned char)s[i])) i++;
     size_t v0 = i;
@@ -134,8 +140,9 @@ static int find_pairs(const char *line, sdb_a1111_kv **out)
     sdb_a1111_kv *kv = NULL;
     for (size_t i = 0; line[i];) {
         char *k = NULL, *v = NULL;
-        size_t used = match_pair(line + i, &k, &v);
-        if (!used) { i++; continue; }
+        size_t skip;
+        size_t used = match_pair(line + i, &k, &v, &skip);
+        if (!used) { i += skip; continue; }
         if (!k || !v) { free(k); free(v); goto oom; }
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -156,16 +163,25 @@ oom:
     return -1;
 }
 
-/* Appends line to *buf (joined with '\n'). */
-static int join_line(char **buf, const char *line, size_t len)
+/* Appends line to *buf (joined with '\n'); *used is the length of *buf, *cap its allocation
+ * (grown geometrically: a text of many short lines stays linear). */
+static int join_line(char **buf, size_t *used, size_t *cap, const char *line, size_t len)
 {
-    size_t old = *buf ? strlen(*buf) : 0;
-    char *b = realloc(*buf, old + len + 2);
-    if (!b) return -1;
+    size_t need = *used + len + 2;
+    if (need > *cap) {
+        size_t nc = *cap ? *cap : 64;
+        while (nc < need) nc *= 2;
+        char *b = realloc(*buf, nc);
+        if (!b) return -1;
+        *buf = b;
+        *cap = nc;
+    }
+    char *b = *buf;
+    size_t old = *used;
     if (old) b[old++] = '\n';
     memcpy(b + old, line, len);
     b[old + len] = '\0';
-    *buf = b;
+    *used = old + len;
     return 0;
 }
 
@@ -192,6 +208,7 @@ int sdb_a1111_parse(const char *text, sdb_a1111_params *out, sdb_err *err)
     } else lines_end = last ? (size_t)(last - body) : 0;
     out->n = n;
     int done_with_prompt = 0, rc = 0;
+    size_t p_used = 0, p_cap = 0, n_used = 0, n_cap = 0;
     int has_lines = lines_end > 0 || n < 3 || last != NULL;
     for (size_t i = 0; has_lines;) {
         size_t j = i;
@@ -205,8 +222,8 @@ int sdb_a1111_parse(const char *text, sdb_a1111_params *out, sdb_err *err)
             ls += 16;
             while (ls < le && is_space((unsigned char)*ls)) ls++;
         }
-        if (done_with_prompt) rc |= join_line(&out->negative_prompt, ls, (size_t)(le - ls));
-        else rc |= join_line(&out->prompt, ls, (size_t)(le - ls));
+        if (done_with_prompt) rc |= join_line(&out->negative_prompt, &n_used, &n_cap, ls, (size_t)(le - ls));
+        else rc |= join_line(&out->prompt, &p_used, &p_cap, ls, (size_t)(le - ls));
         if (j >= lines_end) break;
         i = j + 1;
     }

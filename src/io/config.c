@@ -93,7 +93,10 @@ int sdb_config_int(const sdb_config *c, const char *key, long long def, long lon
     json_t *v = get(c, key);
     if (!v) { *out = def; return 0; }
     if (json_is_integer(v)) { *out = json_integer_value(v); return 0; }
-    if (json_is_real(v) && json_real_value(v) == (double)(long long)json_real_value(v)) { *out = (long long)json_real_value(v); return 0; }
+    /* a whole real (3.0) counts; the range test comes first: converting 1e92 to long long is
+     * undefined behaviour (found by fuzz_config) */
+    double d = json_is_real(v) ? json_real_value(v) : 0.5;
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == (double)(long long)d) { *out = (long long)d; return 0; }
     return sdb_fail(err, SDB_EFORMAT, "%s: field '%s' must be an integer", c->path, key);
 }
 

@@ -730,6 +730,15 @@ static void output_symlink(sdb_manifest *m, sdb_job_spec *j)
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
+/* Frees every string of a job (a refused one in add_job, all of them in sdb_manifest_free). Each
+ * refusal path of add_job once listed its own frees and forgot `vae` (a leak found by
+ * fuzz_manifest: a bad job with a vae key). */
+static void job_spec_free(sdb_job_spec *j)
+{
+    free(j->id); free(j->image); free(j->mask); free(j->prompt); free(j->negative_prompt);
+    free(j->scheduler); free(j->output); free(j->bad_input); free(j->vae); free(j->bad_output);
+}
+
 static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
 {
     sdb_manifest *m = c->m;
@@ -880,8 +889,7 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
     }
 #undef PICK
     if (bad || !j.id) {
-        free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
-        free(j.scheduler); free(j.output); free(j.bad_output);
+        job_spec_free(&j);
         return;
     }
     /* unique ids and outputs (hash sets: a manifest may hold SDB_MANIFEST_MAX_JOBS jobs) */
@@ -895,21 +903,19 @@ static void add_job(ctx *c, const fields *d, const fields *f, const char *match)
         bad = 1;
     }
     if (bad) {
-        free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
-        free(j.scheduler); free(j.output); free(j.bad_output);
+        job_spec_free(&j);
         return;
     }
     if (m->n_jobs >= SDB_MANIFEST_MAX_JOBS) {
         if (!c->too_many_jobs)
             ERR(m, j.key_pos[SDB_JK_ID], "more than %d jobs (the limit of one manifest): split it", SDB_MANIFEST_MAX_JOBS);
         c->too_many_jobs = 1;
-        free(j.id); free(j.image); free(j.mask); free(j.prompt); free(j.negative_prompt);
-        free(j.scheduler); free(j.output);
+        job_spec_free(&j);
         return;
     }
     if ((m->n_jobs & (m->n_jobs - 1)) == 0) {
         sdb_job_spec *nj = realloc(m->jobs, (m->n_jobs ? m->n_jobs * 2 : 1) * sizeof *nj);
-        if (!nj) return;
+        if (!nj) { job_spec_free(&j); return; }
         m->jobs = nj;
     }
     m->jobs[m->n_jobs++] = j;
@@ -1135,11 +1141,7 @@ int sdb_manifest_find(const sdb_manifest *m, const char *id)
 
 void sdb_manifest_free(sdb_manifest *m)
 {
-    for (int i = 0; i < m->n_jobs; i++) {
-        sdb_job_spec *j = &m->jobs[i];
-        free(j->id); free(j->image); free(j->mask); free(j->prompt); free(j->negative_prompt);
-        free(j->scheduler); free(j->output); free(j->bad_input); free(j->vae); free(j->bad_output);
-    }
+    for (int i = 0; i < m->n_jobs; i++) job_spec_free(&m->jobs[i]);
     free(m->jobs);
     for (int i = 0; i < m->n_diags; i++) free(m->diags[i].text);
     free(m->diags);

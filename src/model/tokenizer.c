@@ -51,6 +51,7 @@
  */
 #include "sdb/tokenizer.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,7 @@
 
 #define CLIP_MAX_MERGES (49152 - 256 - 2) /* transformers: merges[1 : 49152-256-2+1] */
 #define MAX_SPECIAL 64
+#define BYTE_CP_LIMIT 324 /* bytes_to_unicode maps the 256 bytes into [0, 256 + 68) */
 
 /* ---- hash tables ------------------------------------------------------------------------- */
 
@@ -89,6 +91,7 @@ struct sdb_tokenizer {
     size_t mcap;
     int32_t byte_id[256], byte_end_id[256]; /* bytes_to_unicode symbol, and with "</w>" */
     uint32_t byte_cp[256];                  /* bytes_to_unicode */
+    int16_t cp_byte[BYTE_CP_LIMIT];         /* its inverse (byte_decoder): code point -> byte, -1 none */
     int32_t bos, eos, pad, unk;
     int32_t sot_id, eot_id;                 /* "<|startoftext|>" / "<|endoftext|>" (bpe cache) */
     char *special[MAX_SPECIAL];             /* distinct added-token strings split off first */
@@ -419,6 +422,11 @@ int sdb_tokenizer_load(sdb_tokenizer **out, const char *dir, sdb_err *err)
     if (!rc) rc = load_vocab(t, vpath, err);
     if (!rc) {
         bytes_to_unicode(t->byte_cp);
+        for (int c = 0; c < BYTE_CP_LIMIT; c++) t->cp_byte[c] = -1;
+        for (int b = 0; b < 256; b++) {
+            assert(t->byte_cp[b] < BYTE_CP_LIMIT && t->cp_byte[t->byte_cp[b]] < 0);
+            t->cp_byte[t->byte_cp[b]] = (int16_t)b;
+        }
         char sym[16];
         for (int b = 0; b < 256 && !rc; b++) {
             size_t n = put_utf8(t->byte_cp[b], sym);
@@ -908,7 +916,7 @@ char *sdb_tokenizer_decode(const sdb_tokenizer *t, const int32_t *ids, int n)
             utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)p + j, (utf8proc_ssize_t)(pl - j), &c);
             if (k <= 0) { k = 1; c = -1; }
             j += (size_t)k;
-            for (int b = 0; b < 256; b++) if ((int32_t)t->byte_cp[b] == c) { raw[m++] = (unsigned char)b; break; }
+            if (c >= 0 && c < BYTE_CP_LIMIT && t->cp_byte[c] >= 0) raw[m++] = (unsigned char)t->cp_byte[c];
         }
     }
     /* "</w>" -> " ", invalid UTF-8 -> U+FFFD, strip */
@@ -936,7 +944,7 @@ char *sdb_tokenizer_decode(const sdb_tokenizer *t, const int32_t *ids, int n)
     for (int r = 0; r < 10; r++) {
         size_t fl = strlen(from[r]), tl = strlen(to[r]), w = 0;
         for (size_t i = 0; res[i];) {
-            if (!strncmp(res + i, from[r], fl)) { memmove(res + w, to[r], tl); w += tl; i += fl; }
+            if (res[i] == from[r][0] && !strncmp(res + i, from[r], fl)) { memmove(res + w, to[r], tl); w += tl; i += fl; }
             else res[w++] = res[i++];
         }
         res[w] = '\0';
