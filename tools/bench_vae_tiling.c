@@ -156,8 +156,6 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
             {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
             {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0}},
             {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1}},
-            {"whole-latent mid block, untiled statistics, margins (none)", {2, -1, 0, 1}},
-            {"whole-latent mid block, margins, 3 passes", {3, -1, 0, 0}},
         };
         for (size_t k = 0; k < sizeof var / sizeof var[0]; k++) {
             sdb_vae_set_tiling(v, &var[k].t);

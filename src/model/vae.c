@@ -1101,6 +1101,70 @@ static void stats_tile(tile_stats *st, const tile_rect *t, int s)
  * else `passes` full runs. */
 static int tile_runs(const sdb_vae *v, int n_gn) { return v->tiling.passes > 0 ? v->tiling.passes : n_gn + 1; }
 
+/* One tile of a run: computes it (its GroupNorms through c->ts) and, on the last run, keeps its
+ * core. The arena is reset after it. */
+typedef int (*tile_fn)(vae_ctx *c, const tile_rect *t, int last, void *ud);
+
+/* The runs over an h x w latent grid in tiles of tl latents with margins m (see tile_runs). */
+static int run_tiles(vae_ctx *c, tile_stats *st, int n_gn, int h, int w, int tl, int m, tile_fn fn, void *ud)
+{
+    const sdb_vae_tile_opts *opt = &c->v->tiling;
+    const int runs = tile_runs(c->v, n_gn), staged = opt->passes <= 0;
+    const int nr = (h + tl - 1) / tl, nc = (w + tl - 1) / tl;
+    int rc = 0;
+    for (int p = 0; !rc && p < runs; p++) {
+        const int last = p == runs - 1, whole = !staged && opt->oracle_stats && p == 0 && !last;
+        stats_begin_pass(st);
+        st->stop_at = staged && !last ? p : -1;
+        for (int r = 0; !rc && r < (whole ? 1 : nr); r++)
+            for (int k = 0; !rc && k < (whole ? 1 : nc); k++) {
+                const tile_rect t = tile_at(h, w, tl, m, r, k, whole);
+                const size_t tmark = sdb_arena_mark(c->a);
+                rc = fn(c, &t, last, ud);
+                assert(rc || st->idx == (st->stop_at >= 0 ? st->stop_at + 1 : n_gn));
+                sdb_arena_reset(c->a, tmark);
+            }
+        if (!rc && !last) stats_end_pass(st);
+    }
+    return rc;
+}
+
+typedef struct {
+    tile_stats *st;
+    const float *z, *mid;   /* the latent; the mid block's output (NULL with local_mid) */
+    int h, w, f;
+    float *image;
+} dec_job;
+
+static int decode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
+{
+    const dec_job *j = ud;
+    const int eh = t->ey1 - t->ey0, ew = t->ex1 - t->ex0, f = j->f;
+    const int L = c->v->cfg.latent_channels, Cm = c->v->dec_conv_in.cout, Co = c->v->cfg.out_channels;
+    float *ot = last ? alloc_f(c, (size_t)Co * eh * f * ew * f) : NULL;
+    float *zt = j->mid ? NULL : alloc_f(c, (size_t)L * eh * ew);
+    if ((last && !ot) || (!j->mid && !zt)) return oom(c, "tile");
+    sdb_arena_alloc(c->a, 0);
+    const size_t xm = sdb_arena_mark(c->a);
+    float *x = NULL;
+    int rc = 0;
+    if (!j->mid) { /* local_mid: conv_in and the mid block on the tile too */
+        copy_rect(j->z, j->h, j->w, t->ey0, t->ex0, zt, eh, ew, 0, 0, L, eh, ew);
+        if ((rc = dec_front(c, zt, eh, ew, &x, xm))) return rc;
+    } else {
+        if (!(x = alloc_f(c, (size_t)Cm * eh * ew))) return oom(c, "tile");
+        copy_rect(j->mid, j->h, j->w, t->ey0, t->ex0, x, eh, ew, 0, 0, Cm, eh, ew);
+    }
+    stats_tile(j->st, t, 1);
+    c->ts = j->st;
+    rc = dec_back(c, &x, xm, eh, ew, ot);
+    c->ts = NULL;
+    if (!rc && last)
+        copy_rect(ot, eh * f, ew * f, (t->cy0 - t->ey0) * f, (t->cx0 - t->ex0) * f, j->image, j->h * f, j->w * f,
+                  t->cy0 * f, t->cx0 * f, Co, (t->cy1 - t->cy0) * f, (t->cx1 - t->cx0) * f);
+    return rc;
+}
+
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                          sdb_err *err)
 {
@@ -1108,56 +1172,49 @@ int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image,
     if (h < 1 || w < 1 || (h <= tl && w <= tl)) return sdb_vae_decode(v, z, h, w, image, arena, err);
     const sdb_vae_tile_opts *opt = &v->tiling;
     const int m = opt->margin >= 0 ? opt->margin : sdb_vae_decode_margin(v);
-    const int L = v->cfg.latent_channels, Cm = v->dec_conv_in.cout, Co = v->cfg.out_channels;
     const int n_gn = n_groupnorms(v->dec_blocks, v->cfg.n_blocks) + 1; /* + conv_norm_out */
-    const int nr = (h + tl - 1) / tl, nc = (w + tl - 1) / tl;
     vae_ctx c = {v, arena, err, NULL};
     peak_guard pg;
     peak_begin(arena, &pg);
     tile_stats st;
     float *mid = NULL;
     int rc = stats_init(&c, &st, n_gn);
-    const int passes = tile_runs(v, n_gn), staged = opt->passes <= 0;
     if (!rc && !opt->local_mid) { /* conv_in and the mid block on the whole latent */
         sdb_arena_alloc(arena, 0);
         rc = dec_front(&c, z, h, w, &mid, sdb_arena_mark(arena));
     }
-    for (int p = 0; !rc && p < passes; p++) {
-        const int last = p == passes - 1, whole = !staged && opt->oracle_stats && p == 0 && !last;
-        stats_begin_pass(&st);
-        st.stop_at = staged && !last ? p : -1;
-        for (int r = 0; !rc && r < (whole ? 1 : nr); r++)
-            for (int k = 0; !rc && k < (whole ? 1 : nc); k++) {
-                const tile_rect t = tile_at(h, w, tl, m, r, k, whole);
-                const int eh = t.ey1 - t.ey0, ew = t.ex1 - t.ex0;
-                const size_t tmark = sdb_arena_mark(arena);
-                float *ot = last ? alloc_f(&c, (size_t)Co * eh * f * ew * f) : NULL;
-                float *zt = opt->local_mid ? alloc_f(&c, (size_t)L * eh * ew) : NULL;
-                if ((last && !ot) || (opt->local_mid && !zt)) { rc = oom(&c, "tile"); break; }
-                sdb_arena_alloc(arena, 0);
-                const size_t xm = sdb_arena_mark(arena);
-                float *x = NULL;
-                if (opt->local_mid) {
-                    copy_rect(z, h, w, t.ey0, t.ex0, zt, eh, ew, 0, 0, L, eh, ew);
-                    rc = dec_front(&c, zt, eh, ew, &x, xm);
-                } else if (!(x = alloc_f(&c, (size_t)Cm * eh * ew))) rc = oom(&c, "tile");
-                else copy_rect(mid, h, w, t.ey0, t.ex0, x, eh, ew, 0, 0, Cm, eh, ew);
-                if (!rc) {
-                    stats_tile(&st, &t, 1);
-                    c.ts = &st;
-                    rc = dec_back(&c, &x, xm, eh, ew, ot);
-                    c.ts = NULL;
-                    assert(rc || st.idx == (st.stop_at >= 0 ? st.stop_at + 1 : n_gn));
-                }
-                if (!rc && last)
-                    copy_rect(ot, eh * f, ew * f, (t.cy0 - t.ey0) * f, (t.cx0 - t.ex0) * f, image, h * f, w * f,
-                              t.cy0 * f, t.cx0 * f, Co, (t.cy1 - t.cy0) * f, (t.cx1 - t.cx0) * f);
-                sdb_arena_reset(arena, tmark);
-            }
-        if (!rc && !last) stats_end_pass(&st);
-    }
+    dec_job j = {&st, z, mid, h, w, f, image};
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, tl, m, decode_tile, &j);
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "tiled VAE decode (latent %dx%d)", h, w);
+    return rc;
+}
+
+typedef struct {
+    tile_stats *st;
+    const float *image;
+    int H, W, f;
+    float *mid;             /* the down blocks' output [C, H / f, W / f] */
+} enc_job;
+
+static int encode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
+{
+    const enc_job *j = ud;
+    const int f = j->f, Ci = c->v->cfg.in_channels, Cm = c->v->cfg.block_out_channels[c->v->cfg.n_blocks - 1];
+    int th = (t->ey1 - t->ey0) * f, tw = (t->ex1 - t->ex0) * f;
+    float *it = alloc_f(c, (size_t)Ci * th * tw);
+    if (!it) return oom(c, "tile");
+    copy_rect(j->image, j->H, j->W, t->ey0 * f, t->ex0 * f, it, th, tw, 0, 0, Ci, th, tw);
+    sdb_arena_alloc(c->a, 0);
+    float *x = NULL;
+    stats_tile(j->st, t, f);
+    c->ts = j->st;
+    int rc = enc_down(c, it, &th, &tw, &x, sdb_arena_mark(c->a));
+    c->ts = NULL;
+    assert(rc || j->st->stopped || (th == t->ey1 - t->ey0 && tw == t->ex1 - t->ex0));
+    if (!rc && last)
+        copy_rect(x, th, tw, t->cy0 - t->ey0, t->cx0 - t->ex0, j->mid, j->H / f, j->W / f, t->cy0, t->cx0, Cm,
+                  t->cy1 - t->cy0, t->cx1 - t->cx0);
     return rc;
 }
 
@@ -1168,50 +1225,21 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
     if (H <= ts && W <= ts) return sdb_vae_encode(v, image, H, W, mean, std, logvar, arena, err);
     if (H % f || W % f)
         return sdb_fail(err, SDB_EINVAL, "tiled VAE encode: image %dx%d is not a multiple of %d", W, H, f);
-    const sdb_vae_tile_opts *opt = &v->tiling;
-    const int m = opt->margin >= 0 ? opt->margin : sdb_vae_encode_margin(v);
-    const int tl = ts / f, h = H / f, w = W / f, Ci = v->cfg.in_channels;
-    const int Cm = v->cfg.block_out_channels[v->cfg.n_blocks - 1];
+    const int m = v->tiling.margin >= 0 ? v->tiling.margin : sdb_vae_encode_margin(v);
+    const int h = H / f, w = W / f, Cm = v->cfg.block_out_channels[v->cfg.n_blocks - 1];
     const int n_gn = n_groupnorms(v->enc_blocks, v->cfg.n_blocks);
-    const int nr = (h + tl - 1) / tl, nc = (w + tl - 1) / tl;
     vae_ctx c = {v, arena, err, NULL};
     peak_guard pg;
     peak_begin(arena, &pg);
     tile_stats st;
     int rc = stats_init(&c, &st, n_gn);
-    const int passes = tile_runs(v, n_gn), staged = opt->passes <= 0;
     /* the down blocks' output of the whole image, assembled from the tiles' cores */
     sdb_arena_alloc(arena, 0);
     const size_t xmark = sdb_arena_mark(arena);
     float *mid = rc ? NULL : alloc_f(&c, (size_t)Cm * h * w);
     if (!rc && !mid) rc = oom(&c, "encoder");
-    for (int p = 0; !rc && p < passes; p++) {
-        const int last = p == passes - 1, whole = !staged && opt->oracle_stats && p == 0 && !last;
-        stats_begin_pass(&st);
-        st.stop_at = staged && !last ? p : -1;
-        for (int r = 0; !rc && r < (whole ? 1 : nr); r++)
-            for (int k = 0; !rc && k < (whole ? 1 : nc); k++) {
-                const tile_rect t = tile_at(h, w, tl, m, r, k, whole);
-                int th = (t.ey1 - t.ey0) * f, tw = (t.ex1 - t.ex0) * f;
-                const size_t tmark = sdb_arena_mark(arena);
-                float *it = alloc_f(&c, (size_t)Ci * th * tw);
-                if (!it) { rc = oom(&c, "tile"); break; }
-                copy_rect(image, H, W, t.ey0 * f, t.ex0 * f, it, th, tw, 0, 0, Ci, th, tw);
-                sdb_arena_alloc(arena, 0);
-                float *x = NULL;
-                stats_tile(&st, &t, f);
-                c.ts = &st;
-                rc = enc_down(&c, it, &th, &tw, &x, sdb_arena_mark(arena));
-                c.ts = NULL;
-                assert(rc || st.idx == (st.stop_at >= 0 ? st.stop_at + 1 : n_gn));
-                assert(rc || st.stopped || (th == t.ey1 - t.ey0 && tw == t.ex1 - t.ex0));
-                if (!rc && last)
-                    copy_rect(x, th, tw, t.cy0 - t.ey0, t.cx0 - t.ex0, mid, h, w, t.cy0, t.cx0, Cm, t.cy1 - t.cy0,
-                              t.cx1 - t.cx0);
-                sdb_arena_reset(arena, tmark);
-            }
-        if (!rc && !last) stats_end_pass(&st);
-    }
+    enc_job j = {&st, image, H, W, f, mid};
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, ts / f, m, encode_tile, &j);
     if (!rc) rc = enc_tail(&c, &mid, xmark, h, w);
     if (!rc) posterior(mid, (size_t)v->cfg.latent_channels * h * w, mean, std, logvar);
     peak_end(v, arena, &pg);
