@@ -153,8 +153,9 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
     if (sweep) {
         /* what each cause of the error weighs: the decode under each tiling variant */
         static const struct { const char *what; sdb_vae_tile_opts t; } var[] = {
-            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
+            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1}},
             {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0}},
+            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
             {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1}},
         };
         for (size_t k = 0; k < sizeof var / sizeof var[0]; k++) {

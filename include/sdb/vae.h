@@ -93,7 +93,7 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
  * summed (double) over the tiles' cores: by default (exact) the tiles run once per tiled GroupNorm,
  * run k stopping at GroupNorm k with the exact statistics of those before it (k-th one's sums then
  * exact too), and once more for the output; the cost is about (number of GroupNorms) / 2 times one
- * run (~11x the decoder's up path for SD 1.x, ~8x the encoder's down path) but memory stays one
+ * run (~11x the decoder's up path for SD 1.x, ~10x the encoder's down path) but memory stays one
  * tile. With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
  * statistics, every later one with the previous run's (pass k has the first k GroupNorms exact;
  * with random weights this converges too slowly to be useful: README). Results equal the untiled
