@@ -100,7 +100,8 @@ static void test_mask_of_another_size_and_own_size_default(void)
 }
 
 /* --vae-tiling: auto below the threshold is exactly off (the default path); on really tiles a
- * 192x128 image on the tiny model (its VAE's tiles are 128 pixels); a bad mode is a usage error. */
+ * 192x128 image on the tiny model (its VAE's tiles are 128 pixels): within 2/255 of off, a few
+ * values differing by rounding; a bad mode is a usage error. */
 static void test_vae_tiling_flag(void)
 {
     const char *dir = sdb_t_tmpdir();
@@ -120,9 +121,17 @@ static void test_vae_tiling_flag(void)
     for (int k = 0; k < 3; k++) CHECK_OK(sdb_image_load(png[k], &im[k], 3, 0, &err), &err);
     if (im[0].px && im[1].px && im[2].px) {
         size_t n = (size_t)192 * 128 * 3, d01 = 0, d02 = 0;
-        for (size_t i = 0; i < n; i++) { d01 += im[0].px[i] != im[1].px[i]; d02 += im[0].px[i] != im[2].px[i]; }
-        fprintf(stderr, "  vae tiling: auto vs off %zu values differ, on vs off %zu\n", d01, d02);
-        CHECK(d01 == 0 && d02 > n / 10);
+        int m02 = 0;
+        for (size_t i = 0; i < n; i++) {
+            d01 += im[0].px[i] != im[1].px[i];
+            d02 += im[0].px[i] != im[2].px[i];
+            int d = abs((int)im[0].px[i] - (int)im[2].px[i]);
+            if (d > m02) m02 = d;
+        }
+        fprintf(stderr, "  vae tiling: auto vs off %zu values differ, on vs off %zu (max %d/255)\n", d01, d02, m02);
+        /* on: the tiled passes (equal to the untiled ones up to float rounding: a few values one
+         * level apart) */
+        CHECK(d01 == 0 && d02 > 0 && d02 < n / 100 && m02 <= 2);
     }
     for (int k = 0; k < 3; k++) sdb_image_free(&im[k]);
     char **keys = NULL, **vals = NULL;

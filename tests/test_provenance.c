@@ -5,7 +5,8 @@
  * `sdbatch info` on real PNG files (text and --json), and `sdbatch generate --from`: an image
  * re-made from its own PNG with the same inputs and model has byte-identical pixels, options
  * given on the command line win, an A1111-written file drives a txt2img run, and bad files fail
- * clearly.
+ * clearly; the restoration options (mask blur/dilate, masked content, colour match, keep
+ * unmasked, inpaint area) are read back too.
  */
 #include "harness.h"
 #include "sdb/a1111.h"
@@ -227,10 +228,82 @@ static void test_info_and_from(void)
     CHECK(same_pixels(c, d));
 }
 
+/* generate --from reads the restoration options back (issue 17): an image made with them is re-made
+ * pixel for pixel; an option given wins over the file's; A1111's spelling of them drives the same
+ * run as the options spelled out by hand; a malformed value names its key. */
+static void test_from_restore(void)
+{
+    const char *dir = sdb_t_tmpdir();
+    const char *model = sdb_t_path("models/tiny-sd-inpaint");
+    char img[1024], msk[1024], r0[1024], r1[1024], r2[1024], r3[1024], r4[1024], args[8192];
+    snprintf(img, sizeof img, "%s", sdb_t_path("refs/pipeline/inputs/scene_192x128.png"));
+    snprintf(msk, sizeof msk, "%s", sdb_t_path("refs/pipeline/inputs/smallmask_192x128.png"));
+    snprintf(r0, sizeof r0, "%s/r0.png", dir);
+    snprintf(r1, sizeof r1, "%s/r1.png", dir);
+    snprintf(r2, sizeof r2, "%s/r2.png", dir);
+    snprintf(r3, sizeof r3, "%s/r3.png", dir);
+    snprintf(r4, sizeof r4, "%s/r4.png", dir);
+    const char *base = "generate --model '%s' --image '%s' --mask '%s' --prompt 'a wall' --seed 5 --steps 2 %s --output '%s'";
+    snprintf(args, sizeof args, base, model, img, msk, "", r0);
+    CHECK(sdb_t_sdbatch(args, out, sizeof out) == 0);
+    snprintf(args, sizeof args, base, model, img, msk,
+             "--keep-unmasked --mask-blur 3 --mask-dilate 2 --masked-content fill --color-match", r1);
+    int rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECK(!same_pixels(r0, r1)); /* the options change the image, so reading them back matters */
+    char *p1 = parameters_of(r1);
+    CHECK(p1 && strstr(p1, "Mask blur: 3") && strstr(p1, "Mask dilate: 2") && strstr(p1, "Masked content: fill") &&
+          strstr(p1, "Color correction: True") && strstr(p1, "Keep unmasked: True"));
+    /* --from alone: the same pixels and parameters */
+    snprintf(args, sizeof args, "generate --from '%s' --model '%s' --image '%s' --mask '%s' --output '%s'", r1, model, img, msk, r2);
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECK(same_pixels(r1, r2));
+    char *p2 = parameters_of(r2);
+    CHECK(p1 && p2 && !strcmp(p1, p2));
+    free(p2);
+    /* an option given wins, the others still come from the file: as the run spelled out */
+    snprintf(args, sizeof args, "generate --from '%s' --model '%s' --image '%s' --mask '%s' --mask-blur 0 --masked-content original --output '%s'",
+             r1, model, img, msk, r2);
+    CHECK(sdb_t_sdbatch(args, out, sizeof out) == 0);
+    snprintf(args, sizeof args, base, model, img, msk, "--keep-unmasked --mask-dilate 2 --masked-content original --color-match", r3);
+    CHECK(sdb_t_sdbatch(args, out, sizeof out) == 0);
+    CHECK(same_pixels(r2, r3) && !same_pixels(r1, r2));
+    p2 = parameters_of(r2);
+    CHECK(p2 && !strstr(p2, "Mask blur") && strstr(p2, "Masked content: original") && strstr(p2, "Keep unmasked: True"));
+    free(p2);
+    free(p1);
+    /* A1111's own spelling (only masked with its padding, latent noise, mask blur) */
+    sdb_err err = {0};
+    sdb_image im = {0};
+    CHECK_OK(sdb_image_alloc(&im, 8, 8, 3, &err), &err);
+    memset(im.px, 128, 8 * 8 * 3);
+    const char *key[1] = {"parameters"};
+    const char *a1111[1] = {"a wall\nSteps: 2, Sampler: PNDM, CFG scale: 7.5, Seed: 5, Size: 192x128, Model hash: 0000000000, "
+                            "Mask blur: 4, Masked content: latent noise, Inpaint area: Only masked, Masked area padding: 16"};
+    snprintf(r3, sizeof r3, "%s/a1111-restore.png", dir);
+    CHECK_OK(sdb_png_write(r3, &im, key, a1111, 1, &err), &err);
+    snprintf(args, sizeof args, "generate --from '%s' --model '%s' --image '%s' --mask '%s' --output '%s'", r3, model, img, msk, r2);
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    snprintf(args, sizeof args, base, model, img, msk,
+             "--mask-blur 4 --masked-content latent_noise --inpaint-area masked --padding-mask-crop 16", r4);
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    CHECK(same_pixels(r2, r4));
+    const char *bad[1] = {"a wall\nSteps: 2, Sampler: PNDM, Seed: 5, Size: 192x128, Masked content: sideways"};
+    CHECK_OK(sdb_png_write(r3, &im, key, bad, 1, &err), &err);
+    sdb_image_free(&im);
+    snprintf(args, sizeof args, "generate --from '%s' --model '%s' --image '%s' --mask '%s' --output '%s'", r3, model, img, msk, r2);
+    rc = sdb_t_sdbatch(args, out, sizeof out);
+    CHECKF(rc != 0 && strstr(out, "Masked content: sideways"), "exit %d: %s", rc, out);
+}
+
 int main(void)
 {
     if (!sdb_t_data()) return 1;
     RUN(test_parse_a1111);
     RUN(test_info_and_from);
+    RUN(test_from_restore);
     return sdb_t_done();
 }

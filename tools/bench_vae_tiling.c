@@ -1,11 +1,19 @@
 /*
  * bench_vae_tiling.c — `sdbatch-bench-vae-tiling`: the two measurements behind the tiled VAE.
  *
- *   sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T]
+ *   sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]
+ *                            [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2]
+ *                            [--sweep 0|1]
  *       Encodes a smooth synthetic N x N picture with the model's VAE (untiled) to get a realistic
  *       latent, decodes it untiled and tiled (tiles of T pixels, default N/2 so an N-pixel image is
- *       really cut into 3 x 3 tiles) and prints how far the two 8-bit results are apart (max and
- *       99.9th percentile levels, share of pixels that differ) and both decodes' scratch peaks.
+ *       really cut into 2 x 2 tiles; the tiling options of sdb_vae_tile_opts) and prints how far the
+ *       two 8-bit results are apart (max and 99.9th percentile levels, share of pixels that differ)
+ *       and both decodes' scratch peaks. --encode 1: the tiled encode too (its latent decoded
+ *       untiled against the untiled encode's). --tiled-only 1: only a tiled encode and decode (big
+ *       images), with their times, scratch peaks and the process's peak RSS; 2: the decode only
+ *       (of a synthetic latent). --sweep 1: first the decode under each tiling variant (the mid
+ *       block per tile or on the whole latent, own or exact statistics, margins), one line each:
+ *       what each cause of the tiles' error weighs.
  *
  *   sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S]
  *                            [--sdbatch PATH] [--keep DIR]
@@ -54,7 +62,33 @@ static uint8_t to_u8(float v)
 
 static int cmp_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
 
-static int bench_decode(const char *model, int N, int tile)
+/* Levels (0..255) after to_u8 of two float images: max, 99.9th percentile, median, share differing. */
+static void compare(const char *what, const float *a, const float *b, size_t n, int *lv, int *max_out)
+{
+    size_t differ = 0;
+    double maxf = 0;
+    for (size_t i = 0; i < n; i++) {
+        lv[i] = abs((int)to_u8(a[i]) - (int)to_u8(b[i]));
+        differ += lv[i] != 0;
+        double df = fabs((double)a[i] - b[i]) / 2.0; /* in [0, 1] image units */
+        if (df > maxf) maxf = df;
+    }
+    qsort(lv, n, sizeof(int), cmp_int);
+    printf("  %s: 8-bit max %d/255, 99.9th percentile %d/255, median %d; %.2f%% of values differ; float max %.3f/255\n",
+           what, lv[n - 1], lv[(size_t)(n * 0.999)], lv[n / 2], 100.0 * differ / n, maxf * 255);
+    *max_out = lv[n - 1];
+}
+
+static double rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+static int fail_err(const sdb_err *err) { fprintf(stderr, "%s\n", err->msg); return 1; }
+
+static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_opts *opt, int encode, int tiled_only, int sweep)
 {
     char cfg[4200], wp[4200], dir[4200];
     snprintf(dir, sizeof dir, "%s/vae", model);
@@ -64,47 +98,105 @@ static int bench_decode(const char *model, int N, int tile)
     sdb_vae *v = NULL;
     sdb_arena a;
     if (sdb_vae_weights_path(dir, 0, wp, sizeof wp, &err) || sdb_weights_open(&w, wp, "vae", &err) ||
-        sdb_vae_load(&v, cfg, &w, &err) || sdb_arena_init(&a, 0, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        return 1;
-    }
+        sdb_vae_load(&v, cfg, &w, &err) || sdb_arena_init(&a, 0, &err))
+        return fail_err(&err);
     sdb_vae_set_tile_size(v, tile);
+    sdb_vae_set_tiling(v, opt);
     int h, wd;
     sdb_vae_latent_size(v, N, N, &h, &wd);
     size_t ni = (size_t)3 * N * N, nl = (size_t)4 * h * wd;
     float *img = malloc(ni * sizeof(float)), *m = malloc(nl * sizeof(float)), *s = malloc(nl * sizeof(float));
-    float *d0 = malloc(ni * sizeof(float)), *d1 = malloc(ni * sizeof(float));
-    int *lv = malloc(ni * sizeof(int));
-    if (!img || !m || !s || !d0 || !d1 || !lv) return die("out of memory");
+    float *d0 = malloc(ni * sizeof(float));
+    if (!img || !m || !s || !d0) return die("out of memory");
     for (int c = 0; c < 3; c++)
         for (int y = 0; y < N; y++)
             for (int x = 0; x < N; x++) img[((size_t)c * N + y) * N + x] = picture(c, x, y, N);
+    printf("VAE %dx%d (latent %dx%d), tiles of %d px (%s), margin %d/%d latents (decode/encode), passes %d (0 = exact statistics)%s%s\n", N, N,
+           h, wd, sdb_vae_tile_size(v), sdb_vae_tiles_image(v, N, N) ? "tiled" : "NOT tiled: one tile",
+           opt->margin >= 0 ? opt->margin : sdb_vae_decode_margin(v), opt->margin >= 0 ? opt->margin : sdb_vae_encode_margin(v),
+           opt->passes, opt->local_mid ? ", mid block per tile" : "",
+           opt->oracle_stats ? ", statistics from an untiled pass" : "");
+    if (tiled_only) {
+        /* big images: only the tiled passes (the untiled ones would need ~4 full-resolution activations) */
+        double t0 = sdb_now_mono();
+        size_t pe = 0;
+        if (tiled_only == 2) /* decode only: a smooth latent of an encoder's magnitude */
+            for (int c = 0; c < 4; c++)
+                for (int y = 0; y < h; y++)
+                    for (int x = 0; x < wd; x++) m[((size_t)c * h + y) * wd + x] = 4.0f * picture(c, x, y, h);
+        else if (sdb_vae_encode_tiled(v, img, N, N, m, s, NULL, &a, &err)) return fail_err(&err);
+        else pe = sdb_vae_peak_bytes(v);
+        double t1 = sdb_now_mono();
+        if (sdb_vae_decode_tiled(v, m, h, wd, d0, &a, &err)) return fail_err(&err);
+        size_t pd = sdb_vae_peak_bytes(v);
+        double t2 = sdb_now_mono();
+        printf("  time: tiled encode %.1f s, tiled decode %.1f s\n", t1 - t0, t2 - t1);
+        printf("  scratch peak: tiled encode %.0f MiB, tiled decode %.0f MiB\n", pe / 1048576.0, pd / 1048576.0);
+        printf("  peak RSS of this process %.0f MiB = VAE weights %.0f MiB + image buffers %.0f MiB + %.0f MiB\n", rss_mib(),
+               sdb_vae_weight_bytes(v) / 1048576.0, (2.0 * ni + 2.0 * nl) * 4 / 1048576.0,
+               rss_mib() - sdb_vae_weight_bytes(v) / 1048576.0 - (2.0 * ni + 2.0 * nl) * 4 / 1048576.0);
+        free(img); free(m); free(s); free(d0);
+        sdb_vae_free(v);
+        sdb_weights_free(&w);
+        sdb_arena_free(&a);
+        return 0;
+    }
+    float *d1 = malloc(ni * sizeof(float));
+    int *lv = malloc(ni * sizeof(int));
+    if (!d1 || !lv) return die("out of memory");
     double t0 = sdb_now_mono();
-    if (sdb_vae_encode(v, img, N, N, m, s, NULL, &a, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (sdb_vae_encode(v, img, N, N, m, s, NULL, &a, &err)) return fail_err(&err);
     double t1 = sdb_now_mono();
-    if (sdb_vae_decode(v, m, h, wd, d0, &a, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (sdb_vae_decode(v, m, h, wd, d0, &a, &err)) return fail_err(&err);
     size_t p0 = sdb_vae_peak_bytes(v);
     double t2 = sdb_now_mono();
-    if (sdb_vae_decode_tiled(v, m, h, wd, d1, &a, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (sweep) {
+        /* what each cause of the error weighs: the decode under each tiling variant */
+        static const struct { const char *what; sdb_vae_tile_opts t; } var[] = {
+            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1}},
+            {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0}},
+            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
+            {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1}},
+        };
+        for (size_t k = 0; k < sizeof var / sizeof var[0]; k++) {
+            sdb_vae_set_tiling(v, &var[k].t);
+            double ts = sdb_now_mono();
+            if (sdb_vae_decode_tiled(v, m, h, wd, d1, &a, &err)) return fail_err(&err);
+            int mx;
+            char what[200];
+            snprintf(what, sizeof what, "%s [%.0f s, scratch %.0f MiB]", var[k].what, sdb_now_mono() - ts,
+                     sdb_vae_peak_bytes(v) / 1048576.0);
+            compare(what, d0, d1, ni, lv, &mx);
+        }
+        sdb_vae_set_tiling(v, opt);
+    }
+    if (sdb_vae_decode_tiled(v, m, h, wd, d1, &a, &err)) return fail_err(&err);
     size_t p1 = sdb_vae_peak_bytes(v);
     double t3 = sdb_now_mono();
-    size_t differ = 0;
-    double maxf = 0;
-    for (size_t i = 0; i < ni; i++) {
-        lv[i] = abs((int)to_u8(d0[i]) - (int)to_u8(d1[i]));
-        differ += lv[i] != 0;
-        double df = fabs((double)d0[i] - d1[i]) / 2.0; /* in [0, 1] image units */
-        if (df > maxf) maxf = df;
-    }
-    qsort(lv, ni, sizeof(int), cmp_int);
-    printf("VAE decode %dx%d (latent %dx%d), tiles of %d px: %s\n", N, N, h, wd, sdb_vae_tile_size(v),
-           sdb_vae_tiles_image(v, N, N) ? "tiled" : "NOT tiled (one tile)");
-    printf("  8-bit difference tiled vs untiled: max %d/255, 99.9th percentile %d/255, median %d; %.2f%% of values differ\n",
-           lv[ni - 1], lv[(size_t)(ni * 0.999)], lv[ni / 2], 100.0 * differ / ni);
-    printf("  float difference: max %.4f of the [0, 1] range (%.2f/255)\n", maxf, maxf * 255);
+    int maxd = 0, maxe = 0;
+    compare("decode, tiled vs untiled", d0, d1, ni, lv, &maxd);
     printf("  time: encode %.1f s, decode untiled %.1f s, tiled %.1f s\n", t1 - t0, t2 - t1, t3 - t2);
     printf("  scratch peak: untiled %.0f MiB, tiled %.0f MiB\n", p0 / 1048576.0, p1 / 1048576.0);
-    int ok = lv[ni - 1] <= 2;
+    if (encode) {
+        /* the tiled encode's latent, decoded untiled, against the untiled encode's (d0) */
+        float *m1 = malloc(nl * sizeof(float));
+        if (!m1) return die("out of memory");
+        double t4 = sdb_now_mono();
+        if (sdb_vae_encode_tiled(v, img, N, N, m1, s, NULL, &a, &err)) return fail_err(&err);
+        size_t p2 = sdb_vae_peak_bytes(v);
+        double t5 = sdb_now_mono(), ml = 0, sl = 0;
+        for (size_t i = 0; i < nl; i++) {
+            double d = fabs((double)m1[i] - m[i]);
+            if (d > ml) ml = d;
+            sl += (double)m[i] * m[i];
+        }
+        printf("  encode, tiled vs untiled: latent mean max difference %.3g (latent rms %.3g); %.1f s, scratch %.0f MiB\n", ml,
+               sqrt(sl / nl), t5 - t4, p2 / 1048576.0);
+        if (sdb_vae_decode(v, m1, h, wd, d1, &a, &err)) return fail_err(&err);
+        compare("tiled encode's latent decoded vs the untiled one's", d0, d1, ni, lv, &maxe);
+        free(m1);
+    }
+    int ok = maxd <= 2 && maxe <= 2;
     printf("  within 2/255: %s\n", ok ? "yes" : "NO");
     free(img); free(m); free(s); free(d0); free(d1); free(lv);
     sdb_vae_free(v);
@@ -197,11 +289,13 @@ static int bench_inpaint(const char *model, int N, int R, int crop, int steps, c
 int main(int argc, char **argv)
 {
     if (argc < 3 || (strcmp(argv[1], "decode") && strcmp(argv[1], "inpaint"))) {
-        fprintf(stderr, "usage: sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T]\n"
+        fprintf(stderr, "usage: sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]\n"
+                        "           [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2] [--sweep 0|1]\n"
                         "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--sdbatch PATH] [--keep DIR]\n");
         return 2;
     }
-    int N = 512, tile = 0, R = 512, crop = 0, steps = 1;
+    int N = 512, tile = 0, R = 512, crop = 0, steps = 1, encode = 0, tiled_only = 0, sweep = 0;
+    sdb_vae_tile_opts opt = {0, -1, 0, 0};
     const char *keep = NULL;
     char sdbatch[4200];
     snprintf(sdbatch, sizeof sdbatch, "%s", argv[0]);
@@ -215,9 +309,16 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sdbatch")) snprintf(sdbatch, sizeof sdbatch, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--keep")) keep = argv[i + 1];
+        else if (!strcmp(argv[i], "--passes")) opt.passes = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--margin")) opt.margin = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--local-mid")) opt.local_mid = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--oracle")) opt.oracle_stats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--encode")) encode = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--tiled-only")) tiled_only = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--sweep")) sweep = atoi(argv[i + 1]);
         else return die("unknown option");
     }
     if (N < 8 || N % 8) return die("--size must be a positive multiple of 8");
-    if (!strcmp(argv[1], "decode")) return bench_decode(argv[2], N, tile ? tile : N / 2);
+    if (!strcmp(argv[1], "decode")) return bench_decode(argv[2], N, tile ? tile : N / 2, &opt, encode, tiled_only, sweep);
     return bench_inpaint(argv[2], N, R, crop, steps, sdbatch, keep);
 }

@@ -173,7 +173,10 @@ void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int in
 struct sdb_a1111_params;
 /* The parameters an A1111 text describes (sdbatch's or A1111's own; see a1111.h): the prompt,
  * negative prompt, Seed, Steps, CFG scale, Sampler (NULL = the model's own when it is that one),
- * Denoising strength and sdbatch's keys above; without "Working size", "Size" sets width/height
+ * Denoising strength, sdbatch's keys above and the restoration options as sdb_gen_params_a1111
+ * writes them ("Mask blur", "Mask dilate", "Masked content", "Inpaint area" with "Masked area
+ * padding", "Only masked size", "Color correction", "Keep unmasked", "Mask: alpha"; absent keys
+ * leave p->restore as it was); without "Working size", "Size" sets width/height
  * only when p->image is NULL (txt2img). Keys it does not know are ignored. Strings point into a.
  * A scheduler the caller set beforehand in p is kept (the Sampler key is then not looked at).
  * Fails naming the key when a value is malformed or the sampler is one sdbatch does not have. */

@@ -82,21 +82,41 @@ void sdb_vae_sample(const float *mean, const float *std, const float *noise, siz
 int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                    sdb_err *err);
 
-/* ---- tiling: diffusers' AutoencoderKL with enable_tiling() (tiled_encode / tiled_decode) ------
+/* ---- tiling: bounded memory for big images, close to the untiled passes ---------------------
  * Square tiles of T = sdb_vae_tile_size() pixels (the config's sample_size: 512 for SD 1.x), i.e.
- * T/f latents (f = 2^(blocks-1)), started every 3/4 tile; each tile is encoded/decoded alone,
- * blended linearly into its upper then its left neighbour over 1/4 tile (diffusers' blend_v /
- * blend_h, on the encoder's moments before the log-variance clamp), and its top-left 3/4 tile kept.
- * Results differ from the untiled pass (each tile sees only itself; within ~2/255 on SD 1.x
- * decodes). Scratch: one tile's activations plus 1/4-tile edge strips of one row of tiles, so it
- * no longer grows with the image. As in diffusers, an image whose sides are all <= T (a latent
- * whose sides are all <= T/f) is not tiled: these then equal sdb_vae_encode / sdb_vae_decode.
- * Tiled encode needs H and W multiples of f. */
+ * T/f latents (f = 2^(blocks-1)). The part at 1/8 resolution with the mid block (whose attention is
+ * global) runs on the whole latent: decode: post_quant_conv, conv_in, mid block; encode: mid block,
+ * conv_norm_out, conv_out, quant_conv. The rest (decode: the up blocks and conv_out; encode: conv_in
+ * and the down blocks) runs one tile at a time, each tile with a margin of the receptive field of
+ * those layers (sdb_vae_decode_margin / sdb_vae_encode_margin latents each side) of which only the
+ * core is kept, so nothing is blended. Every tiled GroupNorm uses the whole image's statistics,
+ * summed (double) over the tiles' cores: by default (exact) the tiles run once per tiled GroupNorm,
+ * run k stopping at GroupNorm k with the exact statistics of those before it (k-th one's sums then
+ * exact too), and once more for the output; the cost is about (number of GroupNorms) / 2 times one
+ * run (~11x the decoder's up path for SD 1.x, ~10x the encoder's down path) but memory stays one
+ * tile. With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
+ * statistics, every later one with the previous run's (pass k has the first k GroupNorms exact;
+ * with random weights this converges too slowly to be useful: README). Results equal the untiled
+ * pass up to float rounding. Scratch: the whole-latent part (decode: ~5 latent-sized 512-channel
+ * tensors in the mid block) plus one tile with its margins. An image whose sides are all <= T (a
+ * latent whose sides are all <= T/f) is not tiled: these then equal sdb_vae_encode /
+ * sdb_vae_decode. Tiled encode needs H and W multiples of f. */
 int sdb_vae_tile_size(const sdb_vae *v);
-/* Tests/tuning: the tile size in pixels (0 = sample_size); rounded down to a multiple of 4f. */
+/* Tests/tuning: the tile size in pixels (0 = sample_size); rounded down to a multiple of f. */
 void sdb_vae_set_tile_size(sdb_vae *v, int pixels);
 /* Whether an H x W image (pixels) is more than one tile, i.e. the tiled passes really tile it. */
 int sdb_vae_tiles_image(const sdb_vae *v, int H, int W);
+/* Tests/measurements: how the tiles run. */
+typedef struct sdb_vae_tile_opts {
+    int passes;       /* 0 = exact statistics (staged runs; the default); P > 0: P full passes */
+    int margin;       /* latents each side of a tile's core; -1 = the receptive field (the default) */
+    int local_mid;    /* decode: conv_in and the mid block per tile too (diffusers-like; measuring) */
+    int oracle_stats; /* the first pass is one untiled statistics pass (measuring the margins) */
+} sdb_vae_tile_opts;
+/* NULL = the defaults ({0, -1, 0, 0}). */
+void sdb_vae_set_tiling(sdb_vae *v, const sdb_vae_tile_opts *t);
+int sdb_vae_decode_margin(const sdb_vae *v);
+int sdb_vae_encode_margin(const sdb_vae *v);
 int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
                          float *logvar, sdb_arena *arena, sdb_err *err);
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,

@@ -58,7 +58,8 @@ static void usage(FILE *f)
 "  --weights f32|f16       f16: keep the weight matrices as IEEE half in memory (about half the\n"
 "                          weights' RAM; an F16 model gives the same image, an F32 one is\n"
 "                          rounded to half); default f32\n"
-"  --vae-tiling MODE       auto|on|off: tiled VAE for big images (diffusers' enable_tiling);\n"
+"  --vae-tiling MODE       auto|on|off: tiled VAE for big images (bounded memory, within 2/255\n"
+"                          of the untiled VAE);\n"
 "                          auto (default) tiles only above (2 x tile)^2 pixels (1024x1024 for SD 1.x)\n"
 "  --conv auto|direct|winograd  the 3x3 convolutions' path: Winograd F(4x4,3x3) (4x fewer\n"
 "                          multiply-adds, the same image within float rounding) or im2col + GEMM;\n"
@@ -276,7 +277,6 @@ int cmd_generate(int argc, char **argv)
         sdb_gen_params_default(&q);
         q.image = p.image;
         q.mask = p.mask;
-        q.restore = p.restore;   /* the restoration options come from the command line only */
         if (given['S']) q.scheduler = p.scheduler;
         if ((rc = sdb_gen_params_from_a1111(m, &from_params, &q, &err))) {
             sdb_image_free(&image); sdb_image_free(&mask); sdb_model_free(m); sdb_a1111_free(&from_params);
@@ -294,6 +294,18 @@ int cmd_generate(int argc, char **argv)
         if (given['W'] || given['H']) { q.width = p.width; q.height = p.height; }
         if (given['P']) q.padding_mask_crop = p.padding_mask_crop;
         if (given[1009]) q.vae_tiling = p.vae_tiling;
+        if (given[1001]) q.restore.keep_unmasked = p.restore.keep_unmasked;
+        if (given[1002]) q.restore.mask_blur = p.restore.mask_blur;
+        if (given[1003]) q.restore.mask_dilate = p.restore.mask_dilate;
+        if (given[1004]) q.restore.masked_content = p.restore.masked_content;
+        if (given[1005]) q.restore.color_match = p.restore.color_match;
+        if (given[1006]) q.restore.inpaint_area = p.restore.inpaint_area;
+        if (given[1007]) q.restore.only_masked_size = p.restore.only_masked_size;
+        if (given['k']) q.restore.mask_from_alpha = p.restore.mask_from_alpha; /* --mask FILE or alpha */
+        if (q.restore.mask_from_alpha && !q.image) {
+            sdb_image_free(&image); sdb_image_free(&mask); sdb_model_free(m); sdb_a1111_free(&from_params);
+            return cli_usage_error("generate", "--from %s: its mask was the image's alpha: give --image", from);
+        }
         p = q;
     }
     progress pr = {isatty(2), quiet, sdb_now_mono()};

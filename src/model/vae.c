@@ -19,9 +19,10 @@
  * (memmove; cheap next to the convolutions) before the temporaries are released. Nearest-x2
  * upsampling + conv runs in horizontal strips so the 4x-size upsampled tensor never exists whole.
  *
- * Tiling (sdb_vae_encode_tiled / sdb_vae_decode_tiled) is diffusers' AutoencoderKL tiled_encode /
- * tiled_decode with blend_v / blend_h, done one tile at a time: only the edge strips a later tile
- * blends with are kept (one row of tiles' bottom strips, the left neighbour's right strip).
+ * Tiling (sdb_vae_encode_tiled / sdb_vae_decode_tiled): the 1/8-resolution part with the mid
+ * block runs on the whole latent, the rest in tiles with margins of the receptive field, one tile
+ * at a time, every GroupNorm with the whole image's statistics gathered over passes (see the
+ * tiling section).
  */
 #include "sdb/vae.h"
 
@@ -99,6 +100,7 @@ struct sdb_vae {
     size_t peak;
     size_t strip_floats;
     int tile_px;        /* sdb_vae_set_tile_size; 0 = cfg.sample_size */
+    sdb_vae_tile_opts tiling; /* sdb_vae_set_tiling */
     sdb_vae_debug_fn debug;
     void *debug_ud;
     sdb_profile *prof;  /* sdb_vae_set_profile: convolution and attention counters, NULL = off */
@@ -351,6 +353,7 @@ int sdb_vae_create(sdb_vae **out, const sdb_vae_config *cfg, sdb_weights *w, sdb
     if (!v) return sdb_fail(err, SDB_ENOMEM, "vae: out of memory");
     v->cfg = *cfg;
     v->w = w;
+    v->tiling.margin = -1;
     const int nb = cfg->n_blocks, L = cfg->latent_channels, lpb = cfg->layers_per_block;
     const int *boc = cfg->block_out_channels;
     char nm[256];
@@ -488,10 +491,25 @@ void sdb_vae_sample(const float *mean, const float *std, const float *noise, siz
 /* forward building blocks. Each takes the current activation x at the top of the arena (its
  * arena offset is `xmark`) and leaves its result at the same place, the arena used up to its end. */
 
+/* GroupNorm statistics shared by the tiles of a tiled pass (see the tiling section below). */
+typedef struct {
+    int max_gn, groups;
+    double *acc;            /* [max_gn][groups][2]: sums of x and x^2 over the tiles' cores, this pass */
+    double *cnt;            /* [max_gn]: values per group summed into acc */
+    double *mean, *rstd;    /* [max_gn][groups]: the whole image's, from the previous pass */
+    int have_stats;         /* 0: each tile normalises with its own statistics */
+    int idx;                /* the next GroupNorm of the current tile */
+    int stop_at;            /* >= 0: the tile stops once this GroupNorm's sums are taken */
+    int stopped;            /* set when it did (the layers then return at once) */
+    int in_h, in_w;         /* the current tile's input size (its own resolution) */
+    int cy0, cy1, cx0, cx1; /* its core within it, in input units */
+} tile_stats;
+
 typedef struct {
     sdb_vae *v;
     sdb_arena *a;
     sdb_err *err;
+    tile_stats *ts;         /* set while a tile of a tiled pass runs; NULL = plain GroupNorm */
 } vae_ctx;
 
 static int oom(vae_ctx *c, const char *what)
@@ -528,24 +546,97 @@ static int conv(vae_ctx *c, const sdb_conv2d *cv, const float *x, int H, int W, 
 
 static void debug(vae_ctx *c, const char *name, const float *x, int C, int H, int W)
 {
-    if (c->v->debug) c->v->debug(c->v->debug_ud, name, x, C, H, W);
+    if (c->v->debug && !c->ts) c->v->debug(c->v->debug_ud, name, x, C, H, W); /* not per tile */
 }
+
+/* The core of the current tile at a resolution H x W (the tile's input scaled by up- or
+ * downsampling by powers of two). */
+static void tile_core(const tile_stats *s, int H, int W, int *y0, int *y1, int *x0, int *x1)
+{
+    if (H >= s->in_h) {
+        int k = H / s->in_h;
+        assert(H == s->in_h * k && W == s->in_w * k);
+        *y0 = s->cy0 * k; *y1 = s->cy1 * k; *x0 = s->cx0 * k; *x1 = s->cx1 * k;
+    } else {
+        int k = s->in_h / H;
+        assert(s->in_h == H * k && s->in_w == W * k && s->cy0 % k == 0 && s->cx0 % k == 0);
+        *y0 = s->cy0 / k; *y1 = s->cy1 / k; *x0 = s->cx0 / k; *x1 = s->cx1 / k;
+    }
+}
+
+/* GroupNorm (+ SiLU) x [C, H, W] -> y (may equal x). Outside a tiled pass: sdb_groupnorm. Inside
+ * one: the sums over the tile's core are added to the pass's accumulators (in double, a fixed
+ * order: the same on any thread count), and the tile is normalised with the whole image's
+ * statistics of the previous pass when there are some, else with its own. */
+static void gn(vae_ctx *c, const vae_gn *n, const float *x, int C, int H, int W, int silu, float *y)
+{
+    const int G = c->v->cfg.norm_num_groups;
+    const size_t hw = (size_t)H * W;
+    tile_stats *s = c->ts;
+    if (!s) {
+        sdb_groupnorm(x, 1, C, (int)hw, G, n->gamma, n->beta, VAE_GN_EPS, silu, y);
+        return;
+    }
+    assert(s->idx < s->max_gn && G == s->groups);
+    const int k = s->idx++, cpg = C / G;
+    int y0, y1, x0, x1;
+    tile_core(s, H, W, &y0, &y1, &x0, &x1);
+    double *acc = s->acc + (size_t)k * G * 2;
+    for (int g = 0; g < G; g++) {
+        double s1 = 0, s2 = 0;
+        for (int ch = g * cpg; ch < (g + 1) * cpg; ch++)
+            for (int yy = y0; yy < y1; yy++) {
+                const float *r = x + ((size_t)ch * H + yy) * W;
+                for (int xx = x0; xx < x1; xx++) {
+                    double v = r[xx];
+                    s1 += v;
+                    s2 += v * v;
+                }
+            }
+        acc[2 * g] += s1;
+        acc[2 * g + 1] += s2;
+    }
+    s->cnt[k] += (double)cpg * (y1 - y0) * (x1 - x0);
+    if (k == s->stop_at) {
+        s->stopped = 1;
+        return;
+    }
+    if (!s->have_stats) {
+        sdb_groupnorm(x, 1, C, (int)hw, G, n->gamma, n->beta, VAE_GN_EPS, silu, y);
+        return;
+    }
+    const double *mean = s->mean + (size_t)k * G, *rstd = s->rstd + (size_t)k * G;
+    for (int ch = 0; ch < C; ch++) {
+        const int g = ch / cpg;
+        const double gm = n->gamma ? n->gamma[ch] : 1.0, bt = n->beta ? n->beta[ch] : 0.0;
+        const float sc = (float)(rstd[g] * gm), sh = (float)(bt - mean[g] * (rstd[g] * gm));
+        const float *xi = x + (size_t)ch * hw;
+        float *yo = y + (size_t)ch * hw;
+        for (size_t i = 0; i < hw; i++) yo[i] = xi[i] * sc + sh;
+        if (silu) sdb_silu(yo, hw);
+    }
+}
+
+/* Whether the current tile stopped at its last needed GroupNorm (its layers then return at once;
+ * the caller throws the tile's state away). */
+static int stopped(const vae_ctx *c) { return c->ts && c->ts->stopped; }
 
 /* ResnetBlock2D without time embedding. x [cin, H, W] at xmark -> [cout, H, W] at xmark. */
 static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark, int H, int W)
 {
     float *x = *xp;
     size_t hw = (size_t)H * W;
-    int g = c->v->cfg.norm_num_groups;
     int rc;
     if (!r->has_shortcut) {
         /* x, t1 = silu(gn1(x)), t2 = conv1(t1); t2 = silu(gn2(t2)); t1 = conv2(t2) + x */
         float *t1 = alloc_f(c, (size_t)r->cin * hw);
         float *t2 = alloc_f(c, (size_t)r->cout * hw);
         if (!t1 || !t2) return oom(c, "resnet");
-        sdb_groupnorm(x, 1, r->cin, (int)hw, g, r->norm1.gamma, r->norm1.beta, VAE_GN_EPS, 1, t1);
+        gn(c, &r->norm1, x, r->cin, H, W, 1, t1);
+        if (stopped(c)) return 0;
         if ((rc = conv(c, &r->conv1, t1, H, W, t2, NULL))) return rc;
-        sdb_groupnorm(t2, 1, r->cout, (int)hw, g, r->norm2.gamma, r->norm2.beta, VAE_GN_EPS, 1, t2);
+        gn(c, &r->norm2, t2, r->cout, H, W, 1, t2);
+        if (stopped(c)) return 0;
         if ((rc = conv(c, &r->conv2, t2, H, W, t1, x))) return rc;
         *xp = settle(c, xmark, t1, (size_t)r->cout * hw);
         return 0;
@@ -555,9 +646,11 @@ static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark,
     float *t2 = alloc_f(c, (size_t)r->cout * hw);
     if (!s || !t2) return oom(c, "resnet");
     if ((rc = conv(c, &r->shortcut, x, H, W, s, NULL))) return rc;
-    sdb_groupnorm(x, 1, r->cin, (int)hw, g, r->norm1.gamma, r->norm1.beta, VAE_GN_EPS, 1, x);
+    gn(c, &r->norm1, x, r->cin, H, W, 1, x);
+    if (stopped(c)) return 0;
     if ((rc = conv(c, &r->conv1, x, H, W, t2, NULL))) return rc;
-    sdb_groupnorm(t2, 1, r->cout, (int)hw, g, r->norm2.gamma, r->norm2.beta, VAE_GN_EPS, 1, t2);
+    gn(c, &r->norm2, t2, r->cout, H, W, 1, t2);
+    if (stopped(c)) return 0;
     if (r->cout <= r->cin) {
         /* x is dead: the result goes straight into its place */
         if ((rc = conv(c, &r->conv2, t2, H, W, x, s))) return rc;
@@ -713,141 +806,178 @@ static void posterior(const float *x, size_t n, float *mean, float *std, float *
     }
 }
 
-/* The encoder. With `moments`, quant_conv's raw output (mean, then the unclamped log-variance) is
- * copied there; otherwise the posterior's mean, std (and logvar) are written. */
-static int encode_core(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
-                       float *logvar, float *moments, sdb_arena *arena, sdb_err *err)
+/* conv_in and the down blocks: image [in_channels, H, W] -> x [C, h, w] at xmark (the arena's top
+ * on entry); *Hp, *Wp become h, w. */
+static int enc_down(vae_ctx *c, const float *image, int *Hp, int *Wp, float **xp, size_t xmark)
 {
+    sdb_vae *v = c->v;
     const sdb_vae_config *cfg = &v->cfg;
-    const int H0 = H, W0 = W;
-    int h, w;
-    sdb_vae_latent_size(v, H, W, &h, &w);
-    if (H < 1 || W < 1 || h < 1 || w < 1)
-        return sdb_fail(err, SDB_EINVAL, "vae encode: image %dx%d is too small", H, W);
-    vae_ctx c = {v, arena, err};
-    peak_guard pg;
-    peak_begin(arena, &pg);
-    int rc = 0;
+    int H = *Hp, W = *Wp, rc;
     char nm[64];
-    /* keep the activation's offset 64-byte aligned so settle() lands exactly on it */
-    sdb_arena_alloc(arena, 0);
-    size_t xmark = sdb_arena_mark(arena);
-    int C = v->enc_conv_in.cout;
-    float *x = alloc_f(&c, (size_t)C * H * W);
-    if (!x) { rc = oom(&c, "encoder"); goto out; }
-    if ((rc = conv(&c, &v->enc_conv_in, image, H, W, x, NULL))) goto out;
+    float *x = alloc_f(c, (size_t)v->enc_conv_in.cout * H * W);
+    if (!x) return oom(c, "encoder");
+    if ((rc = conv(c, &v->enc_conv_in, image, H, W, x, NULL))) return rc;
     for (int i = 0; i < cfg->n_blocks; i++) {
         const vae_block *b = &v->enc_blocks[i];
         for (int j = 0; j < b->n_resnets; j++)
-            if ((rc = resnet_fwd(&c, &b->resnets[j], &x, xmark, H, W))) goto out;
-        if (b->has_sample && (rc = conv_settle(&c, &b->sample, &x, xmark, &H, &W))) goto out;
-        C = cfg->block_out_channels[i];
+            if ((rc = resnet_fwd(c, &b->resnets[j], &x, xmark, H, W)) || stopped(c)) return rc;
+        if (b->has_sample && (rc = conv_settle(c, &b->sample, &x, xmark, &H, &W))) return rc;
         snprintf(nm, sizeof nm, "encoder.down_blocks.%d", i);
-        debug(&c, nm, x, C, H, W);
+        debug(c, nm, x, cfg->block_out_channels[i], H, W);
     }
-    if ((rc = mid_fwd(&c, &v->enc_mid, &x, xmark, H, W))) goto out;
-    debug(&c, "encoder.mid_block", x, C, H, W);
-    sdb_groupnorm(x, 1, C, H * W, cfg->norm_num_groups, v->enc_norm_out.gamma, v->enc_norm_out.beta,
-                  VAE_GN_EPS, 1, x);
-    if ((rc = conv_settle(&c, &v->enc_conv_out, &x, xmark, &H, &W))) goto out;
+    *xp = x;
+    *Hp = H;
+    *Wp = W;
+    return 0;
+}
+
+/* The mid block, conv_norm_out + SiLU, conv_out and quant_conv: x [C, h, w] at xmark -> quant_conv's
+ * output (mean, then the unclamped log-variance) [2 latent, h, w] at xmark. */
+static int enc_tail(vae_ctx *c, float **xp, size_t xmark, int h, int w)
+{
+    sdb_vae *v = c->v;
+    const sdb_vae_config *cfg = &v->cfg;
+    int C = cfg->block_out_channels[cfg->n_blocks - 1], H = h, W = w, rc;
+    if ((rc = mid_fwd(c, &v->enc_mid, xp, xmark, H, W))) return rc;
+    debug(c, "encoder.mid_block", *xp, C, H, W);
+    gn(c, &v->enc_norm_out, *xp, C, H, W, 1, *xp);
+    if ((rc = conv_settle(c, &v->enc_conv_out, xp, xmark, &H, &W))) return rc;
     C = v->enc_conv_out.cout;
-    debug(&c, "encoder", x, C, H, W);
+    debug(c, "encoder", *xp, C, H, W);
     if (v->has_quant) {
-        if ((rc = conv_settle(&c, &v->quant_conv, &x, xmark, &H, &W))) goto out;
-        debug(&c, "quant_conv", x, C, H, W);
+        if ((rc = conv_settle(c, &v->quant_conv, xp, xmark, &H, &W))) return rc;
+        debug(c, "quant_conv", *xp, C, H, W);
     }
-    if (H != h || W != w || C != 2 * cfg->latent_channels) {
-        rc = sdb_fail(err, SDB_EINVAL, "internal: encoder output %dx%dx%d, expected %dx%dx%d", C, H, W,
-                      2 * cfg->latent_channels, h, w);
-        goto out;
-    }
-    /* DiagonalGaussianDistribution */
-    size_t n = (size_t)cfg->latent_channels * h * w;
-    if (moments) {
-        memcpy(moments, x, 2 * n * sizeof(float));
-        goto out;
-    }
-    posterior(x, n, mean, std, logvar);
-out:
-    peak_end(v, arena, &pg);
-    if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H0, W0);
-    return rc;
+    return 0;
 }
 
 int sdb_vae_encode(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
                    float *logvar, sdb_arena *arena, sdb_err *err)
 {
-    return encode_core(v, image, H, W, mean, std, logvar, NULL, arena, err);
+    const int H0 = H, W0 = W;
+    int h, w;
+    sdb_vae_latent_size(v, H, W, &h, &w);
+    if (H < 1 || W < 1 || h < 1 || w < 1)
+        return sdb_fail(err, SDB_EINVAL, "vae encode: image %dx%d is too small", H, W);
+    vae_ctx c = {v, arena, err, NULL};
+    peak_guard pg;
+    peak_begin(arena, &pg);
+    /* keep the activation's offset 64-byte aligned so settle() lands exactly on it */
+    sdb_arena_alloc(arena, 0);
+    size_t xmark = sdb_arena_mark(arena);
+    float *x = NULL;
+    int rc = enc_down(&c, image, &H, &W, &x, xmark);
+    if (!rc && (H != h || W != w))
+        rc = sdb_fail(err, SDB_EINVAL, "internal: encoder output %dx%d, expected %dx%d", H, W, h, w);
+    if (!rc) rc = enc_tail(&c, &x, xmark, h, w);
+    if (!rc) posterior(x, (size_t)v->cfg.latent_channels * h * w, mean, std, logvar);
+    peak_end(v, arena, &pg);
+    if (rc) sdb_err_prefix(err, "VAE encode (%dx%d)", H0, W0);
+    return rc;
+}
+
+/* post_quant_conv, conv_in and the mid block: z [latent, h, w] -> x [C, h, w] at xmark (the
+ * arena's top on entry). */
+static int dec_front(vae_ctx *c, const float *z, int h, int w, float **xp, size_t xmark)
+{
+    sdb_vae *v = c->v;
+    const int L = v->cfg.latent_channels, C = v->dec_conv_in.cout;
+    int H = h, W = w, rc;
+    float *x = alloc_f(c, (size_t)L * h * w);
+    if (!x) return oom(c, "decoder");
+    memcpy(x, z, (size_t)L * h * w * sizeof(float));
+    if (v->has_post_quant) {
+        if ((rc = conv_settle(c, &v->post_quant_conv, &x, xmark, &H, &W))) return rc;
+        debug(c, "post_quant_conv", x, L, H, W);
+    }
+    if ((rc = conv_settle(c, &v->dec_conv_in, &x, xmark, &H, &W))) return rc;
+    debug(c, "decoder.conv_in", x, C, H, W);
+    if ((rc = mid_fwd(c, &v->dec_mid, &x, xmark, H, W))) return rc;
+    debug(c, "decoder.mid_block", x, C, H, W);
+    *xp = x;
+    return 0;
+}
+
+/* The up blocks, conv_norm_out + SiLU and conv_out: x [C, h, w] at xmark -> image [out, H, W]
+ * (not computed when image is NULL: a statistics-only pass). */
+static int dec_back(vae_ctx *c, float **xp, size_t xmark, int h, int w, float *image)
+{
+    sdb_vae *v = c->v;
+    const sdb_vae_config *cfg = &v->cfg;
+    int H = h, W = w, C = v->dec_conv_in.cout, rc;
+    char nm[64];
+    for (int i = 0; i < cfg->n_blocks; i++) {
+        const vae_block *b = &v->dec_blocks[i];
+        for (int j = 0; j < b->n_resnets; j++)
+            if ((rc = resnet_fwd(c, &b->resnets[j], xp, xmark, H, W)) || stopped(c)) return rc;
+        C = b->resnets[b->n_resnets - 1].cout;
+        if (b->has_sample && (rc = upsample_fwd(c, &b->sample, xp, xmark, &H, &W))) return rc;
+        snprintf(nm, sizeof nm, "decoder.up_blocks.%d", i);
+        debug(c, nm, *xp, C, H, W);
+    }
+    gn(c, &v->dec_norm_out, *xp, C, H, W, 1, *xp);
+    return image && !stopped(c) ? conv(c, &v->dec_conv_out, *xp, H, W, image, NULL) : 0;
 }
 
 int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                    sdb_err *err)
 {
-    const sdb_vae_config *cfg = &v->cfg;
     if (h < 1 || w < 1) return sdb_fail(err, SDB_EINVAL, "vae decode: latent %dx%d is empty", h, w);
-    vae_ctx c = {v, arena, err};
+    vae_ctx c = {v, arena, err, NULL};
     peak_guard pg;
     peak_begin(arena, &pg);
-    int rc = 0, H = h, W = w;
-    char nm[64];
     sdb_arena_alloc(arena, 0);
     size_t xmark = sdb_arena_mark(arena);
-    int L = cfg->latent_channels;
-    float *x = alloc_f(&c, (size_t)L * h * w);
-    if (!x) { rc = oom(&c, "decoder"); goto out; }
-    memcpy(x, z, (size_t)L * h * w * sizeof(float));
-    if (v->has_post_quant) {
-        if ((rc = conv_settle(&c, &v->post_quant_conv, &x, xmark, &H, &W))) goto out;
-        debug(&c, "post_quant_conv", x, L, H, W);
-    }
-    if ((rc = conv_settle(&c, &v->dec_conv_in, &x, xmark, &H, &W))) goto out;
-    int C = v->dec_conv_in.cout;
-    debug(&c, "decoder.conv_in", x, C, H, W);
-    if ((rc = mid_fwd(&c, &v->dec_mid, &x, xmark, H, W))) goto out;
-    debug(&c, "decoder.mid_block", x, C, H, W);
-    for (int i = 0; i < cfg->n_blocks; i++) {
-        const vae_block *b = &v->dec_blocks[i];
-        for (int j = 0; j < b->n_resnets; j++)
-            if ((rc = resnet_fwd(&c, &b->resnets[j], &x, xmark, H, W))) goto out;
-        C = b->resnets[b->n_resnets - 1].cout;
-        if (b->has_sample && (rc = upsample_fwd(&c, &b->sample, &x, xmark, &H, &W))) goto out;
-        snprintf(nm, sizeof nm, "decoder.up_blocks.%d", i);
-        debug(&c, nm, x, C, H, W);
-    }
-    sdb_groupnorm(x, 1, C, H * W, cfg->norm_num_groups, v->dec_norm_out.gamma, v->dec_norm_out.beta,
-                  VAE_GN_EPS, 1, x);
-    if ((rc = conv(&c, &v->dec_conv_out, x, H, W, image, NULL))) goto out;
-out:
+    float *x = NULL;
+    int rc = dec_front(&c, z, h, w, &x, xmark);
+    if (!rc) rc = dec_back(&c, &x, xmark, h, w, image);
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "VAE decode (latent %dx%d)", h, w);
     return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* tiling: diffusers' AutoencoderKL.tiled_encode / tiled_decode (autoencoder_kl.py, 0.30.3).
- *
- * diffusers: tile_sample_min_size = sample_size (pixels), tile_latent_min_size = that / f
- * (f = 2^(blocks-1)), tile_overlap_factor 0.25. Decode: latent tiles of tile_latent_min_size
- * started every int(tile_latent * 0.75) latents (the last ones cut by the border); each decoded tile
- * b is blended with its upper neighbour a (blend_v) then its left one (blend_h), in place, over
- * e = min(a's size, b's size, int(tile_sample * 0.25)) rows / columns:
- *   b[y] = a[size_a - e + y] * (1 - y/e) + b[y] * (y/e),   y = 0..e-1
- * (the neighbours are already blended themselves), and the top-left tile_sample - blend pixels of
- * each tile are concatenated. Encode is the same with the roles of pixels and latents swapped,
- * on quant_conv's moments (mean and log-variance, before the clamp). */
+/* tiling (see vae.h). Measured on the full-size random SD 1.5 VAE (512x512, 256-pixel tiles),
+ * diffusers' tiling (each tile alone, blended over 1/4 tile) is 177/255 off the untiled decode;
+ * its three causes and what is done about each:
+ *  - the mid block's attention is global over the latent: conv_in and the mid block (decode) /
+ *    the mid block, conv_norm_out, conv_out and quant_conv (encode) run on the whole latent, at
+ *    1/8 resolution (a 2048x2048 image: 256x256 latents, 128 MiB per 512-channel tensor);
+ *  - a tile's border sees zero padding where the image goes on: each tile is computed with a
+ *    margin of the receptive field of the tiled layers (every 3x3 convolution widens it by one
+ *    pixel at its resolution) and only its core kept, so the cores are exact and need no blend;
+ *  - every GroupNorm's statistics are the whole image's: each tile adds the sums over its core
+ *    to the pass's accumulators (double); pass 1 normalises each tile with its own statistics,
+ *    every later pass with the whole image's from the pass before. Pass k has the first k
+ *    GroupNorms' statistics exact (each only depends on those before it); the errors shrink fast
+ *    with k (README: Big images). Only one tile's activations exist at a time. */
 
-int sdb_vae_tile_size(const sdb_vae *v)
+/* The VAE's scale factor f = 2^(blocks - 1). */
+static int vae_factor(const sdb_vae *v)
 {
     int f = 1;
     for (int i = 0; i < v->cfg.n_blocks - 1; i++) f *= 2;
+    return f;
+}
+
+int sdb_vae_tile_size(const sdb_vae *v)
+{
+    const int f = vae_factor(v);
     int t = v->tile_px ? v->tile_px : v->cfg.sample_size;
-    /* diffusers' arithmetic only tiles the output exactly when the 3/4 step is a whole number of
-     * latents: round down to a multiple of 4f (SD 1.x's 512 and the test models' 128 already are) */
-    t = t / (4 * f) * (4 * f);
-    return t < 4 * f ? 4 * f : t;
+    t = t / f * f;
+    return t < f ? f : t;
 }
 
 void sdb_vae_set_tile_size(sdb_vae *v, int pixels) { v->tile_px = pixels > 0 ? pixels : 0; }
+
+void sdb_vae_set_tiling(sdb_vae *v, const sdb_vae_tile_opts *t)
+{
+    if (t) v->tiling = *t;
+    else {
+        memset(&v->tiling, 0, sizeof v->tiling);
+        v->tiling.margin = -1;
+    }
+}
 
 int sdb_vae_tiles_image(const sdb_vae *v, int H, int W)
 {
@@ -855,174 +985,263 @@ int sdb_vae_tiles_image(const sdb_vae *v, int H, int W)
     return H > t || W > t;
 }
 
-static int imin3(int a, int b, int c) { int m = a < b ? a : b; return m < c ? m : c; }
-
-/* The edge strips a later tile blends with, all in output units (pixels for decode, latents for
- * encode). Tiles are [C, th, tw]; every tile of a column has the same width, of a row the same
- * height. */
-typedef struct {
-    int C, blend, limit, tmax, ncols;
-    float *bot;    /* ncols x [C, blend, tmax]: the last min(h, blend) rows of the column's last tile */
-    int *bot_h;    /* that tile's height */
-    float *right;  /* [C, tmax, blend]: the last min(w, blend) columns of the row's previous tile */
-    int right_w;
-} tile_blend;
-
-static void blend_and_keep(tile_blend *tb, int row, int col, float *t, int th, int tw)
+static int n_groupnorms(const vae_block *b, int n_blocks)
 {
-    const int C = tb->C, B = tb->blend, M = tb->tmax;
-    assert(th <= M && tw <= M);
-    if (row > 0) { /* blend_v(a = the tile above, b = t) */
-        const int ah = tb->bot_h[col], ka = ah < B ? ah : B, e = imin3(ah, th, B);
-        const float *a = tb->bot + (size_t)col * C * B * M;
-        for (int y = 0; y < e; y++) {
-            const float wa = (float)(1.0 - (double)y / e), wb = (float)((double)y / e);
-            for (int c = 0; c < C; c++) {
-                const float *ar = a + ((size_t)c * B + (ka - e + y)) * M;
-                float *br = t + ((size_t)c * th + y) * tw;
-                for (int x = 0; x < tw; x++) {
-                    float pa = ar[x] * wa, pb = br[x] * wb;
-                    br[x] = pa + pb;
-                }
-            }
-        }
-    }
-    if (col > 0) { /* blend_h(a = the tile on the left, b = t) */
-        const int aw = tb->right_w, ka = aw < B ? aw : B, e = imin3(aw, tw, B);
-        for (int x = 0; x < e; x++) {
-            const float wa = (float)(1.0 - (double)x / e), wb = (float)((double)x / e);
-            for (int c = 0; c < C; c++)
-                for (int y = 0; y < th; y++) {
-                    float pa = tb->right[((size_t)c * M + y) * B + (ka - e + x)] * wa;
-                    float *bp = t + ((size_t)c * th + y) * tw + x;
-                    float pb = *bp * wb;
-                    *bp = pa + pb;
-                }
-        }
-    }
-    /* keep this tile's edges (after both blends) for the tiles below and to the right */
-    const int kr = th < B ? th : B, kc = tw < B ? tw : B;
-    float *bot = tb->bot + (size_t)col * C * B * M;
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < kr; y++)
-            memcpy(bot + ((size_t)c * B + y) * M, t + ((size_t)c * th + th - kr + y) * tw, (size_t)tw * sizeof(float));
-    tb->bot_h[col] = th;
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < th; y++)
-            memcpy(tb->right + ((size_t)c * M + y) * B, t + ((size_t)c * th + y) * tw + tw - kc, (size_t)kc * sizeof(float));
-    tb->right_w = tw;
+    int n = 0;
+    for (int i = 0; i < n_blocks; i++) n += 2 * b[i].n_resnets;
+    return n;
 }
 
-static int blend_init(vae_ctx *c, tile_blend *tb, int C, int tmax, int blend, int limit, int ncols)
+/* Latents of margin that cover the receptive field of the tiled decoder layers (the up blocks,
+ * conv_out): the band of wrong values next to a tile's cut edge, grown by each 3x3 convolution
+ * by one pixel and doubled by each upsampler. */
+int sdb_vae_decode_margin(const sdb_vae *v)
 {
-    tb->C = C; tb->tmax = tmax; tb->blend = blend; tb->limit = limit; tb->ncols = ncols;
-    tb->bot = alloc_f(c, (size_t)ncols * C * blend * tmax);
-    tb->right = alloc_f(c, (size_t)C * tmax * blend);
-    tb->bot_h = (int *)sdb_arena_alloc(c->a, (size_t)ncols * sizeof(int));
-    tb->right_w = 0;
-    if (!tb->bot || !tb->right || !tb->bot_h) return oom(c, "tile edges");
+    int e = 0;
+    for (int i = 0; i < v->cfg.n_blocks; i++) {
+        e += 2 * v->dec_blocks[i].n_resnets;
+        if (v->dec_blocks[i].has_sample) e = 2 * e + 1;
+    }
+    e += 1; /* conv_out */
+    const int f = vae_factor(v);
+    return (e + f - 1) / f;
+}
+
+/* The same for the tiled encoder layers (conv_in, the down blocks), in latents (x f pixels): a
+ * downsampler (pad right/bottom, 3x3, stride 2) maps a band of e to at most (e + 1) / 2 + 1. */
+int sdb_vae_encode_margin(const sdb_vae *v)
+{
+    int e = 1; /* conv_in */
+    for (int i = 0; i < v->cfg.n_blocks; i++) {
+        e += 2 * v->enc_blocks[i].n_resnets;
+        if (v->enc_blocks[i].has_sample) e = (e + 1) / 2 + 1;
+    }
+    return e;
+}
+
+static int stats_init(vae_ctx *c, tile_stats *s, int max_gn)
+{
+    memset(s, 0, sizeof *s);
+    s->max_gn = max_gn;
+    s->groups = c->v->cfg.norm_num_groups;
+    size_t n = (size_t)max_gn * s->groups;
+    s->acc = (double *)sdb_arena_alloc(c->a, 2 * n * sizeof(double));
+    s->cnt = (double *)sdb_arena_alloc(c->a, (size_t)max_gn * sizeof(double));
+    s->mean = (double *)sdb_arena_alloc(c->a, n * sizeof(double));
+    s->rstd = (double *)sdb_arena_alloc(c->a, n * sizeof(double));
+    if (!s->acc || !s->cnt || !s->mean || !s->rstd) return oom(c, "tile statistics");
     return 0;
 }
 
-/* Copies the kept top-left part of a blended tile [C, th, tw] to out [C, OH, OW] at (oy, ox). */
-static void place_tile(const tile_blend *tb, const float *t, int th, int tw, float *out, int OH, int OW,
-                       int oy, int ox)
+static void stats_begin_pass(tile_stats *s)
 {
-    int kh = th < tb->limit ? th : tb->limit, kw = tw < tb->limit ? tw : tb->limit;
-    assert(oy + kh <= OH && ox + kw <= OW);
-    for (int c = 0; c < tb->C; c++)
-        for (int y = 0; y < kh; y++)
-            memcpy(out + ((size_t)c * OH + oy + y) * OW + ox, t + ((size_t)c * th + y) * tw, (size_t)kw * sizeof(float));
+    memset(s->acc, 0, (size_t)s->max_gn * s->groups * 2 * sizeof(double));
+    memset(s->cnt, 0, (size_t)s->max_gn * sizeof(double));
 }
 
-/* in [C, H, W] -> rows y0..y0+th-1, columns x0..x0+tw-1 as [C, th, tw] */
-static void cut_tile(const float *in, int C, int H, int W, int y0, int x0, int th, int tw, float *t)
+/* The whole image's mean and 1 / sqrt(biased variance + eps) per GroupNorm and group. */
+static void stats_end_pass(tile_stats *s)
 {
-    for (int c = 0; c < C; c++)
-        for (int y = 0; y < th; y++)
-            memcpy(t + ((size_t)c * th + y) * tw, in + ((size_t)c * H + y0 + y) * W + x0, (size_t)tw * sizeof(float));
-}
-
-/* One tile's pass: in [C, th, tw] -> out. */
-typedef int (*tile_pass)(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err);
-
-static int decode_pass(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err)
-{
-    return sdb_vae_decode(v, in, th, tw, out, a, err);
-}
-
-static int encode_pass(sdb_vae *v, const float *in, int th, int tw, float *out, sdb_arena *a, sdb_err *err)
-{
-    return encode_core(v, in, th, tw, NULL, NULL, NULL, out, a, err);
-}
-
-/* diffusers' tiling loop: in [Cin, IH, IW] is cut into tiles of up to `tin` every `step` (input
- * units); each tile's output (Cout channels, its size * num / den) is blended and its kept part
- * placed into out [Cout, IH * num / den, IW * num / den]. */
-static int run_tiles(vae_ctx *c, tile_pass pass, const float *in, int Cin, int IH, int IW, int tin, int step,
-                     int num, int den, int Cout, int blend, int limit, float *out)
-{
-    const int tout = tin * num / den, OH = IH * num / den, OW = IW * num / den;
-    const int nrows = (IH + step - 1) / step, ncols = (IW + step - 1) / step;
-    assert(step * num / den == limit);
-    tile_blend tb;
-    int rc = blend_init(c, &tb, Cout, tout, blend, limit, ncols);
-    float *it = alloc_f(c, (size_t)Cin * tin * tin), *ot = alloc_f(c, (size_t)Cout * tout * tout);
-    if (!rc && (!it || !ot)) rc = oom(c, "tile");
-    for (int r = 0; !rc && r < nrows; r++)
-        for (int k = 0; !rc && k < ncols; k++) {
-            int i = r * step, j = k * step;
-            int th = IH - i < tin ? IH - i : tin, tw = IW - j < tin ? IW - j : tin;
-            cut_tile(in, Cin, IH, IW, i, j, th, tw, it);
-            if ((rc = pass(c->v, it, th, tw, ot, c->a, c->err))) break;
-            blend_and_keep(&tb, r, k, ot, th * num / den, tw * num / den);
-            place_tile(&tb, ot, th * num / den, tw * num / den, out, OH, OW, r * limit, k * limit);
+    for (int k = 0; k < s->max_gn; k++)
+        for (int g = 0; g < s->groups && s->cnt[k] > 0; g++) {
+            size_t i = (size_t)k * s->groups + g;
+            double m = s->acc[2 * i] / s->cnt[k], var = s->acc[2 * i + 1] / s->cnt[k] - m * m;
+            if (var < 0) var = 0;
+            s->mean[i] = m;
+            s->rstd[i] = 1.0 / sqrt(var + (double)VAE_GN_EPS);
         }
+    s->have_stats = 1;
+}
+
+/* src [C, SH, SW] rows sy.., columns sx.. (hh x ww) -> dst [C, DH, DW] at (dy, dx). */
+static void copy_rect(const float *src, int SH, int SW, int sy, int sx, float *dst, int DH, int DW, int dy,
+                      int dx, int C, int hh, int ww)
+{
+    assert(sy + hh <= SH && sx + ww <= SW && dy + hh <= DH && dx + ww <= DW);
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < hh; y++)
+            memcpy(dst + ((size_t)c * DH + dy + y) * DW + dx, src + ((size_t)c * SH + sy + y) * SW + sx,
+                   (size_t)ww * sizeof(float));
+}
+
+/* A tile over an h x w latent grid: core [cy0, cy1) x [cx0, cx1) (tiles of tl latents, row r,
+ * column k) and its extent, the core plus m latents each side within the grid. `whole`: the tile
+ * is the whole grid (the oracle statistics pass). */
+typedef struct { int cy0, cy1, cx0, cx1, ey0, ey1, ex0, ex1; } tile_rect;
+
+static tile_rect tile_at(int h, int w, int tl, int m, int r, int k, int whole)
+{
+    tile_rect t;
+    if (whole) {
+        t.cy0 = t.ey0 = 0; t.cy1 = t.ey1 = h;
+        t.cx0 = t.ex0 = 0; t.cx1 = t.ex1 = w;
+        return t;
+    }
+    t.cy0 = r * tl; t.cy1 = t.cy0 + tl < h ? t.cy0 + tl : h;
+    t.cx0 = k * tl; t.cx1 = t.cx0 + tl < w ? t.cx0 + tl : w;
+    t.ey0 = t.cy0 - m > 0 ? t.cy0 - m : 0; t.ey1 = t.cy1 + m < h ? t.cy1 + m : h;
+    t.ex0 = t.cx0 - m > 0 ? t.cx0 - m : 0; t.ex1 = t.cx1 + m < w ? t.cx1 + m : w;
+    return t;
+}
+
+/* Points the statistics at a tile whose input is s times the latent grid (s = f for the encoder's
+ * pixels, 1 for the decoder's latents). */
+static void stats_tile(tile_stats *st, const tile_rect *t, int s)
+{
+    st->idx = 0;
+    st->stopped = 0;
+    st->in_h = (t->ey1 - t->ey0) * s;
+    st->in_w = (t->ex1 - t->ex0) * s;
+    st->cy0 = (t->cy0 - t->ey0) * s; st->cy1 = (t->cy1 - t->ey0) * s;
+    st->cx0 = (t->cx0 - t->ex0) * s; st->cx1 = (t->cx1 - t->ex0) * s;
+}
+
+/* The runs over the tiles: exact statistics (passes 0): one run per GroupNorm, run k stopping at
+ * GroupNorm k with the exact statistics of those before it, then the run that computes the output;
+ * else `passes` full runs. */
+static int tile_runs(const sdb_vae *v, int n_gn) { return v->tiling.passes > 0 ? v->tiling.passes : n_gn + 1; }
+
+/* One tile of a run: computes it (its GroupNorms through c->ts) and, on the last run, keeps its
+ * core. The arena is reset after it. */
+typedef int (*tile_fn)(vae_ctx *c, const tile_rect *t, int last, void *ud);
+
+/* The runs over an h x w latent grid in tiles of tl latents with margins m (see tile_runs). */
+static int run_tiles(vae_ctx *c, tile_stats *st, int n_gn, int h, int w, int tl, int m, tile_fn fn, void *ud)
+{
+    const sdb_vae_tile_opts *opt = &c->v->tiling;
+    const int runs = tile_runs(c->v, n_gn), staged = opt->passes <= 0;
+    const int nr = (h + tl - 1) / tl, nc = (w + tl - 1) / tl;
+    int rc = 0;
+    for (int p = 0; !rc && p < runs; p++) {
+        const int last = p == runs - 1, whole = !staged && opt->oracle_stats && p == 0 && !last;
+        stats_begin_pass(st);
+        st->stop_at = staged && !last ? p : -1;
+        for (int r = 0; !rc && r < (whole ? 1 : nr); r++)
+            for (int k = 0; !rc && k < (whole ? 1 : nc); k++) {
+                const tile_rect t = tile_at(h, w, tl, m, r, k, whole);
+                const size_t tmark = sdb_arena_mark(c->a);
+                rc = fn(c, &t, last, ud);
+                assert(rc || st->idx == (st->stop_at >= 0 ? st->stop_at + 1 : n_gn));
+                sdb_arena_reset(c->a, tmark);
+            }
+        if (!rc && !last) stats_end_pass(st);
+    }
+    return rc;
+}
+
+typedef struct {
+    tile_stats *st;
+    const float *z, *mid;   /* the latent; the mid block's output (NULL with local_mid) */
+    int h, w, f;
+    float *image;
+} dec_job;
+
+static int decode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
+{
+    const dec_job *j = ud;
+    const int eh = t->ey1 - t->ey0, ew = t->ex1 - t->ex0, f = j->f;
+    const int L = c->v->cfg.latent_channels, Cm = c->v->dec_conv_in.cout, Co = c->v->cfg.out_channels;
+    float *ot = last ? alloc_f(c, (size_t)Co * eh * f * ew * f) : NULL;
+    float *zt = j->mid ? NULL : alloc_f(c, (size_t)L * eh * ew);
+    if ((last && !ot) || (!j->mid && !zt)) return oom(c, "tile");
+    sdb_arena_alloc(c->a, 0);
+    const size_t xm = sdb_arena_mark(c->a);
+    float *x = NULL;
+    int rc = 0;
+    if (!j->mid) { /* local_mid: conv_in and the mid block on the tile too */
+        copy_rect(j->z, j->h, j->w, t->ey0, t->ex0, zt, eh, ew, 0, 0, L, eh, ew);
+        if ((rc = dec_front(c, zt, eh, ew, &x, xm))) return rc;
+    } else {
+        if (!(x = alloc_f(c, (size_t)Cm * eh * ew))) return oom(c, "tile");
+        copy_rect(j->mid, j->h, j->w, t->ey0, t->ex0, x, eh, ew, 0, 0, Cm, eh, ew);
+    }
+    stats_tile(j->st, t, 1);
+    c->ts = j->st;
+    rc = dec_back(c, &x, xm, eh, ew, ot);
+    c->ts = NULL;
+    if (!rc && last)
+        copy_rect(ot, eh * f, ew * f, (t->cy0 - t->ey0) * f, (t->cx0 - t->ex0) * f, j->image, j->h * f, j->w * f,
+                  t->cy0 * f, t->cx0 * f, Co, (t->cy1 - t->cy0) * f, (t->cx1 - t->cx0) * f);
     return rc;
 }
 
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                          sdb_err *err)
 {
-    const int ts = sdb_vae_tile_size(v);
-    int f, unused;
-    sdb_vae_image_size(v, 1, 1, &f, &unused);
-    const int tl = ts / f;
+    const int f = vae_factor(v), tl = sdb_vae_tile_size(v) / f;
     if (h < 1 || w < 1 || (h <= tl && w <= tl)) return sdb_vae_decode(v, z, h, w, image, arena, err);
-    const int step = (int)(tl * (1 - 0.25)), blend = (int)(ts * 0.25), limit = ts - blend;
-    vae_ctx c = {v, arena, err};
+    const sdb_vae_tile_opts *opt = &v->tiling;
+    const int m = opt->margin >= 0 ? opt->margin : sdb_vae_decode_margin(v);
+    const int n_gn = n_groupnorms(v->dec_blocks, v->cfg.n_blocks) + 1; /* + conv_norm_out */
+    vae_ctx c = {v, arena, err, NULL};
     peak_guard pg;
     peak_begin(arena, &pg);
-    int rc = run_tiles(&c, decode_pass, z, v->cfg.latent_channels, h, w, tl, step, f, 1, v->cfg.out_channels,
-                       blend, limit, image);
-    peak_end(v, arena, &pg); /* the tiles' own peaks are inside the arena's */
+    tile_stats st;
+    float *mid = NULL;
+    int rc = stats_init(&c, &st, n_gn);
+    if (!rc && !opt->local_mid) { /* conv_in and the mid block on the whole latent */
+        sdb_arena_alloc(arena, 0);
+        rc = dec_front(&c, z, h, w, &mid, sdb_arena_mark(arena));
+    }
+    dec_job j = {&st, z, mid, h, w, f, image};
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, tl, m, decode_tile, &j);
+    peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "tiled VAE decode (latent %dx%d)", h, w);
+    return rc;
+}
+
+typedef struct {
+    tile_stats *st;
+    const float *image;
+    int H, W, f;
+    float *mid;             /* the down blocks' output [C, H / f, W / f] */
+} enc_job;
+
+static int encode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
+{
+    const enc_job *j = ud;
+    const int f = j->f, Ci = c->v->cfg.in_channels, Cm = c->v->cfg.block_out_channels[c->v->cfg.n_blocks - 1];
+    int th = (t->ey1 - t->ey0) * f, tw = (t->ex1 - t->ex0) * f;
+    float *it = alloc_f(c, (size_t)Ci * th * tw);
+    if (!it) return oom(c, "tile");
+    copy_rect(j->image, j->H, j->W, t->ey0 * f, t->ex0 * f, it, th, tw, 0, 0, Ci, th, tw);
+    sdb_arena_alloc(c->a, 0);
+    float *x = NULL;
+    stats_tile(j->st, t, f);
+    c->ts = j->st;
+    int rc = enc_down(c, it, &th, &tw, &x, sdb_arena_mark(c->a));
+    c->ts = NULL;
+    assert(rc || j->st->stopped || (th == t->ey1 - t->ey0 && tw == t->ex1 - t->ex0));
+    if (!rc && last)
+        copy_rect(x, th, tw, t->cy0 - t->ey0, t->cx0 - t->ex0, j->mid, j->H / f, j->W / f, t->cy0, t->cx0, Cm,
+                  t->cy1 - t->cy0, t->cx1 - t->cx0);
     return rc;
 }
 
 int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *mean, float *std,
                          float *logvar, sdb_arena *arena, sdb_err *err)
 {
-    const int ts = sdb_vae_tile_size(v);
-    int f, unused;
-    sdb_vae_image_size(v, 1, 1, &f, &unused);
+    const int ts = sdb_vae_tile_size(v), f = vae_factor(v);
     if (H <= ts && W <= ts) return sdb_vae_encode(v, image, H, W, mean, std, logvar, arena, err);
     if (H % f || W % f)
         return sdb_fail(err, SDB_EINVAL, "tiled VAE encode: image %dx%d is not a multiple of %d", W, H, f);
-    const int tl = ts / f, step = (int)(ts * (1 - 0.25)), blend = (int)(tl * 0.25), limit = tl - blend;
-    const int L = v->cfg.latent_channels, h = H / f, w = W / f;
-    vae_ctx c = {v, arena, err};
+    const int m = v->tiling.margin >= 0 ? v->tiling.margin : sdb_vae_encode_margin(v);
+    const int h = H / f, w = W / f, Cm = v->cfg.block_out_channels[v->cfg.n_blocks - 1];
+    const int n_gn = n_groupnorms(v->enc_blocks, v->cfg.n_blocks);
+    vae_ctx c = {v, arena, err, NULL};
     peak_guard pg;
     peak_begin(arena, &pg);
-    float *moments = alloc_f(&c, (size_t)2 * L * h * w);
-    int rc = moments ? run_tiles(&c, encode_pass, image, v->cfg.in_channels, H, W, ts, step, 1, f, 2 * L, blend,
-                                 limit, moments)
-                     : oom(&c, "moments");
-    if (!rc) {
-        /* DiagonalGaussianDistribution of the blended moments */
-        size_t n = (size_t)L * h * w;
-        posterior(moments, n, mean, std, logvar);
-    }
+    tile_stats st;
+    int rc = stats_init(&c, &st, n_gn);
+    /* the down blocks' output of the whole image, assembled from the tiles' cores */
+    sdb_arena_alloc(arena, 0);
+    const size_t xmark = sdb_arena_mark(arena);
+    float *mid = rc ? NULL : alloc_f(&c, (size_t)Cm * h * w);
+    if (!rc && !mid) rc = oom(&c, "encoder");
+    enc_job j = {&st, image, H, W, f, mid};
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, ts / f, m, encode_tile, &j);
+    if (!rc) rc = enc_tail(&c, &mid, xmark, h, w);
+    if (!rc) posterior(mid, (size_t)v->cfg.latent_channels * h * w, mean, std, logvar);
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "tiled VAE encode (%dx%d)", W, H);
     return rc;

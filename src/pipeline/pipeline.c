@@ -633,6 +633,41 @@ int sdb_gen_params_from_a1111(sdb_model *m, const sdb_a1111_params *a, sdb_gen_p
         p->width = w;
         p->height = h;
     }
+    /* issue 17's restoration options, as sdb_gen_params_a1111 writes them (A1111's names) */
+    sdb_restore_opts *r = &p->restore;
+    if ((rc = a1111_int(a, "Mask blur", 0, 256, &iv, &f, err))) return rc;
+    if (f) r->mask_blur = (int)iv;
+    if ((rc = a1111_int(a, "Mask dilate", 0, 1024, &iv, &f, err))) return rc;
+    if (f) r->mask_dilate = (int)iv;
+    if ((rc = a1111_int(a, "Only masked size", 0, 8192, &iv, &f, err))) return rc;
+    if (f) r->only_masked_size = (int)iv;
+    if ((v = sdb_a1111_get(a, "Masked content"))) { /* "latent noise" -> latent_noise */
+        char name[32];
+        snprintf(name, sizeof name, "%s", v);
+        for (char *q = name; *q; q++) if (*q == ' ') *q = '_';
+        int mc = sdb_masked_content_parse(name);
+        if (mc < 0) return sdb_fail(err, SDB_EFORMAT, "parameters: 'Masked content: %s' is not original, fill, latent noise or latent nothing", v);
+        r->masked_content = (sdb_masked_content)mc;
+    }
+    if ((v = sdb_a1111_get(a, "Inpaint area"))) {
+        if (!strcmp(v, "Only masked")) r->inpaint_area = SDB_AREA_MASKED;
+        else if (!strcmp(v, "Whole picture")) r->inpaint_area = SDB_AREA_WHOLE;
+        else return sdb_fail(err, SDB_EFORMAT, "parameters: 'Inpaint area: %s' is not Only masked or Whole picture", v);
+        /* the crop's padding, unless sdbatch's own key gave it */
+        if ((rc = a1111_int(a, "Masked area padding", 0, 100000, &iv, &f, err))) return rc;
+        if (f && r->inpaint_area == SDB_AREA_MASKED && !sdb_a1111_get(a, "Padding mask crop") &&
+            iv != SDB_ONLY_MASKED_PADDING_DEFAULT)
+            p->padding_mask_crop = (int)iv;
+    }
+    static const char *const flags[3] = {"Color correction", "Keep unmasked", "Mask"};
+    int *const flag_of[3] = {&r->color_match, &r->keep_unmasked, &r->mask_from_alpha};
+    static const char *const flag_on[3] = {"True", "True", "alpha"};
+    for (int i = 0; i < 3; i++)
+        if ((v = sdb_a1111_get(a, flags[i]))) {
+            if (strcmp(v, flag_on[i]) && strcmp(v, "False"))
+                return sdb_fail(err, SDB_EFORMAT, "parameters: '%s: %s' is not %s", flags[i], v, flag_on[i]);
+            *flag_of[i] = !strcmp(v, flag_on[i]);
+        }
     if ((v = sdb_a1111_get(a, "VAE tiling"))) {
         if ((p->vae_tiling = sdb_vae_tiling_parse(v)) < 0)
             return sdb_fail(err, SDB_EFORMAT, "parameters: 'VAE tiling: %s' is not auto, on or off", v);
