@@ -299,16 +299,16 @@ static void test_from_restore(void)
     CHECKF(rc != 0 && strstr(out, "Masked content: sideways"), "exit %d: %s", rc, out);
 }
 
-/* `restore`: only test_from_restore (test_provenance_restore_slow, Release only: its five
- * generate runs with the restoration options take minutes under the sanitizers). */
+/* `restore`: the tests that run `generate` (test_provenance_restore_slow, Release only: with
+ * --vae-tiling on and the restoration options they take minutes under the sanitizers). */
 int main(int argc, char **argv)
 {
     if (!sdb_t_data()) return 1;
     if (argc > 1 && !strcmp(argv[1], "restore")) {
+        RUN(test_info_and_from);
         RUN(test_from_restore);
     } else {
         RUN(test_parse_a1111);
-        RUN(test_info_and_from);
     }
     return sdb_t_done();
 }
