@@ -13,7 +13,8 @@
 # Each has a default -max_len suited to its format (below); flags given here override it:
 #   tools/fuzz.sh image 60 -max_len=65536        FUZZ_RUNS=10000000 tools/fuzz.sh safetensors 0
 # FUZZ_RUNS=N stops after N executions (whichever of the two limits comes first; SECONDS 0: none).
-# FUZZ_TIMEOUT (seconds, default 1) is the per-input limit; on a loaded machine a "timeout" can be
+# Stopping the fuzzer by hand (kill -INT PID of build-fuzz/fuzz_NAME) ends the run as a time limit
+# would: its corpus is minimised. FUZZ_TIMEOUT (seconds, default 1) is the per-input limit; on a loaded machine a "timeout" can be
 # the scheduler's doing: such an input is re-timed alone and, when it is fast, the run goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,12 @@ while :; do
   [ -z "$n" ] && n=$(grep -oE "^#[0-9]+" "build-fuzz/logs/$name.seg.log" | tail -n 1 | tr -d "#" || true)
   total=$((total + ${n:-0}))
   [ "$rc" -eq 0 ] && break
+  # 72: libFuzzer's exit on SIGINT/SIGTERM (Ctrl-C, `kill`): a campaign stopped by hand is not a
+  # finding; its corpus is still minimised below
+  if [ "$rc" -eq 72 ] && grep -q "libFuzzer: run interrupted" "build-fuzz/logs/$name.seg.log"; then
+    echo "fuzz.sh: segment $seg: interrupted (SIGINT/SIGTERM): stopping here" | tee -a "build-fuzz/logs/$name.log"
+    rc=0; break
+  fi
   grep -q "ERROR: libFuzzer: timeout" "build-fuzz/logs/$name.seg.log" || break
   unit=$(grep -oE "Test unit written to [^ ]+" "build-fuzz/logs/$name.seg.log" | awk '{print $5}' | tail -n 1)
   [ -f "$unit" ] || break
