@@ -220,6 +220,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "unet_step_s", NUM(r.unet_step_s, un));
         json_object_set_new(j, "unet_step_min_s", NUM(r.unet_step_min_s, un));
         json_object_set_new(j, "unet_step_max_s", NUM(r.unet_step_max_s, un));
+        json_object_set_new(j, "unet_step_cpu_s", NUM(r.unet_step_cpu_s, un));
         stage_json(j, "unet", r.unet_gflop, r.unet_step_s, r.unet_sgemm_gflops, pk_unet);
         json_object_set_new(j, "vae_encode_s", NUM(r.vae_encode_s, en));
         stage_json(j, "vae_encode", r.vae_encode_gflop, r.vae_encode_s, r.vae_encode_sgemm_gflops, pk_enc);
@@ -256,7 +257,8 @@ int cmd_bench(int argc, char **argv)
     ROW("VAE encode", r.vae_encode_s, r.vae_encode_gflop, pk_enc);
     ROW("VAE decode", r.vae_decode_s, r.vae_decode_gflop, pk_dec);
 #undef ROW
-    if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
+    if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s; CPU time %.3f s (median)\n",
+                                  r.unet_step_min_s, r.unet_step_max_s, r.unet_step_cpu_s);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
     printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB %s, %+.0f MiB)\n",
            r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,
