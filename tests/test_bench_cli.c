@@ -35,7 +35,7 @@ static void test_json_fields(void)
     int rc = bench_tiny("--size 64 --reps 1 --steps 1 --gemm 512 --json");
     CHECKF(rc == 0, "exit %d: %s", rc, out);
     CHECKF(out[0] == '{' && strstr(out, "}\n"), "%s", out);
-    const char *keys[] = {"unet_step_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
+    const char *keys[] = {"unet_step_s", "unet_step_cpu_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
                           "vae_decode_s", "peak_rss_mib", "run_s"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         CHECKF(field(out, keys[i]) > 0, "%s: %s", keys[i], out);
