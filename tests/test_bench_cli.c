@@ -2,8 +2,9 @@
  * test_bench_cli.c — `sdbatch bench` on the tiny model, as a user runs it (a child process): the
  * --json object has the documented fields with sane values, --profile's breakdown names every op
  * kind, --balance gives the schedule's bound (>= 0.9 at 16/32/64 threads for SD 1.5, the same from
- * the built-in config as from the published config file), --threads LIST sweeps, and bad options
- * are usage errors. A smoke test of the command, not a timed test: the
+ * the built-in config as from the published config file), --threads LIST sweeps, --job runs whole
+ * `sdbatch generate` children (20 steps of DPM++ 2M Karras by default) and times them, and bad
+ * options are usage errors. A smoke test of the command, not a timed test: the
  * figures themselves are not checked (the machine is shared).
  */
 #include "harness.h"
@@ -34,7 +35,7 @@ static void test_json_fields(void)
     int rc = bench_tiny("--size 64 --reps 1 --steps 1 --gemm 512 --json");
     CHECKF(rc == 0, "exit %d: %s", rc, out);
     CHECKF(out[0] == '{' && strstr(out, "}\n"), "%s", out);
-    const char *keys[] = {"unet_step_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
+    const char *keys[] = {"unet_step_s", "unet_step_cpu_s", "unet_gflops", "sgemm_gflops", "text_encode_s", "vae_encode_s",
                           "vae_decode_s", "peak_rss_mib", "run_s"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         CHECKF(field(out, keys[i]) > 0, "%s: %s", keys[i], out);
@@ -144,6 +145,40 @@ static void test_conv_option(void)
     CHECKF(strstr(out, "--conv takes auto, direct or winograd") != NULL, "%s", out);
 }
 
+/* --job: `sdbatch generate` runs as a child (its own "wrote" line names the size and the steps),
+ * each run's time covers the child's own generation time, images/hour is 3600 / the median, a
+ * failing child fails the bench with the child's error, and stage options are refused. */
+static void test_job(void)
+{
+    int rc = bench_tiny("--job --size 64 --gemm 256 --json");
+    CHECKF(rc == 0, "exit %d: %s", rc, out);
+    const char *j = strstr(out, "{\"mode\": \"job\"");
+    CHECKF(j != NULL, "%s", out);
+    if (!j) return;
+    CHECK(field(j, "size") == 64 && field(j, "steps") == 20 && field(j, "reps") == 1);
+    CHECKF(strstr(j, "\"scheduler\": \"dpmpp_2m_karras\"") != NULL, "%s", j);
+    const double s = field(j, "job_s"), iph = field(j, "images_per_hour");
+    CHECKF(s > 0 && iph > 0 && iph * s > 3599.99 && iph * s < 3600.01, "%s", j);
+    CHECKF(field(j, "peak_rss_mib") > 1 && field(j, "sgemm_gflops") > 0, "%s", j);
+    /* the child's own report: "wrote PATH (64x64, seed 1, 20 steps, X s)", X within the timed run */
+    const char *w = strstr(out, "(64x64, seed 1, 20 steps, ");
+    double child_s = -1;
+    if (w) sscanf(w, "(64x64, seed 1, 20 steps, %lf s)", &child_s);
+    CHECKF(w && child_s >= 0 && child_s <= s + 0.05, "%g vs %g: %s", child_s, s, out);
+    /* two runs of 2 steps of another sampler, in text: the median of both */
+    rc = bench_tiny("--job --size 64 --gemm 256 --steps 2 --reps 2 --scheduler ddim");
+    CHECKF(rc == 0 && strstr(out, "64x64 inpainting, 2 steps of ddim") && strstr(out, "median of 2") &&
+           strstr(out, "images/hour") && strstr(out, "peak RSS of `sdbatch generate`"), "exit %d: %s", rc, out);
+    CHECKF(strstr(out, "(64x64, seed 1, 2 steps, ") != NULL, "%s", out);
+    /* a child that fails fails the bench, with its own error */
+    rc = sdb_t_sdbatch("bench --job --model /nonexistent-sdb-model --size 64 --gemm 256", out, sizeof out);
+    CHECKF(rc == 1 && strstr(out, "does not exist") && strstr(out, "bench --job"), "exit %d: %s", rc, out);
+    CHECK(bench_tiny("--job --scheduler fast") == 2);
+    CHECKF(strstr(out, "unknown scheduler 'fast'") != NULL, "%s", out);
+    CHECK(bench_tiny("--job --profile") == 2);
+    CHECK(bench_tiny("--scheduler ddim") == 2);
+}
+
 static void test_usage_errors(void)
 {
     CHECK(sdb_t_sdbatch("bench", out, sizeof out) == 2);
@@ -159,6 +194,7 @@ int main(void)
     RUN(test_conv_option);
     RUN(test_profile_and_only);
     RUN(test_balance_and_sweep);
+    RUN(test_job);
     RUN(test_usage_errors);
     return sdb_t_done();
 }

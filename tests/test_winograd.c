@@ -328,9 +328,13 @@ static void test_dispatch(void)
     c.cin = 1280;
     c.cout = 640;                                                  /* filter 118 MB transformed */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
-    c.cout = 1280;                                                 /* 236 MB: kept direct */
-    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
-    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 2, 32, 32));
+    c.cout = 1280;                                                 /* 236 MB: in slabs, by the tiles */
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));   /* 2 x 16 tiles */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
+    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 1, 16, 16));  /* 16 tiles */
+    c.cin = 2560;                                                  /* 472 MB: the up path's 2560 -> 1280 */
+    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));
     c.cout = 320;
     c.cin = 9;                                                     /* the U-Net's conv_in */
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));

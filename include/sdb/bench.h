@@ -34,6 +34,8 @@ typedef struct sdb_bench_result {
     double text_encode_s, unet_step_s, vae_encode_s, vae_decode_s, run_s;
     double text_gflop, unet_gflop, vae_encode_gflop, vae_decode_gflop; /* counted work (GFLOP) */
     double unet_step_min_s, unet_step_max_s;
+    double unet_step_cpu_s; /* median CPU time (user + system, all threads) of a U-Net step: on a
+                              shared machine, the steadier figure of a 1-thread run */
     double peak_rss_mib, weights_mib;
     int weights_f16;       /* the model keeps its matrices as half (sdb_model_opts.weights_f16) */
     int conv;              /* sdb_model_opts.conv: SDB_CONV_* */

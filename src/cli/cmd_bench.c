@@ -2,12 +2,14 @@
  * cmd_bench.c — `sdbatch bench`: how fast this machine runs a model (see include/sdb/bench.h).
  */
 #include "cli.h"
+#include "bench_job.h"
 #include "bench_scale.h"
 
 #include "sdb/bench.h"
 #include "sdb/cpu.h"
 #include "sdb/ops/winograd.h"
 #include "sdb/pipeline.h"
+#include "sdb/sched.h"
 #include "sdb/threads.h"
 
 #include <jansson.h>
@@ -20,6 +22,8 @@ static void help(void)
 {
     printf("usage: sdbatch bench --model PATH [--size 512] [--threads N|LIST] [--steps N] [--reps N]\n"
            "                     [--weights f32|f16] [--conv auto|direct|winograd] [--json] [--profile]\n"
+           "       sdbatch bench --job --model PATH [--size 512] [--steps 20] [--scheduler dpmpp_2m_karras]\n"
+           "                     [--reps 1] [--threads N] [--weights f32|f16] [--conv ...] [--json]\n"
            "       sdbatch bench --balance LIST [--model PATH] [--size 512] [--json]\n\n"
            "Times, as medians of --reps runs (default 3) after a warm-up: text encoding (prompt and\n"
            "negative prompt), one U-Net step at batch 2 (guidance), VAE encode and decode of a\n"
@@ -41,7 +45,14 @@ static void help(void)
            "                 from the shapes alone (--model: a diffusers folder or a unet config.json;\n"
            "                 default the built-in SD 1.5 inpainting config; no weights are read; --conv\n"
            "                 picks the 3x3 convolutions' path planned)\n"
-           "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4)\n"
+           "  --job          no stage timings: one whole inpainting job as a user runs it, `sdbatch\n"
+           "                 generate` in a child process (this binary) on a SIZE x SIZE picture with\n"
+           "                 its lower half masked, timed from the process start to the PNG written\n"
+           "                 (model loading included; median of --reps, default 1): images/hour and\n"
+           "                 the child's peak RSS\n"
+           "  --scheduler NAME  (--job) the sampler: %s (default dpmpp_2m_karras)\n"
+           "  --steps N      steps of the timed whole run, and of the images/hour figure (default 4;\n"
+           "                 --job: 20)\n"
            "  --reps N       timed repetitions per figure (default 3)\n"
            "  --gemm N       side of the reference sgemm product (default 4096)\n"
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
@@ -50,7 +61,7 @@ static void help(void)
            "  --conv NAME    the 3x3 convolutions' path: auto (default: Winograd where it is faster for\n"
            "                 the layer's shape), direct (im2col + GEMM) or winograd (all of them)\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
-           "  --json         one JSON object on stdout instead of the table\n");
+           "  --json         one JSON object on stdout instead of the table\n", sdb_sched_names());
 }
 
 /* "  BLAS: OpenBLAS 0.3.21, core Haswell (CPU: AVX2)": the kernel set every figure below ran on */
@@ -81,9 +92,9 @@ static void stage_json(json_t *j, const char *stage, double gflop, double s, dou
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL, *vae = NULL, *balance = NULL, *sweep = NULL;
+    const char *model = NULL, *vae = NULL, *balance = NULL, *sweep = NULL, *scheduler = NULL;
     long long threads = 0, v;
-    int json = 0;
+    int json = 0, job = 0, steps_given = 0, reps_given = 0, only_given = 0;
     sdb_model_opts mo = {0};
     sdb_bench_opts o;
     sdb_bench_opts_default(&o);
@@ -95,6 +106,8 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--profile")) o.profile = 1;
+        else if (!strcmp(a, "--job")) job = 1;
+        else if (!strcmp(a, "--scheduler") && has) scheduler = argv[++i];
         else if (!strcmp(a, "--model") && has) model = argv[++i];
         else if (!strcmp(a, "--vae") && has) vae = argv[++i];
         else if (!strcmp(a, "--conv") && has) {
@@ -106,6 +119,7 @@ int cmd_bench(int argc, char **argv)
             char buf[256];
             snprintf(buf, sizeof buf, "%s", argv[++i]);
             o.stages = 0;
+            only_given = 1;
             for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
                 if (!strcmp(tok, "text")) o.stages |= SDB_BENCH_TEXT;
                 else if (!strcmp(tok, "unet")) o.stages |= SDB_BENCH_UNET;
@@ -127,19 +141,32 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--steps") && has) {
             if (cli_parse_int("bench", a, argv[++i], 0, 1000, &v)) return EXIT_USAGE;
             o.steps = (int)v;
+            steps_given = 1;
         } else if (!strcmp(a, "--gemm") && has) {
             if (cli_parse_int("bench", a, argv[++i], 64, 16384, &v)) return EXIT_USAGE;
             o.gemm_n = (int)v;
         } else if (!strcmp(a, "--reps") && has) {
             if (cli_parse_int("bench", a, argv[++i], 1, 64, &v)) return EXIT_USAGE;
             o.reps = (int)v;
+            reps_given = 1;
         } else return cli_usage_error("bench", "unknown or incomplete option '%s'", a);
     }
     if (o.size % 8) return cli_usage_error("bench", "--size must be a multiple of 8");
     if (balance) return bench_balance(model, balance, o.size, mo.conv, json);
     if (!model) return cli_usage_error("bench", "--model is required");
+    if (scheduler && !job) return cli_usage_error("bench", "--scheduler goes with --job");
+    if (job && (o.profile || only_given || sweep))
+        return cli_usage_error("bench", "--job times a whole job: --profile, --only and --threads LIST do not go with it");
     if (!threads && !getenv("OMP_NUM_THREADS")) threads = sdb_threads_available();
     if (threads) sdb_threads_set((int)threads);
+    if (job) {
+        if (!steps_given) o.steps = 20;
+        if (o.steps < 1) return cli_usage_error("bench", "--job needs --steps >= 1");
+        bench_job_opts jo = {.model = model, .vae = vae, .scheduler = scheduler ? scheduler : "dpmpp_2m_karras",
+                             .size = o.size, .steps = o.steps, .reps = reps_given ? o.reps : 1,
+                             .gemm_n = o.gemm_n, .weights_f16 = mo.weights_f16, .conv = mo.conv, .json = json};
+        return bench_job(&jo);
+    }
 
     sdb_log log = cli_logger();
     if (json && log.level > SDB_LOG_WARN) log.level = SDB_LOG_WARN; /* stdout is the object */
@@ -193,6 +220,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "unet_step_s", NUM(r.unet_step_s, un));
         json_object_set_new(j, "unet_step_min_s", NUM(r.unet_step_min_s, un));
         json_object_set_new(j, "unet_step_max_s", NUM(r.unet_step_max_s, un));
+        json_object_set_new(j, "unet_step_cpu_s", NUM(r.unet_step_cpu_s, un));
         stage_json(j, "unet", r.unet_gflop, r.unet_step_s, r.unet_sgemm_gflops, pk_unet);
         json_object_set_new(j, "vae_encode_s", NUM(r.vae_encode_s, en));
         stage_json(j, "vae_encode", r.vae_encode_gflop, r.vae_encode_s, r.vae_encode_sgemm_gflops, pk_enc);
@@ -229,7 +257,8 @@ int cmd_bench(int argc, char **argv)
     ROW("VAE encode", r.vae_encode_s, r.vae_encode_gflop, pk_enc);
     ROW("VAE decode", r.vae_decode_s, r.vae_decode_gflop, pk_dec);
 #undef ROW
-    if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s\n", r.unet_step_min_s, r.unet_step_max_s);
+    if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s; CPU time %.3f s (median)\n",
+                                  r.unet_step_min_s, r.unet_step_max_s, r.unet_step_cpu_s);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
     printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB %s, %+.0f MiB)\n",
            r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,

@@ -81,16 +81,18 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_AUTO_MIN_CIN 32
 /* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
 #define SDB_WINO_AUTO_MIN_COUT 32
-/* ... and not where the per-call transformed filter would pass this much (SD 1.5: the U-Net's
- * 1280-output-channel convs, 236..472 MB, at 1/32 and 1/64 of the image side: at 16x16, batch 2,
- * there are 32 tiles per filter, and the transform of each filter (even vectorised) with its
- * copy and the packing of U for the GEMMs cost about as much as the GEMMs save: measured in CPU
- * samples (perf) of a 512x512 step with them on Winograd, +5% in all). */
-#define SDB_WINO_AUTO_MAX_FILTER_BYTES ((size_t)192 << 20)
-/* Transformed filter per slab of output channels when made per call (so --conv winograd on the
- * U-Net's 2560 -> 1280 convs takes 192 MB of scratch, not 472; every input transform is repeated
- * per slab). Auto never needs more than one slab. */
-#define SDB_WINO_SLAB_BYTES SDB_WINO_AUTO_MAX_FILTER_BYTES
+/* Filters of any size: the U-Net's 1280-output-channel convs (236..472 MB transformed) run in
+ * slabs of output channels (below). Measured in CPU time of one thread (2-core AVX2 EPYC, SD 1.5
+ * shapes, batch 2, filter transformed per call): 1280 -> 1280 at 16x16 (32 tiles) 0.110 s against
+ * 0.193 s direct, 2560 -> 1280 at 16x16 0.231 s against 0.384 s, 1280 -> 1280 at 32x32 0.296 s
+ * against 0.772 s; and at 8x8 (8 tiles) 0.079 s against 0.054 s, below the tile rule above.
+ * (An earlier rule kept them direct, from perf samples of a whole step on a loaded machine.) */
+
+/* Transformed filter per slab of output channels when made per call (so the U-Net's 2560 -> 1280
+ * convs take 159 MB of scratch, not 472; the input transform is repeated per slab). Smaller slabs
+ * cost more than they save in memory: 64 MB slabs took 1280 -> 1280 at 16x16 from 0.110 s to 0.120
+ * s and 2560 -> 1280 from 0.231 to 0.270 (16 MB: 0.142 and 0.338), in the measurement above. */
+#define SDB_WINO_SLAB_BYTES ((size_t)192 << 20)
 
 static int pad01(int p) { return p == 0 || p == 1; }
 int sdb_winograd_applies(const sdb_conv2d *c)
@@ -517,8 +519,7 @@ int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
     int Ho, Wo;
     sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
     long tiles = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
-    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES &&
-           sdb_winograd_filter_floats(c) * sizeof(float) <= SDB_WINO_AUTO_MAX_FILTER_BYTES;
+    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES;
 }
 
 int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,

@@ -13,6 +13,7 @@
 #include "sdb/threads.h"
 
 #include <cblas.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,14 @@ static double clip_flops(const sdb_clip_config *c, int B, int S)
     double d = c->hidden_size, f = c->intermediate_size, T = (double)B * S;
     double per_layer = 2.0 * T * (4 * d * d + 2 * d * f) + 4.0 * B * (double)S * S * d;
     return per_layer * c->num_hidden_layers;
+}
+
+/* CPU seconds (user + system, all threads) this process has used so far */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
 
 #define TIMED(times, rep, stmt) do { double t0_ = sdb_prof_now(); stmt; (times)[rep] = sdb_prof_now() - t0_; } while (0)
@@ -171,10 +180,14 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         r->unet_gflop = sdb_prof_total_flops(&count) / 1e9;
         sdb_unet_set_profile(m->unet, o->profile ? &r->unet_prof : NULL);
         int s0 = sm.n;
+        double cpu[64];
         for (int rep = 0; rep < reps && !rc; rep++) {
+            const double c0 = cpu_now();
             TIMED(t, rep, rc = sdb_unet_forward(m->unet, x, 2, lh, lw, ts, ctx, L, y, &m->arena, err));
+            cpu[rep] = cpu_now() - c0;
             sample_sgemm(&sm, o->gemm_n);
         }
+        if (!rc) r->unet_step_cpu_s = median(cpu, reps);
         r->unet_sgemm_gflops = sample_median(&sm, s0);
         sdb_unet_set_profile(m->unet, NULL);
         free(x); free(y);
