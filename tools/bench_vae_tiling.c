@@ -3,7 +3,7 @@
  *
  *   sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]
  *                            [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2]
- *                            [--sweep 0|1]
+ *                            [--sweep 0|1] [--recompute 0|1] [--scratch-dir DIR]
  *       Encodes a smooth synthetic N x N picture with the model's VAE (untiled) to get a realistic
  *       latent, decodes it untiled and tiled (tiles of T pixels, default N/2 so an N-pixel image is
  *       really cut into 2 x 2 tiles; the tiling options of sdb_vae_tile_opts) and prints how far the
@@ -13,7 +13,9 @@
  *       images), with their times, scratch peaks and the process's peak RSS; 2: the decode only
  *       (of a synthetic latent). --sweep 1: first the decode under each tiling variant (the mid
  *       block per tile or on the whole latent, own or exact statistics, margins), one line each:
- *       what each cause of the tiles' error weighs.
+ *       what each cause of the tiles' error weighs. --recompute 1: the exact statistics by recomputing
+ *       each tile in every run (the old way) instead of parking the tiles in a scratch file (in DIR,
+ *       default $TMPDIR or /tmp); the scratch file's size is printed.
  *
  *   sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S]
  *                            [--sdbatch PATH] [--keep DIR]
@@ -118,20 +120,24 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
            opt->oracle_stats ? ", statistics from an untiled pass" : "");
     if (tiled_only) {
         /* big images: only the tiled passes (the untiled ones would need ~4 full-resolution activations) */
-        double t0 = sdb_now_mono();
+        double t0 = sdb_now_mono(), pk_e = 0;
         size_t pe = 0;
         if (tiled_only == 2) /* decode only: a smooth latent of an encoder's magnitude */
             for (int c = 0; c < 4; c++)
                 for (int y = 0; y < h; y++)
                     for (int x = 0; x < wd; x++) m[((size_t)c * h + y) * wd + x] = 4.0f * picture(c, x, y, h);
         else if (sdb_vae_encode_tiled(v, img, N, N, m, s, NULL, &a, &err)) return fail_err(&err);
-        else pe = sdb_vae_peak_bytes(v);
+        else {
+            pe = sdb_vae_peak_bytes(v);
+            pk_e = (double)sdb_vae_park_bytes(v);
+        }
         double t1 = sdb_now_mono();
         if (sdb_vae_decode_tiled(v, m, h, wd, d0, &a, &err)) return fail_err(&err);
         size_t pd = sdb_vae_peak_bytes(v);
         double t2 = sdb_now_mono();
         printf("  time: tiled encode %.1f s, tiled decode %.1f s\n", t1 - t0, t2 - t1);
-        printf("  scratch peak: tiled encode %.0f MiB, tiled decode %.0f MiB\n", pe / 1048576.0, pd / 1048576.0);
+        printf("  scratch peak: tiled encode %.0f MiB, tiled decode %.0f MiB; parked tiles on disk: encode %.0f MiB, decode %.0f MiB\n",
+               pe / 1048576.0, pd / 1048576.0, pk_e / 1048576.0, sdb_vae_park_bytes(v) / 1048576.0);
         printf("  peak RSS of this process %.0f MiB = VAE weights %.0f MiB + image buffers %.0f MiB + %.0f MiB\n", rss_mib(),
                sdb_vae_weight_bytes(v) / 1048576.0, (2.0 * ni + 2.0 * nl) * 4 / 1048576.0,
                rss_mib() - sdb_vae_weight_bytes(v) / 1048576.0 - (2.0 * ni + 2.0 * nl) * 4 / 1048576.0);
@@ -153,10 +159,10 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
     if (sweep) {
         /* what each cause of the error weighs: the decode under each tiling variant */
         static const struct { const char *what; sdb_vae_tile_opts t; } var[] = {
-            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1}},
-            {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0}},
-            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
-            {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1}},
+            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1, 0, NULL}},
+            {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0, 0, NULL}},
+            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0, 0, NULL}},
+            {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1, 0, NULL}},
         };
         for (size_t k = 0; k < sizeof var / sizeof var[0]; k++) {
             sdb_vae_set_tiling(v, &var[k].t);
@@ -176,7 +182,8 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
     int maxd = 0, maxe = 0;
     compare("decode, tiled vs untiled", d0, d1, ni, lv, &maxd);
     printf("  time: encode %.1f s, decode untiled %.1f s, tiled %.1f s\n", t1 - t0, t2 - t1, t3 - t2);
-    printf("  scratch peak: untiled %.0f MiB, tiled %.0f MiB\n", p0 / 1048576.0, p1 / 1048576.0);
+    printf("  scratch peak: untiled %.0f MiB, tiled %.0f MiB; parked tiles on disk %.0f MiB\n", p0 / 1048576.0,
+           p1 / 1048576.0, sdb_vae_park_bytes(v) / 1048576.0);
     if (encode) {
         /* the tiled encode's latent, decoded untiled, against the untiled encode's (d0) */
         float *m1 = malloc(nl * sizeof(float));
@@ -291,11 +298,12 @@ int main(int argc, char **argv)
     if (argc < 3 || (strcmp(argv[1], "decode") && strcmp(argv[1], "inpaint"))) {
         fprintf(stderr, "usage: sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]\n"
                         "           [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2] [--sweep 0|1]\n"
+                        "           [--recompute 0|1] [--scratch-dir DIR]\n"
                         "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--sdbatch PATH] [--keep DIR]\n");
         return 2;
     }
     int N = 512, tile = 0, R = 512, crop = 0, steps = 1, encode = 0, tiled_only = 0, sweep = 0;
-    sdb_vae_tile_opts opt = {0, -1, 0, 0};
+    sdb_vae_tile_opts opt = {0, -1, 0, 0, 0, NULL};
     const char *keep = NULL;
     char sdbatch[4200];
     snprintf(sdbatch, sizeof sdbatch, "%s", argv[0]);
@@ -313,6 +321,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--margin")) opt.margin = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--local-mid")) opt.local_mid = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--oracle")) opt.oracle_stats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--recompute")) opt.recompute = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--scratch-dir")) opt.scratch_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--encode")) encode = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tiled-only")) tiled_only = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sweep")) sweep = atoi(argv[i + 1]);

@@ -23,6 +23,7 @@
 #define SDB_VAE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "sdb/arena.h"
 #include "sdb/config.h"
 #include "sdb/error.h"
@@ -112,8 +113,11 @@ typedef struct sdb_vae_tile_opts {
     int margin;       /* latents each side of a tile's core; -1 = the receptive field (the default) */
     int local_mid;    /* decode: conv_in and the mid block per tile too (diffusers-like; measuring) */
     int oracle_stats; /* the first pass is one untiled statistics pass (measuring the margins) */
+    int recompute;    /* exact statistics by recomputing each tile from its input in every run
+                         (the old way: same result, ~11x the time, no scratch file); 0 = parking */
+    const char *scratch_dir; /* the parked tiles' scratch file's folder; NULL = $TMPDIR, else /tmp */
 } sdb_vae_tile_opts;
-/* NULL = the defaults ({0, -1, 0, 0}). */
+/* NULL = the defaults ({0, -1, 0, 0, 0, NULL}). */
 void sdb_vae_set_tiling(sdb_vae *v, const sdb_vae_tile_opts *t);
 int sdb_vae_decode_margin(const sdb_vae *v);
 int sdb_vae_encode_margin(const sdb_vae *v);
@@ -122,6 +126,8 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                          sdb_err *err);
 
+/* Bytes of the scratch file the last tiled encode/decode parked its tiles in (0: none). */
+uint64_t sdb_vae_park_bytes(const sdb_vae *v);
 /* Arena bytes the last encode/decode needed at most (above the arena's use at entry). */
 size_t sdb_vae_peak_bytes(const sdb_vae *v);
 /* Bytes of weights the model holds, as handed out by its sdb_weights (float32, or half matrices
