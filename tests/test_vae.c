@@ -787,10 +787,12 @@ static int open_fds(void)
  * `recompute` mode), encode and decode. The scratch file's size, by hand for the tiny VAE (up blocks
  * 64, 64, 64, 32 channels): the largest parked state is in the last up block, at 8x the latent
  * resolution: its first resnet's 64-channel input, or conv1's output and the residual (2 x 32
- * channels) = 64 channels x 64 pixels = 4096 floats per latent of a tile's extent; a 16 x 12 latent
- * in 64-pixel tiles (8 latents) with 13-latent margins is 2 x 2 tiles whose extents are all the
- * whole 16 x 12. Encoder (down blocks 32, 64, 64, 64 at 8x, 4x, 2x, 1x): its first block at 8x, 2 x 32
- * channels x 64 = 4096 floats per latent too; 128 x 96 pixels, the same 2 x 2 whole extents.
+ * channels) = 64 channels x 64 pixels = 4096 floats per latent of a tile's extent. The encoder's
+ * (down blocks 32, 64, 64, 64 at 8x, 4x, 2x, 1x) too: its first block at 8x, 2 x 32 channels x 64.
+ * A 16 x 12 latent (128 x 96 pixels) in 40-pixel tiles (5 latents) is 4 x 3 tiles; with margins of
+ * 3 latents (shorter than the receptive field: cheaper, and the comparison is between two ways of
+ * computing the same tiles) their extents are 8, 11, 9, 4 rows by 8, 10, 5 columns: 32 x 23
+ * latents in all, interior tiles with margins on every side.
  * A scratch folder that cannot be written, or a disk without room, fails with a clear error
  * before any tile runs, leaving nothing behind. */
 static void test_parked_tiles(void)
@@ -809,27 +811,27 @@ static void test_parked_tiles(void)
     sdb_rng_randn(&g, z, nz);
     for (size_t i = 0; i < nz; i++) z[i] *= 2.0f;
     float *img = sdb_t_rand_floats(&(uint64_t){5}, ni, 0.9f);
-    const uint64_t want_park = 4ull * 4096 * h * wd * sizeof(float);
-    sdb_vae_set_tile_size(v, 64);
-    sdb_vae_tile_opts o = {0, -1, 0, 0, 1, NULL};
+    const uint64_t want_dec = 32ull * 23 * 4096 * sizeof(float), want_enc = want_dec;
+    sdb_vae_set_tile_size(v, 40);
+    sdb_vae_tile_opts o = {0, 3, 0, 0, 1, NULL}, parked = {0, 3, 0, 0, 0, NULL};
     sdb_vae_set_tiling(v, &o);
     CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, a, &arena, &err), &err);
     CHECK(sdb_vae_park_bytes(v) == 0);
     CHECK_OK(sdb_vae_encode_tiled(v, img, H, W, ma, sa, NULL, &arena, &err), &err);
-    sdb_vae_set_tiling(v, NULL);
+    sdb_vae_set_tiling(v, &parked);
     const int fds = open_fds();
     CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err), &err);
-    CHECKF(sdb_vae_park_bytes(v) == want_park, "decode parked %llu bytes, want %llu",
-           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_park);
+    CHECKF(sdb_vae_park_bytes(v) == want_dec, "decode parked %llu bytes, want %llu",
+           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_dec);
     CHECK(memcmp(a, b, ni * sizeof(float)) == 0);
     CHECK_OK(sdb_vae_encode_tiled(v, img, H, W, mb, sb, NULL, &arena, &err), &err);
-    CHECKF(sdb_vae_park_bytes(v) == want_park, "encode parked %llu bytes, want %llu",
-           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_park);
+    CHECKF(sdb_vae_park_bytes(v) == want_enc, "encode parked %llu bytes, want %llu",
+           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_enc);
     CHECK(memcmp(ma, mb, nz * sizeof(float)) == 0 && memcmp(sa, sb, nz * sizeof(float)) == 0);
     CHECK(open_fds() == fds);
 
     /* a scratch folder that does not exist (root may write anywhere, so not a permission test) */
-    sdb_vae_tile_opts bad = {0, -1, 0, 0, 0, "/nonexistent-sdb-scratch/dir"};
+    sdb_vae_tile_opts bad = {0, 3, 0, 0, 0, "/nonexistent-sdb-scratch/dir"};
     sdb_vae_set_tiling(v, &bad);
     int rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
     CHECK(rc == SDB_EIO);
@@ -838,7 +840,7 @@ static void test_parked_tiles(void)
     rc = sdb_vae_encode_tiled(v, img, H, W, mb, sb, NULL, &arena, &err);
     CHECK(rc == SDB_EIO && strstr(err.msg, "tiled VAE encode") && strstr(err.msg, "/nonexistent-sdb-scratch/dir"));
     /* no room: a file-size limit of 1 MiB stands in for a full disk (EFBIG, reported as no space) */
-    sdb_vae_tile_opts here = {0, -1, 0, 0, 0, sdb_t_tmpdir()};
+    sdb_vae_tile_opts here = {0, 3, 0, 0, 0, sdb_t_tmpdir()};
     sdb_vae_set_tiling(v, &here);
     struct rlimit old, lim;
     getrlimit(RLIMIT_FSIZE, &old);

@@ -18,11 +18,12 @@
  *       default $TMPDIR or /tmp); the scratch file's size is printed.
  *
  *   sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S]
- *                            [--sdbatch PATH] [--keep DIR]
+ *                            [--guidance G] [--sdbatch PATH] [--keep DIR]
  *       Draws an N x N picture and a mask with an R x R square in its middle, runs `sdbatch
  *       generate` on them as a child process (--padding-mask-crop P when P > 0: inpainting only the
  *       masked area) and prints the child's peak RSS (wait4's ru_maxrss) next to the size of the
- *       model's weight files, i.e. how much memory the run needed beyond the weights.
+ *       model's weight files, i.e. how much memory the run needed beyond the weights. --guidance G:
+ *       the child's --guidance-scale (default: sdbatch's 7.5; <= 1: no guidance, one U-Net batch).
  *
  * Owns nothing beyond one run; no state.
  */
@@ -234,7 +235,8 @@ static double weight_bytes(const char *model)
     return sum;
 }
 
-static int bench_inpaint(const char *model, int N, int R, int crop, int steps, const char *sdbatch, const char *keep)
+static int bench_inpaint(const char *model, int N, int R, int crop, int steps, const char *guidance, const char *sdbatch,
+                         const char *keep)
 {
     char dir[4096];
     if (keep) snprintf(dir, sizeof dir, "%s", keep);
@@ -275,6 +277,7 @@ static int bench_inpaint(const char *model, int N, int R, int crop, int steps, c
         argv[k++] = "--prompt"; argv[k++] = "a restored photograph"; argv[k++] = "--seed"; argv[k++] = "1";
         argv[k++] = "--steps"; argv[k++] = steps_s; argv[k++] = "--output"; argv[k++] = op; argv[k++] = "-q";
         if (crop > 0) { argv[k++] = "--padding-mask-crop"; argv[k++] = crop_s; }
+        if (guidance) { argv[k++] = "--guidance-scale"; argv[k++] = guidance; }
         argv[k] = NULL;
         execv(sdbatch, (char *const *)argv);
         _exit(127);
@@ -284,8 +287,8 @@ static int bench_inpaint(const char *model, int N, int R, int crop, int steps, c
     if (wait4(pid, &status, 0, &ru) < 0) return die("wait4 failed");
     double secs = sdb_now_mono() - t0;
     double wb = weight_bytes(model), rss = (double)ru.ru_maxrss * 1024.0;
-    printf("inpaint %dx%d, masked %dx%d, %s, %d step(s): exit %d, %.0f s\n", N, N, R, R,
-           crop > 0 ? "only the masked area (padding_mask_crop)" : "whole image at its own size", steps,
+    printf("inpaint %dx%d, masked %dx%d, %s, %d step(s), guidance %s: exit %d, %.0f s\n", N, N, R, R,
+           crop > 0 ? "only the masked area (padding_mask_crop)" : "whole image at its own size", steps, guidance ? guidance : "7.5",
            WIFEXITED(status) ? WEXITSTATUS(status) : -1, secs);
     printf("  peak RSS %.0f MiB = weights %.0f MiB + %.0f MiB (%.2f GiB)\n", rss / 1048576.0, wb / 1048576.0,
            (rss - wb) / 1048576.0, (rss - wb) / 1073741824.0);
@@ -299,12 +302,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]\n"
                         "           [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2] [--sweep 0|1]\n"
                         "           [--recompute 0|1] [--scratch-dir DIR]\n"
-                        "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--sdbatch PATH] [--keep DIR]\n");
+                        "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--guidance G]\n"
+                        "           [--sdbatch PATH] [--keep DIR]\n");
         return 2;
     }
     int N = 512, tile = 0, R = 512, crop = 0, steps = 1, encode = 0, tiled_only = 0, sweep = 0;
     sdb_vae_tile_opts opt = {0, -1, 0, 0, 0, NULL};
-    const char *keep = NULL;
+    const char *keep = NULL, *guidance = NULL;
     char sdbatch[4200];
     snprintf(sdbatch, sizeof sdbatch, "%s", argv[0]);
     char *slash = strrchr(sdbatch, '/');
@@ -317,6 +321,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sdbatch")) snprintf(sdbatch, sizeof sdbatch, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--keep")) keep = argv[i + 1];
+        else if (!strcmp(argv[i], "--guidance")) guidance = argv[i + 1];
         else if (!strcmp(argv[i], "--passes")) opt.passes = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--margin")) opt.margin = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--local-mid")) opt.local_mid = atoi(argv[i + 1]);
@@ -330,5 +335,5 @@ int main(int argc, char **argv)
     }
     if (N < 8 || N % 8) return die("--size must be a positive multiple of 8");
     if (!strcmp(argv[1], "decode")) return bench_decode(argv[2], N, tile ? tile : N / 2, &opt, encode, tiled_only, sweep);
-    return bench_inpaint(argv[2], N, R, crop, steps, sdbatch, keep);
+    return bench_inpaint(argv[2], N, R, crop, steps, guidance, sdbatch, keep);
 }

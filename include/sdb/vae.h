@@ -93,9 +93,16 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
  * core is kept, so nothing is blended. Every tiled GroupNorm uses the whole image's statistics,
  * summed (double) over the tiles' cores: by default (exact) the tiles run once per tiled GroupNorm,
  * run k stopping at GroupNorm k with the exact statistics of those before it (k-th one's sums then
- * exact too), and once more for the output; the cost is about (number of GroupNorms) / 2 times one
- * run (~11x the decoder's up path for SD 1.x, ~10x the encoder's down path) but memory stays one
- * tile. With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
+ * exact too), and once more for the output. Each tile's state where its run stopped (the
+ * GroupNorm's input and the resnet's pending residual) is parked in an unlinked scratch file
+ * (sdb_scratch: $TMPDIR or /tmp, or scratch_dir) and the next run resumes the tile there, so the
+ * tiled layers run about once in all; memory stays one tile, and the disk needed is
+ * sdb_vae_park_bytes() (the largest state of each tile, summed over the tiles: ~7 GiB for a
+ * 2048x2048 SD 1.x decode). A scratch file that cannot be made or written fails (SDB_EIO) before
+ * or while the tiles run, naming the folder. `recompute` gives the same floats by recomputing each
+ * tile from its input in every run instead (about (number of GroupNorms) / 2 times one run: ~11x
+ * the decoder's up path for SD 1.x, ~10x the encoder's down path; no disk).
+ * With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
  * statistics, every later one with the previous run's (pass k has the first k GroupNorms exact;
  * with random weights this converges too slowly to be useful: README). Results equal the untiled
  * pass up to float rounding. Scratch: the whole-latent part (decode: ~5 latent-sized 512-channel

@@ -21,8 +21,8 @@
  *
  * Tiling (sdb_vae_encode_tiled / sdb_vae_decode_tiled): the 1/8-resolution part with the mid
  * block runs on the whole latent, the rest in tiles with margins of the receptive field, one tile
- * at a time, every GroupNorm with the whole image's statistics gathered over passes (see the
- * tiling section).
+ * at a time, every GroupNorm with the whole image's statistics gathered run by run, the tiles
+ * parked in a scratch file between runs (see the tiling section).
  */
 #include "sdb/vae.h"
 
@@ -1029,10 +1029,14 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
  *    margin of the receptive field of the tiled layers (every 3x3 convolution widens it by one
  *    pixel at its resolution) and only its core kept, so the cores are exact and need no blend;
  *  - every GroupNorm's statistics are the whole image's: each tile adds the sums over its core
- *    to the pass's accumulators (double); pass 1 normalises each tile with its own statistics,
- *    every later pass with the whole image's from the pass before. Pass k has the first k
- *    GroupNorms' statistics exact (each only depends on those before it); the errors shrink fast
- *    with k (README: Big images). Only one tile's activations exist at a time. */
+ *    to the run's accumulators (double). Exact (the default): run k stops every tile at GroupNorm
+ *    k, once the statistics of those before it are exact, so its sums are exact too; the tile's
+ *    state there (the GroupNorm's input and the residual still pending in its resnet) is parked
+ *    in a scratch file and run k + 1 resumes it (layers before that GroupNorm are skipped, only
+ *    the activation's shape follows them): the same floats as recomputing the tile from its input
+ *    (`recompute`), in about one run's time. With `passes`: pass 1 normalises each tile with its
+ *    own statistics, every later pass with the whole image's from the pass before (pass k has the
+ *    first k GroupNorms exact; README: Big images). Only one tile's activations exist at a time. */
 
 /* The VAE's scale factor f = 2^(blocks - 1). */
 static int vae_factor(const sdb_vae *v)
