@@ -11,10 +11,8 @@
 
 #include <dirent.h>
 #include <math.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -248,18 +246,12 @@ static void test_scratch_file(void)
     CHECK_OK(sdb_scratch_read(&s, b, 400, 0, &err), &err);
     CHECK(memcmp(a, b, 400) == 0);
     CHECK(sdb_scratch_read(&s, b, 400, (1 << 20) - 100, &err) == SDB_EIO && strstr(err.msg, "end of file"));
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 64 << 10;
-    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
-    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(sdb_t_limit_file_size(64 << 10) == 0);
     int rc = sdb_scratch_write(&s, a, sizeof a, (1 << 20) + 8, &err);
     char wmsg[SDB_ERR_MSG_MAX];
     snprintf(wmsg, sizeof wmsg, "%s", err.msg);
     int rc2 = sdb_scratch_reserve(&s, 2 << 20, &err);
-    setrlimit(RLIMIT_FSIZE, &old);
-    signal(SIGXFSZ, old_sig);
+    CHECK(sdb_t_limit_file_size(0) == 0);
     CHECK(rc == SDB_EIO && rc2 == SDB_EIO);
     CHECKF(strstr(wmsg, "no space left for the scratch file in") && strstr(wmsg, d) && strstr(wmsg, "writing 4000 bytes"),
            "%s", wmsg);

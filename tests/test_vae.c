@@ -19,8 +19,6 @@
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -842,15 +840,9 @@ static void test_parked_tiles(void)
     /* no room: a file-size limit of 1 MiB stands in for a full disk (EFBIG, reported as no space) */
     sdb_vae_tile_opts here = {0, 3, 0, 0, 0, sdb_t_tmpdir()};
     sdb_vae_set_tiling(v, &here);
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 1 << 20;
-    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
-    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(sdb_t_limit_file_size(1 << 20) == 0);
     rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
-    setrlimit(RLIMIT_FSIZE, &old);
-    signal(SIGXFSZ, old_sig);
+    CHECK(sdb_t_limit_file_size(0) == 0);
     CHECK(rc == SDB_EIO);
     CHECKF(strstr(err.msg, "no space left for the scratch file in") && strstr(err.msg, "needs 12 MiB"), "message: %s", err.msg);
     CHECK(open_fds() == fds);
