@@ -787,10 +787,10 @@ static int open_fds(void)
  * resolution: its first resnet's 64-channel input, or conv1's output and the residual (2 x 32
  * channels) = 64 channels x 64 pixels = 4096 floats per latent of a tile's extent. The encoder's
  * (down blocks 32, 64, 64, 64 at 8x, 4x, 2x, 1x) too: its first block at 8x, 2 x 32 channels x 64.
- * A 16 x 12 latent (128 x 96 pixels) in 40-pixel tiles (5 latents) is 4 x 3 tiles; with margins of
- * 3 latents (shorter than the receptive field: cheaper, and the comparison is between two ways of
- * computing the same tiles) their extents are 8, 11, 9, 4 rows by 8, 10, 5 columns: 32 x 23
- * latents in all, interior tiles with margins on every side.
+ * A 12 x 12 latent (96 x 96 pixels) in 32-pixel tiles (4 latents) is 3 x 3 tiles; with margins of
+ * 2 latents (shorter than the receptive field: cheaper, and the comparison is between two ways of
+ * computing the same tiles) their extents are 6, 8, 6 latents each way: 20 x 20 latents in all,
+ * the middle tile with margins on every side.
  * A scratch folder that cannot be written, or a disk without room, fails with a clear error
  * before any tile runs, leaving nothing behind. */
 static void test_parked_tiles(void)
@@ -799,7 +799,7 @@ static void test_parked_tiles(void)
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
     sdb_err err;
-    const int h = 16, wd = 12, H = 8 * h, W = 8 * wd;
+    const int h = 12, wd = 12, H = 8 * h, W = 8 * wd;
     const size_t nz = (size_t)4 * h * wd, ni = (size_t)3 * H * W;
     float *z = malloc(nz * sizeof(float)), *a = malloc(ni * sizeof(float)), *b = malloc(ni * sizeof(float));
     float *ma = malloc(nz * sizeof(float)), *sa = malloc(nz * sizeof(float));
@@ -809,9 +809,9 @@ static void test_parked_tiles(void)
     sdb_rng_randn(&g, z, nz);
     for (size_t i = 0; i < nz; i++) z[i] *= 2.0f;
     float *img = sdb_t_rand_floats(&(uint64_t){5}, ni, 0.9f);
-    const uint64_t want_dec = 32ull * 23 * 4096 * sizeof(float), want_enc = want_dec;
-    sdb_vae_set_tile_size(v, 40);
-    sdb_vae_tile_opts o = {0, 3, 0, 0, 1, NULL}, parked = {0, 3, 0, 0, 0, NULL};
+    const uint64_t want_dec = 20ull * 20 * 4096 * sizeof(float), want_enc = want_dec;
+    sdb_vae_set_tile_size(v, 32);
+    sdb_vae_tile_opts o = {0, 2, 0, 0, 1, NULL}, parked = {0, 2, 0, 0, 0, NULL};
     sdb_vae_set_tiling(v, &o);
     CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, a, &arena, &err), &err);
     CHECK(sdb_vae_park_bytes(v) == 0);
@@ -829,7 +829,7 @@ static void test_parked_tiles(void)
     CHECK(open_fds() == fds);
 
     /* a scratch folder that does not exist (root may write anywhere, so not a permission test) */
-    sdb_vae_tile_opts bad = {0, 3, 0, 0, 0, "/nonexistent-sdb-scratch/dir"};
+    sdb_vae_tile_opts bad = {0, 2, 0, 0, 0, "/nonexistent-sdb-scratch/dir"};
     sdb_vae_set_tiling(v, &bad);
     int rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
     CHECK(rc == SDB_EIO);
@@ -838,13 +838,13 @@ static void test_parked_tiles(void)
     rc = sdb_vae_encode_tiled(v, img, H, W, mb, sb, NULL, &arena, &err);
     CHECK(rc == SDB_EIO && strstr(err.msg, "tiled VAE encode") && strstr(err.msg, "/nonexistent-sdb-scratch/dir"));
     /* no room: a file-size limit of 1 MiB stands in for a full disk (EFBIG, reported as no space) */
-    sdb_vae_tile_opts here = {0, 3, 0, 0, 0, sdb_t_tmpdir()};
+    sdb_vae_tile_opts here = {0, 2, 0, 0, 0, sdb_t_tmpdir()};
     sdb_vae_set_tiling(v, &here);
     CHECK(sdb_t_limit_file_size(1 << 20) == 0);
     rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
     CHECK(sdb_t_limit_file_size(0) == 0);
     CHECK(rc == SDB_EIO);
-    CHECKF(strstr(err.msg, "no space left for the scratch file in") && strstr(err.msg, "needs 12 MiB"), "message: %s", err.msg);
+    CHECKF(strstr(err.msg, "no space left for the scratch file in") && strstr(err.msg, "needs 6 MiB"), "message: %s", err.msg);
     CHECK(open_fds() == fds);
     CHECK(arena.used == 0);
     sdb_vae_set_tiling(v, NULL);
