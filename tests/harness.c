@@ -6,8 +6,10 @@
 #include "sdb/safetensors.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -151,4 +153,23 @@ float *sdb_t_rand_floats(uint64_t *rng, size_t n, float scale)
         p[i] = (float)((double)(r >> 11) / (double)(1ULL << 53) * 2.0 - 1.0) * scale;
     }
     return p;
+}
+
+int sdb_t_limit_file_size(unsigned long bytes)
+{
+    static struct rlimit saved;
+    static void (*saved_sig)(int);
+    static int active;
+    if (!bytes) {
+        if (!active) return 0;
+        active = 0;
+        signal(SIGXFSZ, saved_sig);
+        return setrlimit(RLIMIT_FSIZE, &saved) == 0 ? 0 : -1;
+    }
+    if (!active && getrlimit(RLIMIT_FSIZE, &saved) != 0) return -1;
+    struct rlimit lim = saved;
+    lim.rlim_cur = bytes;
+    if (!active) saved_sig = signal(SIGXFSZ, SIG_IGN);
+    active = 1;
+    return setrlimit(RLIMIT_FSIZE, &lim) == 0 ? 0 : -1;
 }

@@ -54,6 +54,11 @@ int sdb_t_write_f16_copy(const char *src, const char *dst, int as_f16);
  * least one float even for n = 0); NULL only when out of memory. */
 float *sdb_t_rand_floats(uint64_t *rng, size_t n, float scale);
 
+/* A full disk, simulated: limits this process's file sizes to `bytes` (RLIMIT_FSIZE; SIGXFSZ
+ * ignored, so writes past it fail with EFBIG); bytes 0 restores the limit and the signal as they
+ * were. Returns 0, or -1 when the limit cannot be set. */
+int sdb_t_limit_file_size(unsigned long bytes);
+
 /* Compares n floats with the reference: passes when max|a-ref| <= atol + rtol * max|ref|.
  * Prints max abs/rel error either way (with `what`); returns 1 on pass. */
 int sdb_t_close(const float *a, const float *ref, size_t n, double atol, double rtol, const char *what);

@@ -1,6 +1,6 @@
 /*
  * test_core.c — core pieces: half/bfloat16 conversions (all 65536 values against an independent
- * ldexp formula, scalar vs F16C; narrowing against the nearest-half definition), the arena, atomic writes, config accessors, error context.
+ * ldexp formula, scalar vs F16C; narrowing against the nearest-half definition), the arena, atomic writes, scratch files, config accessors, error context.
  */
 #include "harness.h"
 #include "sdb/arena.h"
@@ -223,6 +223,48 @@ static void test_atomic_write(void)
     CHECK(sdb_is_dir(d2));
 }
 
+/* Scratch files: nameless from the start (the folder stays empty), positioned writes and reads
+ * round-trip, a read past the end fails, and a write past a 64 KiB file-size limit (standing in
+ * for a full disk: EFBIG) fails with "no space left", naming the folder; a missing folder fails
+ * naming it. */
+static void test_scratch_file(void)
+{
+    char d[1100];
+    snprintf(d, sizeof d, "%s/scratch", sdb_t_tmpdir());
+    sdb_err err = {0};
+    CHECK_OK(sdb_mkdirs(d, &err), &err);
+    sdb_scratch s;
+    CHECK_OK(sdb_scratch_open(&s, d, &err), &err);
+    CHECK(s.fd >= 0 && count_entries(d) == 0);
+    float a[1000], b[1000];
+    for (int i = 0; i < 1000; i++) a[i] = (float)i * 0.5f - 7.0f;
+    CHECK_OK(sdb_scratch_reserve(&s, 1 << 20, &err), &err);
+    CHECK_OK(sdb_scratch_write(&s, a, sizeof a, 12345, &err), &err);
+    CHECK_OK(sdb_scratch_write(&s, a, 400, 0, &err), &err);
+    CHECK_OK(sdb_scratch_read(&s, b, sizeof b, 12345, &err), &err);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK_OK(sdb_scratch_read(&s, b, 400, 0, &err), &err);
+    CHECK(memcmp(a, b, 400) == 0);
+    CHECK(sdb_scratch_read(&s, b, 400, (1 << 20) - 100, &err) == SDB_EIO && strstr(err.msg, "end of file"));
+    CHECK(sdb_t_limit_file_size(64 << 10) == 0);
+    int rc = sdb_scratch_write(&s, a, sizeof a, (1 << 20) + 8, &err);
+    char wmsg[SDB_ERR_MSG_MAX];
+    snprintf(wmsg, sizeof wmsg, "%s", err.msg);
+    int rc2 = sdb_scratch_reserve(&s, 2 << 20, &err);
+    CHECK(sdb_t_limit_file_size(0) == 0);
+    CHECK(rc == SDB_EIO && rc2 == SDB_EIO);
+    CHECKF(strstr(wmsg, "no space left for the scratch file in") && strstr(wmsg, d) && strstr(wmsg, "writing 4000 bytes"),
+           "%s", wmsg);
+    CHECKF(strstr(err.msg, "no space left for the scratch file in") && strstr(err.msg, d) && strstr(err.msg, "needs 2 MiB"),
+           "%s", err.msg);
+    sdb_scratch_close(&s);
+    sdb_scratch_close(&s); /* idempotent */
+    CHECK(s.fd == -1 && count_entries(d) == 0);
+    char q[1200];
+    snprintf(q, sizeof q, "%s/nope", d);
+    CHECK(sdb_scratch_open(&s, q, &err) == SDB_EIO && strstr(err.msg, "nope") && s.fd == -1);
+}
+
 static void test_config(void)
 {
     sdb_config c;
@@ -322,6 +364,7 @@ int main(void)
     RUN(test_f16_narrowing);
     RUN(test_arena);
     RUN(test_atomic_write);
+    RUN(test_scratch_file);
     RUN(test_config);
     RUN(test_error_context);
     RUN(test_proc_value);

@@ -16,6 +16,7 @@
 #include "sdb/vae.h"
 #include "sdb/weights.h"
 
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -676,7 +677,7 @@ static void test_tiled_decode(void)
     CHECK_OK(sdb_vae_decode(v, z, h, wd, b, &arena, &err), &err);
     size_t peak_full = sdb_vae_peak_bytes(v);
     sdb_vae_set_tile_size(v, 80);
-    sdb_vae_tile_opts o = {2, -1, 0, 1};
+    sdb_vae_tile_opts o = {2, -1, 0, 1, 0, NULL};
     sdb_vae_set_tiling(v, &o);
     CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, a, &arena, &err), &err);
     double exact = max_abs(a, b, n);
@@ -686,7 +687,7 @@ static void test_tiled_decode(void)
     double short_margin = max_abs(a, b, n);
     /* one run with each tile's own statistics is far off (what the runs are for); its scratch is
      * one tile's, less than the untiled decode's */
-    sdb_vae_tile_opts one = {1, -1, 0, 0};
+    sdb_vae_tile_opts one = {1, -1, 0, 0, 0, NULL};
     sdb_vae_set_tiling(v, &one);
     CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, a, &arena, &err), &err);
     size_t peak_tiled = sdb_vae_peak_bytes(v);
@@ -751,7 +752,7 @@ static void test_tiled_encode(void)
     sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
     if (!v) return;
     sdb_err err;
-    sdb_vae_tile_opts o = {2, -1, 0, 1};
+    sdb_vae_tile_opts o = {2, -1, 0, 1, 0, NULL};
     sdb_vae_set_tile_size(v, 80);
     encode_case(v, 320, 288, &o, "untiled statistics");
     sdb_vae_set_tile_size(v, 64);
@@ -764,6 +765,90 @@ static void test_tiled_encode(void)
     CHECK(memcmp(m, um, sizeof m) == 0);
     CHECK(sdb_vae_encode_tiled(v, img, 68, 56, m, s, NULL, &arena, &err) == SDB_EINVAL);
     CHECK(arena.used == 0);
+    sdb_vae_free(v);
+    sdb_weights_free(&w);
+}
+
+/* Open descriptors of this process (a scratch file left open would show). */
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n;
+}
+
+/* The default exact tiled passes park each tile at the GroupNorm where its run stops and resume
+ * it in the next run: bit-identical to recomputing every tile from its input in every run (the
+ * `recompute` mode), encode and decode. The scratch file's size, by hand for the tiny VAE (up blocks
+ * 64, 64, 64, 32 channels): the largest parked state is in the last up block, at 8x the latent
+ * resolution: its first resnet's 64-channel input, or conv1's output and the residual (2 x 32
+ * channels) = 64 channels x 64 pixels = 4096 floats per latent of a tile's extent. The encoder's
+ * (down blocks 32, 64, 64, 64 at 8x, 4x, 2x, 1x) too: its first block at 8x, 2 x 32 channels x 64.
+ * A 12 x 12 latent (96 x 96 pixels) in 32-pixel tiles (4 latents) is 3 x 3 tiles; with margins of
+ * 2 latents (shorter than the receptive field: cheaper, and the comparison is between two ways of
+ * computing the same tiles) their extents are 6, 8, 6 latents each way: 20 x 20 latents in all,
+ * the middle tile with margins on every side.
+ * A scratch folder that cannot be written, or a disk without room, fails with a clear error
+ * before any tile runs, leaving nothing behind. */
+static void test_parked_tiles(void)
+{
+    sdb_weights w;
+    sdb_vae *v = load_folder(&w, sdb_t_path(TINY_VAE));
+    if (!v) return;
+    sdb_err err;
+    const int h = 12, wd = 12, H = 8 * h, W = 8 * wd;
+    const size_t nz = (size_t)4 * h * wd, ni = (size_t)3 * H * W;
+    float *z = malloc(nz * sizeof(float)), *a = malloc(ni * sizeof(float)), *b = malloc(ni * sizeof(float));
+    float *ma = malloc(nz * sizeof(float)), *sa = malloc(nz * sizeof(float));
+    float *mb = malloc(nz * sizeof(float)), *sb = malloc(nz * sizeof(float));
+    sdb_rng g;
+    sdb_rng_seed(&g, 11);
+    sdb_rng_randn(&g, z, nz);
+    for (size_t i = 0; i < nz; i++) z[i] *= 2.0f;
+    float *img = sdb_t_rand_floats(&(uint64_t){5}, ni, 0.9f);
+    const uint64_t want_dec = 20ull * 20 * 4096 * sizeof(float), want_enc = want_dec;
+    sdb_vae_set_tile_size(v, 32);
+    sdb_vae_tile_opts o = {0, 2, 0, 0, 1, NULL}, parked = {0, 2, 0, 0, 0, NULL};
+    sdb_vae_set_tiling(v, &o);
+    CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, a, &arena, &err), &err);
+    CHECK(sdb_vae_park_bytes(v) == 0);
+    CHECK_OK(sdb_vae_encode_tiled(v, img, H, W, ma, sa, NULL, &arena, &err), &err);
+    sdb_vae_set_tiling(v, &parked);
+    const int fds = open_fds();
+    CHECK_OK(sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err), &err);
+    CHECKF(sdb_vae_park_bytes(v) == want_dec, "decode parked %llu bytes, want %llu",
+           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_dec);
+    CHECK(memcmp(a, b, ni * sizeof(float)) == 0);
+    CHECK_OK(sdb_vae_encode_tiled(v, img, H, W, mb, sb, NULL, &arena, &err), &err);
+    CHECKF(sdb_vae_park_bytes(v) == want_enc, "encode parked %llu bytes, want %llu",
+           (unsigned long long)sdb_vae_park_bytes(v), (unsigned long long)want_enc);
+    CHECK(memcmp(ma, mb, nz * sizeof(float)) == 0 && memcmp(sa, sb, nz * sizeof(float)) == 0);
+    CHECK(open_fds() == fds);
+
+    /* a scratch folder that does not exist (root may write anywhere, so not a permission test) */
+    sdb_vae_tile_opts bad = {0, 2, 0, 0, 0, "/nonexistent-sdb-scratch/dir"};
+    sdb_vae_set_tiling(v, &bad);
+    int rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
+    CHECK(rc == SDB_EIO);
+    CHECKF(strstr(err.msg, "tiled VAE decode") && strstr(err.msg, "scratch file in /nonexistent-sdb-scratch/dir") &&
+           strstr(err.msg, "TMPDIR"), "message: %s", err.msg);
+    rc = sdb_vae_encode_tiled(v, img, H, W, mb, sb, NULL, &arena, &err);
+    CHECK(rc == SDB_EIO && strstr(err.msg, "tiled VAE encode") && strstr(err.msg, "/nonexistent-sdb-scratch/dir"));
+    /* no room: a file-size limit of 1 MiB stands in for a full disk (EFBIG, reported as no space) */
+    sdb_vae_tile_opts here = {0, 2, 0, 0, 0, sdb_t_tmpdir()};
+    sdb_vae_set_tiling(v, &here);
+    CHECK(sdb_t_limit_file_size(1 << 20) == 0);
+    rc = sdb_vae_decode_tiled(v, z, h, wd, b, &arena, &err);
+    CHECK(sdb_t_limit_file_size(0) == 0);
+    CHECK(rc == SDB_EIO);
+    CHECKF(strstr(err.msg, "no space left for the scratch file in") && strstr(err.msg, "needs 6 MiB"), "message: %s", err.msg);
+    CHECK(open_fds() == fds);
+    CHECK(arena.used == 0);
+    sdb_vae_set_tiling(v, NULL);
+    free(z); free(a); free(b); free(ma); free(sa); free(mb); free(sb); free(img);
     sdb_vae_free(v);
     sdb_weights_free(&w);
 }
@@ -793,6 +878,7 @@ int main(int argc, char **argv)
         RUN(test_single_file);
         RUN(test_threads);
         RUN(test_sd15_layout);
+        RUN(test_parked_tiles);
     }
     sdb_st_close(refs);
     sdb_arena_free(&arena);

@@ -4,8 +4,9 @@
  * untiled, then decoded and encoded tiled with forced 256-pixel tiles (2 x 2 tiles, the default
  * margins and passes); the tiled decode, and the tiled encode's latent decoded untiled, must be
  * within 2/255 (8-bit levels) of the untiled results everywhere. Without the model it prints SKIP
- * and exits 77 (CTest's SKIP_RETURN_CODE). Slow (the exact statistics take ~11 runs of the tiles:
- * about 10 minutes on 2 idle cores): Release only.
+ * and exits 77 (CTest's SKIP_RETURN_CODE). Slow (the full-size VAE, untiled and tiled, encode and
+ * decode: minutes; before the tiles were parked between runs, ~11 runs of them took ~10 minutes on
+ * 2 idle cores): Release only.
  */
 #include "harness.h"
 #include "sdb/arena.h"

@@ -3,7 +3,7 @@
  *
  *   sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]
  *                            [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2]
- *                            [--sweep 0|1]
+ *                            [--sweep 0|1] [--recompute 0|1] [--scratch-dir DIR]
  *       Encodes a smooth synthetic N x N picture with the model's VAE (untiled) to get a realistic
  *       latent, decodes it untiled and tiled (tiles of T pixels, default N/2 so an N-pixel image is
  *       really cut into 2 x 2 tiles; the tiling options of sdb_vae_tile_opts) and prints how far the
@@ -13,14 +13,17 @@
  *       images), with their times, scratch peaks and the process's peak RSS; 2: the decode only
  *       (of a synthetic latent). --sweep 1: first the decode under each tiling variant (the mid
  *       block per tile or on the whole latent, own or exact statistics, margins), one line each:
- *       what each cause of the tiles' error weighs.
+ *       what each cause of the tiles' error weighs. --recompute 1: the exact statistics by recomputing
+ *       each tile in every run (the old way) instead of parking the tiles in a scratch file (in DIR,
+ *       default $TMPDIR or /tmp); the scratch file's size is printed.
  *
  *   sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S]
- *                            [--sdbatch PATH] [--keep DIR]
+ *                            [--guidance G] [--sdbatch PATH] [--keep DIR]
  *       Draws an N x N picture and a mask with an R x R square in its middle, runs `sdbatch
  *       generate` on them as a child process (--padding-mask-crop P when P > 0: inpainting only the
  *       masked area) and prints the child's peak RSS (wait4's ru_maxrss) next to the size of the
- *       model's weight files, i.e. how much memory the run needed beyond the weights.
+ *       model's weight files, i.e. how much memory the run needed beyond the weights. --guidance G:
+ *       the child's --guidance-scale (default: sdbatch's 7.5; <= 1: no guidance, one U-Net batch).
  *
  * Owns nothing beyond one run; no state.
  */
@@ -118,20 +121,24 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
            opt->oracle_stats ? ", statistics from an untiled pass" : "");
     if (tiled_only) {
         /* big images: only the tiled passes (the untiled ones would need ~4 full-resolution activations) */
-        double t0 = sdb_now_mono();
+        double t0 = sdb_now_mono(), pk_e = 0;
         size_t pe = 0;
         if (tiled_only == 2) /* decode only: a smooth latent of an encoder's magnitude */
             for (int c = 0; c < 4; c++)
                 for (int y = 0; y < h; y++)
                     for (int x = 0; x < wd; x++) m[((size_t)c * h + y) * wd + x] = 4.0f * picture(c, x, y, h);
         else if (sdb_vae_encode_tiled(v, img, N, N, m, s, NULL, &a, &err)) return fail_err(&err);
-        else pe = sdb_vae_peak_bytes(v);
+        else {
+            pe = sdb_vae_peak_bytes(v);
+            pk_e = (double)sdb_vae_park_bytes(v);
+        }
         double t1 = sdb_now_mono();
         if (sdb_vae_decode_tiled(v, m, h, wd, d0, &a, &err)) return fail_err(&err);
         size_t pd = sdb_vae_peak_bytes(v);
         double t2 = sdb_now_mono();
         printf("  time: tiled encode %.1f s, tiled decode %.1f s\n", t1 - t0, t2 - t1);
-        printf("  scratch peak: tiled encode %.0f MiB, tiled decode %.0f MiB\n", pe / 1048576.0, pd / 1048576.0);
+        printf("  scratch peak: tiled encode %.0f MiB, tiled decode %.0f MiB; parked tiles on disk: encode %.0f MiB, decode %.0f MiB\n",
+               pe / 1048576.0, pd / 1048576.0, pk_e / 1048576.0, sdb_vae_park_bytes(v) / 1048576.0);
         printf("  peak RSS of this process %.0f MiB = VAE weights %.0f MiB + image buffers %.0f MiB + %.0f MiB\n", rss_mib(),
                sdb_vae_weight_bytes(v) / 1048576.0, (2.0 * ni + 2.0 * nl) * 4 / 1048576.0,
                rss_mib() - sdb_vae_weight_bytes(v) / 1048576.0 - (2.0 * ni + 2.0 * nl) * 4 / 1048576.0);
@@ -153,10 +160,10 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
     if (sweep) {
         /* what each cause of the error weighs: the decode under each tiling variant */
         static const struct { const char *what; sdb_vae_tile_opts t; } var[] = {
-            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1}},
-            {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0}},
-            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0}},
-            {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1}},
+            {"whole-latent mid block, untiled statistics, margins (none of a, b, c)", {2, -1, 0, 1, 0, NULL}},
+            {"whole-latent mid block, own statistics, margins (b)", {1, -1, 0, 0, 0, NULL}},
+            {"mid block per tile, own statistics, margins (a + b)", {1, -1, 1, 0, 0, NULL}},
+            {"whole-latent mid block, untiled statistics, margin 2 latents (c)", {2, 2, 0, 1, 0, NULL}},
         };
         for (size_t k = 0; k < sizeof var / sizeof var[0]; k++) {
             sdb_vae_set_tiling(v, &var[k].t);
@@ -176,7 +183,8 @@ static int bench_decode(const char *model, int N, int tile, const sdb_vae_tile_o
     int maxd = 0, maxe = 0;
     compare("decode, tiled vs untiled", d0, d1, ni, lv, &maxd);
     printf("  time: encode %.1f s, decode untiled %.1f s, tiled %.1f s\n", t1 - t0, t2 - t1, t3 - t2);
-    printf("  scratch peak: untiled %.0f MiB, tiled %.0f MiB\n", p0 / 1048576.0, p1 / 1048576.0);
+    printf("  scratch peak: untiled %.0f MiB, tiled %.0f MiB; parked tiles on disk %.0f MiB\n", p0 / 1048576.0,
+           p1 / 1048576.0, sdb_vae_park_bytes(v) / 1048576.0);
     if (encode) {
         /* the tiled encode's latent, decoded untiled, against the untiled encode's (d0) */
         float *m1 = malloc(nl * sizeof(float));
@@ -227,7 +235,8 @@ static double weight_bytes(const char *model)
     return sum;
 }
 
-static int bench_inpaint(const char *model, int N, int R, int crop, int steps, const char *sdbatch, const char *keep)
+static int bench_inpaint(const char *model, int N, int R, int crop, int steps, const char *guidance, const char *sdbatch,
+                         const char *keep)
 {
     char dir[4096];
     if (keep) snprintf(dir, sizeof dir, "%s", keep);
@@ -268,6 +277,7 @@ static int bench_inpaint(const char *model, int N, int R, int crop, int steps, c
         argv[k++] = "--prompt"; argv[k++] = "a restored photograph"; argv[k++] = "--seed"; argv[k++] = "1";
         argv[k++] = "--steps"; argv[k++] = steps_s; argv[k++] = "--output"; argv[k++] = op; argv[k++] = "-q";
         if (crop > 0) { argv[k++] = "--padding-mask-crop"; argv[k++] = crop_s; }
+        if (guidance) { argv[k++] = "--guidance-scale"; argv[k++] = guidance; }
         argv[k] = NULL;
         execv(sdbatch, (char *const *)argv);
         _exit(127);
@@ -277,8 +287,8 @@ static int bench_inpaint(const char *model, int N, int R, int crop, int steps, c
     if (wait4(pid, &status, 0, &ru) < 0) return die("wait4 failed");
     double secs = sdb_now_mono() - t0;
     double wb = weight_bytes(model), rss = (double)ru.ru_maxrss * 1024.0;
-    printf("inpaint %dx%d, masked %dx%d, %s, %d step(s): exit %d, %.0f s\n", N, N, R, R,
-           crop > 0 ? "only the masked area (padding_mask_crop)" : "whole image at its own size", steps,
+    printf("inpaint %dx%d, masked %dx%d, %s, %d step(s), guidance %s: exit %d, %.0f s\n", N, N, R, R,
+           crop > 0 ? "only the masked area (padding_mask_crop)" : "whole image at its own size", steps, guidance ? guidance : "7.5",
            WIFEXITED(status) ? WEXITSTATUS(status) : -1, secs);
     printf("  peak RSS %.0f MiB = weights %.0f MiB + %.0f MiB (%.2f GiB)\n", rss / 1048576.0, wb / 1048576.0,
            (rss - wb) / 1048576.0, (rss - wb) / 1073741824.0);
@@ -291,12 +301,14 @@ int main(int argc, char **argv)
     if (argc < 3 || (strcmp(argv[1], "decode") && strcmp(argv[1], "inpaint"))) {
         fprintf(stderr, "usage: sdbatch-bench-vae-tiling decode MODEL_DIR [--size N] [--tile T] [--passes P] [--margin M]\n"
                         "           [--local-mid 0|1] [--oracle 0|1] [--encode 0|1] [--tiled-only 0|1|2] [--sweep 0|1]\n"
-                        "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--sdbatch PATH] [--keep DIR]\n");
+                        "           [--recompute 0|1] [--scratch-dir DIR]\n"
+                        "       sdbatch-bench-vae-tiling inpaint MODEL_DIR --size N --region R [--crop P] [--steps S] [--guidance G]\n"
+                        "           [--sdbatch PATH] [--keep DIR]\n");
         return 2;
     }
     int N = 512, tile = 0, R = 512, crop = 0, steps = 1, encode = 0, tiled_only = 0, sweep = 0;
-    sdb_vae_tile_opts opt = {0, -1, 0, 0};
-    const char *keep = NULL;
+    sdb_vae_tile_opts opt = {0, -1, 0, 0, 0, NULL};
+    const char *keep = NULL, *guidance = NULL;
     char sdbatch[4200];
     snprintf(sdbatch, sizeof sdbatch, "%s", argv[0]);
     char *slash = strrchr(sdbatch, '/');
@@ -309,10 +321,13 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sdbatch")) snprintf(sdbatch, sizeof sdbatch, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--keep")) keep = argv[i + 1];
+        else if (!strcmp(argv[i], "--guidance")) guidance = argv[i + 1];
         else if (!strcmp(argv[i], "--passes")) opt.passes = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--margin")) opt.margin = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--local-mid")) opt.local_mid = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--oracle")) opt.oracle_stats = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--recompute")) opt.recompute = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--scratch-dir")) opt.scratch_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--encode")) encode = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tiled-only")) tiled_only = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--sweep")) sweep = atoi(argv[i + 1]);
@@ -320,5 +335,5 @@ int main(int argc, char **argv)
     }
     if (N < 8 || N % 8) return die("--size must be a positive multiple of 8");
     if (!strcmp(argv[1], "decode")) return bench_decode(argv[2], N, tile ? tile : N / 2, &opt, encode, tiled_only, sweep);
-    return bench_inpaint(argv[2], N, R, crop, steps, sdbatch, keep);
+    return bench_inpaint(argv[2], N, R, crop, steps, guidance, sdbatch, keep);
 }

@@ -47,6 +47,26 @@ int sdb_output_path_check(const char *path, sdb_err *err);
 /* Writes a whole buffer atomically. */
 int sdb_write_file_atomic(const char *path, const void *buf, size_t n, sdb_err *err);
 
+/* A scratch file: unlinked from its creation (O_TMPFILE where the file system has it, else mkstemp
+ * + unlink), so it has no name on disk and its space is freed when it is closed or the process
+ * dies, whatever the error path. For data too big to hold in memory (the tiled VAE parks its tiles'
+ * activations there). dir NULL or "": $TMPDIR, else /tmp. Reads and writes are positioned and
+ * whole (short transfers and EINTR retried); a full disk (ENOSPC, EDQUOT, EFBIG) is reported as
+ * such, naming the folder. */
+typedef struct sdb_scratch {
+    int fd;         /* -1 when closed */
+    char dir[1024]; /* the folder it lives in (for messages) */
+} sdb_scratch;
+
+int sdb_scratch_open(sdb_scratch *s, const char *dir, sdb_err *err);
+/* Reserves bytes of disk at once (posix_fallocate), so a disk too small fails now, not hours into
+ * a computation; a file system without fallocate is not an error. */
+int sdb_scratch_reserve(sdb_scratch *s, uint64_t bytes, sdb_err *err);
+int sdb_scratch_write(sdb_scratch *s, const void *buf, size_t n, uint64_t off, sdb_err *err);
+int sdb_scratch_read(sdb_scratch *s, void *buf, size_t n, uint64_t off, sdb_err *err);
+/* Idempotent; s->fd becomes -1. */
+void sdb_scratch_close(sdb_scratch *s);
+
 /* Reads a whole file into a malloc'd, NUL-terminated buffer. */
 int sdb_read_file(const char *path, char **out, size_t *len, sdb_err *err);
 /* mkdir -p. */

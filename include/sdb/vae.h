@@ -23,6 +23,7 @@
 #define SDB_VAE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "sdb/arena.h"
 #include "sdb/config.h"
 #include "sdb/error.h"
@@ -92,9 +93,16 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
  * core is kept, so nothing is blended. Every tiled GroupNorm uses the whole image's statistics,
  * summed (double) over the tiles' cores: by default (exact) the tiles run once per tiled GroupNorm,
  * run k stopping at GroupNorm k with the exact statistics of those before it (k-th one's sums then
- * exact too), and once more for the output; the cost is about (number of GroupNorms) / 2 times one
- * run (~11x the decoder's up path for SD 1.x, ~10x the encoder's down path) but memory stays one
- * tile. With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
+ * exact too), and once more for the output. Each tile's state where its run stopped (the
+ * GroupNorm's input and the resnet's pending residual) is parked in an unlinked scratch file
+ * (sdb_scratch: $TMPDIR or /tmp, or scratch_dir) and the next run resumes the tile there, so the
+ * tiled layers run about once in all; memory stays one tile, and the disk needed is
+ * sdb_vae_park_bytes() (the largest state of each tile, summed over the tiles: ~7 GiB for a
+ * 2048x2048 SD 1.x decode). A scratch file that cannot be made or written fails (SDB_EIO) before
+ * or while the tiles run, naming the folder. `recompute` gives the same floats by recomputing each
+ * tile from its input in every run instead (about (number of GroupNorms) / 2 times one run: ~11x
+ * the decoder's up path for SD 1.x, ~10x the encoder's down path; no disk).
+ * With `passes` = P > 0 instead: P full runs, the first normalising each tile with its own
  * statistics, every later one with the previous run's (pass k has the first k GroupNorms exact;
  * with random weights this converges too slowly to be useful: README). Results equal the untiled
  * pass up to float rounding. Scratch: the whole-latent part (decode: ~5 latent-sized 512-channel
@@ -112,8 +120,11 @@ typedef struct sdb_vae_tile_opts {
     int margin;       /* latents each side of a tile's core; -1 = the receptive field (the default) */
     int local_mid;    /* decode: conv_in and the mid block per tile too (diffusers-like; measuring) */
     int oracle_stats; /* the first pass is one untiled statistics pass (measuring the margins) */
+    int recompute;    /* exact statistics by recomputing each tile from its input in every run
+                         (the old way: same result, ~11x the time, no scratch file); 0 = parking */
+    const char *scratch_dir; /* the parked tiles' scratch file's folder; NULL = $TMPDIR, else /tmp */
 } sdb_vae_tile_opts;
-/* NULL = the defaults ({0, -1, 0, 0}). */
+/* NULL = the defaults ({0, -1, 0, 0, 0, NULL}). */
 void sdb_vae_set_tiling(sdb_vae *v, const sdb_vae_tile_opts *t);
 int sdb_vae_decode_margin(const sdb_vae *v);
 int sdb_vae_encode_margin(const sdb_vae *v);
@@ -122,6 +133,8 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
 int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
                          sdb_err *err);
 
+/* Bytes of the scratch file the last tiled encode/decode parked its tiles in (0: none). */
+uint64_t sdb_vae_park_bytes(const sdb_vae *v);
 /* Arena bytes the last encode/decode needed at most (above the arena's use at entry). */
 size_t sdb_vae_peak_bytes(const sdb_vae *v);
 /* Bytes of weights the model holds, as handed out by its sdb_weights (float32, or half matrices

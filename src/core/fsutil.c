@@ -390,3 +390,86 @@ double sdb_proc_value(const char *path, const char *key)
     fclose(f);
     return v;
 }
+
+/* ---- scratch files ---------------------------------------------------------------------- */
+
+static int scratch_full(int e) { return e == ENOSPC || e == EDQUOT || e == EFBIG; }
+
+int sdb_scratch_open(sdb_scratch *s, const char *dir, sdb_err *err)
+{
+    s->fd = -1;
+    if (!dir || !dir[0]) dir = getenv("TMPDIR");
+    if (!dir || !dir[0]) dir = "/tmp";
+    if (strlen(dir) >= sizeof s->dir)
+        return sdb_fail(err, SDB_EINVAL, "scratch file: folder name too long (%zu bytes)", strlen(dir));
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+#ifdef O_TMPFILE
+    s->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (s->fd >= 0) return 0;
+    /* EOPNOTSUPP / EISDIR: the file system has no O_TMPFILE; anything else fails below too */
+#endif
+    char *tmpl = sdb_path_join(dir, ".sdbatch-scratch.XXXXXX");
+    if (!tmpl) return sdb_fail(err, SDB_ENOMEM, "scratch file: out of memory");
+    s->fd = mkostemp(tmpl, O_CLOEXEC);
+    if (s->fd < 0) {
+        int rc = sdb_fail_errno(err, SDB_EIO, "cannot create a scratch file in %s (set TMPDIR to a writable folder with room)", dir);
+        free(tmpl);
+        return rc;
+    }
+    unlink(tmpl);
+    free(tmpl);
+    return 0;
+}
+
+static int scratch_io_fail(sdb_scratch *s, int e, const char *verb, size_t n, uint64_t off, sdb_err *err)
+{
+    if (scratch_full(e))
+        return sdb_fail(err, SDB_EIO, "no space left for the scratch file in %s (%s %zu bytes at offset %llu: %s); "
+                        "free some or set TMPDIR to a folder with room", s->dir, verb, n, (unsigned long long)off, strerror(e));
+    return sdb_fail(err, SDB_EIO, "scratch file in %s: %s %zu bytes at offset %llu failed: %s", s->dir, verb, n,
+                    (unsigned long long)off, e ? strerror(e) : "unexpected end of file");
+}
+
+int sdb_scratch_reserve(sdb_scratch *s, uint64_t bytes, sdb_err *err)
+{
+    if (bytes == 0) return 0;
+    int e = posix_fallocate(s->fd, 0, (off_t)bytes);
+    if (e == 0 || e == EOPNOTSUPP || e == ENOSYS || e == EINVAL) return 0;
+    if (scratch_full(e))
+        return sdb_fail(err, SDB_EIO, "no space left for the scratch file in %s: it needs %.0f MiB (%s); free some or set "
+                        "TMPDIR to a folder with room", s->dir, (double)bytes / 1048576.0, strerror(e));
+    return sdb_fail(err, SDB_EIO, "scratch file in %s: reserving %.0f MiB failed: %s", s->dir, (double)bytes / 1048576.0,
+                    strerror(e));
+}
+
+int sdb_scratch_write(sdb_scratch *s, const void *buf, size_t n, uint64_t off, sdb_err *err)
+{
+    const char *p = buf;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pwrite(s->fd, p + done, n - done, (off_t)(off + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return scratch_io_fail(s, k < 0 ? errno : ENOSPC, "writing", n, off, err);
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+int sdb_scratch_read(sdb_scratch *s, void *buf, size_t n, uint64_t off, sdb_err *err)
+{
+    char *p = buf;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = pread(s->fd, p + done, n - done, (off_t)(off + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return scratch_io_fail(s, k < 0 ? errno : 0, "reading", n, off, err);
+        done += (size_t)k;
+    }
+    return 0;
+}
+
+void sdb_scratch_close(sdb_scratch *s)
+{
+    if (s->fd >= 0) close(s->fd);
+    s->fd = -1;
+}

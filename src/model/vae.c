@@ -21,8 +21,8 @@
  *
  * Tiling (sdb_vae_encode_tiled / sdb_vae_decode_tiled): the 1/8-resolution part with the mid
  * block runs on the whole latent, the rest in tiles with margins of the receptive field, one tile
- * at a time, every GroupNorm with the whole image's statistics gathered over passes (see the
- * tiling section).
+ * at a time, every GroupNorm with the whole image's statistics gathered run by run, the tiles
+ * parked in a scratch file between runs (see the tiling section).
  */
 #include "sdb/vae.h"
 
@@ -98,6 +98,7 @@ struct sdb_vae {
     sdb_conv2d dec_conv_out;
 
     size_t peak;
+    uint64_t park_bytes; /* the scratch file of the last tiled pass (0: none) */
     size_t strip_floats;
     int tile_px;        /* sdb_vae_set_tile_size; 0 = cfg.sample_size */
     sdb_vae_tile_opts tiling; /* sdb_vae_set_tiling */
@@ -503,6 +504,12 @@ typedef struct {
     int stopped;            /* set when it did (the layers then return at once) */
     int in_h, in_w;         /* the current tile's input size (its own resolution) */
     int cy0, cy1, cx0, cx1; /* its core within it, in input units */
+    /* parking (exact statistics without recomputing): the state of each tile at the GroupNorm
+     * where its run stopped is written to a scratch file, and the next run resumes from it */
+    sdb_scratch *park;      /* NULL: no parking (each run starts the tiles from their input) */
+    int resume;             /* >= 0: the current tile resumes at this GroupNorm from its parked state */
+    uint64_t park_off;      /* the current tile's slot in the file (bytes) */
+    size_t park_floats;     /* its size (floats) */
 } tile_stats;
 
 typedef struct {
@@ -582,7 +589,9 @@ static void gn(vae_ctx *c, const vae_gn *n, const float *x, int C, int H, int W,
     int y0, y1, x0, x1;
     tile_core(s, H, W, &y0, &y1, &x0, &x1);
     double *acc = s->acc + (size_t)k * G * 2;
-    for (int g = 0; g < G; g++) {
+    /* resuming here, the sums were taken by the run that parked the tile (those statistics are
+     * the ones applied now) */
+    for (int g = 0; g < G && k != s->resume; g++) {
         double s1 = 0, s2 = 0;
         for (int ch = g * cpg; ch < (g + 1) * cpg; ch++)
             for (int yy = y0; yy < y1; yy++) {
@@ -596,7 +605,7 @@ static void gn(vae_ctx *c, const vae_gn *n, const float *x, int C, int H, int W,
         acc[2 * g] += s1;
         acc[2 * g + 1] += s2;
     }
-    s->cnt[k] += (double)cpg * (y1 - y0) * (x1 - x0);
+    if (k != s->resume) s->cnt[k] += (double)cpg * (y1 - y0) * (x1 - x0);
     if (k == s->stop_at) {
         s->stopped = 1;
         return;
@@ -618,25 +627,80 @@ static void gn(vae_ctx *c, const vae_gn *n, const float *x, int C, int H, int W,
 }
 
 /* Whether the current tile stopped at its last needed GroupNorm (its layers then return at once;
- * the caller throws the tile's state away). */
+ * the caller parks the tile's state or throws it away). */
 static int stopped(const vae_ctx *c) { return c->ts && c->ts->stopped; }
 
+/* Resuming a parked tile: whether the next n GroupNorms (and the layers before and between them)
+ * come before the one it resumes at, i.e. were run by earlier runs: such layers are skipped (only
+ * the activation's shape follows them). n = 0: a layer without GroupNorm before the next one. */
+static int skipping(const vae_ctx *c, int n) { return c->ts && c->ts->resume >= c->ts->idx + n; }
+/* Whether the next GroupNorm is the one the tile resumes at (its input is read back first). */
+static int resuming_here(const vae_ctx *c) { return c->ts && c->ts->resume == c->ts->idx; }
+/* Whether the next GroupNorm is where this run stops (what is only needed after it is not computed). */
+static int stopping_here(const vae_ctx *c) { return c->ts && c->ts->stop_at == c->ts->idx; }
+
+/* The activation at xmark takes n floats without being computed (a skipped layer's output). */
+static int reshape(vae_ctx *c, float **xp, size_t xmark, size_t n)
+{
+    sdb_arena_reset(c->a, xmark);
+    if (!(*xp = alloc_f(c, n))) return oom(c, "tile");
+    return 0;
+}
+
+/* Writes the stopped tile's state (a: na floats, then b: nb floats) to its slot of the scratch
+ * file; nothing without parking. */
+static int park(vae_ctx *c, const float *a, size_t na, const float *b, size_t nb)
+{
+    tile_stats *s = c->ts;
+    if (!s->park) return 0;
+    assert(s->stopped && na + nb <= s->park_floats);
+    int rc = sdb_scratch_write(s->park, a, na * sizeof(float), s->park_off, c->err);
+    if (!rc && nb) rc = sdb_scratch_write(s->park, b, nb * sizeof(float), s->park_off + na * sizeof(float), c->err);
+    return rc;
+}
+
+/* Reads back what park() wrote, the run after. */
+static int unpark(vae_ctx *c, float *a, size_t na, float *b, size_t nb)
+{
+    tile_stats *s = c->ts;
+    assert(s->park && na + nb <= s->park_floats);
+    int rc = sdb_scratch_read(s->park, a, na * sizeof(float), s->park_off, c->err);
+    if (!rc && nb) rc = sdb_scratch_read(s->park, b, nb * sizeof(float), s->park_off + na * sizeof(float), c->err);
+    return rc;
+}
+
 /* ResnetBlock2D without time embedding. x [cin, H, W] at xmark -> [cout, H, W] at xmark. */
+/* The state a tiled run parks at each GroupNorm (see resnet_fwd): norm1: the input x (cin); norm2:
+ * conv1's output and the residual, x or the shortcut's output (2 cout). In floats per pixel. */
+static size_t resnet_park_per_px(const vae_resnet *r)
+{
+    return (size_t)(r->cin > 2 * r->cout ? r->cin : 2 * r->cout);
+}
+
 static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark, int H, int W)
 {
-    float *x = *xp;
     size_t hw = (size_t)H * W;
     int rc;
+    if (skipping(c, 2)) {
+        c->ts->idx += 2;
+        return reshape(c, xp, xmark, (size_t)r->cout * hw);
+    }
+    float *x = *xp;
     if (!r->has_shortcut) {
         /* x, t1 = silu(gn1(x)), t2 = conv1(t1); t2 = silu(gn2(t2)); t1 = conv2(t2) + x */
         float *t1 = alloc_f(c, (size_t)r->cin * hw);
         float *t2 = alloc_f(c, (size_t)r->cout * hw);
         if (!t1 || !t2) return oom(c, "resnet");
-        gn(c, &r->norm1, x, r->cin, H, W, 1, t1);
-        if (stopped(c)) return 0;
-        if ((rc = conv(c, &r->conv1, t1, H, W, t2, NULL))) return rc;
+        if (skipping(c, 1)) c->ts->idx++;
+        else {
+            if (resuming_here(c) && (rc = unpark(c, x, (size_t)r->cin * hw, NULL, 0))) return rc;
+            gn(c, &r->norm1, x, r->cin, H, W, 1, t1);
+            if (stopped(c)) return park(c, x, (size_t)r->cin * hw, NULL, 0);
+            if ((rc = conv(c, &r->conv1, t1, H, W, t2, NULL))) return rc;
+        }
+        if (resuming_here(c) && (rc = unpark(c, t2, (size_t)r->cout * hw, x, (size_t)r->cin * hw))) return rc;
         gn(c, &r->norm2, t2, r->cout, H, W, 1, t2);
-        if (stopped(c)) return 0;
+        if (stopped(c)) return park(c, t2, (size_t)r->cout * hw, x, (size_t)r->cin * hw);
         if ((rc = conv(c, &r->conv2, t2, H, W, t1, x))) return rc;
         *xp = settle(c, xmark, t1, (size_t)r->cout * hw);
         return 0;
@@ -645,12 +709,17 @@ static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark,
     float *s = alloc_f(c, (size_t)r->cout * hw);
     float *t2 = alloc_f(c, (size_t)r->cout * hw);
     if (!s || !t2) return oom(c, "resnet");
-    if ((rc = conv(c, &r->shortcut, x, H, W, s, NULL))) return rc;
-    gn(c, &r->norm1, x, r->cin, H, W, 1, x);
-    if (stopped(c)) return 0;
-    if ((rc = conv(c, &r->conv1, x, H, W, t2, NULL))) return rc;
+    if (skipping(c, 1)) c->ts->idx++;
+    else {
+        if (resuming_here(c) && (rc = unpark(c, x, (size_t)r->cin * hw, NULL, 0))) return rc;
+        if (!stopping_here(c) && (rc = conv(c, &r->shortcut, x, H, W, s, NULL))) return rc;
+        gn(c, &r->norm1, x, r->cin, H, W, 1, x);
+        if (stopped(c)) return park(c, x, (size_t)r->cin * hw, NULL, 0);
+        if ((rc = conv(c, &r->conv1, x, H, W, t2, NULL))) return rc;
+    }
+    if (resuming_here(c) && (rc = unpark(c, t2, (size_t)r->cout * hw, s, (size_t)r->cout * hw))) return rc;
     gn(c, &r->norm2, t2, r->cout, H, W, 1, t2);
-    if (stopped(c)) return 0;
+    if (stopped(c)) return park(c, t2, (size_t)r->cout * hw, s, (size_t)r->cout * hw);
     if (r->cout <= r->cin) {
         /* x is dead: the result goes straight into its place */
         if ((rc = conv(c, &r->conv2, t2, H, W, x, s))) return rc;
@@ -714,6 +783,11 @@ static int conv_settle(vae_ctx *c, const sdb_conv2d *cv, float **xp, size_t xmar
     int Ho, Wo, rc;
     sdb_conv2d_out_size(cv, *H, *W, &Ho, &Wo);
     size_t n = (size_t)cv->cout * Ho * Wo;
+    if (skipping(c, 0)) { /* a resumed tile's layer run by an earlier run */
+        *H = Ho;
+        *W = Wo;
+        return reshape(c, xp, xmark, n);
+    }
     float *y = alloc_f(c, n);
     if (!y) return oom(c, "convolution output");
     if ((rc = conv(c, cv, *xp, *H, *W, y, NULL))) return rc;
@@ -731,6 +805,11 @@ static int upsample_fwd(vae_ctx *c, const sdb_conv2d *cv, float **xp, size_t xma
     const int H = *Hp, W = *Wp, H2 = 2 * H, W2 = 2 * W, Cin = cv->cin, Cout = cv->cout;
     const float *x = *xp;
     size_t out_n = (size_t)Cout * H2 * W2;
+    if (skipping(c, 0)) { /* a resumed tile's layer run by an earlier run */
+        *Hp = H2;
+        *Wp = W2;
+        return reshape(c, xp, xmark, out_n);
+    }
     float *out = alloc_f(c, out_n);
     if (!out) return oom(c, "upsample output");
     int rc;
@@ -816,7 +895,7 @@ static int enc_down(vae_ctx *c, const float *image, int *Hp, int *Wp, float **xp
     char nm[64];
     float *x = alloc_f(c, (size_t)v->enc_conv_in.cout * H * W);
     if (!x) return oom(c, "encoder");
-    if ((rc = conv(c, &v->enc_conv_in, image, H, W, x, NULL))) return rc;
+    if (!skipping(c, 0) && (rc = conv(c, &v->enc_conv_in, image, H, W, x, NULL))) return rc;
     for (int i = 0; i < cfg->n_blocks; i++) {
         const vae_block *b = &v->enc_blocks[i];
         for (int j = 0; j < b->n_resnets; j++)
@@ -915,8 +994,11 @@ static int dec_back(vae_ctx *c, float **xp, size_t xmark, int h, int w, float *i
         snprintf(nm, sizeof nm, "decoder.up_blocks.%d", i);
         debug(c, nm, *xp, C, H, W);
     }
+    const size_t n = (size_t)C * H * W;
+    if (resuming_here(c) && (rc = unpark(c, *xp, n, NULL, 0))) return rc;
     gn(c, &v->dec_norm_out, *xp, C, H, W, 1, *xp);
-    return image && !stopped(c) ? conv(c, &v->dec_conv_out, *xp, H, W, image, NULL) : 0;
+    if (stopped(c)) return park(c, *xp, n, NULL, 0);
+    return image ? conv(c, &v->dec_conv_out, *xp, H, W, image, NULL) : 0;
 }
 
 int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_arena *arena,
@@ -947,10 +1029,14 @@ int sdb_vae_decode(sdb_vae *v, const float *z, int h, int w, float *image, sdb_a
  *    margin of the receptive field of the tiled layers (every 3x3 convolution widens it by one
  *    pixel at its resolution) and only its core kept, so the cores are exact and need no blend;
  *  - every GroupNorm's statistics are the whole image's: each tile adds the sums over its core
- *    to the pass's accumulators (double); pass 1 normalises each tile with its own statistics,
- *    every later pass with the whole image's from the pass before. Pass k has the first k
- *    GroupNorms' statistics exact (each only depends on those before it); the errors shrink fast
- *    with k (README: Big images). Only one tile's activations exist at a time. */
+ *    to the run's accumulators (double). Exact (the default): run k stops every tile at GroupNorm
+ *    k, once the statistics of those before it are exact, so its sums are exact too; the tile's
+ *    state there (the GroupNorm's input and the residual still pending in its resnet) is parked
+ *    in a scratch file and run k + 1 resumes it (layers before that GroupNorm are skipped, only
+ *    the activation's shape follows them): the same floats as recomputing the tile from its input
+ *    (`recompute`), in about one run's time. With `passes`: pass 1 normalises each tile with its
+ *    own statistics, every later pass with the whole image's from the pass before (pass k has the
+ *    first k GroupNorms exact; README: Big images). Only one tile's activations exist at a time. */
 
 /* The VAE's scale factor f = 2^(blocks - 1). */
 static int vae_factor(const sdb_vae *v)
@@ -992,6 +1078,40 @@ static int n_groupnorms(const vae_block *b, int n_blocks)
     return n;
 }
 
+/* The largest state a parked tile holds (resnet_park_per_px at each resolution), in floats per
+ * latent of the tile: decode (the up blocks, then conv_norm_out), or encode (the down blocks). */
+static size_t decode_park_per_latent(const sdb_vae *v)
+{
+    size_t area = 1, mx = 0;
+    for (int i = 0; i < v->cfg.n_blocks; i++) {
+        const vae_block *b = &v->dec_blocks[i];
+        for (int j = 0; j < b->n_resnets; j++) {
+            size_t q = resnet_park_per_px(&b->resnets[j]) * area;
+            if (q > mx) mx = q;
+        }
+        if (b->has_sample) area *= 4;
+    }
+    size_t q = (size_t)v->cfg.block_out_channels[0] * area; /* conv_norm_out's input */
+    return q > mx ? q : mx;
+}
+
+static size_t encode_park_per_latent(const sdb_vae *v)
+{
+    const size_t f = (size_t)vae_factor(v);
+    size_t area = f * f, mx = 0;
+    for (int i = 0; i < v->cfg.n_blocks; i++) {
+        const vae_block *b = &v->enc_blocks[i];
+        for (int j = 0; j < b->n_resnets; j++) {
+            size_t q = resnet_park_per_px(&b->resnets[j]) * area;
+            if (q > mx) mx = q;
+        }
+        if (b->has_sample) area /= 4;
+    }
+    return mx;
+}
+
+uint64_t sdb_vae_park_bytes(const sdb_vae *v) { return v->park_bytes; }
+
 /* Latents of margin that cover the receptive field of the tiled decoder layers (the up blocks,
  * conv_out): the band of wrong values next to a tile's cut edge, grown by each 3x3 convolution
  * by one pixel and doubled by each upsampler. */
@@ -1023,6 +1143,7 @@ static int stats_init(vae_ctx *c, tile_stats *s, int max_gn)
 {
     memset(s, 0, sizeof *s);
     s->max_gn = max_gn;
+    s->resume = -1;
     s->groups = c->v->cfg.norm_num_groups;
     size_t n = (size_t)max_gn * s->groups;
     s->acc = (double *)sdb_arena_alloc(c->a, 2 * n * sizeof(double));
@@ -1105,27 +1226,57 @@ static int tile_runs(const sdb_vae *v, int n_gn) { return v->tiling.passes > 0 ?
  * core. The arena is reset after it. */
 typedef int (*tile_fn)(vae_ctx *c, const tile_rect *t, int last, void *ud);
 
-/* The runs over an h x w latent grid in tiles of tl latents with margins m (see tile_runs). */
-static int run_tiles(vae_ctx *c, tile_stats *st, int n_gn, int h, int w, int tl, int m, tile_fn fn, void *ud)
+/* The runs over an h x w latent grid in tiles of tl latents with margins m (see tile_runs). With
+ * exact statistics and parking (the default), run k parks each tile's state at GroupNorm k in the
+ * tile's slot of a scratch file (park_per_latent floats per latent of the tile's extent: the
+ * largest state over the GroupNorms) and run k + 1 resumes it there, so the tiled layers run about
+ * once in all instead of once per GroupNorm; the floats are the same as recomputing them. A tile
+ * reads its slot before it writes it again, so one slot per tile is enough. */
+static int run_tiles(vae_ctx *c, tile_stats *st, int n_gn, int h, int w, int tl, int m, size_t park_per_latent,
+                     tile_fn fn, void *ud)
 {
     const sdb_vae_tile_opts *opt = &c->v->tiling;
-    const int runs = tile_runs(c->v, n_gn), staged = opt->passes <= 0;
+    const int runs = tile_runs(c->v, n_gn), staged = opt->passes <= 0, parked = staged && !opt->recompute;
     const int nr = (h + tl - 1) / tl, nc = (w + tl - 1) / tl;
+    sdb_scratch file = {.fd = -1};
+    uint64_t total = 0;
     int rc = 0;
+    c->v->park_bytes = 0;
+    if (parked) {
+        for (int r = 0; r < nr; r++)
+            for (int k = 0; k < nc; k++) {
+                const tile_rect t = tile_at(h, w, tl, m, r, k, 0);
+                total += (uint64_t)park_per_latent * (t.ey1 - t.ey0) * (t.ex1 - t.ex0) * sizeof(float);
+            }
+        if ((rc = sdb_scratch_open(&file, opt->scratch_dir, c->err)) || (rc = sdb_scratch_reserve(&file, total, c->err))) {
+            sdb_scratch_close(&file);
+            return sdb_err_prefix(c->err, "parking the tiles (%.0f MiB)", (double)total / 1048576.0);
+        }
+        c->v->park_bytes = total;
+        st->park = &file;
+    }
     for (int p = 0; !rc && p < runs; p++) {
         const int last = p == runs - 1, whole = !staged && opt->oracle_stats && p == 0 && !last;
         stats_begin_pass(st);
         st->stop_at = staged && !last ? p : -1;
+        uint64_t off = 0;
         for (int r = 0; !rc && r < (whole ? 1 : nr); r++)
             for (int k = 0; !rc && k < (whole ? 1 : nc); k++) {
                 const tile_rect t = tile_at(h, w, tl, m, r, k, whole);
                 const size_t tmark = sdb_arena_mark(c->a);
+                st->park_off = off;
+                st->park_floats = park_per_latent * (size_t)(t.ey1 - t.ey0) * (t.ex1 - t.ex0);
+                off += st->park_floats * sizeof(float);
+                st->resume = parked ? p - 1 : -1;
                 rc = fn(c, &t, last, ud);
                 assert(rc || st->idx == (st->stop_at >= 0 ? st->stop_at + 1 : n_gn));
                 sdb_arena_reset(c->a, tmark);
             }
         if (!rc && !last) stats_end_pass(st);
     }
+    st->park = NULL;
+    st->resume = -1;
+    sdb_scratch_close(&file);
     return rc;
 }
 
@@ -1148,7 +1299,9 @@ static int decode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
     const size_t xm = sdb_arena_mark(c->a);
     float *x = NULL;
     int rc = 0;
-    if (!j->mid) { /* local_mid: conv_in and the mid block on the tile too */
+    if (j->st->resume >= 0) { /* a parked tile: its input was used by earlier runs */
+        if (!(x = alloc_f(c, (size_t)Cm * eh * ew))) return oom(c, "tile");
+    } else if (!j->mid) { /* local_mid: conv_in and the mid block on the tile too */
         copy_rect(j->z, j->h, j->w, t->ey0, t->ex0, zt, eh, ew, 0, 0, L, eh, ew);
         if ((rc = dec_front(c, zt, eh, ew, &x, xm))) return rc;
     } else {
@@ -1184,7 +1337,7 @@ int sdb_vae_decode_tiled(sdb_vae *v, const float *z, int h, int w, float *image,
         rc = dec_front(&c, z, h, w, &mid, sdb_arena_mark(arena));
     }
     dec_job j = {&st, z, mid, h, w, f, image};
-    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, tl, m, decode_tile, &j);
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, tl, m, decode_park_per_latent(v), decode_tile, &j);
     peak_end(v, arena, &pg);
     if (rc) sdb_err_prefix(err, "tiled VAE decode (latent %dx%d)", h, w);
     return rc;
@@ -1204,7 +1357,8 @@ static int encode_tile(vae_ctx *c, const tile_rect *t, int last, void *ud)
     int th = (t->ey1 - t->ey0) * f, tw = (t->ex1 - t->ex0) * f;
     float *it = alloc_f(c, (size_t)Ci * th * tw);
     if (!it) return oom(c, "tile");
-    copy_rect(j->image, j->H, j->W, t->ey0 * f, t->ex0 * f, it, th, tw, 0, 0, Ci, th, tw);
+    if (j->st->resume < 0) /* a parked tile's conv_in ran in an earlier run */
+        copy_rect(j->image, j->H, j->W, t->ey0 * f, t->ex0 * f, it, th, tw, 0, 0, Ci, th, tw);
     sdb_arena_alloc(c->a, 0);
     float *x = NULL;
     stats_tile(j->st, t, f);
@@ -1239,7 +1393,7 @@ int sdb_vae_encode_tiled(sdb_vae *v, const float *image, int H, int W, float *me
     float *mid = rc ? NULL : alloc_f(&c, (size_t)Cm * h * w);
     if (!rc && !mid) rc = oom(&c, "encoder");
     enc_job j = {&st, image, H, W, f, mid};
-    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, ts / f, m, encode_tile, &j);
+    if (!rc) rc = run_tiles(&c, &st, n_gn, h, w, ts / f, m, encode_park_per_latent(v), encode_tile, &j);
     if (!rc) rc = enc_tail(&c, &mid, xmark, h, w);
     if (!rc) posterior(mid, (size_t)v->cfg.latent_channels * h * w, mean, std, logvar);
     peak_end(v, arena, &pg);
