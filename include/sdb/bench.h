@@ -49,6 +49,8 @@ void sdb_bench_opts_default(sdb_bench_opts *o);
 /* OpenBLAS's own (threaded) sgemm rate in GFLOP/s on an n x n product: the median of `reps`
  * timings (at most 16) after a warm-up; 0 when out of memory. */
 double sdb_bench_sgemm_gflops(int n, int reps);
+/* The median of v[0..n) (n >= 1), sorting v in place (ascending). */
+double sdb_bench_median(double *v, int n);
 /* This process's peak resident set (VmHWM) in MiB; 0 when /proc does not tell. */
 double sdb_bench_peak_rss_mib(void);
 /* Runs the benchmark on a loaded model (inpainting or not: the U-Net gets its own channel count). */

@@ -28,12 +28,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* image.png (a smooth synthetic picture) and mask.png (the lower half white) of size x size in dir */
 static int write_inputs(const char *dir, int size, char *ip, char *mp, size_t n, sdb_err *err)
 {
@@ -140,8 +134,7 @@ int bench_job(const bench_job_opts *o)
 
     double sorted[64];
     memcpy(sorted, t, sizeof(double) * done);
-    qsort(sorted, (size_t)done, sizeof *sorted, cmp_d);
-    const double med = done % 2 ? sorted[done / 2] : 0.5 * (sorted[done / 2 - 1] + sorted[done / 2]);
+    const double med = sdb_bench_median(sorted, done); /* sorts: min and max are its ends */
     const double iph = med > 0 ? 3600.0 / med : 0;
     if (o->json) {
         json_t *j = json_object(), *all = json_array();

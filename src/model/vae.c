@@ -669,7 +669,6 @@ static int unpark(vae_ctx *c, float *a, size_t na, float *b, size_t nb)
     return rc;
 }
 
-/* ResnetBlock2D without time embedding. x [cin, H, W] at xmark -> [cout, H, W] at xmark. */
 /* The state a tiled run parks at each GroupNorm (see resnet_fwd): norm1: the input x (cin); norm2:
  * conv1's output and the residual, x or the shortcut's output (2 cout). In floats per pixel. */
 static size_t resnet_park_per_px(const vae_resnet *r)
@@ -677,6 +676,7 @@ static size_t resnet_park_per_px(const vae_resnet *r)
     return (size_t)(r->cin > 2 * r->cout ? r->cin : 2 * r->cout);
 }
 
+/* ResnetBlock2D without time embedding. x [cin, H, W] at xmark -> [cout, H, W] at xmark. */
 static int resnet_fwd(vae_ctx *c, const vae_resnet *r, float **xp, size_t xmark, int H, int W)
 {
     size_t hw = (size_t)H * W;
@@ -1079,35 +1079,35 @@ static int n_groupnorms(const vae_block *b, int n_blocks)
 }
 
 /* The largest state a parked tile holds (resnet_park_per_px at each resolution), in floats per
- * latent of the tile: decode (the up blocks, then conv_norm_out), or encode (the down blocks). */
-static size_t decode_park_per_latent(const sdb_vae *v)
+ * latent of the tile, over n blocks whose first runs at `area` pixels per latent, each sampler
+ * multiplying it by 4 (decode's upsamplers) or dividing it by 4 (encode's downsamplers). */
+static size_t blocks_park_per_latent(const vae_block *blocks, int n, size_t area, int up)
 {
-    size_t area = 1, mx = 0;
-    for (int i = 0; i < v->cfg.n_blocks; i++) {
-        const vae_block *b = &v->dec_blocks[i];
-        for (int j = 0; j < b->n_resnets; j++) {
-            size_t q = resnet_park_per_px(&b->resnets[j]) * area;
+    size_t mx = 0;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < blocks[i].n_resnets; j++) {
+            size_t q = resnet_park_per_px(&blocks[i].resnets[j]) * area;
             if (q > mx) mx = q;
         }
-        if (b->has_sample) area *= 4;
+        if (blocks[i].has_sample) area = up ? area * 4 : area / 4;
     }
-    size_t q = (size_t)v->cfg.block_out_channels[0] * area; /* conv_norm_out's input */
+    return mx;
+}
+
+/* decode: the up blocks, then conv_norm_out's input at full resolution */
+static size_t decode_park_per_latent(const sdb_vae *v)
+{
+    const size_t f = (size_t)vae_factor(v);
+    size_t mx = blocks_park_per_latent(v->dec_blocks, v->cfg.n_blocks, 1, 1);
+    size_t q = (size_t)v->cfg.block_out_channels[0] * f * f;
     return q > mx ? q : mx;
 }
 
+/* encode: the down blocks, from full resolution */
 static size_t encode_park_per_latent(const sdb_vae *v)
 {
     const size_t f = (size_t)vae_factor(v);
-    size_t area = f * f, mx = 0;
-    for (int i = 0; i < v->cfg.n_blocks; i++) {
-        const vae_block *b = &v->enc_blocks[i];
-        for (int j = 0; j < b->n_resnets; j++) {
-            size_t q = resnet_park_per_px(&b->resnets[j]) * area;
-            if (q > mx) mx = q;
-        }
-        if (b->has_sample) area /= 4;
-    }
-    return mx;
+    return blocks_park_per_latent(v->enc_blocks, v->cfg.n_blocks, f * f, 0);
 }
 
 uint64_t sdb_vae_park_bytes(const sdb_vae *v) { return v->park_bytes; }

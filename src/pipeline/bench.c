@@ -33,7 +33,7 @@ static int cmp_d(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
-static double median(double *v, int n)
+double sdb_bench_median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_d);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -75,7 +75,7 @@ double sdb_bench_sgemm_gflops(int n, int reps)
         t[r] = sdb_prof_now() - t0;
     }
     free(A); free(B); free(C);
-    return 2.0 * n * n * (double)n / median(t, reps) / 1e9;
+    return 2.0 * n * n * (double)n / sdb_bench_median(t, reps) / 1e9;
 }
 
 /* CLIP text encoder FLOPs for B sequences of S tokens (GEMMs and attention products). */
@@ -108,7 +108,7 @@ static double sample_median(const samples *sm, int from)
     double tmp[256];
     int k = 0;
     for (int i = from; i < sm->n; i++) tmp[k++] = sm->v[i];
-    return k ? median(tmp, k) : 0;
+    return k ? sdb_bench_median(tmp, k) : 0;
 }
 
 /* Resets VmHWM to the current RSS (Linux: "5" into /proc/self/clear_refs); 0 on success. */
@@ -162,7 +162,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         if (rc) goto out;
         if (rep >= 0) t[rep] = sdb_prof_now() - t0;
     }
-    if (text_reps) r->text_encode_s = median(t, reps);
+    if (text_reps) r->text_encode_s = sdb_bench_median(t, reps);
     r->text_gflop = 2 * clip_flops(cc, 1, L) / 1e9;
 
     /* one U-Net step with guidance: batch 2 (negative, positive) */
@@ -187,7 +187,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
             cpu[rep] = cpu_now() - c0;
             sample_sgemm(&sm, o->gemm_n);
         }
-        if (!rc) r->unet_step_cpu_s = median(cpu, reps);
+        if (!rc) r->unet_step_cpu_s = sdb_bench_median(cpu, reps);
         r->unet_sgemm_gflops = sample_median(&sm, s0);
         sdb_unet_set_profile(m->unet, NULL);
         free(x); free(y);
@@ -200,7 +200,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         for (int i = 1; i < reps; i++) { mn = t[i] < mn ? t[i] : mn; mx = t[i] > mx ? t[i] : mx; }
         r->unet_step_min_s = mn;
         r->unet_step_max_s = mx;
-        r->unet_step_s = median(t, reps);
+        r->unet_step_s = sdb_bench_median(t, reps);
     }
 
     /* VAE encode and decode of one size x size image */
@@ -227,7 +227,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
             sample_sgemm(&sm, o->gemm_n);
         }
         r->vae_encode_sgemm_gflops = sample_median(&sm, s0);
-        if (!rc && enc_reps) r->vae_encode_s = median(t, reps);
+        if (!rc && enc_reps) r->vae_encode_s = sdb_bench_median(t, reps);
         fill(mean, nlat, 5, 1.0f);
         memset(&count, 0, sizeof count);
         if (!rc) sdb_logf(log, SDB_LOG_INFO, "bench: VAE decode %dx%d latents", lh, lw);
@@ -244,7 +244,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         r->vae_decode_sgemm_gflops = sample_median(&sm, s0);
         sdb_vae_set_profile(m->vae, NULL);
         sdb_prof_div(&r->vae_decode_prof, dec_reps);
-        if (!rc && dec_reps) r->vae_decode_s = median(t, reps);
+        if (!rc && dec_reps) r->vae_decode_s = sdb_bench_median(t, reps);
         free(img); free(mean); free(sd);
         if (rc) goto out;
     }
