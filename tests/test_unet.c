@@ -457,6 +457,51 @@ static void test_batch_split(void)
     close_model(&m);
 }
 
+/* Guidance's batch: one image twice at one t, two text states. The part before the first
+ * cross-attention then runs once (the self-attention of the first transformer is called for one
+ * image, not two; the counted FLOPs stay those of the whole batch), and the result equals two
+ * batch-1 forwards, each with its own text states, up to float rounding. */
+static void test_shared_prefix(void)
+{
+    model_t m;
+    if (open_model(&m, "tiny-sd-inpaint")) return;
+    const sdb_st_tensor *ts = NULL;
+    const float *ref = ref_f32("inpaint_t981/sample", &ts);
+    const float *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (!ref || !ehs) { CHECK(0); close_model(&m); return; }
+    const int C = (int)ts->shape[1], H = (int)ts->shape[2], W = (int)ts->shape[3];
+    const size_t in1 = (size_t)C * H * W, n1 = (size_t)4 * H * W;
+    float *same = malloc(2 * in1 * sizeof(float)), *diff = malloc(2 * in1 * sizeof(float));
+    float *both = malloc(2 * n1 * sizeof(float)), *one = malloc(2 * n1 * sizeof(float)), *o2 = malloc(2 * n1 * sizeof(float));
+    memcpy(same, ref, in1 * sizeof(float));
+    memcpy(same + in1, ref, in1 * sizeof(float));
+    memcpy(diff, same, 2 * in1 * sizeof(float));
+    diff[in1 + 5] += 0.25f; /* one value of the second image */
+    double steps[2] = {981, 981};
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_profile ps = {0}, pd = {0};
+    /* both counted runs read the cross-attention k/v cache */
+    CHECK_OK(sdb_unet_forward(m.u, diff, 2, H, W, steps, ehs, 77, o2, &arena, &err), &err);
+    sdb_unet_set_profile(m.u, &ps);
+    CHECK_OK(sdb_unet_forward(m.u, same, 2, H, W, steps, ehs, 77, both, &arena, &err), &err);
+    sdb_unet_set_profile(m.u, &pd);
+    CHECK_OK(sdb_unet_forward(m.u, diff, 2, H, W, steps, ehs, 77, o2, &arena, &err), &err);
+    sdb_unet_set_profile(m.u, NULL);
+    CHECKF(ps.calls[SDB_PROF_ATTENTION] == pd.calls[SDB_PROF_ATTENTION] - 1,
+           "attention calls: %ld for one image twice, %ld for two images", ps.calls[SDB_PROF_ATTENTION],
+           pd.calls[SDB_PROF_ATTENTION]);
+    CHECKF(fabs(sdb_prof_total_flops(&ps) - sdb_prof_total_flops(&pd)) <= 1e-9 * sdb_prof_total_flops(&pd),
+           "%.0f FLOPs counted for one image twice, %.0f for two", sdb_prof_total_flops(&ps), sdb_prof_total_flops(&pd));
+    for (int b = 0; b < 2; b++)
+        CHECK_OK(sdb_unet_forward(m.u, same + b * in1, 1, H, W, steps + b, ehs + (size_t)b * 77 * 32, 77, one + b * n1,
+                                  &arena, &err), &err);
+    sdb_t_close(one, both, 2 * n1, 0, 1e-5, "one image twice, batch 2, vs two batch-1 forwards");
+    CHECK(memcmp(both, both + n1, n1 * sizeof(float)) != 0); /* the text states made them differ */
+    free(same); free(diff); free(both); free(one); free(o2);
+    close_model(&m);
+}
+
 int main(void)
 {
     sdb_err err;
@@ -478,6 +523,7 @@ int main(void)
     RUN(test_fp16_weights);
     RUN(test_sd2_style_config);
     RUN(test_config_refusals);
+    RUN(test_shared_prefix);
     RUN(test_sd15_layout);
     RUN(test_batch_split);
     if (refs) sdb_st_close(refs);

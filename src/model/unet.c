@@ -473,7 +473,11 @@ void sdb_unet_set_conv(sdb_unet *u, int algo) { u->conv_algo = algo; }
 typedef struct {
     sdb_unet *u;
     sdb_arena *a;
-    int B;
+    int B;                /* images the next op runs on: 1 while `same`, else `batch` */
+    int batch;            /* images of this forward */
+    int same;             /* every image's input is the same: the ops before the first
+                           * cross-attention run on image 0 only (see sdb_unet_forward) */
+    int rep;              /* images each computed one stands for (FLOP counts): batch while same */
     const float *st;      /* silu(temb) [B, tdim] */
     const float *ctx;     /* [B, L, ctx_dim] */
     int L;
@@ -488,7 +492,7 @@ typedef struct {
 
 static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W)
 {
-    if (F->u->dbg && !F->plan) F->u->dbg(F->u->dbg_ctx, name, x, F->B, C, H, W);
+    if (F->u->dbg && !F->plan) F->u->dbg(F->u->dbg_ctx, name, x, F->batch, C, H, W);
 }
 
 /* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
@@ -504,7 +508,7 @@ static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int
         int Ho, Wo;
         sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
         sdb_prof_end(F->prof, sdb_conv_uses_winograd(c, F->u->conv_algo, N, H, W) ? SDB_PROF_WINOGRAD : SDB_PROF_CONV,
-                     t, 2.0 * N * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
+                     t, 2.0 * N * F->rep * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
     }
     return rc;
 }
@@ -519,7 +523,7 @@ static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const fl
     if (F->plan) { sdb_gemm_linear_plan(M, K, N, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_gemm_linear(x, M, K, w, b, N, y, acc, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)N * K);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * F->rep * (double)N * K);
     return rc;
 }
 /* n bias-free projections of x as one product: y [M, n N] (sdb_gemm_linear_cat) */
@@ -528,7 +532,7 @@ static int linear_cat_fw(fw_t *F, const float *x, int M, int K, const sdb_wmat *
     if (F->plan) { sdb_gemm_linear_plan(M, K, n * N, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_gemm_linear_cat(x, M, K, w, n, N, y, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * (double)n * N * K);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * F->rep * (double)n * N * K);
     return rc;
 }
 /* q rows with leading dimension ldq, k and v rows with ldkv, o rows with ldo */
@@ -538,7 +542,7 @@ static int attention_fw(fw_t *F, const float *q, int ldq, const float *k, const 
     if (F->plan) { sdb_attention_plan(nq, nk, heads, hd, 0, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_attention(q, ldq, k, ldkv, v, ldkv, o, ldo, nq, nk, heads, hd, scale, 0, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * (double)nk * heads * hd);
+    sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * F->rep * (double)nk * heads * hd);
     return rc;
 }
 static void groupnorm_fw(fw_t *F, const float *x, int C, int HW, const norm_t *n, float eps, int silu,
@@ -604,6 +608,15 @@ static void concat_fw(fw_t *F, const float *a, int Ca, const float *b, int Cb, i
     PROF_END(SDB_PROF_COPY);
 }
 
+/* The end of a shared part (F->same): image 0 of x [batch, per] copied to the other images. */
+static void replicate_fw(fw_t *F, float *x, size_t per)
+{
+    if (F->plan) return; /* copies: nothing to balance */
+    PROF_BEGIN();
+    for (int n = 1; n < F->batch; n++) memcpy(x + (size_t)n * per, x, sizeof(float) * per);
+    PROF_END(SDB_PROF_COPY);
+}
+
 /* y [B, cout, H, W] = resnet(x [B, cin, H, W]); y must not alias x. */
 static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, float *y)
 {
@@ -637,10 +650,13 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
     return rc;
 }
 
-/* y [B, C, H, W] = Transformer2DModel(x); y must not alias x. */
+/* y [B, C, H, W] = Transformer2DModel(x); y must not alias x. With F->same (x's images the same)
+ * everything before the first cross-attention runs on image 0, whose state is then copied to the
+ * others: the end of the shared part. */
 static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W, float *y)
 {
     const int B = F->B, HW = H * W, C = X->C, M = B * HW, L = F->L;
+    const int Bs = F->same ? 1 : B, Ms = Bs * HW; /* the images of the shared part */
     const float scale = (float)(1.0 / sqrt((double)X->head_dim));
     size_t mark = sdb_arena_mark(F->a);
     float *g, *t, *nb, *qkv, *ao, *kc = NULL, *vc = NULL, *hid, *gg;
@@ -650,9 +666,11 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         float *tin;
         ALLOC(g, (size_t)M * C);
         ALLOC(tin, (size_t)M * C);
+        F->B = Bs;
         groupnorm_fw(F, x, C, HW, &X->norm, 1e-6f, 0, g);
         transpose_fw(F, g, C, HW, tin);
-        TRY(linear_fw(F, tin, M, C, X->proj_in.w, X->proj_in.b, C, t, 0));
+        F->B = B;
+        TRY(linear_fw(F, tin, Ms, C, X->proj_in.w, X->proj_in.b, C, t, 0));
         sdb_arena_reset(F->a, m2);
     }
     ALLOC(nb, (size_t)M * C);
@@ -667,17 +685,23 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     ALLOC(gg, (size_t)rows * 4 * C);
     for (int bi = 0; bi < X->nblk; bi++) {
         const tblock_t *b = &X->blk[bi];
+        const int Mb = F->same ? Ms : M, Bb = F->same ? Bs : B;
         /* self-attention */
-        layernorm_fw(F, t, M, C, &b->n1, nb);
+        layernorm_fw(F, t, Mb, C, &b->n1, nb);
         const sdb_wmat wqkv[3] = {b->q1, b->k1, b->v1};
-        TRY(linear_cat_fw(F, nb, M, C, wqkv, 3, C, qkv));
-        for (int n = 0; n < B; n++) {
+        TRY(linear_cat_fw(F, nb, Mb, C, wqkv, 3, C, qkv));
+        for (int n = 0; n < Bb; n++) {
             const float *x3 = qkv + (size_t)n * HW * 3 * C;
             int rc = attention_fw(F, x3, 3 * C, x3 + C, x3 + 2 * C, 3 * C, ao + (size_t)n * HW * C, C, HW, HW,
                                   X->heads, X->head_dim, scale);
             if (rc) return rc;
         }
-        TRY(linear_fw(F, ao, M, C, b->o1.w, b->o1.b, C, t, 1));
+        TRY(linear_fw(F, ao, Mb, C, b->o1.w, b->o1.b, C, t, 1));
+        if (F->same) { /* the images part here: the text states differ */
+            replicate_fw(F, t, (size_t)HW * C);
+            F->same = 0;
+            F->rep = 1;
+        }
         /* cross-attention on the text states */
         layernorm_fw(F, t, M, C, &b->n2, nb);
         float *q = qkv; /* [M, C] */
@@ -745,7 +769,7 @@ static float *other_buf(float *bufs[3], const float *a, const float *b)
 static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const double *ts, float *out)
 {
     sdb_unet *u = F->u;
-    const int B = F->B, nb = u->nblocks;
+    const int B = F->batch, nb = u->nblocks;
     int Hs[MAX_BLOCKS], Ws[MAX_BLOCKS];
     Hs[0] = H0; Ws[0] = W0;
     for (int i = 1; i < nb; i++) {
@@ -795,10 +819,14 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
     int nskip = 0;
     int rc;
 
+    /* the shared part (F->same): image 0 only, each state kept for later copied to the others */
+    if (F->same) { F->B = 1; F->rep = B; }
+
     /* conv_in */
     float *h;
     ALLOC(h, (size_t)B * u->c0 * H0 * W0);
-    if ((rc = conv_fw(F, &u->conv_in, sample, B, H0, W0, h, NULL))) return rc;
+    if ((rc = conv_fw(F, &u->conv_in, sample, F->B, H0, W0, h, NULL))) return rc;
+    if (F->same) replicate_fw(F, h, (size_t)u->c0 * H0 * W0);
     debug(F, "conv_in", h, u->c0, H0, W0);
     skips[nskip++] = (skip_t){h, u->c0, H0, W0};
     int C = u->c0, H = H0, W = W0;
@@ -812,9 +840,14 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             ALLOC(dst, (size_t)B * r->cout * H * W);
             if (b->has_attn) {
                 if ((rc = resnet_fw(F, r, h, H, W, bufs[0]))) return rc;
+                if (F->same) { /* the transformer ends the shared part */
+                    replicate_fw(F, bufs[0], (size_t)r->cout * H * W);
+                    F->B = B;
+                }
                 if ((rc = xformer_fw(F, &b->att[j], bufs[0], H, W, dst))) return rc;
             } else {
                 if ((rc = resnet_fw(F, r, h, H, W, dst))) return rc;
+                if (F->same) replicate_fw(F, dst, (size_t)r->cout * H * W);
             }
             h = dst;
             C = r->cout;
@@ -824,7 +857,8 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
             int Ho = Hs[i + 1], Wo = Ws[i + 1];
             float *dst;
             ALLOC(dst, (size_t)B * C * Ho * Wo);
-            if ((rc = conv_fw(F, &b->sampler, h, B, H, W, dst, NULL))) return rc;
+            if ((rc = conv_fw(F, &b->sampler, h, F->B, H, W, dst, NULL))) return rc;
+            if (F->same) replicate_fw(F, dst, (size_t)C * Ho * Wo);
             h = dst; H = Ho; W = Wo;
             skips[nskip++] = (skip_t){h, C, H, W};
         }
@@ -833,7 +867,11 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
         debug(F, nm, h, C, H, W);
     }
 
-    /* mid block */
+    /* mid block (a down path without cross-attention ends the shared part here: its states are
+     * all copied) */
+    F->B = B;
+    F->same = 0;
+    F->rep = 1;
     if ((rc = resnet_fw(F, &u->mid_res[0], h, H, W, bufs[0]))) return rc;
     if ((rc = xformer_fw(F, &u->mid_att, bufs[0], H, W, bufs[1]))) return rc;
     if ((rc = resnet_fw(F, &u->mid_res[1], bufs[1], H, W, bufs[2]))) return rc;
@@ -918,6 +956,20 @@ static void kv_prepare(sdb_unet *u, fw_t *F, const float *context, int B, int L)
     F->kv_fill = 1;
 }
 
+/* 1 when the batch's images are one image repeated: the same sample and timestep (classifier-free
+ * guidance runs cat([latents] * 2) at one t). Then everything before the first cross-attention,
+ * the first op that sees the per-image text states, is the same for every image: it runs once,
+ * at batch 1, and its states are copied (about 2.5% of a SD 1.x step's FLOPs, among them the
+ * largest self-attention). Batch 1 products may differ from batch 2 ones in the last bits (other
+ * GEMM tiles), as any batch size does; the images stay within the parity bounds. */
+static int same_images(const sdb_unet *u, const float *sample, int B, int h, int w, const double *ts)
+{
+    const size_t per = (size_t)u->in_ch * h * w;
+    for (int n = 1; n < B; n++)
+        if (ts[n] != ts[0] || memcmp(sample + n * per, sample, sizeof(float) * per)) return 0;
+    return B > 1;
+}
+
 int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, const double *timesteps,
                      const float *context, int ctx_len, float *out, sdb_arena *arena, sdb_err *err)
 {
@@ -926,7 +978,8 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
     size_t mark = sdb_arena_mark(arena);
     size_t old_peak = arena->peak;
     arena->peak = mark;
-    fw_t F = {u, arena, B, NULL, context, ctx_len, u->prof, NULL, NULL, 0, 0};
+    fw_t F = {.u = u, .a = arena, .B = B, .batch = B, .same = same_images(u, sample, B, h, w, timesteps),
+              .rep = 1, .ctx = context, .L = ctx_len, .prof = u->prof};
     kv_prepare(u, &F, context, B, ctx_len);
     int rc = forward_impl(&F, sample, h, w, timesteps, out);
     if (F.kv && F.kv_fill) u->kv_valid = rc == 0;
@@ -947,7 +1000,8 @@ int sdb_unet_plan(sdb_unet *u, int B, int h, int w, int ctx_len, sdb_par_rec *re
         return sdb_fail(err, SDB_EINVAL, "unet: bad plan size (batch %d, %dx%d, %d context tokens)", B, h, w, ctx_len);
     size_t mark = sdb_arena_mark(arena);
     double ts[64] = {0};
-    fw_t F = {u, arena, B, NULL, NULL, ctx_len, NULL, rec, NULL, 0, 0};
+    /* as a guidance step runs: the images the same (the shared part on one) */
+    fw_t F = {.u = u, .a = arena, .B = B, .batch = B, .same = B > 1, .rep = 1, .L = ctx_len, .plan = rec};
     int rc = forward_impl(&F, NULL, h, w, ts, NULL);
     sdb_arena_reset(arena, mark);
     if (rc == SDB_ENOMEM) return sdb_fail(err, rc, "unet: plan: scratch address space exhausted");

@@ -171,7 +171,8 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
         size_t nin = (size_t)2 * cin * lh * lw, nout = (size_t)2 * cout * lh * lw;
         float *x = malloc(sizeof(float) * nin), *y = malloc(sizeof(float) * nout);
         if (!x || !y) { free(x); free(y); rc = sdb_fail(err, SDB_ENOMEM, "bench: out of memory"); goto out; }
-        fill(x, nin, 3, 1.0f);
+        fill(x, nin / 2, 3, 1.0f); /* as guidance runs it: cat([latents] * 2) at one t */
+        memcpy(x + nin / 2, x, sizeof(float) * (nin / 2));
         double ts[2] = {981, 981};
         sdb_profile count = {0};
         sdb_logf(log, SDB_LOG_INFO, "bench: U-Net step, batch 2, %dx%d latents", lh, lw);
