@@ -139,6 +139,12 @@ static void test_conv_option(void)
     CHECKF(w && calls == 0, "%s", out);
     rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --json --conv winograd");
     CHECKF(rc == 0 && strstr(out, "\"conv\": \"winograd\"") != NULL, "%s", out);
+    /* --keep-filters: the U-Net keeps them (within the budget), JSON says how much */
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --json --conv winograd --keep-filters 64");
+    CHECKF(rc == 0 && field(out, "kept_filters_mib") > 0 && field(out, "kept_filters_mib") <= 64, "%s", out);
+    rc = bench_tiny("--size 64 --reps 1 --gemm 512 --only unet --json --conv winograd");
+    CHECKF(rc == 0 && field(out, "kept_filters_mib") == 0, "%s", out);
+    CHECK(sdb_t_sdbatch("generate --keep-filters lots", out, sizeof out) == 2);
     CHECK(bench_tiny("--conv fast") == 2);
     CHECKF(strstr(out, "--conv takes auto, direct or winograd, got 'fast'") != NULL, "%s", out);
     CHECK(sdb_t_sdbatch("generate --conv fast", out, sizeof out) == 2);

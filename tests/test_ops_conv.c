@@ -59,7 +59,7 @@ static uint16_t *half_of(const float *w, size_t n, float **widened)
 static void conv_case(int N, int cin, int cout, int k, int stride, int pt, int pl, int pb, int pr,
                       int H, int W, int bias, int resid)
 {
-    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, {NULL, NULL}, NULL};
+    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL};
     const size_t nw = (size_t)cout * cin * k * k;
     float *w = rand_buf(nw, 0.3f);
     float *b = bias ? rand_buf(cout, 0.5f) : NULL;

@@ -502,6 +502,45 @@ static void test_shared_prefix(void)
     close_model(&m);
 }
 
+/* Kept Winograd filters (sdb_unet_set_filter_memory) give the same outputs as filters made per
+ * call, bit for bit, when made and when reused; the memory kept stays within the budget, a
+ * smaller budget frees them, and 0 keeps none. */
+static void test_kept_filters(void)
+{
+    model_t m;
+    if (open_model(&m, "tiny-sd-inpaint")) return;
+    const sdb_st_tensor *ts = NULL;
+    const float *sample = ref_f32("inpaint_t981/sample", &ts);
+    const float *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (!sample || !ehs) { CHECK(0); close_model(&m); return; }
+    const int H = (int)ts->shape[2], W = (int)ts->shape[3];
+    const size_t n = (size_t)2 * 4 * H * W;
+    float *o[4];
+    for (int i = 0; i < 4; i++) o[i] = malloc(n * sizeof(float));
+    double steps[2] = {981, 1};
+    sdb_err err;
+    sdb_err_clear(&err);
+    sdb_unet_set_conv(m.u, SDB_CONV_WINOGRAD);
+    CHECK_OK(sdb_unet_forward(m.u, sample, 2, H, W, steps, ehs, 77, o[0], &arena, &err), &err);
+    CHECK(sdb_unet_filter_memory(m.u) == 0);
+    sdb_unet_set_filter_memory(m.u, (size_t)1 << 30);
+    CHECK_OK(sdb_unet_forward(m.u, sample, 2, H, W, steps, ehs, 77, o[1], &arena, &err), &err); /* made */
+    const size_t all = sdb_unet_filter_memory(m.u);
+    CHECK(all > 0);
+    CHECK_OK(sdb_unet_forward(m.u, sample, 2, H, W, steps, ehs, 77, o[2], &arena, &err), &err); /* reused */
+    CHECK(sdb_unet_filter_memory(m.u) == all);
+    sdb_unet_set_filter_memory(m.u, all / 2); /* below what is kept: all freed, then refilled to half */
+    CHECK(sdb_unet_filter_memory(m.u) == 0);
+    CHECK_OK(sdb_unet_forward(m.u, sample, 2, H, W, steps, ehs, 77, o[3], &arena, &err), &err);
+    CHECKF(sdb_unet_filter_memory(m.u) > 0 && sdb_unet_filter_memory(m.u) <= all / 2, "%zu bytes kept of a budget of %zu",
+           sdb_unet_filter_memory(m.u), all / 2);
+    for (int i = 1; i < 4; i++) CHECKF(memcmp(o[0], o[i], n * sizeof(float)) == 0, "run %d differs from filters made per call", i);
+    sdb_unet_set_filter_memory(m.u, 0);
+    CHECK(sdb_unet_filter_memory(m.u) == 0);
+    for (int i = 0; i < 4; i++) free(o[i]);
+    close_model(&m);
+}
+
 int main(void)
 {
     sdb_err err;
@@ -524,6 +563,7 @@ int main(void)
     RUN(test_sd2_style_config);
     RUN(test_config_refusals);
     RUN(test_shared_prefix);
+    RUN(test_kept_filters);
     RUN(test_sd15_layout);
     RUN(test_batch_split);
     if (refs) sdb_st_close(refs);

@@ -86,7 +86,7 @@ static double worst_f32, worst_f16;
  * (a GroupNorm+SiLU output's range), bias, and a residual when `resid`. */
 static void accuracy_case(const char *name, int N, int cin, int cout, int H, int W, int resid, int cstep)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * H * W;
     float *w = rand_buf(nw, (float)(1.0 / sqrt(9.0 * cin)));
     float *b = rand_buf(cout, 0.1f);
@@ -159,7 +159,7 @@ static void test_accuracy_sd15_shapes(void)
  * when it is large). */
 static void identity_case(int N, int cin, int cout, int H, int W, int half)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * H * W;
     float *w = rand_buf(nw, 0.2f), *b = rand_buf(cout, 0.5f);
     float *x = rand_buf((size_t)N * cin * H * W, 1.0f), *r = rand_buf(ny, 1.0f);
@@ -217,7 +217,7 @@ static void test_filter_transform(void)
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int half = 0; half < 2; half++) {
             const int cout = shapes[si][0], cin = shapes[si][1];
-            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
             const size_t nw = (size_t)cout * cin * 9;
             float *w = rand_buf(nw, 0.3f), *U = malloc(sizeof(float) * sdb_winograd_filter_floats(&c));
             uint16_t *wh = malloc(sizeof(uint16_t) * nw);
@@ -276,7 +276,7 @@ static void test_thread_identity(void)
  * against the direct path's own result, which test_ops_conv checks against its double reference. */
 static void pad_bias_case(int N, int cin, int cout, int H, int W, int pt, int pl, int pb, int pr)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, pt, pl, pb, pr, {NULL, NULL}, NULL};
+    sdb_conv2d c = {cin, cout, 3, 1, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL};
     int Ho, Wo;
     sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * Ho * Wo;
@@ -319,7 +319,7 @@ static void test_dispatch(void)
     CHECK(sdb_conv_algo_of("winograd") == SDB_CONV_WINOGRAD);
     CHECK(sdb_conv_algo_of("Winograd") == -1 && sdb_conv_algo_of("") == -1 && sdb_conv_algo_of(NULL) == -1);
     for (int a = 0; a < 3; a++) CHECK(sdb_conv_algo_of(sdb_conv_algo_name(a)) == a);
-    sdb_conv2d c = {320, 320, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL};
+    sdb_conv2d c = {320, 320, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));   /* U-Net level 0 at 512² */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));   /* 2 x 16 tiles */
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
@@ -364,7 +364,7 @@ static void test_dispatch(void)
 static void test_refuses(void)
 {
     float w[2 * 2 * 9] = {0}, x[2 * 16] = {0}, y[2 * 16];
-    sdb_conv2d c = {2, 2, 3, 2, 1, 1, 1, 1, {w, NULL}, NULL};
+    sdb_conv2d c = {2, 2, 3, 2, 1, 1, 1, 1, {w, NULL}, NULL, NULL};
     CHECK(!sdb_winograd_applies(&c));
     CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
     c.stride = 1;

@@ -62,7 +62,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nw; i++) { r = r * 1664525u + 1013904223u; w[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.05f; }
         for (size_t i = 0; i < nx; i++) { r = r * 1664525u + 1013904223u; x[i] = (float)(r >> 8) / 16777216.0f - 0.5f; }
         for (int i = 0; i < cout; i++) b[i] = 0.01f * i;
-        sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {w, NULL}, b};
+        sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {w, NULL}, b, NULL};
         double td[16], tw[16];
         /* warm-up both, then alternate so that the machine's load hits both alike */
         sdb_conv2d_forward(&c, x, N, H, H, y, NULL, &a);

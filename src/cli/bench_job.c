@@ -110,6 +110,9 @@ int bench_job(const bench_job_opts *o)
     argv[k++] = "--threads"; argv[k++] = threads_s;
     argv[k++] = "--weights"; argv[k++] = o->weights_f16 ? "f16" : "f32";
     argv[k++] = "--conv"; argv[k++] = sdb_conv_algo_name(o->conv);
+    char keep_s[24];
+    snprintf(keep_s, sizeof keep_s, "%lld", o->keep_filters_mib);
+    if (o->keep_filters_mib) { argv[k++] = "--keep-filters"; argv[k++] = keep_s; }
     argv[k++] = "--output"; argv[k++] = op; argv[k++] = "-q";
     argv[k] = NULL;
 

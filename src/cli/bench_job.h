@@ -12,6 +12,7 @@ typedef struct {
     const char *scheduler;   /* a scheduler name (sdb_sched_names()) */
     int size, steps, reps, gemm_n;
     int weights_f16, conv;   /* passed on as --weights and --conv */
+    long long keep_filters_mib; /* passed on as --keep-filters when not 0 */
     int json;
 } bench_job_opts;
 

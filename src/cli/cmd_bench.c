@@ -58,6 +58,8 @@ static void help(void)
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
            "  --weights f16  keep the weight matrices as IEEE half in memory (half the weights' RAM;\n"
            "                 F16 model files give the same images); default f32\n"
+           "  --keep-filters MIB  the U-Net keeps its Winograd-transformed filters in up to MIB MiB\n"
+           "                 (generate's option; bench prints what it kept)\n"
            "  --conv NAME    the 3x3 convolutions' path: auto (default: Winograd where it is faster for\n"
            "                 the layer's shape), direct (im2col + GEMM) or winograd (all of them)\n"
            "  --profile      break a U-Net step (and the VAE decode) down by op kind (also SDB_PROFILE=1)\n"
@@ -114,6 +116,10 @@ int cmd_bench(int argc, char **argv)
             if (cli_parse_conv("bench", argv[++i], &mo.conv)) return EXIT_USAGE;
         } else if (!strcmp(a, "--weights") && has) {
             if (cli_parse_weights("bench", argv[++i], &mo.weights_f16)) return EXIT_USAGE;
+        } else if (!strcmp(a, "--keep-filters") && has) {
+            long long mib;
+            if (cli_parse_int("bench", "--keep-filters", argv[++i], 0, 1LL << 30, &mib)) return EXIT_USAGE;
+            mo.keep_filters = (size_t)mib << 20;
         }
         else if (!strcmp(a, "--only") && has) {
             char buf[256];
@@ -164,7 +170,8 @@ int cmd_bench(int argc, char **argv)
         if (o.steps < 1) return cli_usage_error("bench", "--job needs --steps >= 1");
         bench_job_opts jo = {.model = model, .vae = vae, .scheduler = scheduler ? scheduler : "dpmpp_2m_karras",
                              .size = o.size, .steps = o.steps, .reps = reps_given ? o.reps : 1,
-                             .gemm_n = o.gemm_n, .weights_f16 = mo.weights_f16, .conv = mo.conv, .json = json};
+                             .gemm_n = o.gemm_n, .weights_f16 = mo.weights_f16, .conv = mo.conv,
+                             .keep_filters_mib = (long long)(mo.keep_filters >> 20), .json = json};
         return bench_job(&jo);
     }
 
@@ -213,6 +220,7 @@ int cmd_bench(int argc, char **argv)
         json_object_set_new(j, "weights", json_string(r.weights_f16 ? "f16" : "f32"));
         json_object_set_new(j, "blas_core", json_string(sdb_blas_core()));
         json_object_set_new(j, "conv", json_string(sdb_conv_algo_name(r.conv)));
+        json_object_set_new(j, "kept_filters_mib", json_real(r.kept_filters_mib));
         json_object_set_new(j, "sgemm_gflops", json_real(pk));
         json_object_set_new(j, "sgemm_samples", json_integer(r.sgemm_samples));
         json_object_set_new(j, "text_encode_s", NUM(r.text_encode_s, tx));
@@ -259,6 +267,7 @@ int cmd_bench(int argc, char **argv)
 #undef ROW
     if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s; CPU time %.3f s (median)\n",
                                   r.unet_step_min_s, r.unet_step_max_s, r.unet_step_cpu_s);
+    if (r.kept_filters_mib > 0) printf("  kept Winograd filters (--keep-filters) %.1f MiB\n", r.kept_filters_mib);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
     printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB %s, %+.0f MiB)\n",
            r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,

@@ -97,6 +97,12 @@ struct sdb_unet {
     float *kv;
     size_t kv_cap;          /* floats allocated */
     int kv_B, kv_L, kv_valid;
+    /* Kept Winograd filters (sdb_unet_set_filter_memory): each conv's U is made the first time a
+     * forward runs the conv by Winograd, while the total stays within keep_budget bytes; the
+     * convs holding one, to free them. */
+    size_t keep_budget, keep_used;
+    sdb_conv2d *kept[4 * MAX_BLOCKS * (2 * MAX_LAYERS + 1) + 8];
+    int nkept;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -453,11 +459,31 @@ int sdb_unet_load(sdb_unet **out, const char *config_path, sdb_weights *w, sdb_e
     return rc;
 }
 
+static void drop_filters(sdb_unet *u)
+{
+    for (int i = 0; i < u->nkept; i++) {
+        free((float *)u->kept[i]->U);
+        u->kept[i]->U = NULL;
+    }
+    u->nkept = 0;
+    u->keep_used = 0;
+}
+
 void sdb_unet_free(sdb_unet *u)
 {
-    if (u) free(u->kv);
+    if (u) {
+        drop_filters(u);
+        free(u->kv);
+    }
     free(u);
 }
+
+void sdb_unet_set_filter_memory(sdb_unet *u, size_t bytes)
+{
+    if (bytes < u->keep_used) drop_filters(u);
+    u->keep_budget = bytes;
+}
+size_t sdb_unet_filter_memory(const sdb_unet *u) { return u->keep_used; }
 int sdb_unet_in_channels(const sdb_unet *u) { return u->in_ch; }
 int sdb_unet_out_channels(const sdb_unet *u) { return u->out_ch; }
 int sdb_unet_sample_size(const sdb_unet *u) { return u->sample_size; }
@@ -498,10 +524,29 @@ static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W
 /* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
  * attached (sdb_profile: one NULL test otherwise); in plan mode (F->plan) each records its work
  * units instead (the ops' _plan twins) and touches no data. */
+/* c's transformed filter made and kept, when c runs by Winograd here and the budget allows (a
+ * filter that cannot be kept is made per call, as without a budget: the same results). The U-Net
+ * owns its convs; only this fills their U. */
+static void keep_filter(sdb_unet *u, const sdb_conv2d *c, int N, int H, int W)
+{
+    const size_t bytes = sdb_winograd_filter_floats(c) * sizeof(float);
+    if (c->U || u->keep_used + bytes > u->keep_budget || !sdb_conv_uses_winograd(c, u->conv_algo, N, H, W) ||
+        u->nkept == (int)(sizeof u->kept / sizeof u->kept[0]))
+        return;
+    float *U = malloc(bytes);
+    if (!U) return;
+    sdb_winograd_filter(c, U);
+    sdb_conv2d *mc = (sdb_conv2d *)c;
+    mc->U = U;
+    u->kept[u->nkept++] = mc;
+    u->keep_used += bytes;
+}
+
 static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                         const float *res, const float *bias_n)
 {
     if (F->plan) { sdb_conv2d_plan_algo(c, F->u->conv_algo, N, H, W, F->plan); return 0; }
+    if (F->u->keep_budget) keep_filter(F->u, c, N, H, W);
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_conv2d_forward_algo(c, F->u->conv_algo, x, N, H, W, y, res, bias_n, F->a);
     if (F->prof) {

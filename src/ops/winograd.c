@@ -526,6 +526,6 @@ int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N
                             const float *residual, const float *bias_n, sdb_arena *scratch)
 {
     if (sdb_conv_uses_winograd(c, algo, N, H, W))
-        return sdb_winograd_forward(c, NULL, x, N, H, W, y, residual, bias_n, scratch);
+        return sdb_winograd_forward(c, c->U, x, N, H, W, y, residual, bias_n, scratch);
     return sdb_conv2d_forward_bias(c, x, N, H, W, y, residual, bias_n, scratch);
 }

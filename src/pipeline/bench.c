@@ -189,6 +189,7 @@ int sdb_bench_run(sdb_model *m, const sdb_bench_opts *o, sdb_bench_result *r, co
             sample_sgemm(&sm, o->gemm_n);
         }
         if (!rc) r->unet_step_cpu_s = sdb_bench_median(cpu, reps);
+        r->kept_filters_mib = sdb_unet_filter_memory(m->unet) / 1048576.0;
         r->unet_sgemm_gflops = sample_median(&sm, s0);
         sdb_unet_set_profile(m->unet, NULL);
         free(x); free(y);

@@ -33,6 +33,8 @@ typedef struct sdb_conv2d {
     int pad_t, pad_l, pad_b, pad_r; /* zero padding per side */
     sdb_wmat w;                     /* [cout, cin, k, k], as torch stores it */
     const float *b;                 /* [cout] or NULL */
+    const float *U;                 /* its Winograd-transformed filter (sdb_winograd_filter) when
+                                     * its owner keeps one, else NULL: made per call */
 } sdb_conv2d;
 
 /* Output size for an H x W input. */
