@@ -102,6 +102,33 @@ static void weights_f16_redoes_then_keeps(void)
     free(err);
 }
 
+/* --keep-filters gives the same images and the same model identity: a batch done without it stays
+ * done under it, and a batch run with it writes the same bytes; a bad value is a usage error. */
+static void keep_filters_same_images(void)
+{
+    rt_batch a, k;
+    rt_make(&a, 2, NULL);
+    rt_make(&k, 2, NULL);
+    const char *plain[] = {"run", a.manifest, NULL};
+    const char *keep_a[] = {"run", a.manifest, "--keep-filters", "64", NULL};
+    const char *keep_k[] = {"run", k.manifest, "--keep-filters", "64", NULL};
+    CHECK(rt_exit_code(rt_run(&a, NULL, plain)) == 0);
+    CHECK(rt_exit_code(rt_run(&a, NULL, keep_a)) == 0);
+    char *out = rt_slurp(&a, "last.out");
+    CHECKF(!strstr(out, "done job00") && !strstr(out, "done job01"), "run with --keep-filters printed:\n%s", out);
+    free(out);
+    CHECK(rt_exit_code(rt_run(&k, NULL, keep_k)) == 0);
+    char ha[2][65], hk[2][65];
+    rt_hashes(&a, ha);
+    rt_hashes(&k, hk);
+    CHECK(!strcmp(ha[0], hk[0]) && !strcmp(ha[1], hk[1]));
+    const char *bad[] = {"run", a.manifest, "--keep-filters", "lots", NULL};
+    CHECK(rt_exit_code(rt_run(&a, NULL, bad)) == 2);
+    char *err = rt_slurp(&a, "last.err");
+    CHECKF(strstr(err, "--keep-filters"), "stderr:\n%s", err);
+    free(err);
+}
+
 static void bad_jobs_fail_alone(void)
 {
     rt_batch b;
@@ -289,6 +316,7 @@ int main(void)
     RUN(progress_bar_on_tty);
     RUN(edit_reruns_one);
     RUN(weights_f16_redoes_then_keeps);
+    RUN(keep_filters_same_images);
     RUN(bad_jobs_fail_alone);
     RUN(sigint_stops_at_step);
     RUN(sigterm_stops_at_step);

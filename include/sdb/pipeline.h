@@ -164,7 +164,8 @@ char *sdb_gen_params_a1111(sdb_model *m, const sdb_gen_params *p, int width, int
 /* ---- memory a generation needs (--max-memory) ----
  * The working size sdb_generate uses for these parameters (input_w/h: the input image's size,
  * 0 without one) and an upper estimate of what the process holds at the generation's peak: the
- * weights (the bytes of the weight tensors as held: F32, or F16 with --weights f16) plus
+ * weights (the bytes of the weight tensors as held: F32, or F16 with --weights f16; plus the
+ * --keep-filters budget, sdb_model_opts.keep_filters) plus
  *   scratch = (2 C1 + 512) floats per pixel x W x H + SDB_GEN_FIXED_MIB,
  * C1 = the VAE's second block_out_channels (256 for SD 1.x): the VAE decoder's full-resolution
  * blocks dominate the scratch; the fixed part covers the text encoder, attention blocks and the

@@ -51,8 +51,12 @@ typedef struct sdb_executor {
 /* What the default --max-memory leaves free for the rest of the machine. */
 #define SDB_MEM_MARGIN_MIB 512.0
 
-/* The real executor (pipeline.h). */
+/* The real executor (pipeline.h). A copy whose ud points to an sdb_pipeline_exec_opts loads its
+ * models with those options too (ud NULL: none). */
 const sdb_executor *sdb_executor_pipeline(void);
+typedef struct {
+    size_t keep_filters; /* sdb_model_opts.keep_filters: bytes of kept Winograd filters (--keep-filters) */
+} sdb_pipeline_exec_opts;
 
 /* What became of one job this process ran (sdb_run_opts.on_job), told once the state database
  * has recorded it. The strings are valid during the call only. */

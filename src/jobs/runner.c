@@ -30,8 +30,10 @@
 static int px_load(void *ud, const char *path, const char *config_dir, const char *tokenizer_dir, int threads,
                    int weights_f16, void **model, const char **model_id, const sdb_log *log, sdb_err *err)
 {
+    const sdb_pipeline_exec_opts *po = ud;
     sdb_model_opts mo;
     memset(&mo, 0, sizeof mo);
+    if (po) mo.keep_filters = po->keep_filters;
     mo.threads = threads;
     mo.weights_f16 = weights_f16;
     mo.config_dir = config_dir;

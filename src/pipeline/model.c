@@ -288,7 +288,8 @@ int sdb_model_load(sdb_model **out, const char *path, const sdb_model_opts *opts
     m->conv = opts ? opts->conv : SDB_CONV_AUTO;
     sdb_unet_set_conv(m->unet, m->conv);
     sdb_vae_set_conv(m->vae, m->conv);
-    if (opts) sdb_unet_set_filter_memory(m->unet, opts->keep_filters);
+    m->keep_filters = opts ? opts->keep_filters : 0;
+    sdb_unet_set_filter_memory(m->unet, m->keep_filters);
     if (sdb_sched_default_name(&m->sched_cfg, &m->default_sched, err) != 0) {
         sdb_logf(log, SDB_LOG_WARN, "%s; the scheduler must be chosen explicitly", err->msg);
         m->default_sched = NULL;

@@ -576,7 +576,8 @@ void sdb_gen_memory_estimate(const sdb_model *m, const sdb_gen_params *p, int in
     double floats_per_pixel = 2.0 * c1 + 512.0;
     *W = w;
     *H = h;
-    *weights_mib = (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20);
+    *weights_mib = (double)(m->w_unet.bytes + m->w_vae.bytes + m->w_text.bytes) / (1 << 20) +
+                   (double)m->keep_filters / (1 << 20);
     *scratch_mib = floats_per_pixel * 4.0 * w * h / (1 << 20) + SDB_GEN_FIXED_MIB;
 }
 

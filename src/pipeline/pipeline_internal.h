@@ -36,6 +36,7 @@ struct sdb_model {
     int unet_channels;
     int weights_f16;         /* sdb_model_opts.weights_f16 */
     int conv;                /* sdb_model_opts.conv (SDB_CONV_*) */
+    size_t keep_filters;     /* sdb_model_opts.keep_filters (bytes) */
     char unet_file[4096];    /* the file the A1111 short hash is taken of */
     char id[65], short_hash[16];
     sdb_arena arena;         /* scratch for every generation, reused */
