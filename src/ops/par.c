@@ -30,11 +30,15 @@
  * Refit on a 2-core AVX2 EPYC (Zen 3) by timing every qualifying grid of at most 256 units and
  * tiles of at least 32 x 32 for 24 of the U-Net's linear shapes at 256² and 512² (1-thread CPU
  * time, medians of 3, interleaved) and keeping the constants whose picks gave the least summed
- * step time: the earlier cB = 5 for cached weights picked 32-row tiles, which ran 10-13% slower
- * than 64 x 80 on 512 x 640 x 640 (repacking cached weights is not that cheap), and slices of
- * 320 let the 128- and 1024-row products with K = 1280 take 128-row tiles (4-8% faster).
- * Most shapes' old picks were already within 3% of their best grid: what separates a grid from
- * OpenBLAS's own product (15-30% at one thread) is the repacking itself, which every grid of the
+ * step time. Re-timed against the old picks (one process, 1-thread CPU time, 3 runs of 11
+ * interleaved reps): the earlier cB = 5 for cached weights picked 32 x 160 tiles on
+ * 512 x 640 x 640, 11% slower than the 64 x 80 now (repacking cached weights is not that cheap);
+ * the 154-row cross-attention k/v products, which no grid qualified for with slices of 512 or
+ * more, now keep 64 threads busy; the other changed picks (128-row tiles with 4 slices of 320 for
+ * K = 1280, 128 x 240 on 2048 x 960 x 320, ...) came out within 2% of the old ones either way.
+ * Even each shape's best timed grid (best of ~100 noisy timings: an upper bound) would make a
+ * step's linears only 3-4.5% faster than the old picks did: what separates a grid from OpenBLAS's
+ * own product (5-27% per shape at one thread, 15% over a step) is the repacking itself, which every grid of the
  * >= 60 units that 64 threads need pays (a 64 x 160 x 320 tile repeated on the same operands
  * runs at 80 GFLOP/s, the grid of such tiles over 2048 x 320 x 320 at 60-70, the whole product
  * at 84). */
