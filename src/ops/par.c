@@ -18,19 +18,35 @@
  * convolution (nb_max set; its tiles' shape also sets the im2col scratch, which the VAE's strips
  * keep small), or when no candidate qualifies (small products), the score efficiency x balance
  * (the product of the six bounds, compared to the sixth power of the efficiency) is maximised.
- * Efficiency: OpenBLAS packs a tile's mb x Kp block of A and Kp x nb block of B on every call, so
- * a grid runs at about 1 / (1 + cA/nb + cB/mb) of the rate of a product packed once (refit on an
- * AVX2 EPYC, conv 640->640 at 32x32, batch 2, one thread: c = 25 for operands streamed from
- * memory). A plain product's B (a linear layer's weights) of at most GRID_HOT_BYTES stays in
- * cache between the units that repack it (320 x 320 weights against 8192 activation rows), so
- * repacking it costs about a fifth (c = 5; measured on the U-Net's 8192 x 320 x 320 linears at 2 threads: tiles
- * 128 x 320 ran 5-11% faster than 256 x 160, with the same 64 units). A call's fixed cost over K
- * slices of kb adds about 64/kb. A K split (ks parts, each a fixed slice of K, summed in a fixed
- * order afterwards) adds no packing, only the partial sums' pass: 1 / (1 + 8 ks / K) for ks > 1. */
+ * Efficiency: OpenBLAS packs a tile's mb x kb block of A and kb x nb block of B on every call, so
+ * a grid runs at about 1 / (1 + cA/nb + cB/mb + cK/kb) of the rate of a product packed once (cK/kb:
+ * a call's fixed cost, the C tile's passes, over a K slice of kb). A K split (ks parts, each a
+ * fixed slice of K, summed in a fixed order afterwards) adds no packing, only the partial sums'
+ * pass: a further 1 / (1 + cS ks / K) for ks > 1.
+ * Convolutions: cA = cB = 25 (operands streamed from memory), cK = 64, cS = 8, slices of at least
+ * GRID_KP_MIN (refit on an AVX2 EPYC, conv 640->640 at 32x32, batch 2, one thread).
+ * Plain products: cA = 35, cB = 35, or 25 when B (a linear layer's weights) is at most
+ * GRID_HOT_BYTES and is repacked from cache, cK = 96, cS = 16, slices down to GRID_KP_MIN_PLAIN.
+ * Refit on a 2-core AVX2 EPYC (Zen 3) by timing every qualifying grid of at most 256 units and
+ * tiles of at least 32 x 32 for 24 of the U-Net's linear shapes at 256² and 512² (1-thread CPU
+ * time, medians of 3, interleaved) and keeping the constants whose picks gave the least summed
+ * step time. Re-timed against the old picks (one process, 1-thread CPU time, 3 runs of 11
+ * interleaved reps): the earlier cB = 5 for cached weights picked 32 x 160 tiles on
+ * 512 x 640 x 640, 11% slower than the 64 x 80 now (repacking cached weights is not that cheap);
+ * the 154-row cross-attention k/v products, which no grid qualified for with slices of 512 or
+ * more, now keep 64 threads busy; the other changed picks (128-row tiles with 4 slices of 320 for
+ * K = 1280, 128 x 240 on 2048 x 960 x 320, ...) came out within 2% of the old ones either way.
+ * Even each shape's best timed grid (best of ~100 noisy timings: an upper bound) would make a
+ * step's linears only 3-4.5% faster than the old picks did: what separates a grid from OpenBLAS's
+ * own product (5-27% per shape at one thread, 15% over a step) is the repacking itself, which every grid of the
+ * >= 60 units that 64 threads need pays (a 64 x 160 x 320 tile repeated on the same operands
+ * runs at 80 GFLOP/s, the grid of such tiles over 2048 x 320 x 320 at 60-70, the whole product
+ * at 84). */
 #define GRID_ALIGN 16
 #define GRID_MAX_PARTS 128
 #define GRID_MAX_UNITS 1024   /* no candidate with more units */
-#define GRID_KP_MIN 512       /* K per part at least this (OpenBLAS runs K in blocks of ~256-384) */
+#define GRID_KP_MIN 512       /* a convolution's K per part at least this (OpenBLAS runs K in blocks of ~256-384) */
+#define GRID_KP_MIN_PLAIN 128 /* a plain product's (measured: see above) */
 #define GRID_KS_MAX 16
 #define GRID_KS_BYTES ((size_t)64 << 20) /* partial sums of a split product at most this */
 #define GRID_HOT_BYTES ((size_t)2 << 20) /* an operand this small is repacked from cache */
@@ -45,14 +61,17 @@ static int part_side(int dim, int parts)
     return c < dim ? c : dim;
 }
 
-static double grid_eff(int M, int N, int K, int mb, int nb, int ks, int nb_max)
+static double grid_eff(int N, int K, int mb, int nb, int ks, int nb_max)
 {
     const double kb = (double)((K + ks - 1) / ks);
-    /* a plain product's B (a linear layer's weights); never a convolution's (nb_max set), whose
-     * B is the im2col panel: cutting its rows would need the whole im2col matrix in scratch */
-    const double cB = nb_max <= 0 && (size_t)K * N * sizeof(float) <= GRID_HOT_BYTES ? 5.0 : 25.0;
-    double eff = 1.0 / (1.0 + 25.0 / nb + cB / mb + (kb > 0 ? 64.0 / kb : 0.0));
-    if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
+    if (nb_max > 0) { /* a convolution: B is the im2col panel, never kept whole (see above) */
+        double eff = 1.0 / (1.0 + 25.0 / nb + 25.0 / mb + (kb > 0 ? 64.0 / kb : 0.0));
+        if (ks > 1) eff /= 1.0 + 8.0 * ks / K;
+        return eff;
+    }
+    const double cB = (size_t)K * N * sizeof(float) <= GRID_HOT_BYTES ? 25.0 : 35.0;
+    double eff = 1.0 / (1.0 + 35.0 / nb + cB / mb + (kb > 0 ? 96.0 / kb : 0.0));
+    if (ks > 1) eff /= 1.0 + 16.0 * ks / K;
     return eff;
 }
 
@@ -80,8 +99,9 @@ sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
     long best_units = 0;
     int fb_mb = M, fb_nb = N, fb_ks = 1, found = 0;
     int ks_max = 1;
+    const int kp_min = nb_max > 0 ? GRID_KP_MIN : GRID_KP_MIN_PLAIN;
     if (allow_split)
-        while (ks_max < GRID_KS_MAX && K / (ks_max + 1) >= GRID_KP_MIN &&
+        while (ks_max < GRID_KS_MAX && K / (ks_max + 1) >= kp_min &&
                (size_t)(ks_max + 1) * M * N * sizeof(float) <= GRID_KS_BYTES)
             ks_max++;
     for (int ks = 1; ks <= ks_max; ks++) {
@@ -97,7 +117,7 @@ sdb_gemm_grid sdb_gemm_grid_of(int M, int N, int K, int nb_max, int allow_split)
                 last_nb = nb;
                 if ((long)pm * pn * ks > GRID_MAX_UNITS) break;
                 if (nb_max > 0 && nb > nb_max) continue;
-                const double e = grid_eff(M, N, K, mb, nb, ks, nb_max);
+                const double e = grid_eff(N, K, mb, nb, ks, nb_max);
                 double bmin, bprod;
                 grid_bounds(M, N, mb, nb, ks, &bmin, &bprod);
                 const long units = (long)((M + mb - 1) / mb) * ((N + nb - 1) / nb) * ks;
