@@ -72,7 +72,7 @@ static const float LOG2E = 1.44269504088896341f;
 #define ATTN_KBLOCK_MAX 128 /* calls with at most this many keys take them in one block */
 #endif
 #define ATTN_MAX_HD 160
-#define ATTN_MIN_TASKS 64 /* fewer row groups per task (down to 1) until a call has this many tasks */
+#define ATTN_MIN_TASKS 512 /* fewer row groups per task (down to 1) until a call has this many tasks */
 
 /* The base-2 exponential of 8 arguments <= 0 (in log2 units): t = n + f with n = round(t),
  * |f| <= 1/2; 2^f by a degree-6 polynomial (Chebyshev fit, relative error < 2e-8), 2^n added into
@@ -245,7 +245,7 @@ typedef struct {
     float *m, *l;   /* [24] each */
 } row_group;
 
-/* One key block (keys j0 .. j0+nb-1) for one row group; st: [ATTN_KBLOCK][24] scratch. */
+/* One key block (keys j0 .. j0+nb-1) for one row group; st: [nb][24] scratch (nb <= ATTN_KBLOCK_MAX). */
 __attribute__((target("avx2,fma")))
 static void group_block(row_group *g, const float *kh, int ldk, const float *vh, int ldv, int j0, int nb, int hd,
                         float *st)
@@ -303,8 +303,11 @@ static void blocked_task(const float *qh, int ldq, int rows, const float *kh, in
         g[r].l = ws; ws += ATTN_LANES;
         for (int i = 0; i < ATTN_LANES; i++) { /* Qᵀ, scale·log2 e folded in; rows past `rows` are 0 */
             const int row = r * ATTN_LANES + i;
-            const float *src = qh + (size_t)row * ldq;
-            for (int d = 0; d < hd; d++) g[r].qt[(size_t)d * ATTN_LANES + i] = row < rows ? scale2 * src[d] : 0.0f;
+            float *dst = g[r].qt + i;
+            if (row < rows)
+                for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES] = scale2 * qh[(size_t)row * ldq + d];
+            else
+                for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES] = 0.0f;
         }
     }
     float *st = ws;
