@@ -239,6 +239,22 @@ static void pv_24x4(const float *pt, const float *v, int ldv, int nb, float *ot,
     _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31); _mm256_storeu_ps(o + 16, c32);
 }
 
+/* x[i][j] <- x[j][i] for an 8x8 block of floats in 8 vectors */
+__attribute__((target("avx2,fma")))
+static inline void transpose8(__m256 *x)
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) { t[i] = _mm256_unpacklo_ps(x[i], x[i + 1]); t[i + 1] = _mm256_unpackhi_ps(x[i], x[i + 1]); }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);     u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44); u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        x[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        x[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
 /* A row group's state across key blocks: Qᵀ (scaled), Oᵀ, the running max m and sum l per row. */
 typedef struct {
     float *qt, *ot; /* [hd][24] each */
@@ -301,13 +317,27 @@ static void blocked_task(const float *qh, int ldq, int rows, const float *kh, in
         g[r].ot = ws; ws += (size_t)hd * ATTN_LANES;
         g[r].m = ws; ws += ATTN_LANES;
         g[r].l = ws; ws += ATTN_LANES;
-        for (int i = 0; i < ATTN_LANES; i++) { /* Qᵀ, scale·log2 e folded in; rows past `rows` are 0 */
-            const int row = r * ATTN_LANES + i;
-            float *dst = g[r].qt + i;
-            if (row < rows)
-                for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES] = scale2 * qh[(size_t)row * ldq + d];
-            else
-                for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES] = 0.0f;
+        /* Qᵀ, scale·log2 e folded in; rows past `rows` are 0. 8 whole rows at a time by 8x8 transposes. */
+        const __m256 vs = _mm256_set1_ps(scale2);
+        for (int i0 = 0; i0 < ATTN_LANES; i0 += 8) {
+            const int row0 = r * ATTN_LANES + i0;
+            float *dst = g[r].qt + i0;
+            if (row0 + 8 <= rows) {
+                for (int d0 = 0; d0 < hd; d0 += 8) {
+                    __m256 x[8];
+                    for (int i = 0; i < 8; i++) x[i] = _mm256_loadu_ps(qh + (size_t)(row0 + i) * ldq + d0);
+                    transpose8(x);
+                    for (int d = 0; d < 8; d++) _mm256_storeu_ps(dst + (size_t)(d0 + d) * ATTN_LANES, _mm256_mul_ps(vs, x[d]));
+                }
+                continue;
+            }
+            for (int i = 0; i < 8; i++) {
+                const int row = row0 + i;
+                if (row < rows)
+                    for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES + i] = scale2 * qh[(size_t)row * ldq + d];
+                else
+                    for (int d = 0; d < hd; d++) dst[(size_t)d * ATTN_LANES + i] = 0.0f;
+            }
         }
     }
     float *st = ws;
@@ -316,11 +346,26 @@ static void blocked_task(const float *qh, int ldq, int rows, const float *kh, in
         const int nb = nk - j0 < kb ? nk - j0 : kb;
         for (int r = 0; r < ng; r++) group_block(&g[r], kh, ldk, vh, ldv, j0, nb, hd, st);
     }
-    for (int r = 0; r < ng; r++)
-        for (int i = 0; i < ATTN_LANES && r * ATTN_LANES + i < rows; i++) {
-            const float inv = 1.0f / g[r].l[i];
-            float *o = oh + (size_t)(r * ATTN_LANES + i) * ldo;
-            for (int c = 0; c < hd; c++) o[c] = g[r].ot[(size_t)c * ATTN_LANES + i] * inv;
+    for (int r = 0; r < ng; r++) /* O = Oᵀ / l: 8 whole rows at a time by 8x8 transposes */
+        for (int i0 = 0; i0 < ATTN_LANES; i0 += 8) {
+            const int row0 = r * ATTN_LANES + i0;
+            const float *ot = g[r].ot + i0;
+            if (row0 >= rows) break;
+            if (row0 + 8 <= rows) {
+                const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_loadu_ps(g[r].l + i0));
+                for (int c0 = 0; c0 < hd; c0 += 8) {
+                    __m256 x[8];
+                    for (int c = 0; c < 8; c++) x[c] = _mm256_mul_ps(_mm256_loadu_ps(ot + (size_t)(c0 + c) * ATTN_LANES), inv);
+                    transpose8(x);
+                    for (int i = 0; i < 8; i++) _mm256_storeu_ps(oh + (size_t)(row0 + i) * ldo + c0, x[i]);
+                }
+                continue;
+            }
+            for (int i = 0; i < 8 && row0 + i < rows; i++) {
+                const float inv = 1.0f / g[r].l[i0 + i];
+                float *o = oh + (size_t)(row0 + i) * ldo;
+                for (int c = 0; c < hd; c++) o[c] = ot[(size_t)c * ATTN_LANES + i] * inv;
+            }
         }
 }
 
