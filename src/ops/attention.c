@@ -151,6 +151,27 @@ static float exp2_sum_scalar(float *row, int n, float m)
 /* st[j][0 .. 24) = sum_d qt[d][0 .. 24) k_j[d] for the 4 keys at k (rows ldk apart) / the 1 key,
  * and the block maxima bm[0 .. 24) raised to them. The accumulators are named variables (not
  * arrays) so that they stay in registers at any optimisation level: 12 + 3 rows of Qᵀ + 1 = 16. */
+/* The 24 x 4 tile both products share, in 12 accumulators c<x><r> (x: the tile's 4 columns, r: its
+ * 3 vectors of 8 rows): c<x><r> += v<r> · *b<x> (one rank-1 update), and the tile stored as [x][24]. */
+#define TILE_FMA(v0_, v1_, v2_, b0, b1, b2, b3) do {                                                  \
+        const __m256 v0 = (v0_), v1 = (v1_), v2 = (v2_);                                              \
+        __m256 a = _mm256_broadcast_ss(b0);                                                           \
+        c00 = _mm256_fmadd_ps(v0, a, c00); c01 = _mm256_fmadd_ps(v1, a, c01); c02 = _mm256_fmadd_ps(v2, a, c02); \
+        a = _mm256_broadcast_ss(b1);                                                                  \
+        c10 = _mm256_fmadd_ps(v0, a, c10); c11 = _mm256_fmadd_ps(v1, a, c11); c12 = _mm256_fmadd_ps(v2, a, c12); \
+        a = _mm256_broadcast_ss(b2);                                                                  \
+        c20 = _mm256_fmadd_ps(v0, a, c20); c21 = _mm256_fmadd_ps(v1, a, c21); c22 = _mm256_fmadd_ps(v2, a, c22); \
+        a = _mm256_broadcast_ss(b3);                                                                  \
+        c30 = _mm256_fmadd_ps(v0, a, c30); c31 = _mm256_fmadd_ps(v1, a, c31); c32 = _mm256_fmadd_ps(v2, a, c32); \
+    } while (0)
+#define TILE_STORE(dst) do {                                                                          \
+        float *o = (dst);                                                                             \
+        _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); _mm256_storeu_ps(o + 16, c02); o += ATTN_LANES; \
+        _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); _mm256_storeu_ps(o + 16, c12); o += ATTN_LANES; \
+        _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); _mm256_storeu_ps(o + 16, c22); o += ATTN_LANES; \
+        _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31); _mm256_storeu_ps(o + 16, c32);        \
+    } while (0)
+
 __attribute__((target("avx2,fma")))
 static inline void qk_max(float *bm, __m256 x0, __m256 x1, __m256 x2)
 {
@@ -167,21 +188,9 @@ static void qk_24x4(const float *qt, const float *k, int ldk, int hd, float *st,
     const float *k0 = k, *k1 = k + ldk, *k2 = k + 2 * (size_t)ldk, *k3 = k + 3 * (size_t)ldk;
     for (int d = 0; d < hd; d++) {
         const float *b = qt + (size_t)d * ATTN_LANES;
-        __m256 q0 = _mm256_loadu_ps(b), q1 = _mm256_loadu_ps(b + 8), q2 = _mm256_loadu_ps(b + 16), a;
-        a = _mm256_broadcast_ss(k0 + d);
-        c00 = _mm256_fmadd_ps(q0, a, c00); c01 = _mm256_fmadd_ps(q1, a, c01); c02 = _mm256_fmadd_ps(q2, a, c02);
-        a = _mm256_broadcast_ss(k1 + d);
-        c10 = _mm256_fmadd_ps(q0, a, c10); c11 = _mm256_fmadd_ps(q1, a, c11); c12 = _mm256_fmadd_ps(q2, a, c12);
-        a = _mm256_broadcast_ss(k2 + d);
-        c20 = _mm256_fmadd_ps(q0, a, c20); c21 = _mm256_fmadd_ps(q1, a, c21); c22 = _mm256_fmadd_ps(q2, a, c22);
-        a = _mm256_broadcast_ss(k3 + d);
-        c30 = _mm256_fmadd_ps(q0, a, c30); c31 = _mm256_fmadd_ps(q1, a, c31); c32 = _mm256_fmadd_ps(q2, a, c32);
+        TILE_FMA(_mm256_loadu_ps(b), _mm256_loadu_ps(b + 8), _mm256_loadu_ps(b + 16), k0 + d, k1 + d, k2 + d, k3 + d);
     }
-    float *o = st;
-    _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); _mm256_storeu_ps(o + 16, c02); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); _mm256_storeu_ps(o + 16, c12); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); _mm256_storeu_ps(o + 16, c22); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31); _mm256_storeu_ps(o + 16, c32);
+    TILE_STORE(st);
     qk_max(bm, _mm256_max_ps(_mm256_max_ps(c00, c10), _mm256_max_ps(c20, c30)),
            _mm256_max_ps(_mm256_max_ps(c01, c11), _mm256_max_ps(c21, c31)),
            _mm256_max_ps(_mm256_max_ps(c02, c12), _mm256_max_ps(c22, c32)));
@@ -222,22 +231,12 @@ static void pv_24x4(const float *pt, const float *v, int ldv, int nb, float *ot,
     }
     for (int j = 0; j < nb; j++) {
         const float *p = pt + (size_t)j * ATTN_LANES, *b = v + (size_t)j * ldv;
-        __m256 p0 = _mm256_loadu_ps(p), p1 = _mm256_loadu_ps(p + 8), p2 = _mm256_loadu_ps(p + 16), a;
-        a = _mm256_broadcast_ss(b);
-        c00 = _mm256_fmadd_ps(p0, a, c00); c01 = _mm256_fmadd_ps(p1, a, c01); c02 = _mm256_fmadd_ps(p2, a, c02);
-        a = _mm256_broadcast_ss(b + 1);
-        c10 = _mm256_fmadd_ps(p0, a, c10); c11 = _mm256_fmadd_ps(p1, a, c11); c12 = _mm256_fmadd_ps(p2, a, c12);
-        a = _mm256_broadcast_ss(b + 2);
-        c20 = _mm256_fmadd_ps(p0, a, c20); c21 = _mm256_fmadd_ps(p1, a, c21); c22 = _mm256_fmadd_ps(p2, a, c22);
-        a = _mm256_broadcast_ss(b + 3);
-        c30 = _mm256_fmadd_ps(p0, a, c30); c31 = _mm256_fmadd_ps(p1, a, c31); c32 = _mm256_fmadd_ps(p2, a, c32);
+        TILE_FMA(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), _mm256_loadu_ps(p + 16), b, b + 1, b + 2, b + 3);
     }
-    float *o = ot;
-    _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); _mm256_storeu_ps(o + 16, c02); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); _mm256_storeu_ps(o + 16, c12); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); _mm256_storeu_ps(o + 16, c22); o += ATTN_LANES;
-    _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31); _mm256_storeu_ps(o + 16, c32);
+    TILE_STORE(ot);
 }
+#undef TILE_FMA
+#undef TILE_STORE
 
 /* x[i][j] <- x[j][i] for an 8x8 block of floats in 8 vectors */
 __attribute__((target("avx2,fma")))
