@@ -58,9 +58,10 @@ static const float LOG2E = 1.44269504088896341f;
  * another's, so each output element's arithmetic is fixed by the shapes: the same for any thread
  * count and any grouping of rows into tasks.
  *
- * Why this order (2-core Zen 3, 4096 x 4096 keys, 8 heads of 40): the former path made a 24-row
- * x 4096-key score block (393 KB) per task, so the scores and the K and V panels streaming past
- * them (1.3 MB per head) did not fit the 512 KB L2 together; here a task's working set is ~30 KB. */
+ * Against the former path (per 24 query rows a 24 x nk score block, 393 KB at 4096 keys, with the
+ * head's K and V streaming past it), on a 2-core Zen 3 at 4096 x 4096 keys, 8 heads of 40: 3.1x
+ * fewer misses of a 512 KB L2 (cachegrind), 1.04-1.05x faster at 1 and 2 threads; 1.2-1.4x at
+ * 1024 queries and on the smaller levels. */
 #define ATTN_LANES 24       /* query rows per row group: 3 vectors */
 #ifndef ATTN_GROUPS             /* (the tuning knobs can be set from the compiler's command line) */
 #define ATTN_GROUPS 4       /* row groups per task (fewer for small calls, see task_groups) */
