@@ -1,10 +1,12 @@
 /*
  * test_attention.c — sdb_attention against a double-precision softmax(scale·QKᵀ)·V computed here,
- * on both of its paths (the packed AVX2 kernels and the sgemm one: causal masking, head dims over
+ * on both of its paths (the blocked AVX2 kernels and the sgemm one: causal masking, head dims over
  * 160 or not a multiple of 8), with shapes that exercise every edge: key counts that are not a
- * multiple of the 24-key panel, query counts that leave partial row blocks and partial 4- and
- * 6-row kernel groups, head dims whose columns end in an 8-wide group, strided (ld > width)
- * operands, scores large enough that most exponentials underflow, and one key. Also: 1 and 2
+ * multiple of the 4-key kernel or of the 64-key block (a short last block), one block of all keys
+ * (at most 128) and many, query counts that leave partial 24-row groups and tasks of fewer groups,
+ * strided (ld > width) operands, scores large enough that most exponentials underflow and that
+ * the running max of a row grows from block to block (the output and sum are rescaled), keys
+ * arranged so that it grows in every block, and one key. Also: 1 and 2
  * threads give bit-identical outputs, and scratch is released.
  */
 #include "harness.h"
@@ -47,7 +49,9 @@ static double reference(const float *q, int ldq, const float *k, int ldk, const 
     return smax;
 }
 
-typedef struct { int nq, nk, heads, hd, causal, pad; float amp; } shape_t;
+/* ramp: k[j][c] = (1 + j/nk) · amp/2 · sign(q[0][c]), so that row 0's scores grow strictly with j
+ * and its running max rises in every key block (the other rows see a ramp of random sign) */
+typedef struct { int nq, nk, heads, hd, causal, pad; float amp; int ramp; } shape_t;
 
 static void check_shape(const shape_t *sh, sdb_arena *a)
 {
@@ -60,6 +64,10 @@ static void check_shape(const shape_t *sh, sdb_arena *a)
     for (size_t i = 0; i < (size_t)sh->nq * ld; i++) q[i] = sh->amp * uni(&s);
     for (size_t i = 0; i < (size_t)sh->nk * ld; i++) k[i] = sh->amp * uni(&s);
     for (size_t i = 0; i < (size_t)sh->nk * ld; i++) v[i] = uni(&s);
+    if (sh->ramp)
+        for (int j = 0; j < sh->nk; j++)
+            for (int c = 0; c < C; c++)
+                k[(size_t)j * ld + c] = (1.0f + (float)j / sh->nk) * 0.5f * sh->amp * (q[c] < 0 ? -1.0f : 1.0f);
     const float scale = 1.0f / sqrtf((float)sh->hd);
     double smax = reference(q, ld, k, ld, v, ld, ref, ld, sh->nq, sh->nk, sh->heads, sh->hd, scale, sh->causal);
 
@@ -82,19 +90,22 @@ static void check_shape(const shape_t *sh, sdb_arena *a)
     free(q); free(k); free(v); free(ref); free(o1); free(o2);
 }
 
-static void test_packed_shapes(void)
+static void test_blocked_shapes(void)
 {
     sdb_arena a;
     sdb_err err;
     CHECK_OK(sdb_arena_init(&a, 0, &err), &err);
     const shape_t shapes[] = {
-        {1024, 1024, 8, 40, 0, 0, 2.0f},  /* SD 1.x level 1 (fewer tokens) */
-        {256, 256, 8, 80, 0, 0, 2.0f},    /* level 2 */
-        {64, 64, 8, 160, 0, 0, 2.0f},     /* level 3: 16-wide groups only */
-        {500, 77, 8, 40, 0, 0, 2.0f},     /* cross-attention: 77 keys = 3 panels + 5 */
-        {37, 25, 3, 24, 0, 8, 1.0f},      /* partial blocks, 8-wide tail, strided */
-        {7, 1, 2, 8, 0, 0, 1.0f},         /* one key, rows below one 4-row group */
-        {61, 100, 2, 40, 0, 0, 30.0f},    /* large scores: most exponentials underflow */
+        {1024, 1024, 8, 40, 0, 0, 2.0f, 0},  /* SD 1.x level 1 (fewer tokens): 16 key blocks */
+        {256, 256, 8, 80, 0, 0, 2.0f, 0},    /* level 2 */
+        {64, 64, 8, 160, 0, 0, 2.0f, 0},     /* level 3: one key block, tasks of one row group */
+        {500, 77, 8, 40, 0, 0, 2.0f, 0},     /* cross-attention: one block of 77 keys = 19 x 4 + 1 */
+        {37, 25, 3, 24, 0, 8, 1.0f, 0},      /* a partial row group, 25 = 6 x 4 + 1 keys, strided */
+        {7, 1, 2, 8, 0, 0, 1.0f, 0},         /* one key, rows below one 24-row group */
+        {61, 100, 2, 40, 0, 0, 30.0f, 0},    /* large scores: most exponentials underflow */
+        {150, 300, 2, 40, 0, 0, 30.0f, 0},   /* and over 5 key blocks (the last of 44 keys) */
+        {30, 203, 2, 16, 0, 8, 4.0f, 1},     /* row 0's max rises in every block; 203 = 3 x 64 + 11 */
+        {340, 129, 4, 8, 0, 0, 2.0f, 0},     /* 129 = 2 x 64 + 1 keys; 340 = 14 x 24 + 4 rows */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_shape(&shapes[i], &a);
     sdb_arena_free(&a);
@@ -106,10 +117,10 @@ static void test_sgemm_path_shapes(void)
     sdb_err err;
     CHECK_OK(sdb_arena_init(&a, 0, &err), &err);
     const shape_t shapes[] = {
-        {77, 77, 12, 64, 1, 0, 2.0f},     /* CLIP's causal self-attention */
-        {300, 300, 1, 512, 0, 0, 0.3f},   /* the VAE mid-block: one 512-wide head */
-        {70, 50, 2, 12, 0, 4, 1.0f},      /* head dim not a multiple of 8, strided */
-        {90, 90, 2, 16, 1, 0, 30.0f},     /* causal with large scores */
+        {77, 77, 12, 64, 1, 0, 2.0f, 0},     /* CLIP's causal self-attention */
+        {300, 300, 1, 512, 0, 0, 0.3f, 0},   /* the VAE mid-block: one 512-wide head */
+        {70, 50, 2, 12, 0, 4, 1.0f, 0},      /* head dim not a multiple of 8, strided */
+        {90, 90, 2, 16, 1, 0, 30.0f, 0},     /* causal with large scores */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_shape(&shapes[i], &a);
     sdb_arena_free(&a);
@@ -117,7 +128,7 @@ static void test_sgemm_path_shapes(void)
 
 int main(void)
 {
-    RUN(test_packed_shapes);
+    RUN(test_blocked_shapes);
     RUN(test_sgemm_path_shapes);
     return sdb_t_done();
 }
