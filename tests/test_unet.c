@@ -430,17 +430,29 @@ static void test_sd15_layout(void)
     sdb_weights_free(&w);
 }
 
+/* The tiny inpainting U-Net and a reference case's sample and text states (batch 2): 0, or 1 (and
+ * the model closed, a failed check) when any is missing. */
+static int open_case(model_t *m, const char *sample_name, const float **sample, const sdb_st_tensor **ts,
+                     const float **ehs)
+{
+    if (open_model(m, "tiny-sd-inpaint")) return 1;
+    *sample = ref_f32(sample_name, ts);
+    *ehs = ref_f32("encoder_hidden_states", NULL);
+    if (*sample && *ehs && (*ts)->shape[0] == 2) return 0;
+    CHECK(0);
+    close_model(m);
+    return 1;
+}
+
 /* A batch of 2 equals two forwards of batch 1 up to float rounding (the GEMMs' row blocking
  * differs with the batch): the pipeline runs the guidance batch one image at a time for big
  * latents (issue 17). */
 static void test_batch_split(void)
 {
     model_t m;
-    if (open_model(&m, "tiny-sd-inpaint")) return;
     const sdb_st_tensor *ts = NULL;
-    const float *sample = ref_f32("inpaint_tvec_981_1/sample", &ts);
-    const float *ehs = ref_f32("encoder_hidden_states", NULL);
-    if (!sample || !ehs || ts->shape[0] != 2) { CHECK(0); close_model(&m); return; }
+    const float *sample, *ehs;
+    if (open_case(&m, "inpaint_tvec_981_1/sample", &sample, &ts, &ehs)) return;
     int H = (int)ts->shape[2], W = (int)ts->shape[3], C = (int)ts->shape[1];
     size_t n1 = (size_t)4 * H * W;
     float *both = malloc(2 * n1 * sizeof(float)), *one = malloc(2 * n1 * sizeof(float));
@@ -464,11 +476,9 @@ static void test_batch_split(void)
 static void test_shared_prefix(void)
 {
     model_t m;
-    if (open_model(&m, "tiny-sd-inpaint")) return;
     const sdb_st_tensor *ts = NULL;
-    const float *ref = ref_f32("inpaint_t981/sample", &ts);
-    const float *ehs = ref_f32("encoder_hidden_states", NULL);
-    if (!ref || !ehs) { CHECK(0); close_model(&m); return; }
+    const float *ref, *ehs;
+    if (open_case(&m, "inpaint_t981/sample", &ref, &ts, &ehs)) return;
     const int C = (int)ts->shape[1], H = (int)ts->shape[2], W = (int)ts->shape[3];
     const size_t in1 = (size_t)C * H * W, n1 = (size_t)4 * H * W;
     float *same = malloc(2 * in1 * sizeof(float)), *diff = malloc(2 * in1 * sizeof(float));
@@ -508,11 +518,9 @@ static void test_shared_prefix(void)
 static void test_kept_filters(void)
 {
     model_t m;
-    if (open_model(&m, "tiny-sd-inpaint")) return;
     const sdb_st_tensor *ts = NULL;
-    const float *sample = ref_f32("inpaint_t981/sample", &ts);
-    const float *ehs = ref_f32("encoder_hidden_states", NULL);
-    if (!sample || !ehs) { CHECK(0); close_model(&m); return; }
+    const float *sample, *ehs;
+    if (open_case(&m, "inpaint_t981/sample", &sample, &ts, &ehs)) return;
     const int H = (int)ts->shape[2], W = (int)ts->shape[3];
     const size_t n = (size_t)2 * 4 * H * W;
     float *o[4];
