@@ -35,6 +35,8 @@ int cli_model_opts(const char *model, const char *vae, struct sdb_model_opts *mo
                    char **vae_path, sdb_err *err);
 /* --conv auto|direct|winograd -> SDB_CONV_*; on a bad value prints the usage error, returns -1. */
 int cli_parse_conv(const char *cmd, const char *s, int *conv);
+/* --keep-filters MIB (0 .. 2^30) as bytes; -1 after a usage error. */
+int cli_parse_keep_filters(const char *cmd, const char *s, size_t *bytes);
 int cli_parse_double(const char *cmd, const char *opt, const char *s, double *out);
 /* The `parameters` text chunk of a PNG (malloc'd), or NULL after printing why (cmd_info.c). */
 char *cli_read_parameters(const char *cmd, const char *path);

@@ -117,9 +117,7 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--weights") && has) {
             if (cli_parse_weights("bench", argv[++i], &mo.weights_f16)) return EXIT_USAGE;
         } else if (!strcmp(a, "--keep-filters") && has) {
-            long long mib;
-            if (cli_parse_int("bench", "--keep-filters", argv[++i], 0, 1LL << 30, &mib)) return EXIT_USAGE;
-            mo.keep_filters = (size_t)mib << 20;
+            if (cli_parse_keep_filters("bench", argv[++i], &mo.keep_filters)) return EXIT_USAGE;
         }
         else if (!strcmp(a, "--only") && has) {
             char buf[256];

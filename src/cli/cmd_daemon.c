@@ -91,8 +91,7 @@ int cmd_daemon(int argc, char **argv)
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             if (cli_parse_weights("daemon", argv[++i], &o.weights_f16)) return EXIT_USAGE;
         } else if (!strcmp(a, "--keep-filters") && i + 1 < argc) {
-            if (cli_parse_int("daemon", "--keep-filters", argv[++i], 0, 1LL << 30, &v)) return EXIT_USAGE;
-            po.keep_filters = (size_t)v << 20;
+            if (cli_parse_keep_filters("daemon", argv[++i], &po.keep_filters)) return EXIT_USAGE;
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             if (cli_parse_int("daemon", "--threads", argv[++i], 1, 4096, &v)) return EXIT_USAGE;
             o.threads = (int)v;

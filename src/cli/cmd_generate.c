@@ -204,8 +204,7 @@ int cmd_generate(int argc, char **argv)
             if (cli_parse_conv("generate", optarg, &mopts.conv)) return EXIT_USAGE;
             break;
         case 1010:
-            if (cli_parse_int("generate", "--keep-filters", optarg, 0, 1LL << 30, &v)) return EXIT_USAGE;
-            mopts.keep_filters = (size_t)v << 20;
+            if (cli_parse_keep_filters("generate", optarg, &mopts.keep_filters)) return EXIT_USAGE;
             break;
         case 1009:
             if ((p.vae_tiling = sdb_vae_tiling_parse(optarg)) < 0)

@@ -78,8 +78,7 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--weights") && i + 1 < argc) {
             if (cli_parse_weights("run", argv[++i], &o.weights_f16)) { free(only); return EXIT_USAGE; }
         } else if (!strcmp(a, "--keep-filters") && i + 1 < argc) {
-            if (cli_parse_int("run", "--keep-filters", argv[++i], 0, 1LL << 30, &v)) { free(only); return EXIT_USAGE; }
-            po.keep_filters = (size_t)v << 20;
+            if (cli_parse_keep_filters("run", argv[++i], &po.keep_filters)) { free(only); return EXIT_USAGE; }
         } else if (!strcmp(a, "--max-memory") && i + 1 < argc) {
             double d;
             if (cli_parse_double("run", "--max-memory", argv[++i], &d)) { free(only); return EXIT_USAGE; }

@@ -64,6 +64,14 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+int cli_parse_keep_filters(const char *cmd, const char *s, size_t *bytes)
+{
+    long long mib;
+    if (cli_parse_int(cmd, "--keep-filters", s, 0, 1LL << 30, &mib)) return -1;
+    *bytes = (size_t)mib << 20;
+    return 0;
+}
+
 int cli_parse_weights(const char *cmd, const char *s, int *weights_f16)
 {
     int v = sdb_weights_mode_parse(s);

@@ -503,7 +503,6 @@ typedef struct {
     int batch;            /* images of this forward */
     int same;             /* every image's input is the same: the ops before the first
                            * cross-attention run on image 0 only (see sdb_unet_forward) */
-    int rep;              /* images each computed one stands for (FLOP counts): batch while same */
     const float *st;      /* silu(temb) [B, tdim] */
     const float *ctx;     /* [B, L, ctx_dim] */
     int L;
@@ -516,14 +515,14 @@ typedef struct {
 
 #define ALLOC(ptr, count) do { (ptr) = sdb_arena_floats(F->a, (size_t)(count)); if (!(ptr)) return SDB_ENOMEM; } while (0)
 
+/* Images each computed one stands for in the FLOP counts: all of them while `same`. */
+static int reps(const fw_t *F) { return F->same ? F->batch : 1; }
+
 static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W)
 {
     if (F->u->dbg && !F->plan) F->u->dbg(F->u->dbg_ctx, name, x, F->batch, C, H, W);
 }
 
-/* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
- * attached (sdb_profile: one NULL test otherwise); in plan mode (F->plan) each records its work
- * units instead (the ops' _plan twins) and touches no data. */
 /* c's transformed filter made and kept, when c runs by Winograd here and the budget allows (a
  * filter that cannot be kept is made per call, as without a budget: the same results). The U-Net
  * owns its convs; only this fills their U. */
@@ -542,6 +541,9 @@ static void keep_filter(sdb_unet *u, const sdb_conv2d *c, int N, int H, int W)
     u->keep_used += bytes;
 }
 
+/* The ops as the forward calls them, each timed and its FLOPs counted by kind when a profile is
+ * attached (sdb_profile: one NULL test otherwise); in plan mode (F->plan) each records its work
+ * units instead (the ops' _plan twins) and touches no data. */
 static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, int W, float *y,
                         const float *res, const float *bias_n)
 {
@@ -553,7 +555,7 @@ static int conv_fw_bias(fw_t *F, const sdb_conv2d *c, const float *x, int N, int
         int Ho, Wo;
         sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
         sdb_prof_end(F->prof, sdb_conv_uses_winograd(c, F->u->conv_algo, N, H, W) ? SDB_PROF_WINOGRAD : SDB_PROF_CONV,
-                     t, 2.0 * N * F->rep * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
+                     t, 2.0 * N * reps(F) * c->cout * (double)c->cin * c->k * c->k * Ho * Wo);
     }
     return rc;
 }
@@ -568,7 +570,7 @@ static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const fl
     if (F->plan) { sdb_gemm_linear_plan(M, K, N, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_gemm_linear(x, M, K, w, b, N, y, acc, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * F->rep * (double)N * K);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * reps(F) * (double)N * K);
     return rc;
 }
 /* n bias-free projections of x as one product: y [M, n N] (sdb_gemm_linear_cat) */
@@ -577,7 +579,7 @@ static int linear_cat_fw(fw_t *F, const float *x, int M, int K, const sdb_wmat *
     if (F->plan) { sdb_gemm_linear_plan(M, K, n * N, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_gemm_linear_cat(x, M, K, w, n, N, y, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * F->rep * (double)n * N * K);
+    sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * reps(F) * (double)n * N * K);
     return rc;
 }
 /* q rows with leading dimension ldq, k and v rows with ldkv, o rows with ldo */
@@ -587,7 +589,7 @@ static int attention_fw(fw_t *F, const float *q, int ldq, const float *k, const 
     if (F->plan) { sdb_attention_plan(nq, nk, heads, hd, 0, F->plan); return 0; }
     double t = sdb_prof_begin(F->prof);
     int rc = sdb_attention(q, ldq, k, ldkv, v, ldkv, o, ldo, nq, nk, heads, hd, scale, 0, F->a);
-    sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * F->rep * (double)nk * heads * hd);
+    sdb_prof_end(F->prof, SDB_PROF_ATTENTION, t, 4.0 * nq * reps(F) * (double)nk * heads * hd);
     return rc;
 }
 static void groupnorm_fw(fw_t *F, const float *x, int C, int HW, const norm_t *n, float eps, int silu,
@@ -701,7 +703,7 @@ static int resnet_fw(fw_t *F, const resnet_t *r, const float *x, int H, int W, f
 static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W, float *y)
 {
     const int B = F->B, HW = H * W, C = X->C, M = B * HW, L = F->L;
-    const int Bs = F->same ? 1 : B, Ms = Bs * HW; /* the images of the shared part */
+    const int Bs = F->same ? 1 : B; /* the images the shared part runs on */
     const float scale = (float)(1.0 / sqrt((double)X->head_dim));
     size_t mark = sdb_arena_mark(F->a);
     float *g, *t, *nb, *qkv, *ao, *kc = NULL, *vc = NULL, *hid, *gg;
@@ -715,7 +717,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         groupnorm_fw(F, x, C, HW, &X->norm, 1e-6f, 0, g);
         transpose_fw(F, g, C, HW, tin);
         F->B = B;
-        TRY(linear_fw(F, tin, Ms, C, X->proj_in.w, X->proj_in.b, C, t, 0));
+        TRY(linear_fw(F, tin, Bs * HW, C, X->proj_in.w, X->proj_in.b, C, t, 0));
         sdb_arena_reset(F->a, m2);
     }
     ALLOC(nb, (size_t)M * C);
@@ -730,7 +732,7 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
     ALLOC(gg, (size_t)rows * 4 * C);
     for (int bi = 0; bi < X->nblk; bi++) {
         const tblock_t *b = &X->blk[bi];
-        const int Mb = F->same ? Ms : M, Bb = F->same ? Bs : B;
+        const int Bb = F->same ? 1 : B, Mb = Bb * HW; /* until the shared part ends, below */
         /* self-attention */
         layernorm_fw(F, t, Mb, C, &b->n1, nb);
         const sdb_wmat wqkv[3] = {b->q1, b->k1, b->v1};
@@ -745,7 +747,6 @@ static int xformer_fw(fw_t *F, const xformer_t *X, const float *x, int H, int W,
         if (F->same) { /* the images part here: the text states differ */
             replicate_fw(F, t, (size_t)HW * C);
             F->same = 0;
-            F->rep = 1;
         }
         /* cross-attention on the text states */
         layernorm_fw(F, t, M, C, &b->n2, nb);
@@ -814,7 +815,8 @@ static float *other_buf(float *bufs[3], const float *a, const float *b)
 static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const double *ts, float *out)
 {
     sdb_unet *u = F->u;
-    const int B = F->batch, nb = u->nblocks;
+    const int B = F->batch, nb = u->nblocks, same = F->same;
+    F->same = 0; /* the time embedding runs on every image; the shared part starts at conv_in */
     int Hs[MAX_BLOCKS], Ws[MAX_BLOCKS];
     Hs[0] = H0; Ws[0] = W0;
     for (int i = 1; i < nb; i++) {
@@ -865,7 +867,10 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
     int rc;
 
     /* the shared part (F->same): image 0 only, each state kept for later copied to the others */
-    if (F->same) { F->B = 1; F->rep = B; }
+    if (same) {
+        F->same = 1;
+        F->B = 1;
+    }
 
     /* conv_in */
     float *h;
@@ -916,7 +921,6 @@ static int forward_impl(fw_t *F, const float *sample, int H0, int W0, const doub
      * all copied) */
     F->B = B;
     F->same = 0;
-    F->rep = 1;
     if ((rc = resnet_fw(F, &u->mid_res[0], h, H, W, bufs[0]))) return rc;
     if ((rc = xformer_fw(F, &u->mid_att, bufs[0], H, W, bufs[1]))) return rc;
     if ((rc = resnet_fw(F, &u->mid_res[1], bufs[1], H, W, bufs[2]))) return rc;
@@ -1024,7 +1028,7 @@ int sdb_unet_forward(sdb_unet *u, const float *sample, int B, int h, int w, cons
     size_t old_peak = arena->peak;
     arena->peak = mark;
     fw_t F = {.u = u, .a = arena, .B = B, .batch = B, .same = same_images(u, sample, B, h, w, timesteps),
-              .rep = 1, .ctx = context, .L = ctx_len, .prof = u->prof};
+              .ctx = context, .L = ctx_len, .prof = u->prof};
     kv_prepare(u, &F, context, B, ctx_len);
     int rc = forward_impl(&F, sample, h, w, timesteps, out);
     if (F.kv && F.kv_fill) u->kv_valid = rc == 0;
@@ -1046,7 +1050,7 @@ int sdb_unet_plan(sdb_unet *u, int B, int h, int w, int ctx_len, sdb_par_rec *re
     size_t mark = sdb_arena_mark(arena);
     double ts[64] = {0};
     /* as a guidance step runs: the images the same (the shared part on one) */
-    fw_t F = {.u = u, .a = arena, .B = B, .batch = B, .same = B > 1, .rep = 1, .L = ctx_len, .plan = rec};
+    fw_t F = {.u = u, .a = arena, .B = B, .batch = B, .same = B > 1, .L = ctx_len, .plan = rec};
     int rc = forward_impl(&F, NULL, h, w, ts, NULL);
     sdb_arena_reset(arena, mark);
     if (rc == SDB_ENOMEM) return sdb_fail(err, rc, "unet: plan: scratch address space exhausted");
