@@ -14,6 +14,7 @@
 #include "sdb/daemon.h"
 #include "sdb/model_find.h"
 #include "sdb/fsutil.h"
+#include "sdb/memlimit.h"
 #include "sdb/store.h"
 
 #include <assert.h>
@@ -832,11 +833,11 @@ static void log_sink(void *ud, sdb_log_level level, const char *msg)
                    "message", 's', msg, NULL);
 }
 
-/* MemAvailable from /proc/meminfo in MiB, or -1. */
+/* What the daemon may still take in MiB: MemAvailable, or its memory cgroup's room when that is
+ * smaller (a systemd MemoryMax=, a container's limit; memlimit.h); -1 when neither is known. */
 static double mem_available_mb(void)
 {
-    double kb = sdb_proc_value("/proc/meminfo", "MemAvailable:");
-    return kb < 0 ? -1 : kb / 1024.0;
+    return sdb_mem_limit_mib(0, 0, NULL, NULL);
 }
 
 static int same_str(const char *a, const char *b) { return a && b ? !strcmp(a, b) : a == b; }

@@ -5,6 +5,7 @@
  */
 #include "sdb/runner.h"
 #include "sdb/fsutil.h"
+#include "sdb/memlimit.h"
 #include "sdb/image.h"
 #include "sdb/pipeline.h"
 #include "sdb/store.h"
@@ -154,13 +155,21 @@ static int memory_check(const sdb_executor *ex, void *model, const sdb_job_spec 
         return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than "
                         "--max-memory %.0f MiB: not started", need, wm, sm, w, h, max_mib);
     }
-    double avail = proc_kb_mib("/proc/meminfo", "MemAvailable:"), rss = proc_kb_mib("/proc/self/status", "VmRSS:");
-    if (avail < 0 || rss < 0) return 0;
-    double limit = avail + rss - SDB_MEM_MARGIN_MIB;
-    if (need <= limit) return 0;
+    const double rss = proc_kb_mib("/proc/self/status", "VmRSS:");
+    if (rss < 0) return 0;
+    sdb_cgroup_room cg;
+    int by_cgroup;
+    const double limit = sdb_mem_limit_mib(rss, SDB_MEM_MARGIN_MIB, &cg, &by_cgroup);
+    if (limit < 0 || need <= limit) return 0;
+    if (by_cgroup)
+        return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than its memory "
+                        "cgroup lets it have now: %.0f MiB (limit %.0f of %s - %.0f in use there + this process's %.0f - "
+                        "margin %.0f); not started (set --max-memory to decide yourself)", need, wm, sm, w, h, limit,
+                        cg.limit_mib, cg.path, cg.used_mib, rss, SDB_MEM_MARGIN_MIB);
     return sdb_fail(err, SDB_ENOMEM, "needs about %.0f MiB (weights %.0f + scratch %.0f for %dx%d), more than this "
                     "machine can give it now: %.0f MiB (available %.0f + this process's %.0f - margin %.0f); not started "
-                    "(set --max-memory to decide yourself)", need, wm, sm, w, h, limit, avail, rss, SDB_MEM_MARGIN_MIB);
+                    "(set --max-memory to decide yourself)", need, wm, sm, w, h, limit, limit - rss + SDB_MEM_MARGIN_MIB,
+                    rss, SDB_MEM_MARGIN_MIB);
 }
 
 /* ---- temp files ------------------------------------------------------------------------------ */
