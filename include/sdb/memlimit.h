@@ -4,11 +4,8 @@
  * which MemAvailable does not see: a job that fits the machine but not its cgroup meets the cgroup's
  * OOM killer, not a clear refusal.
  *
- * The cgroups are found as the kernel lists them: /proc/self/cgroup names the process's cgroup in
- * each hierarchy (v2: "0::/path"; v1: "N:memory[,…]:/path"), /proc/self/mountinfo where each
- * hierarchy is mounted (fstype cgroup2, or cgroup with the memory option; the mount's root field
- * is the part of the hierarchy it shows, as in a container). From the process's cgroup up to the
- * mount point every level with a limit counts (limits nest: the tightest binds):
+ * The cgroups are walked as cgroup.h describes; from the process's cgroup up to the mount point
+ * every level with a limit counts (limits nest: the tightest binds):
  *   v2: memory.max ("max": none), in use memory.current less memory.stat's inactive_file;
  *   v1: memory.limit_in_bytes (a value near 2^63: none), in use memory.usage_in_bytes less
  *       memory.stat's total_inactive_file.

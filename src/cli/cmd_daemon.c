@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 #include "sdb/daemon.h"
+#include "sdb/threads.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -40,7 +41,8 @@ static void usage(FILE *f)
         "  --min-free-memory MB before loading a model, drop cached ones while the system has less\n"
         "                       than MB MiB available (MemAvailable, or its memory cgroup's room when\n"
         "                       smaller; default 0: off)\n"
-        "  --threads N          compute threads (default: as the library decides)\n"
+        "  --threads N          compute threads (default: $OMP_NUM_THREADS, else the CPUs it may use:\n"
+        "                       its affinity mask, or its cgroups' CPU quota when smaller)\n"
         "  --weights f32|f16    f16: keep the models' weight matrices as IEEE half in memory\n"
         "  --keep-filters MIB   keep each model's Winograd-transformed U-Net filters in up to MIB MiB\n"
         "                       (faster steps, the same images; see 'sdbatch run')\n"
@@ -133,6 +135,8 @@ int cmd_daemon(int argc, char **argv)
     cli_handle_signal(SIGHUP, on_hup, SA_RESTART);
     signal(SIGPIPE, SIG_IGN);
 
+    /* OpenMP's own default is the affinity mask, blind to a CPU quota (a systemd CPUQuota=) */
+    if (!o.threads && !getenv("OMP_NUM_THREADS")) o.threads = sdb_threads_available();
     sdb_executor ex = *sdb_executor_pipeline();
     ex.ud = &po;
     o.executor = &ex;

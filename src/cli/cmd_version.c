@@ -3,6 +3,8 @@
  */
 #include "cli.h"
 #include "sdb/cpu.h"
+#include "sdb/cgroup.h"
+#include "sdb/threads.h"
 
 #include <cblas.h>
 #include <jansson.h>
@@ -32,6 +34,11 @@ int cmd_version(int argc, char **argv)
            openblas_get_num_threads());
     printf("  openblas config: %s\n", openblas_get_config());
     printf("  openmp %d, up to %d threads\n", _OPENMP, omp_get_max_threads());
+    const double quota = sdb_cgroup_cpus();
+    char qs[48] = "none";
+    if (quota > 0) snprintf(qs, sizeof qs, "%.2f CPUs", quota);
+    printf("  threads by default: %d (CPUs in the affinity mask: %d; cgroup CPU quota: %s)\n", sdb_threads_available(),
+           sdb_threads_affinity(), qs);
     printf("  sqlite %s, libyaml %s, libpng %s, libjpeg-turbo (jpeglib %d), jansson %s\n",
            sqlite3_libversion(), yaml_get_version_string(), png_libpng_ver, JPEG_LIB_VERSION,
            JANSSON_VERSION);

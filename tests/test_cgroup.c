@@ -1,19 +1,26 @@
 /*
- * test_memlimit.c — the memory cgroups' room (memlimit.h) read from cgroup trees built here: v2 and
- * v1 files as the kernel writes them, limits at two levels (the tightest binds), inactive page
- * cache left out of "in use", no limit anywhere, a mount showing only part of its hierarchy (a
- * container's), an escaped mount point, a hybrid system (v1 memory beside an empty v2), unreadable
- * files. The expected rooms are worked out by hand in each case. The real kernel's cgroups are
- * tested in test_memory_limit_slow.c (a job refused inside a cgroup with a limit).
+ * test_cgroup.c — the cgroup limits a job runs under (cgroup.h, memlimit.h), read from cgroup trees
+ * built here: v2 and v1 files as the kernel writes them, limits at two levels (the tightest binds),
+ * inactive page cache left out of "in use", no limit anywhere, a mount showing only part of its
+ * hierarchy (a container's), an escaped mount point, a hybrid system (v1 beside an empty v2),
+ * unreadable files; the CPU quota (v2 cpu.max, v1 cfs quota / period) the same way. The expected
+ * values are worked out by hand in each case. Then the real kernel's: `sdbatch version` run inside
+ * a CPU cgroup made here with a quota of one CPU defaults to one thread (skipped where no cgroup
+ * can be made); test_memory_limit_slow.c refuses a job inside a real memory cgroup.
  */
 #include "harness.h"
+#include "sdb/cgroup.h"
 #include "sdb/memlimit.h"
+#include "sdb/threads.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static char base[600];
 
@@ -154,10 +161,140 @@ static void test_limit_here(void)
             cg.path);
 }
 
+/* The quota from trees like the memory ones: v2 cpu.max at two levels, v1 cfs quota / period with
+ * cpu among other controllers, no quota (v2 "max", v1 -1). */
+static void test_cpu_quota(void)
+{
+    snprintf(base, sizeof base, "%s/cpu2", sdb_t_tmpdir());
+    char mi[1200], c[700], m[700];
+    snprintf(mi, sizeof mi, "30 22 0:26 / %s/sys/cgroup rw shared:4 - cgroup2 cgroup2 rw\n", base);
+    put("proc/cgroup", "0::/svc/inner\n");
+    put("proc/mountinfo", mi);
+    snprintf(c, sizeof c, "%s/proc/cgroup", base);
+    snprintf(m, sizeof m, "%s/proc/mountinfo", base);
+    put("sys/cgroup/svc/inner/cpu.max", "max 100000\n");
+    put("sys/cgroup/svc/cpu.max", "150000 100000\n");
+    CHECKF(near(sdb_cgroup_cpus_at(c, m), 1.5), "%.3f", sdb_cgroup_cpus_at(c, m));
+    put("sys/cgroup/svc/inner/cpu.max", "50000 50000\n"); /* 1 CPU, tighter */
+    CHECKF(near(sdb_cgroup_cpus_at(c, m), 1.0), "%.3f", sdb_cgroup_cpus_at(c, m));
+    put("sys/cgroup/svc/inner/cpu.max", "max 100000\n");
+    put("sys/cgroup/svc/cpu.max", "max 100000\n");
+    CHECK(sdb_cgroup_cpus_at(c, m) == -1);
+
+    snprintf(base, sizeof base, "%s/cpu1", sdb_t_tmpdir());
+    snprintf(mi, sizeof mi, "26 1 0:23 / %s/sys/cpu rw shared:6 - cgroup cgroup rw,cpu,cpuacct\n"
+             "27 1 0:24 / %s/sys/cpuset rw shared:7 - cgroup cgroup rw,cpuset\n", base, base);
+    put("proc/cgroup", "5:cpuset:/other\n3:cpu,cpuacct:/docker/abc\n");
+    put("proc/mountinfo", mi);
+    snprintf(c, sizeof c, "%s/proc/cgroup", base);
+    snprintf(m, sizeof m, "%s/proc/mountinfo", base);
+    put("sys/cpu/docker/abc/cpu.cfs_quota_us", "250000\n");
+    put("sys/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
+    put("sys/cpu/docker/cpu.cfs_quota_us", "-1\n");
+    put("sys/cpu/docker/cpu.cfs_period_us", "100000\n");
+    put("sys/cpuset/other/cpu.cfs_quota_us", "100000\n"); /* not the cpu hierarchy: ignored */
+    CHECKF(near(sdb_cgroup_cpus_at(c, m), 2.5), "%.3f", sdb_cgroup_cpus_at(c, m));
+    put("sys/cpu/docker/abc/cpu.cfs_quota_us", "-1\n");
+    CHECK(sdb_cgroup_cpus_at(c, m) == -1);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Writes s into an existing (kernel) file; 0 or -1. */
+static int put_str(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) return -1;
+    const ssize_t n = write(fd, s, strlen(s));
+    return close(fd) == 0 && n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+/* A child CPU cgroup of this process's own with a quota of one CPU (v1 cfs quota, or v2 cpu.max
+ * with the cpu controller enabled for children); its folder in dir. 0, or -1 when the machine
+ * cannot (not root, no cpu controller). */
+static int make_cpu_cgroup(char *dir, size_t n)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return -1;
+    char line[1024], v1[512] = "", v2[512] = "", p[900];
+    int have1 = 0, have2 = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c2 = 0;
+        if (!strcmp(c1 + 1, "cpu") || !strncmp(c1 + 1, "cpu,", 4) || strstr(c1 + 1, ",cpu,") ||
+            (strlen(c1 + 1) > 4 && !strcmp(c1 + 1 + strlen(c1 + 1) - 4, ",cpu")))
+            have1 = snprintf(v1, sizeof v1, "%s", c2 + 1) > 0;
+        else if (!strncmp(line, "0:", 2) && c2 == c1 + 1) have2 = snprintf(v2, sizeof v2, "%s", c2 + 1) > 0;
+    }
+    fclose(f);
+    if (have1) {
+        const char *mnt = is_dir("/sys/fs/cgroup/cpu") ? "/sys/fs/cgroup/cpu" : "/sys/fs/cgroup/cpu,cpuacct";
+        snprintf(dir, n, "%s%s/sdbtest.%d", mnt, strcmp(v1, "/") ? v1 : "", (int)getpid());
+        snprintf(p, sizeof p, "%s/cpu.cfs_quota_us", dir);
+        char p2[900];
+        snprintf(p2, sizeof p2, "%s/cpu.cfs_period_us", dir);
+        if (!mkdir(dir, 0755) && !put_str(p2, "100000\n") && !put_str(p, "100000\n")) return 0;
+        rmdir(dir);
+    }
+    if (have2) {
+        const char *mnt = is_dir("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
+        snprintf(p, sizeof p, "%s%s/cgroup.subtree_control", mnt, strcmp(v2, "/") ? v2 : "");
+        put_str(p, "+cpu\n");
+        snprintf(dir, n, "%s%s/sdbtest.%d", mnt, strcmp(v2, "/") ? v2 : "", (int)getpid());
+        snprintf(p, sizeof p, "%s/cpu.max", dir);
+        if (!mkdir(dir, 0755) && !put_str(p, "100000 100000\n")) return 0;
+        rmdir(dir);
+    }
+    return -1;
+}
+
+/* `sdbatch version` inside a real cgroup with a quota of one CPU: one thread by default. */
+static void test_cpu_quota_real(void)
+{
+    char cg[700];
+    if (make_cpu_cgroup(cg, sizeof cg)) {
+        fprintf(stderr, "    no CPU cgroup can be made here (not root, or no cpu controller): skipped\n");
+        return;
+    }
+    char out[700], procs[800];
+    snprintf(out, sizeof out, "%s/version.out", sdb_t_tmpdir());
+    snprintf(procs, sizeof procs, "%s/cgroup.procs", cg);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char me[32];
+        snprintf(me, sizeof me, "%d\n", (int)getpid());
+        if (put_str(procs, me)) _exit(123);
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0) _exit(121);
+        dup2(fo, 1);
+        unsetenv("OMP_NUM_THREADS");
+        execl(sdb_t_binary(), sdb_t_binary(), "version", (char *)NULL);
+        _exit(122);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {}
+    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);
+    char text[4096] = "";
+    FILE *f = fopen(out, "r");
+    if (f) { size_t k = fread(text, 1, sizeof text - 1, f); text[k] = 0; fclose(f); }
+    const char *line = strstr(text, "threads by default: ");
+    CHECKF(line && !strncmp(line, "threads by default: 1 (", 23) && strstr(line, "cgroup CPU quota: 1.00 CPUs"), "%s", text);
+    if (line) fprintf(stderr, "    in %s: %.*s\n", cg, (int)strcspn(line, "\n"), line);
+    CHECKF(rmdir(cg) == 0, "rmdir %s", cg);
+}
+
 int main(void)
 {
     RUN(test_v2_levels);
     RUN(test_v1_and_hybrid);
     RUN(test_limit_here);
+    RUN(test_cpu_quota);
+    RUN(test_cpu_quota_real);
     return sdb_t_done();
 }
