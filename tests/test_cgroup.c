@@ -9,6 +9,7 @@
  * can be made); test_memory_limit_slow.c refuses a job inside a real memory cgroup.
  */
 #include "harness.h"
+#include "cgroup_util.h"
 #include "sdb/cgroup.h"
 #include "sdb/memlimit.h"
 #include "sdb/threads.h"
@@ -41,14 +42,20 @@ static void put(const char *rel, const char *text)
     fclose(f);
 }
 
-/* Writes the two /proc files and reads the room. */
-static sdb_cgroup_room room_of(const char *cgroup, const char *mountinfo)
+/* Writes the two /proc files under base; their paths in c and m. */
+static void proc_files(const char *cgroup, const char *mountinfo, char *c, char *m, size_t n)
 {
     put("proc/cgroup", cgroup);
     put("proc/mountinfo", mountinfo);
+    snprintf(c, n, "%s/proc/cgroup", base);
+    snprintf(m, n, "%s/proc/mountinfo", base);
+}
+
+/* Writes the two /proc files and reads the room. */
+static sdb_cgroup_room room_of(const char *cgroup, const char *mountinfo)
+{
     char c[700], m[700];
-    snprintf(c, sizeof c, "%s/proc/cgroup", base);
-    snprintf(m, sizeof m, "%s/proc/mountinfo", base);
+    proc_files(cgroup, mountinfo, c, m, sizeof c);
     sdb_cgroup_room r;
     CHECK(sdb_cgroup_room_at(c, m, &r) == 0);
     return r;
@@ -168,10 +175,7 @@ static void test_cpu_quota(void)
     snprintf(base, sizeof base, "%s/cpu2", sdb_t_tmpdir());
     char mi[1200], c[700], m[700];
     snprintf(mi, sizeof mi, "30 22 0:26 / %s/sys/cgroup rw shared:4 - cgroup2 cgroup2 rw\n", base);
-    put("proc/cgroup", "0::/svc/inner\n");
-    put("proc/mountinfo", mi);
-    snprintf(c, sizeof c, "%s/proc/cgroup", base);
-    snprintf(m, sizeof m, "%s/proc/mountinfo", base);
+    proc_files("0::/svc/inner\n", mi, c, m, sizeof c);
     put("sys/cgroup/svc/inner/cpu.max", "max 100000\n");
     put("sys/cgroup/svc/cpu.max", "150000 100000\n");
     CHECKF(near(sdb_cgroup_cpus_at(c, m), 1.5), "%.3f", sdb_cgroup_cpus_at(c, m));
@@ -184,10 +188,7 @@ static void test_cpu_quota(void)
     snprintf(base, sizeof base, "%s/cpu1", sdb_t_tmpdir());
     snprintf(mi, sizeof mi, "26 1 0:23 / %s/sys/cpu rw shared:6 - cgroup cgroup rw,cpu,cpuacct\n"
              "27 1 0:24 / %s/sys/cpuset rw shared:7 - cgroup cgroup rw,cpuset\n", base, base);
-    put("proc/cgroup", "5:cpuset:/other\n3:cpu,cpuacct:/docker/abc\n");
-    put("proc/mountinfo", mi);
-    snprintf(c, sizeof c, "%s/proc/cgroup", base);
-    snprintf(m, sizeof m, "%s/proc/mountinfo", base);
+    proc_files("5:cpuset:/other\n3:cpu,cpuacct:/docker/abc\n", mi, c, m, sizeof c);
     put("sys/cpu/docker/abc/cpu.cfs_quota_us", "250000\n");
     put("sys/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
     put("sys/cpu/docker/cpu.cfs_quota_us", "-1\n");
@@ -198,60 +199,13 @@ static void test_cpu_quota(void)
     CHECK(sdb_cgroup_cpus_at(c, m) == -1);
 }
 
-static int is_dir(const char *p)
-{
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Writes s into an existing (kernel) file; 0 or -1. */
-static int put_str(const char *path, const char *s)
-{
-    int fd = open(path, O_WRONLY);
-    if (fd < 0) return -1;
-    const ssize_t n = write(fd, s, strlen(s));
-    return close(fd) == 0 && n == (ssize_t)strlen(s) ? 0 : -1;
-}
-
-/* A child CPU cgroup of this process's own with a quota of one CPU (v1 cfs quota, or v2 cpu.max
- * with the cpu controller enabled for children); its folder in dir. 0, or -1 when the machine
- * cannot (not root, no cpu controller). */
+/* A child CPU cgroup of this process's own with a quota of one CPU (cgroup_util.h): v1 cfs period
+ * and quota, or v2 cpu.max. Its folder in dir; 0, or -1 when the machine cannot. */
 static int make_cpu_cgroup(char *dir, size_t n)
 {
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    if (!f) return -1;
-    char line[1024], v1[512] = "", v2[512] = "", p[900];
-    int have1 = 0, have2 = 0;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2) continue;
-        *c2 = 0;
-        if (!strcmp(c1 + 1, "cpu") || !strncmp(c1 + 1, "cpu,", 4) || strstr(c1 + 1, ",cpu,") ||
-            (strlen(c1 + 1) > 4 && !strcmp(c1 + 1 + strlen(c1 + 1) - 4, ",cpu")))
-            have1 = snprintf(v1, sizeof v1, "%s", c2 + 1) > 0;
-        else if (!strncmp(line, "0:", 2) && c2 == c1 + 1) have2 = snprintf(v2, sizeof v2, "%s", c2 + 1) > 0;
-    }
-    fclose(f);
-    if (have1) {
-        const char *mnt = is_dir("/sys/fs/cgroup/cpu") ? "/sys/fs/cgroup/cpu" : "/sys/fs/cgroup/cpu,cpuacct";
-        snprintf(dir, n, "%s%s/sdbtest.%d", mnt, strcmp(v1, "/") ? v1 : "", (int)getpid());
-        snprintf(p, sizeof p, "%s/cpu.cfs_quota_us", dir);
-        char p2[900];
-        snprintf(p2, sizeof p2, "%s/cpu.cfs_period_us", dir);
-        if (!mkdir(dir, 0755) && !put_str(p2, "100000\n") && !put_str(p, "100000\n")) return 0;
-        rmdir(dir);
-    }
-    if (have2) {
-        const char *mnt = is_dir("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
-        snprintf(p, sizeof p, "%s%s/cgroup.subtree_control", mnt, strcmp(v2, "/") ? v2 : "");
-        put_str(p, "+cpu\n");
-        snprintf(dir, n, "%s%s/sdbtest.%d", mnt, strcmp(v2, "/") ? v2 : "", (int)getpid());
-        snprintf(p, sizeof p, "%s/cpu.max", dir);
-        if (!mkdir(dir, 0755) && !put_str(p, "100000 100000\n")) return 0;
-        rmdir(dir);
-    }
-    return -1;
+    static const char *const files[] = {"cpu.cfs_period_us", "cpu.cfs_quota_us"}, *const vals[] = {"100000\n", "100000\n"};
+    const char *mount = cg_is_dir("/sys/fs/cgroup/cpu") ? "cpu" : "cpu,cpuacct";
+    return cg_make_child("cpu", mount, files, vals, 2, "cpu.max", "100000 100000\n", dir, n);
 }
 
 /* `sdbatch version` inside a real cgroup with a quota of one CPU: one thread by default. */
@@ -262,21 +216,10 @@ static void test_cpu_quota_real(void)
         fprintf(stderr, "    no CPU cgroup can be made here (not root, or no cpu controller): skipped\n");
         return;
     }
-    char out[700], procs[800];
+    char out[700];
     snprintf(out, sizeof out, "%s/version.out", sdb_t_tmpdir());
-    snprintf(procs, sizeof procs, "%s/cgroup.procs", cg);
-    pid_t pid = fork();
-    if (pid == 0) {
-        char me[32];
-        snprintf(me, sizeof me, "%d\n", (int)getpid());
-        if (put_str(procs, me)) _exit(123);
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0) _exit(121);
-        dup2(fo, 1);
-        unsetenv("OMP_NUM_THREADS");
-        execl(sdb_t_binary(), sdb_t_binary(), "version", (char *)NULL);
-        _exit(122);
-    }
+    char *const argv[] = {(char *)sdb_t_binary(), "version", NULL};
+    pid_t pid = cg_spawn(cg, NULL, out, NULL, argv);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0) {}
     CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d", st);

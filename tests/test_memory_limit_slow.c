@@ -10,6 +10,7 @@
  * instead of meeting the cgroup's OOM killer (MemAvailable does not see the limit).
  */
 #include "test_run_common.h"
+#include "cgroup_util.h"
 
 #include <jansson.h>
 #include <sys/resource.h>
@@ -116,54 +117,14 @@ static void estimate_bounds_the_measured_peak(void)
     CHECKF(peak <= est && est <= 3 * peak, "peak RSS %.1f MiB, estimate %.1f MiB", peak, est);
 }
 
-/* Writes s into an existing (kernel) file; 0 or -1. */
-static int put_str(const char *path, const char *s)
-{
-    int fd = open(path, O_WRONLY);
-    if (fd < 0) return -1;
-    const ssize_t n = write(fd, s, strlen(s));
-    return close(fd) == 0 && n == (ssize_t)strlen(s) ? 0 : -1;
-}
-
-/* A child memory cgroup of this process's own with a limit of `mib`, as the kernel offers it:
- * v1 (…/memory/<path>/memory.limit_in_bytes) or v2 (<path>/memory.max, the memory controller
- * enabled for children). Its folder in dir (the procs file: dir/cgroup.procs); 0, or -1 when this
- * machine cannot (not root, no memory controller). */
+/* A child memory cgroup of this process's own with a limit of `mib` (cgroup_util.h): v1
+ * memory.limit_in_bytes or v2 memory.max. Its folder in dir; 0, or -1 when this machine cannot. */
 static int make_cgroup(double mib, char *dir, size_t n)
 {
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    if (!f) return -1;
-    char line[1024], v1[512] = "", v2[512] = "";
-    int have1 = 0, have2 = 0;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2) continue;
-        *c2 = 0;
-        if (!strcmp(c1 + 1, "memory") || strstr(c1 + 1, ",memory") || !strncmp(c1 + 1, "memory,", 7))
-            have1 = snprintf(v1, sizeof v1, "%s", c2 + 1) > 0;
-        else if (!strncmp(line, "0:", 2) && c2 == c1 + 1) have2 = snprintf(v2, sizeof v2, "%s", c2 + 1) > 0;
-    }
-    fclose(f);
-    const long long bytes = (long long)(mib * 1048576.0);
-    char p[900], val[64];
-    snprintf(val, sizeof val, "%lld\n", bytes);
-    if (have1) {
-        snprintf(dir, n, "/sys/fs/cgroup/memory%s/sdbtest.%d", strcmp(v1, "/") ? v1 : "", (int)getpid());
-        snprintf(p, sizeof p, "%s/memory.limit_in_bytes", dir);
-        if (!mkdir(dir, 0755) && !put_str(p, val)) return 0;
-        rmdir(dir);
-    }
-    if (have2) {
-        const char *mnt = sdb_is_dir("/sys/fs/cgroup/unified") ? "/sys/fs/cgroup/unified" : "/sys/fs/cgroup";
-        snprintf(p, sizeof p, "%s%s/cgroup.subtree_control", mnt, strcmp(v2, "/") ? v2 : "");
-        put_str(p, "+memory\n"); /* may already be on, or refused: memory.max tells */
-        snprintf(dir, n, "%s%s/sdbtest.%d", mnt, strcmp(v2, "/") ? v2 : "", (int)getpid());
-        snprintf(p, sizeof p, "%s/memory.max", dir);
-        if (!mkdir(dir, 0755) && !put_str(p, val)) return 0;
-        rmdir(dir);
-    }
-    return -1;
+    char val[64];
+    snprintf(val, sizeof val, "%lld\n", (long long)(mib * 1048576.0));
+    const char *v1_file = "memory.limit_in_bytes", *v1_val = val;
+    return cg_make_child("memory", "memory", &v1_file, &v1_val, 1, "memory.max", val, dir, n);
 }
 
 static void refused_inside_a_cgroup(void)
@@ -178,22 +139,11 @@ static void refused_inside_a_cgroup(void)
     write_manifest(&b, "  - id: small\n    width: 64\n    height: 64\n  - id: big\n    width: 2048\n    height: 2048\n");
     const double big = weights_mib() + scratch_mib(2048, 2048);
     CHECKF(big > 3 * limit, "big needs %.0f MiB", big);
-    char out[800], procs[800];
+    char out[800];
     snprintf(out, sizeof out, "%s/last.out", b.dir);
-    snprintf(procs, sizeof procs, "%s/cgroup.procs", cg);
-    pid_t pid = fork();
-    if (pid == 0) { /* into the cgroup, then `sdbatch run m.yaml` (no --max-memory: the default limit) */
-        char me[32];
-        snprintf(me, sizeof me, "%d\n", (int)getpid());
-        if (put_str(procs, me)) _exit(123);
-        if (chdir(b.dir) != 0) _exit(120);
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0) _exit(121);
-        dup2(fo, 1); dup2(fo, 2);
-        setenv("OMP_NUM_THREADS", "1", 1);
-        execl(sdb_t_binary(), sdb_t_binary(), "run", "m.yaml", (char *)NULL);
-        _exit(122);
-    }
+    /* into the cgroup, then `sdbatch run m.yaml` (no --max-memory: the default limit) */
+    char *const argv[] = {(char *)sdb_t_binary(), "run", "m.yaml", NULL};
+    pid_t pid = cg_spawn(cg, b.dir, out, "1", argv);
     /* refused, it ends in a second; not refused, it thrashes at the limit or is OOM-killed: give it
      * 120 s, then kill it (the cgroup must be empty to be removed) */
     int st = 0, waited = 0;

@@ -19,10 +19,12 @@ typedef void (*sdb_cgroup_level_fn)(const char *dir, int v2, void *ud);
 
 /* Visits the levels of the process's cgroup in the cgroup2 hierarchy and in the v1 hierarchy of
  * `v1_controller` (e.g. "memory", "cpu"), from the given /proc/self/cgroup and mountinfo files
- * (tests pass their own; NULL: the real ones). Returns the number of hierarchies walked (0 when the
- * files cannot be read: nothing can be said). */
-int sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, const char *v1_controller,
+ * (tests pass their own; NULL: the real ones). Files that cannot be read visit nothing. */
+void sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, const char *v1_controller,
                        sdb_cgroup_level_fn fn, void *ud);
+
+/* The first line of the cgroup file dir/name into line (n bytes); 0, or -1 when unreadable. */
+int sdb_cgroup_line(const char *dir, const char *name, char *line, int n);
 
 /* The CPU quota of the process's cgroups in CPUs (quota / period of the tightest level: v2 cpu.max
  * "QUOTA PERIOD", "max" none; v1 cpu.cfs_quota_us, -1 none, over cpu.cfs_period_us); -1 when none. */

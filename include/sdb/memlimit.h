@@ -16,7 +16,7 @@
 #ifndef SDB_MEMLIMIT_H
 #define SDB_MEMLIMIT_H
 
-#include <stddef.h>
+#include <stddef.h> /* NULL */
 
 typedef struct sdb_cgroup_room {
     double room_mib;   /* limit - in use at the binding level; -1: no memory cgroup limit found */

@@ -55,14 +55,13 @@ static int has_item(const char *list, const char *item)
     return 0;
 }
 
-int sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, const char *v1_controller,
-                       sdb_cgroup_level_fn fn, void *ud)
+void sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, const char *v1_controller,
+                        sdb_cgroup_level_fn fn, void *ud)
 {
-    int walked = 0;
     char v1[512] = "", v2[512] = "", line[2048];
     int have1 = 0, have2 = 0;
     FILE *f = fopen(cgroup_file ? cgroup_file : "/proc/self/cgroup", "r");
-    if (!f) return 0;
+    if (!f) return;
     while (fgets(line, sizeof line, f)) { /* ID:controllers:path */
         line[strcspn(line, "\n")] = 0;
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
@@ -72,9 +71,9 @@ int sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, cons
         else if (has_item(c1 + 1, v1_controller)) have1 = snprintf(v1, sizeof v1, "%s", c2 + 1) < (int)sizeof v1;
     }
     fclose(f);
-    if (!have1 && !have2) return 0;
+    if (!have1 && !have2) return;
     f = fopen(mountinfo_file ? mountinfo_file : "/proc/self/mountinfo", "r");
-    if (!f) return 0;
+    if (!f) return;
     while (fgets(line, sizeof line, f)) {
         /* id parent maj:min root mountpoint options [optional...] - fstype source superoptions */
         char *field[64];
@@ -86,18 +85,22 @@ int sdb_cgroup_walk_at(const char *cgroup_file, const char *mountinfo_file, cons
         const char *type = field[dash + 1], *super = dash + 3 < nf ? field[dash + 3] : "";
         unescape(field[3]);
         unescape(field[4]);
-        if (have2 && !strcmp(type, "cgroup2")) {
-            hierarchy(field[3], field[4], v2, 1, fn, ud);
-            walked++;
-        } else if (have1 && !strcmp(type, "cgroup") && has_item(super, v1_controller)) {
-            hierarchy(field[3], field[4], v1, 0, fn, ud);
-            walked++;
-        }
+        if (have2 && !strcmp(type, "cgroup2")) hierarchy(field[3], field[4], v2, 1, fn, ud);
+        else if (have1 && !strcmp(type, "cgroup") && has_item(super, v1_controller)) hierarchy(field[3], field[4], v1, 0, fn, ud);
     }
     fclose(f);
-    return walked;
 }
 
+int sdb_cgroup_line(const char *dir, const char *name, char *line, int n)
+{
+    char p[768];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "r");
+    if (!f) return -1;
+    const int ok = fgets(line, n, f) != NULL;
+    fclose(f);
+    return ok ? 0 : -1;
+}
 
 /* ---- CPU quota ---- */
 typedef struct { double cpus; } cpu_acc;
@@ -105,25 +108,14 @@ typedef struct { double cpus; } cpu_acc;
 static void cpu_level(const char *dir, int v2, void *ud)
 {
     cpu_acc *a = ud;
-    char p[768], line[128];
+    char line[128];
     double quota = -1, period = -1;
-    snprintf(p, sizeof p, v2 ? "%s/cpu.max" : "%s/cpu.cfs_quota_us", dir);
-    FILE *f = fopen(p, "r");
-    if (!f) return;
-    if (fgets(line, sizeof line, f)) {
-        if (v2) { /* "QUOTA PERIOD" or "max PERIOD" */
-            if (strncmp(line, "max", 3) && sscanf(line, "%lf %lf", &quota, &period) != 2) quota = -1;
-        } else {
-            quota = strtod(line, NULL);
-        }
-    }
-    fclose(f);
-    if (!v2 && quota > 0) {
-        snprintf(p, sizeof p, "%s/cpu.cfs_period_us", dir);
-        if ((f = fopen(p, "r"))) {
-            if (fgets(line, sizeof line, f)) period = strtod(line, NULL);
-            fclose(f);
-        }
+    if (sdb_cgroup_line(dir, v2 ? "cpu.max" : "cpu.cfs_quota_us", line, sizeof line)) return;
+    if (v2) { /* "QUOTA PERIOD" or "max PERIOD" */
+        if (strncmp(line, "max", 3) && sscanf(line, "%lf %lf", &quota, &period) != 2) quota = -1;
+    } else {
+        quota = strtod(line, NULL);
+        if (quota > 0 && !sdb_cgroup_line(dir, "cpu.cfs_period_us", line, sizeof line)) period = strtod(line, NULL);
     }
     if (quota <= 0 || period <= 0) return;
     const double cpus = quota / period;

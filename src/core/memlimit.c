@@ -18,13 +18,8 @@
 /* The first line of a cgroup file as a number of bytes; "max" -> *none = 1. 0, or -1 unreadable. */
 static int read_bytes(const char *dir, const char *name, double *v, int *none)
 {
-    char p[768], line[64];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "r");
-    if (!f) return -1;
-    const int ok = fgets(line, sizeof line, f) != NULL;
-    fclose(f);
-    if (!ok) return -1;
+    char line[64];
+    if (sdb_cgroup_line(dir, name, line, sizeof line)) return -1;
     *none = !strncmp(line, "max", 3);
     char *end;
     *v = *none ? 0 : strtod(line, &end);
