@@ -59,7 +59,7 @@ static uint16_t *half_of(const float *w, size_t n, float **widened)
 static void conv_case(int N, int cin, int cout, int k, int stride, int pt, int pl, int pb, int pr,
                       int H, int W, int bias, int resid)
 {
-    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL};
+    sdb_conv2d c = {cin, cout, k, stride, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL, 0};
     const size_t nw = (size_t)cout * cin * k * k;
     float *w = rand_buf(nw, 0.3f);
     float *b = bias ? rand_buf(cout, 0.5f) : NULL;
@@ -116,6 +116,10 @@ static void test_conv(void)
     conv_case(1, 512, 8, 3, 1, 1, 1, 1, 1, 70, 60, 1, 1);   /* 2 tiles: 60 + 10 rows */
     conv_case(1, 320, 40, 3, 1, 1, 1, 1, 1, 24, 40, 1, 1);
     conv_case(2, 96, 8, 3, 2, 0, 0, 1, 1, 130, 66, 1, 0);
+    /* the U-Net's low levels at 256x256 (tiles of 32 and 128 columns: the thin-product kernel
+     * where the CPU prefers it), fewer output channels */
+    conv_case(2, 1280, 40, 3, 1, 1, 1, 1, 1, 4, 4, 1, 1);
+    conv_case(2, 640, 52, 3, 1, 1, 1, 1, 1, 8, 8, 1, 0);
 }
 
 static void gn_ref(const float *x, int N, int C, int HW, int G, const float *g, const float *b,

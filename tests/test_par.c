@@ -185,7 +185,7 @@ static void test_rec_bound(void)
 static void test_plan_matches(void)
 {
     float w = 0;
-    sdb_conv2d c = {640, 640, 3, 1, 1, 1, 1, 1, sdb_wmat_f32(&w), NULL, NULL};
+    sdb_conv2d c = {640, 640, 3, 1, 1, 1, 1, 1, sdb_wmat_f32(&w), NULL, NULL, 0};
     sdb_par_rec r;
     sdb_par_rec_init(&r);
     sdb_conv2d_plan(&c, 2, 32, 32, &r);
@@ -230,7 +230,7 @@ static void conv_threads_case(int N, int cin, int cout, int k, int stride, int H
     const int pad = k / 2;
     size_t nw = (size_t)cout * cin * k * k;
     float *w = rand_buf(nw, 0.1f), *b = rand_buf(cout, 0.5f), *bn = rand_buf((size_t)N * cout, 0.5f);
-    sdb_conv2d c = {cin, cout, k, stride, pad, pad, pad, pad, sdb_wmat_f32(w), b, NULL};
+    sdb_conv2d c = {cin, cout, k, stride, pad, pad, pad, pad, sdb_wmat_f32(w), b, NULL, 0};
     int Ho, Wo;
     sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
     const size_t ny = (size_t)N * cout * Ho * Wo;

@@ -27,6 +27,9 @@
  * with half weights (points 0, ±1, ±1/2, ∞; the ±2 set measured 1.3e-5 and 1.2e-5). The bound
  * leaves 4.5x margin. The float32 direct (im2col) path measures 1.6e-7..4.6e-7 on the same cases. */
 #define SDB_WINO_REL_BOUND 5e-5
+/* F(2x2, 3x3) (points 0, ±1, ∞): worst measured 2.1e-6 with float32 weights, 1.7e-6 with half
+ * ones (2560 input channels), about twice the direct path's; the bound leaves 4.7x margin. */
+#define SDB_WINO2_REL_BOUND 1e-5
 
 static sdb_arena arena;
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -82,11 +85,21 @@ static double rel_err(const float *y, const double *ref, int N, int cout, int cs
 
 static double worst_f32, worst_f16;
 
+/* The Winograd form under test: F(4x4, 3x3) or F(2x2, 3x3) (SDB_CONV_PATH_WINO4 / _WINO2). */
+static int wino_fw(int path, const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
+                   float *y, const float *res, const float *bias_n)
+{
+    if (path == SDB_CONV_PATH_WINO2) return sdb_winograd2_forward(c, U, x, N, H, W, y, res, bias_n, &arena);
+    return sdb_winograd_forward(c, U, x, N, H, W, y, res, bias_n, &arena);
+}
+static const char *form(int path) { return path == SDB_CONV_PATH_WINO2 ? "F(2x2)" : "F(4x4)"; }
+
 /* One layer shape: weights ~ U(-1,1)/sqrt(9 cin) (the scale of trained convs), inputs U(-1,1)
  * (a GroupNorm+SiLU output's range), bias, and a residual when `resid`. */
-static void accuracy_case(const char *name, int N, int cin, int cout, int H, int W, int resid, int cstep)
+static void accuracy_case(int path, const char *name, int N, int cin, int cout, int H, int W, int resid, int cstep)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
+    const double bound = path == SDB_CONV_PATH_WINO2 ? SDB_WINO2_REL_BOUND : SDB_WINO_REL_BOUND;
+    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL, 0};
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * H * W;
     float *w = rand_buf(nw, (float)(1.0 / sqrt(9.0 * cin)));
     float *b = rand_buf(cout, 0.1f);
@@ -100,13 +113,13 @@ static void accuracy_case(const char *name, int N, int cin, int cout, int H, int
     size_t mark = sdb_arena_mark(&arena);
     sdb_threads_set(2);
     ref_conv(w, b, cin, cout, x, N, H, W, r, cstep, ref);
-    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, NULL, &arena) == 0);
+    CHECK(wino_fw(path, &c, NULL, x, N, H, W, y, r, NULL) == 0);
     CHECK(sdb_conv2d_forward(&c, x, N, H, W, yd, r, &arena) == 0);
     CHECK(sdb_arena_mark(&arena) == mark);
     double e = rel_err(y, ref, N, cout, cstep, H * W), ed = rel_err(yd, ref, N, cout, cstep, H * W);
-    printf("  %-22s N%d %4d->%4d %2dx%-2d f32: winograd %.2e  direct %.2e\n", name, N, cin, cout, H,
-           W, e, ed);
-    CHECKF(e <= SDB_WINO_REL_BOUND, "%s f32: relative max error %.3e", name, e);
+    printf("  %-22s N%d %4d->%4d %2dx%-2d f32: winograd %s %.2e  direct %.2e\n", name, N, cin, cout, H,
+           W, form(path), e, ed);
+    CHECKF(e <= bound, "%s %s f32: relative max error %.3e", name, form(path), e);
     if (e > worst_f32) worst_f32 = e;
 
     /* half weights: the reference is the conv of their exact (widened) values */
@@ -116,16 +129,16 @@ static void accuracy_case(const char *name, int N, int cin, int cout, int H, int
     sdb_f16_to_f32_array(wh, ww, nw);
     c.w = sdb_wmat_f16(wh);
     ref_conv(ww, b, cin, cout, x, N, H, W, r, cstep, ref);
-    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y, r, NULL, &arena) == 0);
+    CHECK(wino_fw(path, &c, NULL, x, N, H, W, y, r, NULL) == 0);
     e = rel_err(y, ref, N, cout, cstep, H * W);
-    printf("  %-22s N%d %4d->%4d %2dx%-2d f16: winograd %.2e\n", name, N, cin, cout, H, W, e);
-    CHECKF(e <= SDB_WINO_REL_BOUND, "%s f16: relative max error %.3e", name, e);
+    printf("  %-22s N%d %4d->%4d %2dx%-2d f16: winograd %s %.2e\n", name, N, cin, cout, H, W, form(path), e);
+    CHECKF(e <= bound, "%s %s f16: relative max error %.3e", name, form(path), e);
     if (e > worst_f16) worst_f16 = e;
     /* the half filter transformed is the widened float32 filter transformed */
     sdb_conv2d cw = c;
     cw.w = sdb_wmat_f32(ww);
-    CHECK(sdb_winograd_forward(&cw, NULL, x, N, H, W, yd, r, NULL, &arena) == 0);
-    CHECKF(memcmp(y, yd, sizeof(float) * ny) == 0, "%s: half weights differ from their widening", name);
+    CHECK(wino_fw(path, &cw, NULL, x, N, H, W, yd, r, NULL) == 0);
+    CHECKF(memcmp(y, yd, sizeof(float) * ny) == 0, "%s %s: half weights differ from their widening", name, form(path));
     CHECK(sdb_arena_mark(&arena) == mark);
     free(wh); free(ww); free(w); free(b); free(x); free(r); free(y); free(yd); free(ref);
 }
@@ -137,29 +150,41 @@ static void test_accuracy_sd15_shapes(void)
 {
     worst_f32 = worst_f16 = 0;
     /* U-Net (batch 2: the guidance pair) */
-    accuracy_case("unet conv_in", 2, 9, 320, 9, 11, 0, 4);
-    accuracy_case("unet 320", 2, 320, 320, 9, 11, 1, 8);
-    accuracy_case("unet 320->640", 2, 320, 640, 7, 9, 0, 16);
-    accuracy_case("unet 640", 2, 640, 320, 7, 9, 1, 8);
-    accuracy_case("unet 1280", 2, 1280, 160, 5, 7, 1, 4);
-    accuracy_case("unet up 2560->1280", 2, 2560, 96, 5, 7, 0, 3);
-    accuracy_case("unet up 1920->640", 2, 1920, 96, 7, 5, 0, 3);
-    accuracy_case("unet conv_out", 2, 320, 4, 9, 11, 0, 1);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet conv_in", 2, 9, 320, 9, 11, 0, 4);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet 320", 2, 320, 320, 9, 11, 1, 8);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet 320->640", 2, 320, 640, 7, 9, 0, 16);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet 640", 2, 640, 320, 7, 9, 1, 8);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet 1280", 2, 1280, 160, 5, 7, 1, 4);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet up 2560->1280", 2, 2560, 96, 5, 7, 0, 3);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet up 1920->640", 2, 1920, 96, 7, 5, 0, 3);
+    accuracy_case(SDB_CONV_PATH_WINO4, "unet conv_out", 2, 320, 4, 9, 11, 0, 1);
     /* VAE (batch 2 here too, to cover the batch path) */
-    accuracy_case("vae dec conv_in", 2, 4, 512, 9, 7, 0, 8);
-    accuracy_case("vae 512", 2, 512, 256, 9, 7, 1, 8);
-    accuracy_case("vae 256", 2, 256, 256, 13, 11, 1, 8);
-    accuracy_case("vae 128", 2, 128, 128, 17, 15, 1, 4);
-    accuracy_case("vae conv_out", 2, 128, 3, 17, 15, 0, 1);
+    accuracy_case(SDB_CONV_PATH_WINO4, "vae dec conv_in", 2, 4, 512, 9, 7, 0, 8);
+    accuracy_case(SDB_CONV_PATH_WINO4, "vae 512", 2, 512, 256, 9, 7, 1, 8);
+    accuracy_case(SDB_CONV_PATH_WINO4, "vae 256", 2, 256, 256, 13, 11, 1, 8);
+    accuracy_case(SDB_CONV_PATH_WINO4, "vae 128", 2, 128, 128, 17, 15, 1, 4);
+    accuracy_case(SDB_CONV_PATH_WINO4, "vae conv_out", 2, 128, 3, 17, 15, 0, 1);
     printf("  worst relative max error: f32 weights %.2e, f16 weights %.2e (bound %.0e)\n", worst_f32,
            worst_f16, SDB_WINO_REL_BOUND);
+    /* F(2x2, 3x3) on the shapes it runs (the U-Net's 1280-channel convs at 8x8 and 4x4, batch 2)
+     * and a few more input channel counts and odd sizes */
+    worst_f32 = worst_f16 = 0;
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet 1280 8x8", 2, 1280, 160, 8, 8, 1, 4);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet 1280 4x4", 2, 1280, 160, 4, 4, 1, 4);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet up 2560->1280", 2, 2560, 96, 8, 8, 0, 3);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet up 1920->1280", 2, 1920, 96, 7, 5, 0, 3);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet 640->1280", 2, 640, 128, 8, 8, 1, 4);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet 320", 2, 320, 320, 9, 11, 1, 8);
+    accuracy_case(SDB_CONV_PATH_WINO2, "vae 512", 1, 512, 256, 9, 7, 1, 8);
+    printf("  F(2x2): worst relative max error: f32 weights %.2e, f16 weights %.2e (bound %.0e)\n", worst_f32,
+           worst_f16, SDB_WINO2_REL_BOUND);
 }
 
 /* Same outputs at 1, 2 and 4 threads, with U passed or made per call (per slab of output channels
  * when it is large). */
-static void identity_case(int N, int cin, int cout, int H, int W, int half)
+static void identity_case(int path, int N, int cin, int cout, int H, int W, int half)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
+    sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL, 0};
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * H * W;
     float *w = rand_buf(nw, 0.2f), *b = rand_buf(cout, 0.5f);
     float *x = rand_buf((size_t)N * cin * H * W, 1.0f), *r = rand_buf(ny, 1.0f);
@@ -168,20 +193,20 @@ static void identity_case(int N, int cin, int cout, int H, int W, int half)
     c.w = half ? sdb_wmat_f16(wh) : sdb_wmat_f32(w);
     c.b = b;
     float *y[4];
-    float *U = malloc(sizeof(float) * sdb_winograd_filter_floats(&c));
+    float *U = malloc(sizeof(float) * sdb_conv_path_filter_floats(&c, path));
     const int threads[3] = {1, 2, 4};
     for (int t = 0; t < 3; t++) {
         y[t] = malloc(sizeof(float) * ny);
         sdb_threads_set(threads[t]);
-        CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y[t], r, NULL, &arena) == 0);
+        CHECK(wino_fw(path, &c, NULL, x, N, H, W, y[t], r, NULL) == 0);
     }
     sdb_threads_set(2);
-    sdb_winograd_filter(&c, U);
+    sdb_conv_path_filter(&c, path, U);
     y[3] = malloc(sizeof(float) * ny);
-    CHECK(sdb_winograd_forward(&c, U, x, N, H, W, y[3], r, NULL, &arena) == 0);
+    CHECK(wino_fw(path, &c, U, x, N, H, W, y[3], r, NULL) == 0);
     for (int t = 1; t < 4; t++)
         CHECKF(memcmp(y[0], y[t], sizeof(float) * ny) == 0,
-               "N%d %d->%d %dx%d%s: run %d differs from 1 thread", N, cin, cout, H, W,
+               "%s N%d %d->%d %dx%d%s: run %d differs from 1 thread", form(path), N, cin, cout, H, W,
                half ? " f16" : "", t);
     /* and it is the convolution (guards against identical garbage) */
     double *ref = malloc(sizeof(double) * ny);
@@ -190,7 +215,8 @@ static void identity_case(int N, int cin, int cout, int H, int W, int half)
     else memcpy(wd, w, sizeof(float) * nw);
     ref_conv(wd, b, cin, cout, x, N, H, W, r, 1, ref);
     double e = rel_err(y[0], ref, N, cout, 1, H * W);
-    CHECKF(e <= SDB_WINO_REL_BOUND, "N%d %d->%d %dx%d: error %.3e", N, cin, cout, H, W, e);
+    CHECKF(e <= (path == SDB_CONV_PATH_WINO2 ? SDB_WINO2_REL_BOUND : SDB_WINO_REL_BOUND),
+           "%s N%d %d->%d %dx%d: error %.3e", form(path), N, cin, cout, H, W, e);
     for (int t = 0; t < 4; t++) free(y[t]);
     free(U); free(w); free(wh); free(wd); free(b); free(x); free(r); free(ref);
 }
@@ -217,7 +243,7 @@ static void test_filter_transform(void)
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int half = 0; half < 2; half++) {
             const int cout = shapes[si][0], cin = shapes[si][1];
-            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
+            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL, 0};
             const size_t nw = (size_t)cout * cin * 9;
             /* U 64-byte aligned, as the arena gives it: the runs of 64 input channels whose rows are
              * 32-byte aligned ({2, 64}, {1, 320}) take the non-temporal stores, the rest memcpy */
@@ -265,21 +291,73 @@ static void test_filter_transform(void)
     CHECKF(worst <= 0.51, "transformed filter off the exact value by %.3f ulp", worst);
 }
 
+/* F(2x2, 3x3)'s filter transform bit-exactly as documented in winograd2.c: u = G g Gᵀ in double with
+ * G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1], each product and sum rounded in the order
+ * ((G0 g0 + G1 g1) + G2 g2), rounded once to float. Input channel counts with tails of the 4-filter
+ * vector form; float32 and half weights. */
+static void test_filter2_transform(void)
+{
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    const int shapes[][2] = {{3, 5}, {2, 64}, {3, 67}, {1, 2}};
+    long bad = 0, n = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int half = 0; half < 2; half++) {
+            const int cout = shapes[si][0], cin = shapes[si][1];
+            sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL, 0};
+            const size_t nw = (size_t)cout * cin * 9;
+            float *w = rand_buf(nw, 0.3f), *U = malloc(sizeof(float) * sdb_winograd2_filter_floats(&c));
+            uint16_t *wh = malloc(sizeof(uint16_t) * nw);
+            sdb_f32_to_f16_array(w, wh, nw);
+            if (half) sdb_f16_to_f32_array(wh, w, nw);
+            c.w = half ? sdb_wmat_f16(wh) : sdb_wmat_f32(w);
+            sdb_winograd2_filter(&c, U);
+            for (int co = 0; co < cout; co++)
+                for (int ci = 0; ci < cin; ci++) {
+                    const float *g = w + ((size_t)co * cin + ci) * 9;
+                    double t[4][3];
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 3; j++) {
+                            volatile double a = G[i][0] * g[j], b = G[i][1] * g[3 + j], d = G[i][2] * g[6 + j];
+                            volatile double ab = a + b;
+                            t[i][j] = ab + d;
+                        }
+                    for (int i = 0; i < 4; i++)
+                        for (int j = 0; j < 4; j++) {
+                            volatile double a = t[i][0] * G[j][0], b = t[i][1] * G[j][1], d = t[i][2] * G[j][2];
+                            volatile double ab = a + b;
+                            const float want = (float)(ab + d);
+                            const float got = U[(size_t)(i * 4 + j) * cout * cin + (size_t)co * cin + ci];
+                            n++;
+                            bad += memcmp(&want, &got, 4) != 0;
+                        }
+                }
+            free(w); free(U); free(wh);
+        }
+    printf("  F(2x2) filter transform: %ld of %ld values differ from the documented formula\n", bad, n);
+    CHECKF(bad == 0, "%ld of %ld F(2x2) transformed filter values differ from the documented formula", bad, n);
+}
+
 static void test_thread_identity(void)
 {
-    identity_case(2, 64, 96, 19, 13, 0);  /* partial tiles both ways, several tasks */
-    identity_case(2, 24, 40, 70, 66, 0);  /* 2*18*17 = 612 tiles: several chunks */
-    identity_case(1, 130, 70, 23, 9, 1);  /* odd channel counts, half weights */
-    identity_case(1, 2560, 1040, 3, 2, 0); /* filter over 192 MiB: output-channel slabs (2 x 528 - 16) */
-    identity_case(3, 5, 3, 2, 3, 0);      /* images smaller than one tile */
-    identity_case(1, 3, 2, 1, 1, 0);
+    const int F4 = SDB_CONV_PATH_WINO4, F2 = SDB_CONV_PATH_WINO2;
+    identity_case(F4, 2, 64, 96, 19, 13, 0);  /* partial tiles both ways, several tasks */
+    identity_case(F4, 2, 24, 40, 70, 66, 0);  /* 2*18*17 = 612 tiles: several chunks */
+    identity_case(F4, 1, 130, 70, 23, 9, 1);  /* odd channel counts, half weights */
+    identity_case(F4, 1, 2560, 1040, 3, 2, 0); /* filter over 192 MiB: output-channel slabs (2 x 528 - 16) */
+    identity_case(F4, 3, 5, 3, 2, 3, 0);      /* images smaller than one tile */
+    identity_case(F4, 1, 3, 2, 1, 1, 0);
+    identity_case(F2, 2, 64, 96, 9, 7, 0);    /* partial tiles both ways */
+    identity_case(F2, 2, 1280, 200, 8, 8, 1); /* the 8x8 level's shape, half weights */
+    identity_case(F2, 1, 130, 70, 23, 9, 0);  /* odd channel counts, 12 x 5 tiles */
+    identity_case(F2, 1, 2560, 1360, 2, 2, 0); /* filter over 192 MiB: output-channel slabs */
+    identity_case(F2, 3, 5, 3, 1, 1, 0);      /* images smaller than one tile */
 }
 
 /* Padding 0 on some sides (the VAE's upsampling strips) and a bias per image (a resnet's conv1):
  * against the direct path's own result, which test_ops_conv checks against its double reference. */
-static void pad_bias_case(int N, int cin, int cout, int H, int W, int pt, int pl, int pb, int pr)
+static void pad_bias_case(int path, int N, int cin, int cout, int H, int W, int pt, int pl, int pb, int pr)
 {
-    sdb_conv2d c = {cin, cout, 3, 1, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL};
+    sdb_conv2d c = {cin, cout, 3, 1, pt, pl, pb, pr, {NULL, NULL}, NULL, NULL, 0};
     int Ho, Wo;
     sdb_conv2d_out_size(&c, H, W, &Ho, &Wo);
     const size_t nw = (size_t)cout * cin * 9, ny = (size_t)N * cout * Ho * Wo;
@@ -290,27 +368,29 @@ static void pad_bias_case(int N, int cin, int cout, int H, int W, int pt, int pl
     CHECK(sdb_winograd_applies(&c));
     for (int withres = 0; withres < 2; withres++) {
         const float *res = withres ? r : NULL;
-        CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, yw, res, bn, &arena) == 0);
+        CHECK(wino_fw(path, &c, NULL, x, N, H, W, yw, res, bn) == 0);
         CHECK(sdb_conv2d_forward_bias(&c, x, N, H, W, yd, res, bn, &arena) == 0);
         double emax = 0, rmax = 0;
         for (size_t i = 0; i < ny; i++) {
             if (fabs((double)yw[i] - yd[i]) > emax) emax = fabs((double)yw[i] - yd[i]);
             if (fabs(yd[i]) > rmax) rmax = fabs(yd[i]);
         }
-        CHECKF(emax <= SDB_WINO_REL_BOUND * rmax, "pad (%d,%d,%d,%d) %dx%d%s: max error %.3e of %.3e",
-               pt, pl, pb, pr, H, W, withres ? " resid" : "", emax, rmax);
+        CHECKF(emax <= SDB_WINO_REL_BOUND * rmax, "%s pad (%d,%d,%d,%d) %dx%d%s: max error %.3e of %.3e",
+               form(path), pt, pl, pb, pr, H, W, withres ? " resid" : "", emax, rmax);
     }
     free(w); free(bn); free(x); free(r); free(yw); free(yd);
 }
 
 static void test_padding_and_bias_per_image(void)
 {
-    pad_bias_case(1, 16, 24, 10, 13, 0, 1, 0, 1);  /* an interior strip */
-    pad_bias_case(1, 16, 24, 10, 13, 1, 1, 0, 1);  /* the first strip */
-    pad_bias_case(1, 16, 24, 9, 13, 0, 1, 1, 1);   /* the last strip */
-    pad_bias_case(2, 12, 20, 11, 7, 0, 0, 0, 0);   /* no padding */
-    pad_bias_case(2, 12, 20, 3, 3, 0, 0, 0, 0);    /* a single output pixel */
-    pad_bias_case(2, 12, 20, 14, 9, 1, 1, 1, 1);
+    for (int path = SDB_CONV_PATH_WINO2; path <= SDB_CONV_PATH_WINO4; path += 2) {
+        pad_bias_case(path, 1, 16, 24, 10, 13, 0, 1, 0, 1); /* an interior strip */
+        pad_bias_case(path, 1, 16, 24, 10, 13, 1, 1, 0, 1); /* the first strip */
+        pad_bias_case(path, 1, 16, 24, 9, 13, 0, 1, 1, 1);  /* the last strip */
+        pad_bias_case(path, 2, 12, 20, 11, 7, 0, 0, 0, 0);  /* no padding */
+        pad_bias_case(path, 2, 12, 20, 3, 3, 0, 0, 0, 0);   /* a single output pixel */
+        pad_bias_case(path, 2, 12, 20, 14, 9, 1, 1, 1, 1);
+    }
 }
 
 /* The --conv names and the dispatch: direct never, winograd always (where it applies), auto by
@@ -322,10 +402,16 @@ static void test_dispatch(void)
     CHECK(sdb_conv_algo_of("winograd") == SDB_CONV_WINOGRAD);
     CHECK(sdb_conv_algo_of("Winograd") == -1 && sdb_conv_algo_of("") == -1 && sdb_conv_algo_of(NULL) == -1);
     for (int a = 0; a < 3; a++) CHECK(sdb_conv_algo_of(sdb_conv_algo_name(a)) == a);
-    sdb_conv2d c = {320, 320, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL};
+    sdb_conv2d c = {320, 320, 3, 1, 1, 1, 1, 1, {NULL, NULL}, NULL, NULL, 0};
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 64, 64));   /* U-Net level 0 at 512² */
-    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));   /* 2 x 16 tiles */
-    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 16, 16) == SDB_CONV_PATH_WINO4); /* 2 x 16 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 8, 8) == SDB_CONV_PATH_WINO2);   /* 2 x 4; F(2x2): 2 x 16 */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 4, 4) == SDB_CONV_PATH_DIRECT);  /* F(2x2): 2 x 4 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 1, 8, 8) == SDB_CONV_PATH_DIRECT);  /* F(2x2): 16 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 1, 40, 5) == SDB_CONV_PATH_WINO2);  /* 20 tiles; F(2x2): 60 */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 40, 5) == SDB_CONV_PATH_WINO4);  /* 40 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 34, 30) == SDB_CONV_PATH_WINO4);
+    CHECK(sdb_conv_path(&c, SDB_CONV_WINOGRAD, 2, 8, 8) == SDB_CONV_PATH_WINO4); /* --conv winograd: F(4x4) */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_WINOGRAD, 1, 1, 1));
     CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_DIRECT, 2, 64, 64));
     c.cin = 1280;
@@ -333,9 +419,10 @@ static void test_dispatch(void)
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
     c.cout = 1280;                                                 /* 236 MB: in slabs, by the tiles */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 32, 32));
-    CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));   /* 2 x 16 tiles */
-    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 8, 8));    /* 2 x 4 tiles */
-    CHECK(!sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 1, 16, 16));  /* 16 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 16, 16) == SDB_CONV_PATH_WINO4); /* 2 x 16 tiles */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 8, 8) == SDB_CONV_PATH_WINO2);   /* the 8x8 level */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 1, 16, 16) == SDB_CONV_PATH_WINO2); /* 16 tiles; F(2x2): 64 */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, 2, 4, 4) == SDB_CONV_PATH_DIRECT);  /* the 4x4 level */
     c.cin = 2560;                                                  /* 472 MB: the up path's 2560 -> 1280 */
     CHECK(sdb_conv_uses_winograd(&c, SDB_CONV_AUTO, 2, 16, 16));
     c.cout = 320;
@@ -361,13 +448,39 @@ static void test_dispatch(void)
     CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_DIRECT, x, N, H, W, y1, NULL, NULL, &arena) == 0);
     CHECK(sdb_conv2d_forward(&c, x, N, H, W, y2, NULL, &arena) == 0);
     CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
+    /* auto at 8x8, batch 2: F(2x2), with its kept filter or without; and a kept filter of the
+     * other form is not used (the call makes its own) */
+    CHECK(sdb_conv_path(&c, SDB_CONV_AUTO, N, 8, 8) == SDB_CONV_PATH_WINO2);
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_AUTO, x, N, 8, 8, y1, NULL, NULL, &arena) == 0);
+    CHECK(sdb_winograd2_forward(&c, NULL, x, N, 8, 8, y2, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * N * 40 * 64) == 0);
+    float *U2 = malloc(sizeof(float) * sdb_winograd2_filter_floats(&c));
+    float *U4 = malloc(sizeof(float) * sdb_winograd_filter_floats(&c));
+    sdb_winograd2_filter(&c, U2);
+    sdb_winograd_filter(&c, U4);
+    c.U = U2;
+    c.U_tile = SDB_CONV_PATH_WINO2;
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_AUTO, x, N, 8, 8, y2, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * N * 40 * 64) == 0);
+    c.U = U4; /* F(4x4)'s filter: the F(2x2) call must not read it */
+    c.U_tile = SDB_CONV_PATH_WINO4;
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_AUTO, x, N, 8, 8, y2, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * N * 40 * 64) == 0);
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_WINOGRAD, x, N, H, W, y1, NULL, NULL, &arena) == 0);
+    CHECK(sdb_winograd_forward(&c, NULL, x, N, H, W, y2, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
+    c.U = U2; /* and the other way round */
+    c.U_tile = SDB_CONV_PATH_WINO2;
+    CHECK(sdb_conv2d_forward_algo(&c, SDB_CONV_WINOGRAD, x, N, H, W, y1, NULL, NULL, &arena) == 0);
+    CHECK(memcmp(y1, y2, sizeof(float) * ny) == 0);
+    free(U2); free(U4);
     free(w); free(x); free(y1); free(y2);
 }
 
 static void test_refuses(void)
 {
     float w[2 * 2 * 9] = {0}, x[2 * 16] = {0}, y[2 * 16];
-    sdb_conv2d c = {2, 2, 3, 2, 1, 1, 1, 1, {w, NULL}, NULL, NULL};
+    sdb_conv2d c = {2, 2, 3, 2, 1, 1, 1, 1, {w, NULL}, NULL, NULL, 0};
     CHECK(!sdb_winograd_applies(&c));
     CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
     c.stride = 1;
@@ -382,6 +495,14 @@ static void test_refuses(void)
     c.k = 3;
     CHECK(sdb_winograd_forward(&c, NULL, x, 1, 0, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
     CHECK(sdb_winograd_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == 0);
+    CHECK(sdb_winograd2_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == 0);
+    CHECK(sdb_winograd2_forward(&c, NULL, x, 1, 0, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
+    c.stride = 2;
+    CHECK(sdb_winograd2_forward(&c, NULL, x, 1, 4, 4, y, NULL, NULL, &arena) == SDB_EINVAL);
+    c.stride = 1;
+    float *big = calloc((size_t)2 * 40 * 40, sizeof(float)), *ybig = malloc(sizeof(float) * 2 * 40 * 40);
+    CHECK(sdb_winograd2_forward(&c, NULL, big, 1, 40, 40, ybig, NULL, NULL, &arena) == SDB_EINVAL); /* 400 tiles */
+    free(big); free(ybig);
 }
 
 int main(void)
@@ -393,6 +514,7 @@ int main(void)
     }
     RUN(test_refuses);
     RUN(test_filter_transform);
+    RUN(test_filter2_transform);
     RUN(test_thread_identity);
     RUN(test_padding_and_bias_per_image);
     RUN(test_dispatch);

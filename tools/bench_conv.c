@@ -1,11 +1,12 @@
 /*
- * bench_conv.c — direct (im2col + sgemm) against Winograd F(4x4,3x3) on SD 1.5's 3x3 stride-1
- * convolution shapes at one image size, side by side in one process, with the same run's sgemm
- * rate (OpenBLAS, 4096²). Prints per shape the median time of each path, the effective rate
- * (direct-convolution FLOPs / time) as a fraction of that sgemm, and the speed-up: the figures the
- * conv dispatch's rule (sdb_conv_pick_winograd, conv.c) was read from. The last column is the
- * filter transform alone (sdb_winograd_filter: what each call makes unless the filter is kept)
- * with the rate it writes the transformed filter at.
+ * bench_conv.c — direct (im2col + sgemm) against Winograd F(4x4,3x3), and F(2x2,3x3) where the
+ * image is small enough for it, on SD 1.5's 3x3 stride-1 convolution shapes at one image size,
+ * side by side in one process, with the same run's sgemm rate (OpenBLAS, 4096²). Prints per shape
+ * the median time of each path, the effective rate (direct-convolution FLOPs / time) as a fraction
+ * of that sgemm, and the speed-up: the figures the conv dispatch's rule (sdb_conv_path,
+ * winograd.c) was read from. Then F(4x4)'s filter transform alone (sdb_winograd_filter: what each
+ * call makes unless the filter is kept) with the rate it writes the transformed filter at, and
+ * F(2x2)'s time with its filter made in the call and kept, and its effective rate (per call).
  *
  *   sdbatch-bench-conv [image size, default 256] [threads, default 2] [reps, default 3]
  */
@@ -51,8 +52,8 @@ int main(int argc, char **argv)
     if (sdb_arena_init(&a, 0, &err)) return 1;
     double sg = sdb_bench_sgemm_gflops(4096, 3);
     printf("size %d, %d threads, sgemm %.1f GFLOP/s\n", size, th, sg);
-    printf("%-22s %5s %5s %4s %10s %10s %8s %8s %7s %17s\n", "shape", "cin", "cout", "side", "direct s",
-           "wino s", "dir/sg", "wino/sg", "speedup", "filter s (GB/s)");
+    printf("%-22s %5s %5s %4s %10s %10s %8s %8s %7s %17s %9s %9s %8s\n", "shape", "cin", "cout", "side", "direct s",
+           "wino s", "dir/sg", "wino/sg", "speedup", "filter s (GB/s)", "F2 s", "F2 kept", "F2/sg");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int N = shapes[s].N, cin = shapes[s].cin, cout = shapes[s].cout, H = shapes[s].side;
         if (H < 1) continue;
@@ -64,8 +65,11 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nw; i++) { r = r * 1664525u + 1013904223u; w[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * 0.05f; }
         for (size_t i = 0; i < nx; i++) { r = r * 1664525u + 1013904223u; x[i] = (float)(r >> 8) / 16777216.0f - 0.5f; }
         for (int i = 0; i < cout; i++) b[i] = 0.01f * i;
-        sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {w, NULL}, b, NULL};
-        double td[16], tw[16], tf[16];
+        sdb_conv2d c = {cin, cout, 3, 1, 1, 1, 1, 1, {w, NULL}, b, NULL, 0};
+        double td[16], tw[16], tf[16], tf2[16], tf2k[16];
+        const int f2 = (long)N * ((H + 1) / 2) * ((H + 1) / 2) <= SDB_WINO2_MAX_TILES;
+        float *U2 = f2 ? malloc(sizeof(float) * sdb_winograd2_filter_floats(&c)) : NULL;
+        if (U2) sdb_winograd2_filter(&c, U2);
         float *U = sdb_arena_floats(&a, sdb_winograd_filter_floats(&c));
         if (!U) return 1;
         /* warm-up both, then alternate so that the machine's load hits both alike */
@@ -81,14 +85,28 @@ int main(int argc, char **argv)
             td[i] = t1 - t0;
             tw[i] = t2 - t1;
             tf[i] = sdb_prof_now() - t2;
+            tf2[i] = tf2k[i] = 0.0;
+            if (U2) {
+                double t3 = sdb_prof_now();
+                sdb_winograd2_forward(&c, NULL, x, N, H, H, y, NULL, NULL, &a);
+                double t4 = sdb_prof_now();
+                sdb_winograd2_forward(&c, U2, x, N, H, H, y, NULL, NULL, &a);
+                tf2[i] = t4 - t3;
+                tf2k[i] = sdb_prof_now() - t4;
+            }
         }
+        qsort(tf2, reps, sizeof tf2[0], cmp_d);
+        qsort(tf2k, reps, sizeof tf2k[0], cmp_d);
+        free(U2);
         qsort(td, reps, sizeof td[0], cmp_d);
         qsort(tw, reps, sizeof tw[0], cmp_d);
         qsort(tf, reps, sizeof tf[0], cmp_d);
         double d = td[reps / 2], wv = tw[reps / 2], f = tf[reps / 2];
         double gf = 2.0 * N * cout * cin * 9.0 * H * H * 1e-9;
-        printf("%-22s %5d %5d %4d %10.4f %10.4f %8.2f %8.2f %7.2f %9.4f (%5.1f)\n", shapes[s].name, cin, cout, H, d,
+        printf("%-22s %5d %5d %4d %10.4f %10.4f %8.2f %8.2f %7.2f %9.4f (%5.1f)", shapes[s].name, cin, cout, H, d,
                wv, gf / d / sg, gf / wv / sg, d / wv, f, sdb_winograd_filter_floats(&c) * sizeof(float) / f * 1e-9);
+        if (f2) printf(" %9.4f %9.4f %8.2f\n", tf2[reps / 2], tf2k[reps / 2], gf / tf2[reps / 2] / sg);
+        else printf(" %9s %9s %8s\n", "-", "-", "-");
         fflush(stdout);
         sdb_arena_reset(&a, 0);
         free(w); free(b); free(x); free(y);

@@ -65,7 +65,7 @@ int main(int argc, char **argv)
         float *up = malloc(ny * sizeof(float)), *yd = malloc(ny * sizeof(float)), *ys = malloc(ny * sizeof(float));
         float *pw = calloc((size_t)4 * C * C * 4, sizeof(float)), *ph = malloc(4 * nx * sizeof(float));
         if (!w || !b || !x || !up || !yd || !ys || !pw || !ph) return 1;
-        const sdb_conv2d c = {C, C, 3, 1, 1, 1, 1, 1, sdb_wmat_f32(w), b, NULL};
+        const sdb_conv2d c = {C, C, 3, 1, 1, 1, 1, 1, sdb_wmat_f32(w), b, NULL, 0};
         /* phase a of the rows: 3x3 tap row ky lands on input row i - 1 + R[a][ky] */
         static const int R[2][3] = {{0, 1, 1}, {0, 0, 1}};
         sdb_conv2d pc[4];
@@ -75,7 +75,7 @@ int main(int argc, char **argv)
             for (size_t o = 0; o < (size_t)C * C; o++)
                 for (int ky = 0; ky < 3; ky++)
                     for (int kx = 0; kx < 3; kx++) k[o * 4 + R[pa][ky] * 2 + R[pb][kx]] += w[o * 9 + ky * 3 + kx];
-            const sdb_conv2d t = {C, C, 2, 1, 1 - pa, 1 - pb, pa, pb, sdb_wmat_f32(k), b, NULL};
+            const sdb_conv2d t = {C, C, 2, 1, 1 - pa, 1 - pb, pa, pb, sdb_wmat_f32(k), b, NULL, 0};
             pc[p] = t;
         }
         double tw[3][15], tc[3][15];

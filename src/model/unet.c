@@ -464,6 +464,7 @@ static void drop_filters(sdb_unet *u)
     for (int i = 0; i < u->nkept; i++) {
         free((float *)u->kept[i]->U);
         u->kept[i]->U = NULL;
+        u->kept[i]->U_tile = 0;
     }
     u->nkept = 0;
     u->keep_used = 0;
@@ -528,15 +529,16 @@ static void debug(fw_t *F, const char *name, const float *x, int C, int H, int W
  * owns its convs; only this fills their U. */
 static void keep_filter(sdb_unet *u, const sdb_conv2d *c, int N, int H, int W)
 {
-    const size_t bytes = sdb_winograd_filter_floats(c) * sizeof(float);
-    if (c->U || u->keep_used + bytes > u->keep_budget || !sdb_conv_uses_winograd(c, u->conv_algo, N, H, W) ||
-        u->nkept == (int)(sizeof u->kept / sizeof u->kept[0]))
+    const int path = sdb_conv_path(c, u->conv_algo, N, H, W);
+    const size_t bytes = sdb_conv_path_filter_floats(c, path) * sizeof(float);
+    if (c->U || !bytes || u->keep_used + bytes > u->keep_budget || u->nkept == (int)(sizeof u->kept / sizeof u->kept[0]))
         return;
     float *U = malloc(bytes);
     if (!U) return;
-    sdb_winograd_filter(c, U);
+    sdb_conv_path_filter(c, path, U);
     sdb_conv2d *mc = (sdb_conv2d *)c;
     mc->U = U;
+    mc->U_tile = path;
     u->kept[u->nkept++] = mc;
     u->keep_used += bytes;
 }

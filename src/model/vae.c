@@ -745,7 +745,7 @@ static int attn_fwd(vae_ctx *c, const vae_attn *at, float *x, int H, int W)
     float *xn = alloc_f(c, sz), *t = alloc_f(c, sz);
     float *q = alloc_f(c, sz), *k = alloc_f(c, sz), *vv = alloc_f(c, sz);
     if (!xn || !t || !q || !k || !vv) return oom(c, "attention");
-    sdb_conv2d pq = {C, C, 1, 1, 0, 0, 0, 0, at->wq, at->bq, NULL};
+    sdb_conv2d pq = {C, C, 1, 1, 0, 0, 0, 0, at->wq, at->bq, NULL, 0};
     sdb_conv2d pk = pq, pv = pq, po = pq;
     pk.w = at->wk; pk.b = at->bk;
     pv.w = at->wv; pv.b = at->bv;

@@ -24,6 +24,7 @@
 #include "sdb/fp16.h"
 
 #include "sdb/ops/par.h"
+#include "sdb/ops/thin_gemm.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -91,12 +92,17 @@ static void gemm_small(int transB, int M, int N, int K, const float *A, int lda,
     }
 }
 
-/* One product of the fixed arithmetic of a tile: gemm_small for small products, else a
- * single-threaded OpenBLAS sgemm (inside an active parallel region). */
+/* One product of the fixed arithmetic of a tile: gemm_small for small products, the thin-product
+ * kernel for tiles of at most SDB_THIN_GEMM_MAX_N columns when the caller gives it a packing
+ * buffer (only where sdb_thin_gemm_preferred()), else a single-threaded OpenBLAS sgemm (inside an
+ * active parallel region). Which one runs depends on the tile's shape only. */
 static void tile_gemm(int small, int transB, int M, int N, int K, const float *A, int lda,
-                      const float *B, int ldb, float beta, float *C, int ldc)
+                      const float *B, int ldb, float beta, float *C, int ldc, float *pack)
 {
     if (small) gemm_small(transB, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else if (pack && !transB && N <= SDB_THIN_GEMM_MAX_N && (beta == 0.0f || beta == 1.0f) &&
+             sdb_thin_gemm(M, N, K, A, lda, B, ldb, beta, C, ldc, pack) == 0)
+        return;
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
                      A, lda, B, ldb, beta, C, ldc);
 }
@@ -150,7 +156,7 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
                 const int sg = p0 / segN, p1 = n0 + nn < (sg + 1) * segN ? n0 + nn : (sg + 1) * segN;
                 const int off = p0 - sg * segN;
                 const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
-                tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd);
+                tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd, NULL);
                 p0 = p1;
             }
         }
@@ -368,7 +374,7 @@ static void conv_store(const sdb_conv2d *c, const conv_layout *L, int co, int n0
 
 static void conv_unit(const sdb_conv2d *c, const float *w, const float *x, int H, int W,
                       const conv_layout *L, int t, float *y, const float *res, const float *bias_n,
-                      const float *shared_col, float *colbuf, float *cbuf, float *part)
+                      const float *shared_col, float *colbuf, float *cbuf, float *part, float *pack)
 {
     int m0, mm, n0, nn, k0, kk;
     sdb_gemm_grid_tile(&L->g, t, &m0, &mm, &n0, &nn, &k0, &kk);
@@ -378,14 +384,14 @@ static void conv_unit(const sdb_conv2d *c, const float *w, const float *x, int H
     const int ldd = split ? L->ncols : nn;
     if (shared_col) {
         tile_gemm(L->small, 0, mm, nn, kk, w + (size_t)m0 * L->K + k0, L->K,
-                  shared_col + (size_t)k0 * L->ncols + n0, L->ncols, 0.0f, dst, ldd);
+                  shared_col + (size_t)k0 * L->ncols + n0, L->ncols, 0.0f, dst, ldd, pack);
     } else {
         const int kc = conv_chunk(kk);
         for (int q0 = k0; q0 < k0 + kk; q0 += kc) {
             const int q1 = q0 + kc < k0 + kk ? q0 + kc : k0 + kk;
             im2col_cols(c, x, H, W, L, q0, q1, n0, nn, colbuf);
             tile_gemm(L->small, 0, mm, nn, q1 - q0, w + (size_t)m0 * L->K + q0, L->K, colbuf, nn,
-                      q0 > k0 ? 1.0f : 0.0f, dst, ldd);
+                      q0 > k0 ? 1.0f : 0.0f, dst, ldd, pack);
         }
     }
     if (!split)
@@ -411,8 +417,9 @@ int sdb_conv2d_forward_bias(const sdb_conv2d *c, const float *x, int N, int H, i
     const int nthreads = par ? omp_get_max_threads() : 1;
     const size_t colsz = L.shared ? 0 : (size_t)conv_chunk(L.g.kb) * L.g.nb;
     const size_t csz = ks > 1 ? 0 : (size_t)L.g.mb * L.g.nb;
+    const size_t packsz = !L.small && sdb_thin_gemm_preferred() ? sdb_thin_gemm_pack_floats() : 0;
     const size_t MN = (size_t)c->cout * L.ncols;
-    float *bufs = sdb_arena_floats(scratch, (size_t)nthreads * (colsz + csz) + 1);
+    float *bufs = sdb_arena_floats(scratch, (size_t)nthreads * (colsz + csz + packsz) + 1);
     float *col = L.shared ? sdb_arena_floats(scratch, (size_t)L.K * L.ncols) : NULL;
     float *part = ks > 1 ? sdb_arena_floats(scratch, (size_t)ks * MN) : NULL;
     if (!bufs || (L.shared && !col) || (ks > 1 && !part)) { sdb_arena_reset(scratch, mark); return SDB_ENOMEM; }
@@ -425,8 +432,9 @@ int sdb_conv2d_forward_bias(const sdb_conv2d *c, const float *x, int N, int H, i
         }
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < nunits; t++) {
-            float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz);
-            conv_unit(c, w, x, H, W, &L, t, y, residual, bias_n, col, own, own + colsz, part);
+            float *own = bufs + (size_t)omp_get_thread_num() * (colsz + csz + packsz);
+            conv_unit(c, w, x, H, W, &L, t, y, residual, bias_n, col, own, own + colsz, part,
+                      packsz ? own + colsz + csz : NULL);
         }
         if (ks > 1) {
 #pragma omp for schedule(static)

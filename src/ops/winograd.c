@@ -24,11 +24,13 @@
 #include "sdb/ops/winograd.h"
 #include "sdb/error.h"
 #include "sdb/fp16.h"
+#include "sdb/ops/thin_gemm.h"
 #include "vexp.h"
 
 #include <assert.h>
 #include <cblas.h>
 #include <immintrin.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -82,6 +84,9 @@ static const double GD[6][3] = {{4, 0, 0},
 #define SDB_WINO_AUTO_MIN_CIN 32
 /* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
 #define SDB_WINO_AUTO_MIN_COUT 32
+/* Below SDB_WINO_AUTO_MIN_TILES, F(2x2, 3x3) (winograd2.c) from this many of its tiles: the U-Net's
+ * 1280-channel convs at 8x8, batch 2 (32 tiles; TODO measured figures). */
+#define SDB_WINO2_AUTO_MIN_TILES 32
 /* Filters of any size: the U-Net's 1280-output-channel convs (236..472 MB transformed) run in
  * slabs of output channels (below). Measured in CPU time of one thread (2-core AVX2 EPYC, SD 1.5
  * shapes, batch 2, filter transformed per call): 1280 -> 1280 at 16x16 (32 tiles) 0.110 s against
@@ -418,7 +423,10 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
     const size_t xsV = (size_t)p.cin * p.tb, xsM = (size_t)cs * p.tb;
     float *V = sdb_arena_floats(scratch, SDB_WINO_XI * xsV);
     float *M = sdb_arena_floats(scratch, SDB_WINO_XI * xsM);
-    if ((!U && !Us) || !V || !M) {
+    /* the thin-product kernel's packing buffers, one per thread, where it runs the GEMMs */
+    const size_t packsz = sdb_thin_gemm_preferred() ? sdb_thin_gemm_pack_floats() : 0;
+    float *packs = packsz ? sdb_arena_floats(scratch, (size_t)omp_get_max_threads() * packsz) : NULL;
+    if ((!U && !Us) || !V || !M || (packsz && !packs)) {
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
@@ -448,9 +456,13 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
                 const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
                 const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
                 assert(mm > 0 && nn > 0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f,
-                            Ub + k * xsU + (size_t)co0 * cin, cin, V + k * xsV + tb0, p.tb, 0.0f,
-                            M + k * xsM + (size_t)co0 * p.tb + tb0, p.tb);
+                const float *Uk = Ub + k * xsU + (size_t)co0 * cin, *Vk = V + k * xsV + tb0;
+                float *Mk = M + k * xsM + (size_t)co0 * p.tb + tb0;
+                if (!packs || nn > SDB_THIN_GEMM_MAX_N ||
+                    sdb_thin_gemm(mm, nn, cin, Uk, cin, Vk, p.tb, 0.0f, Mk, p.tb,
+                                  packs + (size_t)omp_get_thread_num() * packsz))
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f, Uk, cin, Vk,
+                                p.tb, 0.0f, Mk, p.tb);
             }
             /* implicit barrier: M complete */
 #pragma omp for schedule(static)
@@ -505,7 +517,9 @@ void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *re
 
 void sdb_conv2d_plan_algo(const sdb_conv2d *c, int algo, int N, int H, int W, sdb_par_rec *rec)
 {
-    if (sdb_conv_uses_winograd(c, algo, N, H, W)) sdb_winograd_plan(c, N, H, W, rec);
+    const int path = sdb_conv_path(c, algo, N, H, W);
+    if (path == SDB_CONV_PATH_WINO4) sdb_winograd_plan(c, N, H, W, rec);
+    else if (path == SDB_CONV_PATH_WINO2) sdb_winograd2_plan(c, N, H, W, rec);
     else sdb_conv2d_plan(c, N, H, W, rec);
 }
 
@@ -525,20 +539,52 @@ const char *sdb_conv_algo_name(int algo)
     return algo == SDB_CONV_DIRECT ? "direct" : algo == SDB_CONV_WINOGRAD ? "winograd" : "auto";
 }
 
-int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
+int sdb_conv_path(const sdb_conv2d *c, int algo, int N, int H, int W)
 {
-    if (algo == SDB_CONV_DIRECT || !sdb_winograd_applies(c)) return 0;
-    if (algo == SDB_CONV_WINOGRAD) return 1;
+    if (algo == SDB_CONV_DIRECT || !sdb_winograd_applies(c)) return SDB_CONV_PATH_DIRECT;
+    if (algo == SDB_CONV_WINOGRAD) return SDB_CONV_PATH_WINO4;
     int Ho, Wo;
     sdb_conv2d_out_size(c, H, W, &Ho, &Wo);
-    long tiles = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
-    return c->cin >= SDB_WINO_AUTO_MIN_CIN && c->cout >= SDB_WINO_AUTO_MIN_COUT && tiles >= SDB_WINO_AUTO_MIN_TILES;
+    if (c->cin < SDB_WINO_AUTO_MIN_CIN || c->cout < SDB_WINO_AUTO_MIN_COUT || Ho <= 0 || Wo <= 0)
+        return SDB_CONV_PATH_DIRECT;
+    const long tiles4 = (long)N * ((Ho + SDB_WINO_TILE - 1) / SDB_WINO_TILE) * ((Wo + SDB_WINO_TILE - 1) / SDB_WINO_TILE);
+    if (tiles4 >= SDB_WINO_AUTO_MIN_TILES) return SDB_CONV_PATH_WINO4;
+    const long tiles2 = (long)N * ((Ho + 1) / 2) * ((Wo + 1) / 2);
+    if (tiles2 >= SDB_WINO2_AUTO_MIN_TILES && tiles2 <= SDB_WINO2_MAX_TILES) return SDB_CONV_PATH_WINO2;
+    return SDB_CONV_PATH_DIRECT;
+}
+
+int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W)
+{
+    return sdb_conv_path(c, algo, N, H, W) != SDB_CONV_PATH_DIRECT;
+}
+
+size_t sdb_conv_path_filter_floats(const sdb_conv2d *c, int path)
+{
+    return path == SDB_CONV_PATH_WINO4 ? sdb_winograd_filter_floats(c)
+           : path == SDB_CONV_PATH_WINO2 ? sdb_winograd2_filter_floats(c) : 0;
+}
+
+void sdb_conv_path_filter(const sdb_conv2d *c, int path, float *U)
+{
+    if (path == SDB_CONV_PATH_WINO4) sdb_winograd_filter(c, U);
+    else if (path == SDB_CONV_PATH_WINO2) sdb_winograd2_filter(c, U);
+}
+
+/* c's kept filter when it holds the transform of `path`, else NULL (made per call) */
+static const float *kept_filter(const sdb_conv2d *c, int path)
+{
+    const int tile = c->U_tile ? c->U_tile : SDB_CONV_PATH_WINO4;
+    return c->U && tile == path ? c->U : NULL;
 }
 
 int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
                             const float *residual, const float *bias_n, sdb_arena *scratch)
 {
-    if (sdb_conv_uses_winograd(c, algo, N, H, W))
-        return sdb_winograd_forward(c, c->U, x, N, H, W, y, residual, bias_n, scratch);
+    const int path = sdb_conv_path(c, algo, N, H, W);
+    if (path == SDB_CONV_PATH_WINO4)
+        return sdb_winograd_forward(c, kept_filter(c, path), x, N, H, W, y, residual, bias_n, scratch);
+    if (path == SDB_CONV_PATH_WINO2)
+        return sdb_winograd2_forward(c, kept_filter(c, path), x, N, H, W, y, residual, bias_n, scratch);
     return sdb_conv2d_forward_bias(c, x, N, H, W, y, residual, bias_n, scratch);
 }

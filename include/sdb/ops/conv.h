@@ -35,6 +35,8 @@ typedef struct sdb_conv2d {
     const float *b;                 /* [cout] or NULL */
     const float *U;                 /* its Winograd-transformed filter (sdb_winograd_filter) when
                                      * its owner keeps one, else NULL: made per call */
+    int U_tile;                     /* the transform U holds: 0 or 4 F(4x4, 3x3), 2 F(2x2, 3x3)
+                                     * (sdb_winograd2_filter); a call on the other path makes its own */
 } sdb_conv2d;
 
 /* Output size for an H x W input. */

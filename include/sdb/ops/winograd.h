@@ -43,6 +43,20 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
 /* Records the work units of that call into `rec` (par.h) without computing. */
 void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
 
+/* F(2x2, 3x3) for small images (winograd2.c): 16 multiply-adds per 2x2 output tile and channel
+ * pair instead of 36, with products of 4x as many tiles as F(4x4, 3x3) has, where that has too
+ * few (the U-Net's 1280-channel convolutions at 8x8 latents). Its own transformed filter,
+ * U[ξ][co][ci] = (G g Gᵀ)[ξ], 16 x the 3x3 weights' count / 9; otherwise the same contract as
+ * sdb_winograd_forward, for at most SDB_WINO2_MAX_TILES output tiles (N x ceil(Ho/2) x
+ * ceil(Wo/2); SDB_EINVAL past that). */
+#define SDB_WINO2_XI 16
+#define SDB_WINO2_MAX_TILES 256
+size_t sdb_winograd2_filter_floats(const sdb_conv2d *c);
+void sdb_winograd2_filter(const sdb_conv2d *c, float *U);
+int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
+                          float *y, const float *residual, const float *bias_n, sdb_arena *scratch);
+void sdb_winograd2_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec);
+
 /* Which path runs a convolution (--conv): SDB_CONV_AUTO picks per call from the shape (Winograd
  * where it measured faster: enough input and output channels and output tiles, a transformed
  * filter of at most 192 MiB), SDB_CONV_DIRECT always im2col + sgemm, SDB_CONV_WINOGRAD every
@@ -51,8 +65,17 @@ enum { SDB_CONV_AUTO = 0, SDB_CONV_DIRECT = 1, SDB_CONV_WINOGRAD = 2 };
 /* "auto" / "direct" / "winograd" -> SDB_CONV_*, or -1. */
 int sdb_conv_algo_of(const char *name);
 const char *sdb_conv_algo_name(int algo);
-/* 1 when sdb_conv2d_forward_algo runs c on an N x H x W input by Winograd. */
+/* How sdb_conv2d_forward_algo runs c on an N x H x W input: SDB_CONV_PATH_*. SDB_CONV_AUTO takes
+ * F(4x4, 3x3) where it has enough tiles, else F(2x2, 3x3) where that has (and not too many), else
+ * the direct product; SDB_CONV_WINOGRAD takes F(4x4, 3x3) for every convolution it applies to. */
+enum { SDB_CONV_PATH_DIRECT = 0, SDB_CONV_PATH_WINO4 = 4, SDB_CONV_PATH_WINO2 = 2 };
+int sdb_conv_path(const sdb_conv2d *c, int algo, int N, int H, int W);
+/* 1 when sdb_conv2d_forward_algo runs c on an N x H x W input by Winograd (either). */
 int sdb_conv_uses_winograd(const sdb_conv2d *c, int algo, int N, int H, int W);
+/* The transformed filter that path uses (its floats, and made into U), for an owner that keeps
+ * filters (c->U with c->U_tile = the path); 0 / nothing for the direct path. */
+size_t sdb_conv_path_filter_floats(const sdb_conv2d *c, int path);
+void sdb_conv_path_filter(const sdb_conv2d *c, int path, float *U);
 /* sdb_conv2d_forward_bias or sdb_winograd_forward, as sdb_conv_uses_winograd says. */
 int sdb_conv2d_forward_algo(const sdb_conv2d *c, int algo, const float *x, int N, int H, int W, float *y,
                             const float *residual, const float *bias_n, sdb_arena *scratch);

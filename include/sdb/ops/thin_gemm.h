@@ -1,0 +1,39 @@
+/*
+ * thin_gemm.h — sdbatch's own single-threaded GEMM for the thin products of the convolutions:
+ * C[M,N] (+)= A[M,K] · B[K,N], with A a weight matrix read in place (no packed copy) and N, the
+ * pixels or Winograd tiles of one grid tile, small (up to ~128).
+ *
+ * Why: OpenBLAS packs A on every call. A convolution's weights are large and each of its tiles
+ * is called with few columns, so that packing is a large share of the work (1280 x 32 x 11520,
+ * the 4x4 level of a 256x256 U-Net: 58 GFLOP/s on one Zen 3 core against 92 for a square sgemm).
+ * Here each weight is broadcast from where it lies into a 6 x 16 block of accumulators, and only
+ * B, small, is copied into 16-column panels.
+ *
+ * Arithmetic: every element of C is one chain of fused multiply-adds over k = 0 .. K-1 in order,
+ * started from 0 (beta = 0) or from C (beta = 1). So the result does not depend on how a product
+ * is cut into calls along M or N, nor on the blocking inside a call, nor on the thread count.
+ *
+ * Where: AVX2 with FMA. sdb_thin_gemm_preferred() says whether callers should use it on this CPU:
+ * not where AVX-512 is (OpenBLAS's SkylakeX kernels are twice as wide), nor without AVX2 (no
+ * kernel); callers then use cblas_sgemm.
+ */
+#ifndef SDB_OPS_THIN_GEMM_H
+#define SDB_OPS_THIN_GEMM_H
+
+#include <stddef.h>
+
+/* 1 when this CPU can run sdb_thin_gemm (AVX2 and FMA). */
+int sdb_thin_gemm_available(void);
+/* 1 when callers should use it for thin products on this CPU (available, and no AVX-512). */
+int sdb_thin_gemm_preferred(void);
+/* The widest tile (columns) callers give it: measured faster than OpenBLAS up to here. */
+#define SDB_THIN_GEMM_MAX_N 128
+/* Floats of packing scratch one call needs (any M, N, K): a thread's buffer. */
+size_t sdb_thin_gemm_pack_floats(void);
+
+/* C = (beta ? C : 0) + A · B; beta is 0 or 1. Row-major, leading dimensions lda, ldb, ldc;
+ * pack: sdb_thin_gemm_pack_floats() floats. Returns 0, or -1 when not available (nothing done). */
+int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                  float *C, int ldc, float *pack);
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * thin_gemm.c — the thin-product GEMM of thin_gemm.h: an AVX2/FMA 6 x 16 register block that
+ * broadcasts A (the weights) from where they lie and reads B from 16-column panels. Owns the
+ * kernel, the blocking and the panel packing; nothing else.
+ *
+ * Blocking: columns in chunks of NC (8 panels), K in blocks of KC; per (chunk, block) the panels
+ * of B are packed once (KC x NC floats, ~192 KiB: L2), then for every 6 rows of A, the 6 x KC
+ * block of A (9 KiB, L1 after the first panel) meets each panel in turn. Between blocks of K the
+ * accumulators go through C and come back (stored and reloaded exactly), so each element of C is
+ * still one multiply-add chain over k in order. Partial blocks (fewer than 6 rows or 16 columns)
+ * run the same kernel into a 6 x 16 buffer: missing rows repeat row 0, missing columns are zeros
+ * in the panel, and only the real part is copied out.
+ */
+#include "sdb/ops/thin_gemm.h"
+
+#include <assert.h>
+#include <immintrin.h>
+#include <string.h>
+
+#define MR 6
+#define NR 16
+#define KC 384
+#define NC (8 * NR)
+
+int sdb_thin_gemm_available(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+int sdb_thin_gemm_preferred(void)
+{
+    return sdb_thin_gemm_available() && !__builtin_cpu_supports("avx512f");
+}
+
+size_t sdb_thin_gemm_pack_floats(void) { return (size_t)KC * NC; }
+
+/* c[i][0..15] (ldc) = (acc ? c : 0) + Σ_k a[i][k] · b[k][0..15], i < 6; b: a packed panel [K][16]. */
+__attribute__((target("avx2,fma")))
+static void kernel_6x16(int K, const float *const a[MR], const float *b, float *c, int ldc, int acc)
+{
+#define ROW_INIT(i)                                                                      \
+    __m256 c##i##0 = acc ? _mm256_loadu_ps(c + (size_t)(i) * ldc) : _mm256_setzero_ps(), \
+           c##i##1 = acc ? _mm256_loadu_ps(c + (size_t)(i) * ldc + 8) : _mm256_setzero_ps();
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3) ROW_INIT(4) ROW_INIT(5)
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    for (int k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_loadu_ps(b + (size_t)k * NR), b1 = _mm256_loadu_ps(b + (size_t)k * NR + 8);
+        __m256 w;
+#define ROW_FMA(i)                                \
+    w = _mm256_broadcast_ss(a##i + k);            \
+    c##i##0 = _mm256_fmadd_ps(w, b0, c##i##0);    \
+    c##i##1 = _mm256_fmadd_ps(w, b1, c##i##1);
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3) ROW_FMA(4) ROW_FMA(5)
+    }
+#define ROW_STORE(i)                                          \
+    _mm256_storeu_ps(c + (size_t)(i) * ldc, c##i##0);         \
+    _mm256_storeu_ps(c + (size_t)(i) * ldc + 8, c##i##1);
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
+#undef ROW_INIT
+#undef ROW_FMA
+#undef ROW_STORE
+}
+
+/* Panels of B rows k0 .. k0+kk-1, columns n0 .. n0+nn-1: pack[p][k][16], zeros past nn. */
+static void pack_panels(const float *B, int ldb, int k0, int kk, int n0, int nn, float *pack)
+{
+    for (int p = 0; p * NR < nn; p++) {
+        const int c0 = n0 + p * NR, cols = nn - p * NR < NR ? nn - p * NR : NR;
+        float *d = pack + (size_t)p * kk * NR;
+        for (int k = 0; k < kk; k++) {
+            const float *s = B + (size_t)(k0 + k) * ldb + c0;
+            memcpy(d + (size_t)k * NR, s, sizeof(float) * cols);
+            if (cols < NR) memset(d + (size_t)k * NR + cols, 0, sizeof(float) * (NR - cols));
+        }
+    }
+}
+
+int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                  float *C, int ldc, float *pack)
+{
+    assert(beta == 0.0f || beta == 1.0f);
+    if (!sdb_thin_gemm_available()) return -1;
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {
+        if (beta == 0.0f)
+            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+        return 0;
+    }
+    float tmp[MR * NR] = {0}; /* partial blocks: rows past M are computed here and dropped */
+    for (int n0 = 0; n0 < N; n0 += NC) {
+        const int nn = N - n0 < NC ? N - n0 : NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kk = K - k0 < KC ? K - k0 : KC, acc = beta != 0.0f || k0 > 0;
+            pack_panels(B, ldb, k0, kk, n0, nn, pack);
+            for (int m0 = 0; m0 < M; m0 += MR) {
+                const int rows = M - m0 < MR ? M - m0 : MR;
+                const float *a[MR];
+                for (int i = 0; i < MR; i++) a[i] = A + (size_t)(m0 + (i < rows ? i : 0)) * lda + k0;
+                for (int p = 0; p * NR < nn; p++) {
+                    const int cols = nn - p * NR < NR ? nn - p * NR : NR;
+                    float *c = C + (size_t)m0 * ldc + n0 + p * NR;
+                    const float *panel = pack + (size_t)p * kk * NR;
+                    if (rows == MR && cols == NR) {
+                        kernel_6x16(kk, a, panel, c, ldc, acc);
+                        continue;
+                    }
+                    if (acc)
+                        for (int i = 0; i < rows; i++) memcpy(tmp + i * NR, c + (size_t)i * ldc, sizeof(float) * cols);
+                    kernel_6x16(kk, a, panel, tmp, NR, acc);
+                    for (int i = 0; i < rows; i++) memcpy(c + (size_t)i * ldc, tmp + i * NR, sizeof(float) * cols);
+                }
+            }
+        }
+    }
+    return 0;
+}
