@@ -4,7 +4,7 @@
  * element is), and within the rounding bound of that chain (K·u·Σ|a·b|, u = 2^-24) against a
  * double-precision product. Shapes cover whole and partial 6 x 16 blocks, several K blocks and
  * column chunks, leading dimensions wider than the matrices (the padding must stay untouched),
- * beta 0 and 1, K = 0; a product cut into calls along M, N and K (beta = 1 continuing the chain)
+ * beta 0 and 1, K = 0; B made into panels once (sdb_thin_gemm_panels) gives the same bits; a product cut into calls along M, N and K (beta = 1 continuing the chain)
  * gives the same bits as one call. On a CPU without AVX2 and FMA the kernel must refuse (-1) and
  * leave C alone, and only that is checked (the output says so).
  */
@@ -80,6 +80,21 @@ static void check_case(int M, int N, int K, int pad, float beta)
            beta, not_chain);
     CHECKF(!over_bound, "%dx%dx%d beta %g: %zu elements past (K+1)u·Σ|ab|", M, N, K, beta, over_bound);
     CHECKF(!guards_broken(&m, C), "%dx%dx%d: padding of C written", M, N, K);
+    /* B made into panels once: the same bits */
+    const size_t np = (size_t)(N + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * K * SDB_THIN_GEMM_PANEL;
+    float *panels = malloc(sizeof(float) * (np ? np : 1)), *C2 = malloc(sizeof(float) * (size_t)M * m.ldc);
+    memcpy(C2, m.C0, sizeof(float) * (size_t)M * m.ldc);
+    sdb_thin_gemm_make_panels(N, K, m.B, m.ldb, panels);
+    CHECK(sdb_thin_gemm_panels(M, N, K, m.A, m.lda, panels, (size_t)K * SDB_THIN_GEMM_PANEL, beta, C2, m.ldc) == 0);
+    CHECKF(memcmp(C, C2, sizeof(float) * (size_t)M * m.ldc) == 0, "%dx%dx%d beta %g: from panels differs", M, N, K, beta);
+    /* the same from panels in two K parts (rows 0 .. K/3, then the rest with beta 1) */
+    memcpy(C2, m.C0, sizeof(float) * (size_t)M * m.ldc);
+    const int K1 = K / 3;
+    CHECK(sdb_thin_gemm_panels(M, N, K1, m.A, m.lda, panels, (size_t)K * SDB_THIN_GEMM_PANEL, beta, C2, m.ldc) == 0);
+    CHECK(sdb_thin_gemm_panels(M, N, K - K1, m.A + K1, m.lda, panels + (size_t)K1 * SDB_THIN_GEMM_PANEL,
+                               (size_t)K * SDB_THIN_GEMM_PANEL, 1.0f, C2, m.ldc) == 0);
+    CHECKF(memcmp(C, C2, sizeof(float) * (size_t)M * m.ldc) == 0, "%dx%dx%d beta %g: from panels in two K parts differs", M, N, K, beta);
+    free(panels); free(C2);
     printf("  %4d x %4d x %5d pad %d beta %g: error / Σ|ab| at most %.2e (bound (K+1)u = %.2e)\n", M, N,
            K, pad, beta, worst, (K + 1) * ldexp(1.0, -24));
     free(C);

@@ -76,41 +76,76 @@ static void pack_panels(const float *B, int ldb, int k0, int kk, int n0, int nn,
     }
 }
 
+/* C[:, n0 .. n0+nn) (+)= A · (the panels of those columns for rows k0 .. k0+kk): panel p's row k at
+ * panels + p·pstride + k·16. */
+static void run_block(int M, int nn, int kk, const float *A, int lda, int k0, const float *panels,
+                      size_t pstride, int acc, float *C, int ldc)
+{
+    float tmp[MR * NR] = {0}; /* partial blocks: rows past M are computed here and dropped */
+    for (int m0 = 0; m0 < M; m0 += MR) {
+        const int rows = M - m0 < MR ? M - m0 : MR;
+        const float *a[MR];
+        for (int i = 0; i < MR; i++) a[i] = A + (size_t)(m0 + (i < rows ? i : 0)) * lda + k0;
+        for (int p = 0; p * NR < nn; p++) {
+            const int cols = nn - p * NR < NR ? nn - p * NR : NR;
+            float *c = C + (size_t)m0 * ldc + p * NR;
+            const float *panel = panels + (size_t)p * pstride;
+            if (rows == MR && cols == NR) {
+                kernel_6x16(kk, a, panel, c, ldc, acc);
+                continue;
+            }
+            if (acc)
+                for (int i = 0; i < rows; i++) memcpy(tmp + i * NR, c + (size_t)i * ldc, sizeof(float) * cols);
+            kernel_6x16(kk, a, panel, tmp, NR, acc);
+            for (int i = 0; i < rows; i++) memcpy(c + (size_t)i * ldc, tmp + i * NR, sizeof(float) * cols);
+        }
+    }
+}
+
+/* K = 0: C = 0 (beta 0) or as it is */
+static void zero_k(int M, int N, float beta, float *C, int ldc)
+{
+    if (beta == 0.0f)
+        for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
+}
+
 int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                   float *C, int ldc, float *pack)
 {
     assert(beta == 0.0f || beta == 1.0f);
     if (!sdb_thin_gemm_available()) return -1;
     if (M <= 0 || N <= 0) return 0;
-    if (K <= 0) {
-        if (beta == 0.0f)
-            for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
-        return 0;
-    }
-    float tmp[MR * NR] = {0}; /* partial blocks: rows past M are computed here and dropped */
+    if (K <= 0) { zero_k(M, N, beta, C, ldc); return 0; }
     for (int n0 = 0; n0 < N; n0 += NC) {
         const int nn = N - n0 < NC ? N - n0 : NC;
         for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kk = K - k0 < KC ? K - k0 : KC, acc = beta != 0.0f || k0 > 0;
+            const int kk = K - k0 < KC ? K - k0 : KC;
             pack_panels(B, ldb, k0, kk, n0, nn, pack);
-            for (int m0 = 0; m0 < M; m0 += MR) {
-                const int rows = M - m0 < MR ? M - m0 : MR;
-                const float *a[MR];
-                for (int i = 0; i < MR; i++) a[i] = A + (size_t)(m0 + (i < rows ? i : 0)) * lda + k0;
-                for (int p = 0; p * NR < nn; p++) {
-                    const int cols = nn - p * NR < NR ? nn - p * NR : NR;
-                    float *c = C + (size_t)m0 * ldc + n0 + p * NR;
-                    const float *panel = pack + (size_t)p * kk * NR;
-                    if (rows == MR && cols == NR) {
-                        kernel_6x16(kk, a, panel, c, ldc, acc);
-                        continue;
-                    }
-                    if (acc)
-                        for (int i = 0; i < rows; i++) memcpy(tmp + i * NR, c + (size_t)i * ldc, sizeof(float) * cols);
-                    kernel_6x16(kk, a, panel, tmp, NR, acc);
-                    for (int i = 0; i < rows; i++) memcpy(c + (size_t)i * ldc, tmp + i * NR, sizeof(float) * cols);
-                }
-            }
+            run_block(M, nn, kk, A, lda, k0, pack, (size_t)kk * NR, beta != 0.0f || k0 > 0, C + n0, ldc);
+        }
+    }
+    return 0;
+}
+
+void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *panels)
+{
+    for (int p = 0; p * NR < N; p++) pack_panels(B, ldb, 0, K, p * NR, N - p * NR < NR ? N - p * NR : NR,
+                                                 panels + (size_t)p * K * NR);
+}
+
+int sdb_thin_gemm_panels(int M, int N, int K, const float *A, int lda, const float *panels, size_t pstride,
+                         float beta, float *C, int ldc)
+{
+    assert(beta == 0.0f || beta == 1.0f);
+    if (!sdb_thin_gemm_available()) return -1;
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) { zero_k(M, N, beta, C, ldc); return 0; }
+    for (int n0 = 0; n0 < N; n0 += NC) {
+        const int nn = N - n0 < NC ? N - n0 : NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kk = K - k0 < KC ? K - k0 : KC;
+            run_block(M, nn, kk, A, lda, k0, panels + (size_t)(n0 / NR) * pstride + (size_t)k0 * NR, pstride,
+                      beta != 0.0f || k0 > 0, C + n0, ldc);
         }
     }
     return 0;

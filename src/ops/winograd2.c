@@ -2,25 +2,28 @@
  * winograd2.c — F(2x2, 3x3) Winograd convolution for small images (see winograd.h): the U-Net's
  * 1280-channel convolutions at 8x8 latents and below, where F(4x4, 3x3) has too few output tiles
  * (8 per filter at 8x8, batch 2) for its 36 products to run well, and the direct product does 2.25x
- * the multiply-adds. Owns its transforms, its task grid and its per-call filter slabs.
+ * the multiply-adds. Owns its transforms and its task grid.
  *
  * Transform matrices (interpolation points 0, 1, -1, ∞; every entry 0, ±1 or ±1/2, so the input
- * and output transforms are exact sums and differences, and the filter transform, run in double,
- * is rounded once):
+ * and output transforms are exact sums and differences):
  *   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]
  *   Aᵀ = [1 1 1 0; 0 1 -1 -1]
  * A 4x4 input tile d becomes V = Bᵀ d B, a filter g becomes U = G g Gᵀ (16 values each); for each
  * of the 16 positions ξ the products over the input channels are one GEMM
  * M[ξ][cout, tiles] = U[ξ][cout, cin] · V[ξ][cin, tiles]; a tile's 2x2 output is Aᵀ M A: 16
- * multiply-adds per 2x2 output tile and channel pair instead of 36.
+ * multiply-adds per 2x2 output tile and channel pair instead of 36. The filter transform runs in
+ * double, G's rows as sums and halvings (filter_scalar), and is rounded once.
  *
  * Work: all tiles of all images at once (callers use it on small images: sdb_conv_path caps the
- * tiles), in one parallel region: the input transform (over input channels), then per slab of
- * output channels the filter transform when no kept filter is passed (over output channels), a
- * fixed grid of 16 x WINO2_MBLOCKS single-threaded GEMMs (thin_gemm.h where the CPU prefers it,
- * else OpenBLAS), and the output transform (+ bias, + residual; over output channels). Every value
- * is computed by one unit in an order fixed by the shapes: results are identical for any thread
- * count, and with or without a kept filter.
+ * tiles), in one parallel region: the input transform (over input channels), the products, and
+ * the output transform (+ bias, + residual; over output channels). The products run in blocks of
+ * FB output channels and chunks of KCH input channels: with a kept filter, units of (ξ,
+ * WINO2_UNIT_BLOCKS blocks); without one, units of one block that, chunk by chunk, first transform
+ * the block's 16 x FB x KCH filter values into the thread's buffer (L2), so the transformed filter
+ * (105 MB for 1280 -> 1280) never goes through memory. Either way each (block, chunk) product is
+ * the same call (thin_gemm.h on V made into panels where the CPU prefers it, else OpenBLAS; the
+ * chunks after the first add to M): results are identical for any thread count, and with or
+ * without a kept filter.
  */
 #include "sdb/ops/winograd.h"
 #include "sdb/error.h"
@@ -36,10 +39,13 @@
 #include <string.h>
 
 #define XI SDB_WINO2_XI
-/* Output channel blocks per ξ (x 16 = the GEMM units: enough for 64 threads), of at least 16. */
-#define WINO2_MBLOCKS 4
-/* Per-call transformed filter at most this per slab of output channels (as F(4x4, 3x3)'s). */
-#define WINO2_SLAB_BYTES ((size_t)192 << 20)
+/* Output channels per product (two of the thin kernel's 6-row blocks): 107 units for 1280. */
+#define FB 12
+/* Blocks per unit with a kept filter: 16 x 27 units for 1280 output channels. */
+#define WINO2_UNIT_BLOCKS 4
+/* Input channels per product: a block's filters for them, transformed (16 x FB x KCH floats,
+ * 192 KiB), stay in L2 for the 16 products that read them. */
+#define KCH 256
 
 size_t sdb_winograd2_filter_floats(const sdb_conv2d *c) { return (size_t)XI * c->cout * c->cin; }
 
@@ -48,62 +54,76 @@ static double tap(const sdb_conv2d *c, size_t i)
     return c->w.f32 ? (double)c->w.f32[i] : (double)sdb_f16_to_f32(c->w.f16[i]);
 }
 
-static const double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-
-/* U[ξ][co - co0][ci] (ξ stride xs) for the filters ci0 <= ci < ci1 of output channel co: G g Gᵀ in
- * double, every product and sum rounded in the order written (G's zero and unit entries
- * included), then rounded once to float. */
-static void filter_scalar(const sdb_conv2d *c, int co, int co0, int ci0, int ci1, float *U, size_t xs)
+/* u[ξ·xs + ci - ci0] for the filters ci0 <= ci < ci1 of output channel co, in double:
+ * t = G g as t0 = g0, t1 = ((g0 + g1) + g2)·½, t2 = ((g0 - g1) + g2)·½, t3 = g2 (per column), then
+ * the same on the rows of t, each operation rounded in that order, and the result rounded once. */
+static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
     for (int ci = ci0; ci < ci1; ci++) {
         const size_t o = ((size_t)co * c->cin + ci) * 9;
         double g[3][3], t[4][3];
         for (int i = 0; i < 9; i++) g[i / 3][i % 3] = tap(c, o + i);
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 3; j++) t[i][j] = G2[i][0] * g[0][j] + G2[i][1] * g[1][j] + G2[i][2] * g[2][j];
-        float *u = U + (size_t)(co - co0) * c->cin + ci;
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++)
-                u[(size_t)(4 * i + j) * xs] = (float)(t[i][0] * G2[j][0] + t[i][1] * G2[j][1] + t[i][2] * G2[j][2]);
+        for (int j = 0; j < 3; j++) {
+            t[0][j] = g[0][j];
+            t[1][j] = ((g[0][j] + g[1][j]) + g[2][j]) * 0.5;
+            t[2][j] = ((g[0][j] - g[1][j]) + g[2][j]) * 0.5;
+            t[3][j] = g[2][j];
+        }
+        float *u = u0 + (ci - ci0);
+        for (int i = 0; i < 4; i++) {
+            u[(size_t)(4 * i + 0) * xs] = (float)t[i][0];
+            u[(size_t)(4 * i + 1) * xs] = (float)(((t[i][0] + t[i][1]) + t[i][2]) * 0.5);
+            u[(size_t)(4 * i + 2) * xs] = (float)(((t[i][0] - t[i][1]) + t[i][2]) * 0.5);
+            u[(size_t)(4 * i + 3) * xs] = (float)t[i][2];
+        }
     }
 }
 
 /* The same for 4 filters at a time (one per double lane): the same operations in the same order,
- * so bit-identical to filter_scalar. AVX2 without FMA on purpose: no multiply-add may be fused.
- * Returns the filters done (a multiple of 4 from ci0). */
+ * so bit-identical to filter_scalar (row i of t is made from g when row i of U needs it: 9 + 3
+ * vectors live, no spills). Returns the filters done (a multiple of 4 from ci0). */
 __attribute__((target("avx2")))
-static int filter_avx2(const sdb_conv2d *c, int co, int co0, int ci0, int ci1, float *U, size_t xs)
+static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
+    const __m256d half = _mm256_set1_pd(0.5);
     int ci = ci0;
     for (; ci + 4 <= ci1; ci += 4) {
         const size_t o = ((size_t)co * c->cin + ci) * 9;
-        __m256d g[3][3], t[4][3];
-        for (int k = 0; k < 9; k++)
-            g[k / 3][k % 3] = _mm256_set_pd(tap(c, o + 27 + k), tap(c, o + 18 + k), tap(c, o + 9 + k), tap(c, o + k));
-        for (int i = 0; i < 4; i++)
+        __m256d g[9];
+        if (c->w.f32)
+            for (int k = 0; k < 9; k++) {
+                const float *w = c->w.f32 + o + k;
+                g[k] = _mm256_cvtps_pd(_mm_set_ps(w[27], w[18], w[9], w[0]));
+            }
+        else
+            for (int k = 0; k < 9; k++)
+                g[k] = _mm256_set_pd(tap(c, o + 27 + k), tap(c, o + 18 + k), tap(c, o + 9 + k), tap(c, o + k));
+        float *u = u0 + (ci - ci0);
+        for (int i = 0; i < 4; i++) {
+            __m256d t[3];
             for (int j = 0; j < 3; j++) {
-                const __m256d a = _mm256_mul_pd(_mm256_set1_pd(G2[i][0]), g[0][j]);
-                const __m256d b = _mm256_mul_pd(_mm256_set1_pd(G2[i][1]), g[1][j]);
-                const __m256d d = _mm256_mul_pd(_mm256_set1_pd(G2[i][2]), g[2][j]);
-                t[i][j] = _mm256_add_pd(_mm256_add_pd(a, b), d);
+                const __m256d g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+                t[j] = i == 0   ? g0
+                       : i == 1 ? _mm256_mul_pd(_mm256_add_pd(_mm256_add_pd(g0, g1), g2), half)
+                       : i == 2 ? _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(g0, g1), g2), half)
+                                : g2;
             }
-        float *u = U + (size_t)(co - co0) * c->cin + ci;
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-                const __m256d a = _mm256_mul_pd(t[i][0], _mm256_set1_pd(G2[j][0]));
-                const __m256d b = _mm256_mul_pd(t[i][1], _mm256_set1_pd(G2[j][1]));
-                const __m256d d = _mm256_mul_pd(t[i][2], _mm256_set1_pd(G2[j][2]));
-                _mm_storeu_ps(u + (size_t)(4 * i + j) * xs, _mm256_cvtpd_ps(_mm256_add_pd(_mm256_add_pd(a, b), d)));
-            }
+            const __m256d u1 = _mm256_mul_pd(_mm256_add_pd(_mm256_add_pd(t[0], t[1]), t[2]), half);
+            const __m256d u2 = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(t[0], t[1]), t[2]), half);
+            _mm_storeu_ps(u + (size_t)(4 * i + 0) * xs, _mm256_cvtpd_ps(t[0]));
+            _mm_storeu_ps(u + (size_t)(4 * i + 1) * xs, _mm256_cvtpd_ps(u1));
+            _mm_storeu_ps(u + (size_t)(4 * i + 2) * xs, _mm256_cvtpd_ps(u2));
+            _mm_storeu_ps(u + (size_t)(4 * i + 3) * xs, _mm256_cvtpd_ps(t[2]));
+        }
     }
     return ci - ci0;
 }
 
-/* U[ξ][co - co0][ci] (ξ stride xs) for every input channel of output channel co */
-static void filter_one(const sdb_conv2d *c, int co, int co0, float *U, size_t xs, int avx2)
+/* u[ξ·xs + ci - ci0] for the input channels ci0 <= ci < ci1 of output channel co */
+static void filter_row(const sdb_conv2d *c, int co, int ci0, int ci1, float *u, size_t xs, int avx2)
 {
-    const int done = avx2 ? filter_avx2(c, co, co0, 0, c->cin, U, xs) : 0;
-    filter_scalar(c, co, co0, done, c->cin, U, xs);
+    const int done = avx2 ? filter_avx2(c, co, ci0, ci1, u, xs) : 0;
+    filter_scalar(c, co, ci0 + done, ci1, u + done, xs);
 }
 
 void sdb_winograd2_filter(const sdb_conv2d *c, float *U)
@@ -111,23 +131,22 @@ void sdb_winograd2_filter(const sdb_conv2d *c, float *U)
     const size_t xs = (size_t)c->cout * c->cin;
     const int avx2 = sdb_vexp_have_avx2();
 #pragma omp parallel for schedule(static)
-    for (int co = 0; co < c->cout; co++) filter_one(c, co, 0, U, xs, avx2);
-}
-
-/* Output channels per slab when the filter is made per call (a multiple of 16, or all). */
-static int slab_channels(const sdb_conv2d *c)
-{
-    const size_t per = (size_t)XI * c->cin * sizeof(float);
-    if (per * c->cout <= WINO2_SLAB_BYTES) return c->cout;
-    const int nslab = (int)((per * c->cout + WINO2_SLAB_BYTES - 1) / WINO2_SLAB_BYTES);
-    int cs = ((c->cout + nslab - 1) / nslab + 15) / 16 * 16;
-    return cs < c->cout ? cs : c->cout;
+    for (int co = 0; co < c->cout; co++) filter_row(c, co, 0, c->cin, U + (size_t)co * c->cin, xs, avx2);
 }
 
 typedef struct {
     int N, cin, H, W, Ho, Wo, pt, pl;
     int tx, ty, T; /* tiles per row, per column, over all images */
+    int panels;    /* V as the thin kernel's panels [ξ][T/16][cin][16] (else [ξ][cin][T]) */
+    size_t xsV;    /* V's ξ stride */
 } w2plan;
+
+/* Where V[ξ][ci][t] lies, from ξ's plane */
+static size_t v_at(const w2plan *p, int ci, int t)
+{
+    const int L = SDB_THIN_GEMM_PANEL;
+    return p->panels ? (size_t)(t / L) * p->cin * L + (size_t)ci * L + t % L : (size_t)ci * p->T + t;
+}
 
 static int plan_of(const sdb_conv2d *c, int N, int H, int W, w2plan *p)
 {
@@ -142,22 +161,23 @@ static int plan_of(const sdb_conv2d *c, int N, int H, int W, w2plan *p)
     p->ty = (p->Ho + 1) / 2;
     const long T = (long)N * p->tx * p->ty;
     p->T = (int)T;
+    p->panels = sdb_thin_gemm_preferred();
+    const int L = SDB_THIN_GEMM_PANEL;
+    p->xsV = p->panels ? (size_t)(p->T + L - 1) / L * L * p->cin : (size_t)p->cin * p->T;
     return p->Ho > 0 && p->Wo > 0 && T <= SDB_WINO2_MAX_TILES;
 }
 
-/* The GEMM block of output channels of a slab of cout: a multiple of 16 (or all). */
-static int block_rows(int cout)
-{
-    int mb = ((cout + WINO2_MBLOCKS - 1) / WINO2_MBLOCKS + 15) / 16 * 16;
-    return mb < cout ? mb : cout;
-}
-
-/* V[ξ][ci][t] (ξ stride cin·T) for every tile t of input channel ci */
+/* V[ξ][ci][t] for every tile t of input channel ci (and the panels' zero columns past T) */
 static void input_channel(const w2plan *p, const float *x, int ci, float *V)
 {
-    const size_t xs = (size_t)p->cin * p->T, img = (size_t)p->cin * p->H * p->W;
-    float *v = V + (size_t)ci * p->T;
-    for (int t = 0; t < p->T; t++) {
+    const size_t xs = p->xsV, img = (size_t)p->cin * p->H * p->W;
+    const int tend = p->panels ? (p->T + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL : p->T;
+    for (int t = 0; t < tend; t++) {
+        float *v = V + v_at(p, ci, t);
+        if (t >= p->T) {
+            for (int k = 0; k < XI; k++) v[(size_t)k * xs] = 0.0f;
+            continue;
+        }
         const int n = t / (p->tx * p->ty), r = t % (p->tx * p->ty);
         const int y0 = r / p->tx * 2 - p->pt, x0 = r % p->tx * 2 - p->pl;
         const float *xc = x + (size_t)n * img + (size_t)ci * p->H * p->W;
@@ -174,12 +194,30 @@ static void input_channel(const w2plan *p, const float *x, int ci, float *V)
             b[3][j] = d[1][j] - d[3][j];
         }
         for (int i = 0; i < 4; i++) { /* (Bᵀ d) B */
-            v[(size_t)(4 * i + 0) * xs + t] = b[i][0] - b[i][2];
-            v[(size_t)(4 * i + 1) * xs + t] = b[i][1] + b[i][2];
-            v[(size_t)(4 * i + 2) * xs + t] = b[i][2] - b[i][1];
-            v[(size_t)(4 * i + 3) * xs + t] = b[i][1] - b[i][3];
+            v[(size_t)(4 * i + 0) * xs] = b[i][0] - b[i][2];
+            v[(size_t)(4 * i + 1) * xs] = b[i][1] + b[i][2];
+            v[(size_t)(4 * i + 2) * xs] = b[i][2] - b[i][1];
+            v[(size_t)(4 * i + 3) * xs] = b[i][1] - b[i][3];
         }
     }
+}
+
+/* M[ξ][co0 + i][t] (+)= Σ_ci U[ξ][i][ci] V[ξ][ci][t] over the input channels ci0 .. ci0+kc-1, for
+ * the mm <= FB rows of one block (Uk: ξ's rows at ci0, lda; M: ξ stride xsM, rows of T; added when
+ * ci0 > 0). The one call every block makes per chunk, kept filter or not. */
+static void block_products(const w2plan *p, int k, const float *Uk, int lda, int mm, int ci0, int kc,
+                           const float *V, float *M, size_t xsM, int co0)
+{
+    const int L = SDB_THIN_GEMM_PANEL;
+    const float beta = ci0 > 0 ? 1.0f : 0.0f;
+    float *Mk = M + k * xsM + (size_t)co0 * p->T;
+    if (p->panels) {
+        const float *Vk = V + k * p->xsV + (size_t)ci0 * L;
+        if (!sdb_thin_gemm_panels(mm, p->T, kc, Uk, lda, Vk, (size_t)p->cin * L, beta, Mk, p->T)) return;
+    }
+    /* without the thin kernel V is [ξ][ci][T] (plan_of) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, p->T, kc, 1.0f, Uk, lda,
+                V + k * p->xsV + (size_t)ci0 * p->T, p->T, beta, Mk, p->T);
 }
 
 /* y[n][co] over every tile: (residual + bias) + Aᵀ M A; M[ξ][co - cbase][t] (ξ stride xs) */
@@ -217,51 +255,52 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
     if (!c->w.f32 && !c->w.f16) return SDB_EINVAL;
     w2plan p;
     if (!plan_of(c, N, H, W, &p)) return SDB_EINVAL;
-    /* slabs of output channels from the shape only, whether U is passed or not: the same products
-     * either way (a kept filter gives the same bits on any GEMM kernel) */
-    const int cin = c->cin, cs = slab_channels(c), T = p.T;
+    const int cin = c->cin, cout = c->cout, nblk = (cout + FB - 1) / FB;
+    const size_t xsM = (size_t)cout * p.T, ubuf = (size_t)XI * FB * KCH;
     const size_t mark = sdb_arena_mark(scratch);
-    const size_t xsV = (size_t)cin * T;
-    float *V = sdb_arena_floats(scratch, XI * xsV);
-    float *M = sdb_arena_floats(scratch, (size_t)XI * cs * T);
-    float *Us = U ? NULL : sdb_arena_floats(scratch, (size_t)XI * cs * cin);
-    const int avx2 = sdb_vexp_have_avx2();
-    const size_t packsz = sdb_thin_gemm_preferred() ? sdb_thin_gemm_pack_floats() : 0;
-    float *packs = packsz ? sdb_arena_floats(scratch, (size_t)omp_get_max_threads() * packsz) : NULL;
-    if (!V || !M || (!U && !Us) || (packsz && !packs)) {
+    float *V = sdb_arena_floats(scratch, XI * p.xsV);
+    float *M = sdb_arena_floats(scratch, XI * xsM);
+    float *Ut = U ? NULL : sdb_arena_floats(scratch, (size_t)omp_get_max_threads() * ubuf);
+    if (!V || !M || (!U && !Ut)) {
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
+    const int avx2 = sdb_vexp_have_avx2();
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
         for (int ci = 0; ci < cin; ci++) input_channel(&p, x, ci, V);
         /* implicit barrier: V complete */
-        for (int cb = 0; cb < c->cout; cb += cs) {
-            const int cout = c->cout - cb < cs ? c->cout - cb : cs, mb = block_rows(cout);
-            const int pm = (cout + mb - 1) / mb, ntask = XI * pm;
-            const size_t xsU = U ? (size_t)c->cout * cin : (size_t)cout * cin, xsM = (size_t)cout * T;
-            const float *Ub = U ? U + (size_t)cb * cin : Us;
-            if (!U) {
-#pragma omp for schedule(static)
-                for (int co = cb; co < cb + cout; co++) filter_one(c, co, cb, Us, xsU, avx2);
-            }
+        if (U) { /* units: (ξ, WINO2_UNIT_BLOCKS blocks of the kept filter) */
+            const int per = WINO2_UNIT_BLOCKS, nunit = XI * ((nblk + per - 1) / per);
+            const size_t xsU = (size_t)cout * cin;
 #pragma omp for schedule(dynamic, 1)
-            for (int task = 0; task < ntask; task++) {
-                const int k = task % XI, co0 = task / XI * mb, mm = cout - co0 < mb ? cout - co0 : mb;
-                const float *Uk = Ub + k * xsU + (size_t)co0 * cin, *Vk = V + k * xsV;
-                float *Mk = M + k * xsM + (size_t)co0 * T;
-                if (!packs || sdb_thin_gemm(mm, T, cin, Uk, cin, Vk, T, 0.0f, Mk, T,
-                                            packs + (size_t)omp_get_thread_num() * packsz))
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, T, cin, 1.0f, Uk, cin, Vk, T,
-                                0.0f, Mk, T);
+            for (int unit = 0; unit < nunit; unit++) {
+                const int k = unit % XI, b0 = unit / XI * per, b1 = b0 + per < nblk ? b0 + per : nblk;
+                for (int b = b0; b < b1; b++) {
+                    const int co0 = b * FB, mm = cout - co0 < FB ? cout - co0 : FB;
+                    for (int ci0 = 0; ci0 < cin; ci0 += KCH)
+                        block_products(&p, k, U + k * xsU + (size_t)co0 * cin + ci0, cin, mm, ci0,
+                                       cin - ci0 < KCH ? cin - ci0 : KCH, V, M, xsM, co0);
+                }
             }
-            /* implicit barrier: M complete */
-#pragma omp for schedule(static)
-            for (int co = cb; co < cb + cout; co++)
-                output_channel(&p, M, xsM, co, cb, c->cout, c->b, bias_n, residual, y);
-            /* implicit barrier: Us and M may be overwritten by the next slab */
+        } else { /* units: one block, its filters transformed into the thread's buffer first */
+            float *Ub = Ut + (size_t)omp_get_thread_num() * ubuf;
+#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < nblk; b++) {
+                const int co0 = b * FB, mm = cout - co0 < FB ? cout - co0 : FB;
+                for (int ci0 = 0; ci0 < cin; ci0 += KCH) {
+                    const int kc = cin - ci0 < KCH ? cin - ci0 : KCH;
+                    for (int co = co0; co < co0 + mm; co++)
+                        filter_row(c, co, ci0, ci0 + kc, Ub + (size_t)(co - co0) * kc, (size_t)mm * kc, avx2);
+                    for (int k = 0; k < XI; k++)
+                        block_products(&p, k, Ub + (size_t)k * mm * kc, kc, mm, ci0, kc, V, M, xsM, co0);
+                }
+            }
         }
+        /* implicit barrier: M complete */
+#pragma omp for schedule(static)
+        for (int co = 0; co < cout; co++) output_channel(&p, M, xsM, co, 0, cout, c->b, bias_n, residual, y);
     }
     sdb_arena_reset(scratch, mark);
     return 0;
@@ -270,27 +309,23 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
 /* FLOP estimates of the transforms as written, for the load-balance record only. */
 #define WINO2_IN_FLOP 32.0    /* one 4x4 input tile */
 #define WINO2_OUT_FLOP 28.0   /* one 2x2 output tile */
-#define WINO2_FILT_FLOP 120.0 /* one 3x3 filter */
+#define WINO2_FILT_FLOP 50.0 /* one 3x3 filter */
 
 void sdb_winograd2_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *rec)
 {
     w2plan p;
     if (!sdb_winograd_applies(c) || N <= 0 || H <= 0 || W <= 0 || !plan_of(c, N, H, W, &p)) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv 3x3/1 %d->%d %dx%d x%d winograd F(2x2)", c->cin, c->cout, H, W, N);
-    const int cs = slab_channels(c); /* a kept filter skips the filter loops */
+    const int nblk = (c->cout + FB - 1) / FB;
     sdb_par_loop_add(rec, SDB_PAR_STATIC, c->cin, NULL, WINO2_IN_FLOP * p.T, 0, 1);
-    for (int cb = 0; cb < c->cout; cb += cs) {
-        const int cout = c->cout - cb < cs ? c->cout - cb : cs, mb = block_rows(cout);
-        const int pm = (cout + mb - 1) / mb, ntask = XI * pm;
-        sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, WINO2_FILT_FLOP * c->cin, 0, 1);
-        double *cost = malloc(sizeof(double) * (size_t)ntask);
-        if (!cost) { rec->failed = 1; return; }
-        for (int task = 0; task < ntask; task++) {
-            const int co0 = task / XI * mb, mm = cout - co0 < mb ? cout - co0 : mb;
-            cost[task] = 2.0 * c->cin * mm * p.T;
-        }
-        sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, ntask, cost, 0, 0, 1);
-        free(cost);
-        sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, WINO2_OUT_FLOP * p.T, 0, 1);
+    /* as made per call (a kept filter's units are finer: 16 x blocks / WINO2_UNIT_BLOCKS) */
+    double *cost = malloc(sizeof(double) * (size_t)nblk);
+    if (!cost) { rec->failed = 1; return; }
+    for (int b = 0; b < nblk; b++) {
+        const int mm = c->cout - b * FB < FB ? c->cout - b * FB : FB;
+        cost[b] = mm * (WINO2_FILT_FLOP * c->cin + 2.0 * XI * c->cin * p.T);
     }
+    sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nblk, cost, 0, 0, 1);
+    free(cost);
+    sdb_par_loop_add(rec, SDB_PAR_STATIC, c->cout, NULL, WINO2_OUT_FLOP * p.T, 0, 1);
 }

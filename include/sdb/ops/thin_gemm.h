@@ -36,4 +36,14 @@ size_t sdb_thin_gemm_pack_floats(void);
 int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
                   float *C, int ldc, float *pack);
 
+/* B's columns as the kernel reads them, made once by a caller that runs several products on the
+ * same B: panels[p][k][16] = B[k][16p + j] (zeros past N), ceil(N/16) x K x 16 floats. */
+#define SDB_THIN_GEMM_PANEL 16
+void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *panels);
+/* sdb_thin_gemm on B given as panels (no packing scratch): the same arithmetic, the same bits.
+ * pstride: floats from one panel to the next (K x 16 as made above; more when B's rows are a part
+ * of longer panels: panels + 16·k0 with the full panels' stride is rows k0 .. of B). */
+int sdb_thin_gemm_panels(int M, int N, int K, const float *A, int lda, const float *panels, size_t pstride,
+                         float beta, float *C, int ldc);
+
 #endif
