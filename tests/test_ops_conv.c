@@ -9,6 +9,7 @@
 #include "sdb/ops/conv.h"
 #include "sdb/ops/groupnorm.h"
 #include "sdb/ops/resample.h"
+#include "sdb/ops/thin_gemm.h"
 #include "sdb/threads.h"
 
 #include <math.h>
@@ -313,6 +314,18 @@ static void test_gemm_linear_cat(void)
     }
 }
 
+/* The convolutions and linear layers again on OpenBLAS alone (SDB_THIN_GEMM=0): the path CPUs take
+ * where the thin-product kernel does not run (AVX-512, no AVX2). */
+static void test_openblas_path(void)
+{
+    setenv("SDB_THIN_GEMM", "0", 1);
+    CHECK(!sdb_thin_gemm_preferred());
+    test_conv();
+    test_gemm_linear();
+    test_gemm_linear_cat();
+    unsetenv("SDB_THIN_GEMM");
+}
+
 int main(void)
 {
     sdb_err err;
@@ -327,6 +340,7 @@ int main(void)
     RUN(test_groupnorm);
     RUN(test_upsample);
     RUN(test_transpose);
+    RUN(test_openblas_path);
     sdb_arena_free(&arena);
     return sdb_t_done();
 }

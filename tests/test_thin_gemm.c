@@ -4,7 +4,7 @@
  * element is), and within the rounding bound of that chain (K·u·Σ|a·b|, u = 2^-24) against a
  * double-precision product. Shapes cover whole and partial 6 x 16 blocks, several K blocks and
  * column chunks, leading dimensions wider than the matrices (the padding must stay untouched),
- * beta 0 and 1, K = 0; B made into panels once (sdb_thin_gemm_panels) gives the same bits; a product cut into calls along M, N and K (beta = 1 continuing the chain)
+ * beta 0 and 1, K = 0; B made into panels once (sdb_thin_gemm_panels, from B or from Bᵀ) gives the same bits; a product cut into calls along M, N and K (beta = 1 continuing the chain)
  * gives the same bits as one call. On a CPU without AVX2 and FMA the kernel must refuse (-1) and
  * leave C alone, and only that is checked (the output says so).
  */
@@ -94,6 +94,13 @@ static void check_case(int M, int N, int K, int pad, float beta)
     CHECK(sdb_thin_gemm_panels(M, N, K - K1, m.A + K1, m.lda, panels + (size_t)K1 * SDB_THIN_GEMM_PANEL,
                                (size_t)K * SDB_THIN_GEMM_PANEL, 1.0f, C2, m.ldc) == 0);
     CHECKF(memcmp(C, C2, sizeof(float) * (size_t)M * m.ldc) == 0, "%dx%dx%d beta %g: from panels in two K parts differs", M, N, K, beta);
+    /* and from Bᵀ (a linear layer's weights as stored): the same panels */
+    float *Bt = malloc(sizeof(float) * (size_t)(N ? N : 1) * (K + 3)), *panels_t = malloc(sizeof(float) * (np ? np : 1));
+    for (int j = 0; j < N; j++)
+        for (int k = 0; k < K; k++) Bt[(size_t)j * (K + 3) + k] = m.B[(size_t)k * m.ldb + j];
+    sdb_thin_gemm_make_panels_t(N, K, Bt, K + 3, panels_t);
+    CHECKF(memcmp(panels, panels_t, sizeof(float) * np) == 0, "%dx%d: panels from Bᵀ differ", N, K);
+    free(Bt); free(panels_t);
     free(panels); free(C2);
     printf("  %4d x %4d x %5d pad %d beta %g: error / Σ|ab| at most %.2e (bound (K+1)u = %.2e)\n", M, N,
            K, pad, beta, worst, (K + 1) * ldexp(1.0, -24));

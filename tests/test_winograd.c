@@ -15,6 +15,7 @@
 #include "sdb/arena.h"
 #include "sdb/fp16.h"
 #include "sdb/ops/conv.h"
+#include "sdb/ops/thin_gemm.h"
 #include "sdb/ops/winograd.h"
 #include "sdb/threads.h"
 
@@ -366,6 +367,20 @@ static void test_thread_identity(void)
     identity_case(F2, 3, 5, 3, 1, 1, 0);      /* images smaller than one tile */
 }
 
+/* Where the thin-product kernel runs the GEMMs (AVX2 without AVX-512), the same checks on the
+ * OpenBLAS path other CPUs take (SDB_THIN_GEMM=0): F(2x2)'s V in the other layout, its products
+ * by sgemm, kept filter or not, 1/2/4 threads; and its accuracy. */
+static void test_openblas_path(void)
+{
+    setenv("SDB_THIN_GEMM", "0", 1);
+    CHECK(!sdb_thin_gemm_preferred());
+    identity_case(SDB_CONV_PATH_WINO2, 2, 64, 96, 9, 7, 0);
+    identity_case(SDB_CONV_PATH_WINO2, 2, 1280, 200, 8, 8, 1);
+    identity_case(SDB_CONV_PATH_WINO4, 2, 64, 96, 19, 13, 0);
+    accuracy_case(SDB_CONV_PATH_WINO2, "unet 1280 8x8 (sgemm)", 2, 1280, 160, 8, 8, 1, 4);
+    unsetenv("SDB_THIN_GEMM");
+}
+
 /* Padding 0 on some sides (the VAE's upsampling strips) and a bias per image (a resnet's conv1):
  * against the direct path's own result, which test_ops_conv checks against its double reference. */
 static void pad_bias_case(int path, int N, int cin, int cout, int H, int W, int pt, int pl, int pb, int pr)
@@ -531,6 +546,7 @@ int main(void)
     RUN(test_thread_identity);
     RUN(test_padding_and_bias_per_image);
     RUN(test_dispatch);
+    RUN(test_openblas_path);
     RUN(test_accuracy_sd15_shapes);
     sdb_arena_free(&arena);
     return sdb_t_done();

@@ -121,7 +121,8 @@ static sdb_gemm_grid gemm_grid(int M, int N, int K, int can_split)
  * op(B)'s columns come in segments of segN: columns [s·segN, (s+1)·segN) from Bs[s] (all with
  * leading dimension ldb); a unit whose columns straddle segments runs one product per piece. */
 static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int lda, const float *const *Bs,
-                       int segN, int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part)
+                       int segN, int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part,
+                       float *panels, size_t panels_per_thread)
 {
     const int M = g->M, N = g->N, small = gemm_is_small(M, N, g->K), nunits = sdb_gemm_grid_tiles(g);
     const size_t MN = (size_t)M * N;
@@ -156,7 +157,14 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
                 const int sg = p0 / segN, p1 = n0 + nn < (sg + 1) * segN ? n0 + nn : (sg + 1) * segN;
                 const int off = p0 - sg * segN;
                 const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
-                tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd, NULL);
+                if (panels && transB && !small) { /* the thin kernel on this piece of Wᵀ made into panels */
+                    float *own = panels + (size_t)omp_get_thread_num() * panels_per_thread;
+                    sdb_thin_gemm_make_panels_t(p1 - p0, kk, Bp, ldb, own);
+                    sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, own, (size_t)kk * SDB_THIN_GEMM_PANEL, b,
+                                         dst + (p0 - n0), ldd);
+                } else {
+                    tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd, NULL);
+                }
                 p0 = p1;
             }
         }
@@ -197,7 +205,7 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
 {
     if (M <= 0 || N <= 0) return;
     const sdb_gemm_grid g = gemm_grid(M, N, K, 0);
-    gemm_tiles(&g, transB, A, lda, &B, N, ldb, beta, C, ldc, INIT_NONE, NULL, NULL);
+    gemm_tiles(&g, transB, A, lda, &B, N, ldb, beta, C, ldc, INIT_NONE, NULL, NULL, NULL, 0);
 }
 
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
@@ -231,7 +239,7 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
     /* the grid (and so the result) does not depend on whether there is scratch: without it, the
      * partial sums of a K-split product are allocated for the call */
     const sdb_gemm_grid g = gemm_grid(M, Nt, K, 1);
-    float *part = NULL, *owned = NULL;
+    float *part = NULL, *owned = NULL, *panels = NULL, *owned_panels = NULL;
     if (g.ks > 1) {
         const size_t np = (size_t)g.ks * M * Nt;
         part = scratch ? sdb_arena_floats(scratch, np) : (owned = malloc(np * sizeof(float)));
@@ -240,11 +248,25 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
             return SDB_ENOMEM;
         }
     }
+    /* where the CPU prefers the thin-product kernel, each tile makes its piece of Wᵀ into panels
+     * in its thread's buffer (the same arithmetic with or without scratch) */
+    const int thin = !gemm_is_small(M, Nt, K) && sdb_thin_gemm_preferred();
+    const size_t ppt = thin ? (size_t)(g.nb + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL * g.kb : 0;
+    if (thin) {
+        const size_t np = (size_t)omp_get_max_threads() * ppt;
+        panels = scratch ? sdb_arena_floats(scratch, np) : (owned_panels = malloc(np * sizeof(float)));
+        if (!panels) {
+            free(owned);
+            if (scratch) sdb_arena_reset(scratch, mark);
+            return SDB_ENOMEM;
+        }
+    }
     /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
      * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
-    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part);
+    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part, panels, ppt);
     free(owned);
+    free(owned_panels);
     if (scratch) sdb_arena_reset(scratch, mark);
     return 0;
 }

@@ -15,6 +15,7 @@
 
 #include <assert.h>
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MR 6
@@ -30,6 +31,8 @@ int sdb_thin_gemm_available(void)
 
 int sdb_thin_gemm_preferred(void)
 {
+    const char *off = getenv("SDB_THIN_GEMM");
+    if (off && !strcmp(off, "0")) return 0;
     return sdb_thin_gemm_available() && !__builtin_cpu_supports("avx512f");
 }
 
@@ -131,6 +134,51 @@ void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *pan
 {
     for (int p = 0; p * NR < N; p++) pack_panels(B, ldb, 0, K, p * NR, N - p * NR < NR ? N - p * NR : NR,
                                                  panels + (size_t)p * K * NR);
+}
+
+/* One 8 x 8 block: d[k][j] (row stride NR) = s[j][k] (row stride lds), j, k < 8. */
+__attribute__((target("avx2")))
+static void transpose8(const float *s, size_t lds, float *d)
+{
+    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds), r2 = _mm256_loadu_ps(s + 2 * lds),
+           r3 = _mm256_loadu_ps(s + 3 * lds), r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds),
+           r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    r0 = _mm256_shuffle_ps(t0, t2, 0x44);
+    r1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    r2 = _mm256_shuffle_ps(t1, t3, 0x44);
+    r3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    r4 = _mm256_shuffle_ps(t4, t6, 0x44);
+    r5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    r6 = _mm256_shuffle_ps(t5, t7, 0x44);
+    r7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(d + 0 * NR, _mm256_permute2f128_ps(r0, r4, 0x20));
+    _mm256_storeu_ps(d + 1 * NR, _mm256_permute2f128_ps(r1, r5, 0x20));
+    _mm256_storeu_ps(d + 2 * NR, _mm256_permute2f128_ps(r2, r6, 0x20));
+    _mm256_storeu_ps(d + 3 * NR, _mm256_permute2f128_ps(r3, r7, 0x20));
+    _mm256_storeu_ps(d + 4 * NR, _mm256_permute2f128_ps(r0, r4, 0x31));
+    _mm256_storeu_ps(d + 5 * NR, _mm256_permute2f128_ps(r1, r5, 0x31));
+    _mm256_storeu_ps(d + 6 * NR, _mm256_permute2f128_ps(r2, r6, 0x31));
+    _mm256_storeu_ps(d + 7 * NR, _mm256_permute2f128_ps(r3, r7, 0x31));
+}
+
+void sdb_thin_gemm_make_panels_t(int N, int K, const float *Bt, int ldbt, float *panels)
+{
+    for (int p = 0; p * NR < N; p++) {
+        const int rows = N - p * NR < NR ? N - p * NR : NR;
+        const float *s = Bt + (size_t)p * NR * ldbt;
+        float *d = panels + (size_t)p * K * NR;
+        int k = 0;
+        if (rows == NR && sdb_thin_gemm_available())
+            for (; k + 8 <= K; k += 8) {
+                transpose8(s + k, (size_t)ldbt, d + (size_t)k * NR);
+                transpose8(s + (size_t)8 * ldbt + k, (size_t)ldbt, d + (size_t)k * NR + 8);
+            }
+        for (; k < K; k++)
+            for (int j = 0; j < NR; j++) d[(size_t)k * NR + j] = j < rows ? s[(size_t)j * ldbt + k] : 0.0f;
+    }
 }
 
 int sdb_thin_gemm_panels(int M, int N, int K, const float *A, int lda, const float *panels, size_t pstride,

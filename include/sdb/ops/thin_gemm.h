@@ -24,7 +24,9 @@
 
 /* 1 when this CPU can run sdb_thin_gemm (AVX2 and FMA). */
 int sdb_thin_gemm_available(void);
-/* 1 when callers should use it for thin products on this CPU (available, and no AVX-512). */
+/* 1 when callers should use it for thin products on this CPU (available, and no AVX-512), unless
+ * the environment says SDB_THIN_GEMM=0 (OpenBLAS everywhere: for tests of that path and for
+ * side-by-side timing; read on every call). */
 int sdb_thin_gemm_preferred(void);
 /* The widest tile (columns) callers give it: measured faster than OpenBLAS up to here. */
 #define SDB_THIN_GEMM_MAX_N 128
@@ -40,6 +42,8 @@ int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, 
  * same B: panels[p][k][16] = B[k][16p + j] (zeros past N), ceil(N/16) x K x 16 floats. */
 #define SDB_THIN_GEMM_PANEL 16
 void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *panels);
+/* The same panels from Bᵀ [N, K] (row stride ldbt): a linear layer's weights as they are stored. */
+void sdb_thin_gemm_make_panels_t(int N, int K, const float *Bt, int ldbt, float *panels);
 /* sdb_thin_gemm on B given as panels (no packing scratch): the same arithmetic, the same bits.
  * pstride: floats from one panel to the next (K x 16 as made above; more when B's rows are a part
  * of longer panels: panels + 16·k0 with the full panels' stride is rows k0 .. of B). */
