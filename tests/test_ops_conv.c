@@ -309,6 +309,29 @@ static void test_gemm_linear_cat(void)
                     if (e > worst) worst = e;
                 }
         CHECKF(worst <= 1.0, "linear_cat %dx%dx%d: error %.2f of 1e-6 of the magnitude", M, K, N, worst);
+        /* with the weights kept as panels (where the thin kernel runs; else there is nothing to
+         * keep): the same bits, one matrix or the three */
+        const size_t np = sdb_linear_panels_floats(N, K);
+        CHECK(np == 0 || np >= (size_t)N * K);
+        if (np) {
+            float *kp[3];
+            for (int s = 0; s < 3; s++) {
+                kp[s] = malloc(sizeof(float) * np);
+                CHECK(sdb_linear_make_panels(W[s], N, K, kp[s]) == 0);
+            }
+            const float *kc[3] = {kp[0], NULL, kp[2]}; /* some kept, one made per tile */
+            CHECK(sdb_gemm_linear_cat_kept(x, M, K, W, kc, 3, N, y2, &arena) == 0);
+            CHECKF(memcmp(y1, y2, sizeof(float) * M * 3 * N) == 0, "linear_cat %dx%dx%d: kept panels differ", M, K, N);
+            kc[1] = kp[1];
+            CHECK(sdb_gemm_linear_cat_kept(x, M, K, W, kc, 3, N, y2, &arena) == 0);
+            CHECKF(memcmp(y1, y2, sizeof(float) * M * 3 * N) == 0, "linear_cat %dx%dx%d: kept panels differ", M, K, N);
+            float *z1 = malloc(sizeof(float) * M * N), *z2 = malloc(sizeof(float) * M * N);
+            CHECK(sdb_gemm_linear(x, M, K, W[1], w[0], N, z1, 0, &arena) == 0);
+            CHECK(sdb_gemm_linear_kept(x, M, K, W[1], kp[1], w[0], N, z2, 0, &arena) == 0);
+            CHECKF(memcmp(z1, z2, sizeof(float) * M * N) == 0, "linear %dx%dx%d: kept panels differ", M, K, N);
+            free(z1); free(z2);
+            for (int s = 0; s < 3; s++) free(kp[s]);
+        }
         for (int s = 0; s < 3; s++) free(w[s]);
         free(x); free(wh); free(wf); free(y1); free(y2);
     }

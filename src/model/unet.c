@@ -103,6 +103,10 @@ struct sdb_unet {
     size_t keep_budget, keep_used;
     sdb_conv2d *kept[4 * MAX_BLOCKS * (2 * MAX_LAYERS + 1) + 8];
     int nkept;
+    /* ... and, in the same budget, linear layers' weights as the thin-product kernel's panels
+     * (sdb_linear_make_panels): found by their weights' address */
+    struct { const void *w; float *panels; } klin[1024];
+    int nklin;
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -467,6 +471,8 @@ static void drop_filters(sdb_unet *u)
         u->kept[i]->U_tile = 0;
     }
     u->nkept = 0;
+    for (int i = 0; i < u->nklin; i++) free(u->klin[i].panels);
+    u->nklin = 0;
     u->keep_used = 0;
 }
 
@@ -566,12 +572,33 @@ static int conv_fw(fw_t *F, const sdb_conv2d *c, const float *x, int N, int H, i
 {
     return conv_fw_bias(F, c, x, N, H, W, y, res, NULL);
 }
+/* w's kept panels: found, or made now when the budget allows; NULL = made per tile (the same
+ * results) */
+static const float *kept_panels(sdb_unet *u, sdb_wmat w, int N, int K)
+{
+    const void *key = w.f32 ? (const void *)w.f32 : (const void *)w.f16;
+    for (int i = 0; i < u->nklin; i++)
+        if (u->klin[i].w == key) return u->klin[i].panels;
+    const size_t bytes = sdb_linear_panels_floats(N, K) * sizeof(float);
+    if (!u->keep_budget || !bytes || u->keep_used + bytes > u->keep_budget ||
+        u->nklin == (int)(sizeof u->klin / sizeof u->klin[0]))
+        return NULL;
+    float *p = malloc(bytes);
+    if (!p) return NULL;
+    if (sdb_linear_make_panels(w, N, K, p)) { free(p); return NULL; }
+    u->klin[u->nklin].w = key;
+    u->klin[u->nklin++].panels = p;
+    u->keep_used += bytes;
+    return p;
+}
+
 static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const float *b, int N,
                      float *y, int acc)
 {
     if (F->plan) { sdb_gemm_linear_plan(M, K, N, F->plan); return 0; }
+    const float *kp = F->u->keep_budget ? kept_panels(F->u, w, N, K) : NULL;
     double t = sdb_prof_begin(F->prof);
-    int rc = sdb_gemm_linear(x, M, K, w, b, N, y, acc, F->a);
+    int rc = sdb_gemm_linear_kept(x, M, K, w, kp, b, N, y, acc, F->a);
     sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * reps(F) * (double)N * K);
     return rc;
 }
@@ -579,8 +606,10 @@ static int linear_fw(fw_t *F, const float *x, int M, int K, sdb_wmat w, const fl
 static int linear_cat_fw(fw_t *F, const float *x, int M, int K, const sdb_wmat *w, int n, int N, float *y)
 {
     if (F->plan) { sdb_gemm_linear_plan(M, K, n * N, F->plan); return 0; }
+    const float *kp[8] = {NULL};
+    for (int i = 0; i < n && i < 8 && F->u->keep_budget; i++) kp[i] = kept_panels(F->u, w[i], N, K);
     double t = sdb_prof_begin(F->prof);
-    int rc = sdb_gemm_linear_cat(x, M, K, w, n, N, y, F->a);
+    int rc = sdb_gemm_linear_cat_kept(x, M, K, w, kp, n, N, y, F->a);
     sdb_prof_end(F->prof, SDB_PROF_LINEAR, t, 2.0 * M * reps(F) * (double)n * N * K);
     return rc;
 }

@@ -122,7 +122,7 @@ static sdb_gemm_grid gemm_grid(int M, int N, int K, int can_split)
  * leading dimension ldb); a unit whose columns straddle segments runs one product per piece. */
 static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int lda, const float *const *Bs,
                        int segN, int ldb, float beta, float *C, int ldc, int init, const float *bias, float *part,
-                       float *panels, size_t panels_per_thread)
+                       float *panels, size_t panels_per_thread, const float *const *kept)
 {
     const int M = g->M, N = g->N, small = gemm_is_small(M, N, g->K), nunits = sdb_gemm_grid_tiles(g);
     const size_t MN = (size_t)M * N;
@@ -157,11 +157,16 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
                 const int sg = p0 / segN, p1 = n0 + nn < (sg + 1) * segN ? n0 + nn : (sg + 1) * segN;
                 const int off = p0 - sg * segN;
                 const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
-                if (panels && transB && !small) { /* the thin kernel on this piece of Wᵀ made into panels */
-                    float *own = panels + (size_t)omp_get_thread_num() * panels_per_thread;
-                    sdb_thin_gemm_make_panels_t(p1 - p0, kk, Bp, ldb, own);
-                    sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, own, (size_t)kk * SDB_THIN_GEMM_PANEL, b,
-                                         dst + (p0 - n0), ldd);
+                if (panels && transB && !small) { /* the thin kernel on this piece of Wᵀ as panels: */
+                    const int L = SDB_THIN_GEMM_PANEL;
+                    if (kept && kept[sg] && off % L == 0) { /* kept whole (the same panels) */
+                        sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, kept[sg] + (size_t)(off / L) * ldb * L + (size_t)k0 * L,
+                                             (size_t)ldb * L, b, dst + (p0 - n0), ldd);
+                    } else { /* or made here */
+                        float *own = panels + (size_t)omp_get_thread_num() * panels_per_thread;
+                        sdb_thin_gemm_make_panels_t(p1 - p0, kk, Bp, ldb, own);
+                        sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, own, (size_t)kk * L, b, dst + (p0 - n0), ldd);
+                    }
                 } else {
                     tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd, NULL);
                 }
@@ -205,7 +210,7 @@ void sdb_gemm(int transB, int M, int N, int K, const float *A, int lda, const fl
 {
     if (M <= 0 || N <= 0) return;
     const sdb_gemm_grid g = gemm_grid(M, N, K, 0);
-    gemm_tiles(&g, transB, A, lda, &B, N, ldb, beta, C, ldc, INIT_NONE, NULL, NULL, NULL, 0);
+    gemm_tiles(&g, transB, A, lda, &B, N, ldb, beta, C, ldc, INIT_NONE, NULL, NULL, NULL, 0, NULL);
 }
 
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
@@ -219,7 +224,7 @@ void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec)
 /* y [M, n·N] = x · [W_0; ...; W_{n-1}]ᵀ + bias (bias: n·N values or NULL), or += with accumulate:
  * one grid over the n·N columns, the n matrices as the segments of op(B). */
 static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int n, const float *bias, int N,
-                           float *y, int accumulate, sdb_arena *scratch)
+                           float *y, int accumulate, sdb_arena *scratch, const float *const *kept)
 {
     for (int s = 0; s < n; s++)
         if (!W[s].f32 && !scratch) return SDB_EINVAL;
@@ -264,7 +269,7 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
     /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
      * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
-    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part, panels, ppt);
+    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part, panels, ppt, kept);
     free(owned);
     free(owned_panels);
     if (scratch) sdb_arena_reset(scratch, mark);
@@ -274,13 +279,45 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
 int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias, int N, float *y,
                     int accumulate, sdb_arena *scratch)
 {
-    return linear_segments(x, M, K, &W, 1, bias, N, y, accumulate, scratch);
+    return linear_segments(x, M, K, &W, 1, bias, N, y, accumulate, scratch, NULL);
+}
+
+int sdb_gemm_linear_kept(const float *x, int M, int K, sdb_wmat W, const float *panels, const float *bias, int N,
+                         float *y, int accumulate, sdb_arena *scratch)
+{
+    return linear_segments(x, M, K, &W, 1, bias, N, y, accumulate, scratch, &panels);
+}
+
+int sdb_gemm_linear_cat_kept(const float *x, int M, int K, const sdb_wmat *W, const float *const *panels, int n,
+                             int N, float *y, sdb_arena *scratch)
+{
+    return linear_segments(x, M, K, W, n, NULL, N, y, 0, scratch, panels);
+}
+
+size_t sdb_linear_panels_floats(int N, int K)
+{
+    if (!sdb_thin_gemm_preferred()) return 0;
+    return (size_t)(N + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL * K;
+}
+
+int sdb_linear_make_panels(sdb_wmat W, int N, int K, float *panels)
+{
+    float *wide = NULL;
+    const float *w = W.f32;
+    if (!w) {
+        if (!W.f16 || !(wide = malloc(sizeof(float) * (size_t)N * K))) return SDB_ENOMEM;
+        sdb_f16_to_f32_array(W.f16, wide, (size_t)N * K);
+        w = wide;
+    }
+    sdb_thin_gemm_make_panels_t(N, K, w, K, panels);
+    free(wide);
+    return 0;
 }
 
 int sdb_gemm_linear_cat(const float *x, int M, int K, const sdb_wmat *W, int n, int N, float *y,
                         sdb_arena *scratch)
 {
-    return linear_segments(x, M, K, W, n, NULL, N, y, 0, scratch);
+    return linear_segments(x, M, K, W, n, NULL, N, y, 0, scratch, NULL);
 }
 
 void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec)

@@ -78,6 +78,17 @@ int sdb_gemm_linear(const float *x, int M, int K, sdb_wmat W, const float *bias,
  * (bit-identical for any thread count, the same errors); its plan is sdb_gemm_linear_plan(M, K, n·N). */
 int sdb_gemm_linear_cat(const float *x, int M, int K, const sdb_wmat *W, int n, int N, float *y,
                         sdb_arena *scratch);
+/* Kept weights for the thin-product kernel (thin_gemm.h): where the CPU prefers it, a linear
+ * layer's tiles each make their piece of Wᵀ into panels; an owner that runs a W in many calls can
+ * keep them made whole instead (sdb_linear_make_panels into sdb_linear_panels_floats(N, K) floats;
+ * 0 where the kernel does not run: nothing to keep) and pass them with W (NULL: made per tile).
+ * The results are the same bits either way. */
+size_t sdb_linear_panels_floats(int N, int K);
+int sdb_linear_make_panels(sdb_wmat W, int N, int K, float *panels);
+int sdb_gemm_linear_kept(const float *x, int M, int K, sdb_wmat W, const float *panels, const float *bias, int N,
+                         float *y, int accumulate, sdb_arena *scratch);
+int sdb_gemm_linear_cat_kept(const float *x, int M, int K, const sdb_wmat *W, const float *const *panels, int n,
+                             int N, float *y, sdb_arena *scratch);
 /* The work units of sdb_gemm / sdb_gemm_linear with these shapes, recorded into `rec`. */
 void sdb_gemm_plan(int M, int N, int K, sdb_par_rec *rec);
 void sdb_gemm_linear_plan(int M, int K, int N, sdb_par_rec *rec);
