@@ -39,7 +39,7 @@ typedef struct sdb_bench_result {
     double peak_rss_mib, weights_mib;
     int weights_f16;       /* the model keeps its matrices as half (sdb_model_opts.weights_f16) */
     int conv;              /* sdb_model_opts.conv: SDB_CONV_* */
-    double kept_filters_mib; /* transformed Winograd filters the U-Net kept (--keep-filters) */
+    double kept_filters_mib; /* weights the U-Net kept as its kernels use them (--keep-filters) */
     int peak_rss_run;      /* peak_rss_mib is the whole run's own peak (VmHWM reset before it) */
     sdb_profile unet_prof; /* one U-Net step (averaged over the timed reps) when opts.profile */
     sdb_profile vae_decode_prof; /* one VAE decode (convolution and attention only), same */

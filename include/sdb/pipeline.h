@@ -36,8 +36,9 @@ typedef struct sdb_model_opts {
                                   where it is faster for the layer's shape), SDB_CONV_DIRECT or
                                   SDB_CONV_WINOGRAD (sdb/ops/winograd.h); results agree within
                                   float rounding */
-    size_t keep_filters;       /* bytes the U-Net may keep transformed Winograd filters in
-                                  (sdb_unet_set_filter_memory; 0 = made per call): faster steps
+    size_t keep_filters;       /* bytes the U-Net may keep weights in, in the form its kernels
+                                  use (transformed Winograd filters, linear panels;
+                                  sdb_unet_set_filter_memory; 0 = made per call): faster steps
                                   for memory, the same results */
 } sdb_model_opts;
 

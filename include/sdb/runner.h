@@ -55,7 +55,7 @@ typedef struct sdb_executor {
  * models with those options too (ud NULL: none). */
 const sdb_executor *sdb_executor_pipeline(void);
 typedef struct {
-    size_t keep_filters; /* sdb_model_opts.keep_filters: bytes of kept Winograd filters (--keep-filters) */
+    size_t keep_filters; /* sdb_model_opts.keep_filters: bytes of kept weights (--keep-filters) */
 } sdb_pipeline_exec_opts;
 
 /* What became of one job this process ran (sdb_run_opts.on_job), told once the state database

@@ -71,11 +71,13 @@ void sdb_unet_set_profile(sdb_unet *u, sdb_profile *p);
 /* Which path runs the 3x3 stride-1 convolutions: SDB_CONV_AUTO (the default), _DIRECT or _WINOGRAD
  * (sdb/ops/winograd.h). The results agree within float rounding, not bit for bit. */
 void sdb_unet_set_conv(sdb_unet *u, int algo);
-/* Memory (bytes) the U-Net may keep transformed Winograd filters in (default 0: each is made per
- * call): a conv's filter, 4x its 3x3 weights in float, is made the first time a forward runs the
- * conv by Winograd and kept while the total stays within the budget, saving its transform in
- * every later step. Results are identical with or without. A budget below the memory in use
- * frees every kept filter. sdb_unet_filter_memory: the bytes kept now. */
+/* Memory (bytes) the U-Net may keep weights in, in the form its kernels use (default 0: each is
+ * made per call): a conv's transformed Winograd filter (4x its 3x3 weights in float for
+ * F(4x4, 3x3), 16/9x for F(2x2, 3x3)) is made the first time a forward runs the conv by Winograd,
+ * and a linear layer's weights as the thin-product kernel's panels (as large as the weights, where
+ * the CPU runs that kernel) the first time it runs, and kept while the total stays within the
+ * budget, saving that work in every later step. Results are identical with or without. A budget
+ * below the memory in use frees everything kept. sdb_unet_filter_memory: the bytes kept now. */
 void sdb_unet_set_filter_memory(sdb_unet *u, size_t bytes);
 size_t sdb_unet_filter_memory(const sdb_unet *u);
 

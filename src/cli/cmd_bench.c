@@ -58,7 +58,8 @@ static void help(void)
            "  --only LIST    time only these stages (comma list of text,unet,encode,decode,run)\n"
            "  --weights f16  keep the weight matrices as IEEE half in memory (half the weights' RAM;\n"
            "                 F16 model files give the same images); default f32\n"
-           "  --keep-filters MIB  the U-Net keeps its Winograd-transformed filters in up to MIB MiB\n"
+           "  --keep-filters MIB  the U-Net keeps its weights as its kernels use them (Winograd filters,\n"
+           "                 linear panels) in up to MIB MiB\n"
            "                 (generate's option; bench prints what it kept)\n"
            "  --conv NAME    the 3x3 convolutions' path: auto (default: Winograd where it is faster for\n"
            "                 the layer's shape), direct (im2col + GEMM) or winograd (all of them)\n"
@@ -265,7 +266,7 @@ int cmd_bench(int argc, char **argv)
 #undef ROW
     if (r.unet_step_s > 0) printf("  U-Net step min / max             %8.3f / %.3f s; CPU time %.3f s (median)\n",
                                   r.unet_step_min_s, r.unet_step_max_s, r.unet_step_cpu_s);
-    if (r.kept_filters_mib > 0) printf("  kept Winograd filters (--keep-filters) %.1f MiB\n", r.kept_filters_mib);
+    if (r.kept_filters_mib > 0) printf("  kept weights (--keep-filters: Winograd filters, linear panels) %.1f MiB\n", r.kept_filters_mib);
     if (r.run_s > 0) printf("  whole inpainting run, %d steps   %8.2f s\n", r.steps, r.run_s);
     printf("  peak RSS (VmHWM%s) %8.0f MiB (weights %.0f MiB %s, %+.0f MiB)\n",
            r.peak_rss_run ? " of the whole run" : ", whole process", r.peak_rss_mib, r.weights_mib,
