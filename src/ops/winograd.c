@@ -85,7 +85,10 @@ static const double GD[6][3] = {{4, 0, 0},
 /* ... and output channels (the VAE's 128 -> 3 conv_out at 256 px: 0.76x) */
 #define SDB_WINO_AUTO_MIN_COUT 32
 /* Below SDB_WINO_AUTO_MIN_TILES, F(2x2, 3x3) (winograd2.c) from this many of its tiles: the U-Net's
- * 1280-channel convs at 8x8, batch 2 (32 tiles; TODO measured figures). */
+ * 1280-channel convs at 8x8, batch 2 (32 tiles). tools/bench_conv.c at 256, 2 threads, AVX2 EPYC:
+ * 1280 -> 1280 direct 0.026-0.027 s, F(2x2) 0.022-0.023 s with its filter made in the call
+ * (0.013 kept), 2560 -> 1280 0.049-0.053 / 0.043-0.046 / 0.023-0.026 s; at 4x4 (8 tiles) F(2x2)
+ * 0.016-0.017 s per call against 0.008 direct, so not there. */
 #define SDB_WINO2_AUTO_MIN_TILES 32
 /* Filters of any size: the U-Net's 1280-output-channel convs (236..472 MB transformed) run in
  * slabs of output channels (below). Measured in CPU time of one thread (2-core AVX2 EPYC, SD 1.5
@@ -93,6 +96,13 @@ static const double GD[6][3] = {{4, 0, 0},
  * 0.193 s direct, 2560 -> 1280 at 16x16 0.231 s against 0.384 s, 1280 -> 1280 at 32x32 0.296 s
  * against 0.772 s; and at 8x8 (8 tiles) 0.079 s against 0.054 s, below the tile rule above.
  * (An earlier rule kept them direct, from perf samples of a whole step on a loaded machine.) */
+
+/* The thin-product kernel (thin_gemm.h) runs the products of layers with at least this many input
+ * channels, OpenBLAS the others. Measured with kept filters (the products alone), one process
+ * alternating the two, 1 thread, AVX2 EPYC, medians of 9, thin / OpenBLAS: U-Net 1280 -> 1280 at
+ * 16x16 batch 2 0.88, 640 -> 640 0.85, 320 -> 320 at 32x32 1.02; VAE 512 ch at 64 and 128 px 0.98
+ * and 1.01, 256 ch at 256 px 1.07, 128 ch 0.95. */
+#define SDB_WINO_THIN_MIN_CIN 640
 
 /* Transformed filter per slab of output channels when made per call (so the U-Net's 2560 -> 1280
  * convs take 159 MB of scratch, not 472; the input transform is repeated per slab). Smaller slabs
@@ -424,7 +434,7 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
     float *V = sdb_arena_floats(scratch, SDB_WINO_XI * xsV);
     float *M = sdb_arena_floats(scratch, SDB_WINO_XI * xsM);
     /* the thin-product kernel's packing buffers, one per thread, where it runs the GEMMs */
-    const size_t packsz = sdb_thin_gemm_preferred() ? sdb_thin_gemm_pack_floats() : 0;
+    const size_t packsz = sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN ? sdb_thin_gemm_pack_floats() : 0;
     float *packs = packsz ? sdb_arena_floats(scratch, (size_t)omp_get_max_threads() * packsz) : NULL;
     if ((!U && !Us) || !V || !M || (packsz && !packs)) {
         sdb_arena_reset(scratch, mark);
