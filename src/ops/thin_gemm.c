@@ -112,8 +112,10 @@ static void zero_k(int M, int N, float beta, float *C, int ldc)
         for (int i = 0; i < M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * N);
 }
 
-int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
-                  float *C, int ldc, float *pack)
+/* The blocking of both entry points: per chunk of NC columns and block of KC rows of B, the panels
+ * are packed from B (pack given) or read from the caller's panels (pstride apart), then run. */
+static int thin_run(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *pack,
+                    const float *panels, size_t pstride, float beta, float *C, int ldc)
 {
     assert(beta == 0.0f || beta == 1.0f);
     if (!sdb_thin_gemm_available()) return -1;
@@ -122,12 +124,23 @@ int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, 
     for (int n0 = 0; n0 < N; n0 += NC) {
         const int nn = N - n0 < NC ? N - n0 : NC;
         for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kk = K - k0 < KC ? K - k0 : KC;
-            pack_panels(B, ldb, k0, kk, n0, nn, pack);
-            run_block(M, nn, kk, A, lda, k0, pack, (size_t)kk * NR, beta != 0.0f || k0 > 0, C + n0, ldc);
+            const int kk = K - k0 < KC ? K - k0 : KC, acc = beta != 0.0f || k0 > 0;
+            if (pack) {
+                pack_panels(B, ldb, k0, kk, n0, nn, pack);
+                run_block(M, nn, kk, A, lda, k0, pack, (size_t)kk * NR, acc, C + n0, ldc);
+            } else {
+                run_block(M, nn, kk, A, lda, k0, panels + (size_t)(n0 / NR) * pstride + (size_t)k0 * NR, pstride,
+                          acc, C + n0, ldc);
+            }
         }
     }
     return 0;
+}
+
+int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                  float *C, int ldc, float *pack)
+{
+    return thin_run(M, N, K, A, lda, B, ldb, pack, NULL, 0, beta, C, ldc);
 }
 
 void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *panels)
@@ -184,17 +197,5 @@ void sdb_thin_gemm_make_panels_t(int N, int K, const float *Bt, int ldbt, float 
 int sdb_thin_gemm_panels(int M, int N, int K, const float *A, int lda, const float *panels, size_t pstride,
                          float beta, float *C, int ldc)
 {
-    assert(beta == 0.0f || beta == 1.0f);
-    if (!sdb_thin_gemm_available()) return -1;
-    if (M <= 0 || N <= 0) return 0;
-    if (K <= 0) { zero_k(M, N, beta, C, ldc); return 0; }
-    for (int n0 = 0; n0 < N; n0 += NC) {
-        const int nn = N - n0 < NC ? N - n0 : NC;
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kk = K - k0 < KC ? K - k0 : KC;
-            run_block(M, nn, kk, A, lda, k0, panels + (size_t)(n0 / NR) * pstride + (size_t)k0 * NR, pstride,
-                      beta != 0.0f || k0 > 0, C + n0, ldc);
-        }
-    }
-    return 0;
+    return thin_run(M, N, K, A, lda, NULL, 0, NULL, panels, pstride, beta, C, ldc);
 }

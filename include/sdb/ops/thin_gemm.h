@@ -1,13 +1,14 @@
 /*
- * thin_gemm.h — sdbatch's own single-threaded GEMM for the thin products of the convolutions:
- * C[M,N] (+)= A[M,K] · B[K,N], with A a weight matrix read in place (no packed copy) and N, the
- * pixels or Winograd tiles of one grid tile, small (up to ~128).
+ * thin_gemm.h — sdbatch's own single-threaded GEMM for the products of one grid tile:
+ * C[M,N] (+)= A[M,K] · B[K,N], with A read in place (no packed copy: a convolution's weights, or a
+ * linear layer's input rows) and B in 16-column panels (a conv tile's im2col columns or Winograd
+ * tiles, packed per call; or a linear layer's Wᵀ, made per tile or kept by the model).
  *
  * Why: OpenBLAS packs A on every call. A convolution's weights are large and each of its tiles
  * is called with few columns, so that packing is a large share of the work (1280 x 32 x 11520,
  * the 4x4 level of a 256x256 U-Net: 58 GFLOP/s on one Zen 3 core against 92 for a square sgemm).
- * Here each weight is broadcast from where it lies into a 6 x 16 block of accumulators, and only
- * B, small, is copied into 16-column panels.
+ * Here each element of A is broadcast from where it lies into a 6 x 16 block of accumulators, and
+ * only B is read from 16-column panels.
  *
  * Arithmetic: every element of C is one chain of fused multiply-adds over k = 0 .. K-1 in order,
  * started from 0 (beta = 0) or from C (beta = 1). So the result does not depend on how a product
