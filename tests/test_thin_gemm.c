@@ -81,7 +81,7 @@ static void check_case(int M, int N, int K, int pad, float beta)
     CHECKF(!over_bound, "%dx%dx%d beta %g: %zu elements past (K+1)u·Σ|ab|", M, N, K, beta, over_bound);
     CHECKF(!guards_broken(&m, C), "%dx%dx%d: padding of C written", M, N, K);
     /* B made into panels once: the same bits */
-    const size_t np = (size_t)(N + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * K * SDB_THIN_GEMM_PANEL;
+    const size_t np = sdb_thin_gemm_panels_floats(N, K);
     float *panels = malloc(sizeof(float) * (np ? np : 1)), *C2 = malloc(sizeof(float) * (size_t)M * m.ldc);
     memcpy(C2, m.C0, sizeof(float) * (size_t)M * m.ldc);
     sdb_thin_gemm_make_panels(N, K, m.B, m.ldb, panels);

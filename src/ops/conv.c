@@ -26,6 +26,7 @@
 #include "sdb/ops/par.h"
 #include "sdb/ops/thin_gemm.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <omp.h>
 #include <stddef.h>
@@ -156,17 +157,20 @@ static void gemm_tiles(const sdb_gemm_grid *g, int transB, const float *A, int l
             for (int p0 = n0; p0 < n0 + nn;) {
                 const int sg = p0 / segN, p1 = n0 + nn < (sg + 1) * segN ? n0 + nn : (sg + 1) * segN;
                 const int off = p0 - sg * segN;
-                const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
-                if (panels && transB && !small) { /* the thin kernel on this piece of Wᵀ as panels: */
+                if (kept && kept[sg]) { /* the thin kernel on the kept panels of this piece of Wᵀ */
                     const int L = SDB_THIN_GEMM_PANEL;
-                    if (kept && kept[sg] && off % L == 0) { /* kept whole (the same panels) */
-                        sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, kept[sg] + (size_t)(off / L) * ldb * L + (size_t)k0 * L,
-                                             (size_t)ldb * L, b, dst + (p0 - n0), ldd);
-                    } else { /* or made here */
-                        float *own = panels + (size_t)omp_get_thread_num() * panels_per_thread;
-                        sdb_thin_gemm_make_panels_t(p1 - p0, kk, Bp, ldb, own);
-                        sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, own, (size_t)kk * L, b, dst + (p0 - n0), ldd);
-                    }
+                    assert(panels && transB && off % L == 0); /* tiles start at multiples of 16 */
+                    sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, kept[sg] + (size_t)(off / L) * ldb * L + (size_t)k0 * L,
+                                         (size_t)ldb * L, b, dst + (p0 - n0), ldd);
+                    p0 = p1;
+                    continue;
+                }
+                const float *Bp = transB ? Bs[sg] + (size_t)off * ldb + k0 : Bs[sg] + (size_t)k0 * ldb + off;
+                if (panels && transB && !small) { /* the thin kernel on this piece of Wᵀ made into panels */
+                    float *own = panels + (size_t)omp_get_thread_num() * panels_per_thread;
+                    sdb_thin_gemm_make_panels_t(p1 - p0, kk, Bp, ldb, own);
+                    sdb_thin_gemm_panels(mm, p1 - p0, kk, Ap, lda, own, (size_t)kk * SDB_THIN_GEMM_PANEL, b,
+                                         dst + (p0 - n0), ldd);
                 } else {
                     tile_gemm(small, transB, mm, p1 - p0, kk, Ap, lda, Bp, ldb, b, dst + (p0 - n0), ldd, NULL);
                 }
@@ -232,15 +236,20 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
     enum { MAX_SEG = 8 };
     if (n < 1 || n > MAX_SEG) return SDB_EINVAL;
     size_t mark = scratch ? sdb_arena_mark(scratch) : 0;
-    const float *w[MAX_SEG];
+    const int Nt = n * N;
+    /* where the CPU prefers the thin-product kernel, each tile makes its piece of Wᵀ into panels
+     * in its thread's buffer (the same arithmetic with or without scratch), or reads the panels
+     * its owner keeps (whole panels: N a multiple of their width); a kept matrix is not widened */
+    const int thin = !gemm_is_small(M, Nt, K) && sdb_thin_gemm_preferred();
+    const float *kp[MAX_SEG], *w[MAX_SEG];
     for (int s = 0; s < n; s++) {
-        w[s] = sdb_wmat_widen(W[s], (size_t)N * K, scratch);
-        if (!w[s]) {
+        kp[s] = thin && kept && N % SDB_THIN_GEMM_PANEL == 0 ? kept[s] : NULL;
+        w[s] = kp[s] ? NULL : sdb_wmat_widen(W[s], (size_t)N * K, scratch);
+        if (!kp[s] && !w[s]) {
             if (scratch) sdb_arena_reset(scratch, mark);
             return SDB_ENOMEM;
         }
     }
-    const int Nt = n * N;
     /* the grid (and so the result) does not depend on whether there is scratch: without it, the
      * partial sums of a K-split product are allocated for the call */
     const sdb_gemm_grid g = gemm_grid(M, Nt, K, 1);
@@ -253,10 +262,7 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
             return SDB_ENOMEM;
         }
     }
-    /* where the CPU prefers the thin-product kernel, each tile makes its piece of Wᵀ into panels
-     * in its thread's buffer (the same arithmetic with or without scratch) */
-    const int thin = !gemm_is_small(M, Nt, K) && sdb_thin_gemm_preferred();
-    const size_t ppt = thin ? (size_t)(g.nb + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL * g.kb : 0;
+    const size_t ppt = thin ? sdb_thin_gemm_panels_floats(g.nb, g.kb) : 0;
     if (thin) {
         const size_t np = (size_t)omp_get_max_threads() * ppt;
         panels = scratch ? sdb_arena_floats(scratch, np) : (owned_panels = malloc(np * sizeof(float)));
@@ -269,7 +275,7 @@ static int linear_segments(const float *x, int M, int K, const sdb_wmat *W, int 
     /* each tile first writes y = bias (or 0), or adds the bias, then adds its product (or the
      * partial sums' pass does, in that order) */
     const int init = accumulate ? (bias ? INIT_ADD : INIT_NONE) : INIT_SET;
-    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part, panels, ppt, kept);
+    gemm_tiles(&g, 1, x, K, w, N, K, 1.0f, y, Nt, init, bias, part, panels, ppt, kp);
     free(owned);
     free(owned_panels);
     if (scratch) sdb_arena_reset(scratch, mark);
@@ -297,7 +303,7 @@ int sdb_gemm_linear_cat_kept(const float *x, int M, int K, const sdb_wmat *W, co
 size_t sdb_linear_panels_floats(int N, int K)
 {
     if (!sdb_thin_gemm_preferred()) return 0;
-    return (size_t)(N + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL * K;
+    return sdb_thin_gemm_panels_floats(N, K);
 }
 
 int sdb_linear_make_panels(sdb_wmat W, int N, int K, float *panels)

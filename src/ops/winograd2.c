@@ -162,8 +162,7 @@ static int plan_of(const sdb_conv2d *c, int N, int H, int W, w2plan *p)
     const long T = (long)N * p->tx * p->ty;
     p->T = (int)T;
     p->panels = sdb_thin_gemm_preferred();
-    const int L = SDB_THIN_GEMM_PANEL;
-    p->xsV = p->panels ? (size_t)(p->T + L - 1) / L * L * p->cin : (size_t)p->cin * p->T;
+    p->xsV = p->panels ? sdb_thin_gemm_panels_floats(p->T, p->cin) : (size_t)p->cin * p->T;
     return p->Ho > 0 && p->Wo > 0 && T <= SDB_WINO2_MAX_TILES;
 }
 
@@ -171,7 +170,7 @@ static int plan_of(const sdb_conv2d *c, int N, int H, int W, w2plan *p)
 static void input_channel(const w2plan *p, const float *x, int ci, float *V)
 {
     const size_t xs = p->xsV, img = (size_t)p->cin * p->H * p->W;
-    const int tend = p->panels ? (p->T + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL : p->T;
+    const int tend = p->panels ? (int)sdb_thin_gemm_panels_floats(p->T, 1) : p->T;
     for (int t = 0; t < tend; t++) {
         float *v = V + v_at(p, ci, t);
         if (t >= p->T) {
@@ -220,11 +219,11 @@ static void block_products(const w2plan *p, int k, const float *Uk, int lda, int
                 V + k * p->xsV + (size_t)ci0 * p->T, p->T, beta, Mk, p->T);
 }
 
-/* y[n][co] over every tile: (residual + bias) + Aᵀ M A; M[ξ][co - cbase][t] (ξ stride xs) */
-static void output_channel(const w2plan *p, const float *M, size_t xs, int co, int cbase, int ctot,
+/* y[n][co] over every tile: (residual + bias) + Aᵀ M A; M[ξ][co][t] (ξ stride xs) */
+static void output_channel(const w2plan *p, const float *M, size_t xs, int co, int ctot,
                            const float *bias, const float *bias_n, const float *res, float *y)
 {
-    const float *mc = M + (size_t)(co - cbase) * p->T;
+    const float *mc = M + (size_t)co * p->T;
     const size_t img = (size_t)ctot * p->Ho * p->Wo;
     for (int t = 0; t < p->T; t++) {
         const int n = t / (p->tx * p->ty), r = t % (p->tx * p->ty);
@@ -300,7 +299,7 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
         }
         /* implicit barrier: M complete */
 #pragma omp for schedule(static)
-        for (int co = 0; co < cout; co++) output_channel(&p, M, xsM, co, 0, cout, c->b, bias_n, residual, y);
+        for (int co = 0; co < cout; co++) output_channel(&p, M, xsM, co, cout, c->b, bias_n, residual, y);
     }
     sdb_arena_reset(scratch, mark);
     return 0;

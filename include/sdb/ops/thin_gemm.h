@@ -42,6 +42,10 @@ int sdb_thin_gemm(int M, int N, int K, const float *A, int lda, const float *B, 
 /* B's columns as the kernel reads them, made once by a caller that runs several products on the
  * same B: panels[p][k][16] = B[k][16p + j] (zeros past N), ceil(N/16) x K x 16 floats. */
 #define SDB_THIN_GEMM_PANEL 16
+static inline size_t sdb_thin_gemm_panels_floats(int N, int K)
+{
+    return (size_t)(N + SDB_THIN_GEMM_PANEL - 1) / SDB_THIN_GEMM_PANEL * SDB_THIN_GEMM_PANEL * (size_t)K;
+}
 void sdb_thin_gemm_make_panels(int N, int K, const float *B, int ldb, float *panels);
 /* The same panels from Bᵀ [N, K] (row stride ldbt): a linear layer's weights as they are stored. */
 void sdb_thin_gemm_make_panels_t(int N, int K, const float *Bt, int ldbt, float *panels);
