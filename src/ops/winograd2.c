@@ -12,7 +12,7 @@
  * of the 16 positions ξ the products over the input channels are one GEMM
  * M[ξ][cout, tiles] = U[ξ][cout, cin] · V[ξ][cin, tiles]; a tile's 2x2 output is Aᵀ M A: 16
  * multiply-adds per 2x2 output tile and channel pair instead of 36. The filter transform runs in
- * double, G's rows as sums and halvings (filter_scalar), and is rounded once.
+ * float, G's rows as sums and halvings (filter_scalar), 8 filters per AVX2 vector.
  *
  * Work: all tiles of all images at once (callers use it on small images: sdb_conv_path caps the
  * tiles), in one parallel region: the input transform (over input channels), the products, and
@@ -29,6 +29,7 @@
 #include "sdb/error.h"
 #include "sdb/fp16.h"
 #include "sdb/ops/thin_gemm.h"
+#include "taps9.h"
 #include "vexp.h"
 
 #include <assert.h>
@@ -49,71 +50,74 @@
 
 size_t sdb_winograd2_filter_floats(const sdb_conv2d *c) { return (size_t)XI * c->cout * c->cin; }
 
-static double tap(const sdb_conv2d *c, size_t i)
+static float tap(const sdb_conv2d *c, size_t i)
 {
-    return c->w.f32 ? (double)c->w.f32[i] : (double)sdb_f16_to_f32(c->w.f16[i]);
+    return c->w.f32 ? c->w.f32[i] : sdb_f16_to_f32(c->w.f16[i]);
 }
 
-/* u[ξ·xs + ci - ci0] for the filters ci0 <= ci < ci1 of output channel co, in double:
+/* u[ξ·xs + ci - ci0] for the filters ci0 <= ci < ci1 of output channel co, in float:
  * t = G g as t0 = g0, t1 = ((g0 + g1) + g2)·½, t2 = ((g0 - g1) + g2)·½, t3 = g2 (per column), then
- * the same on the rows of t, each operation rounded in that order, and the result rounded once. */
+ * the same on the rows of t, each operation rounded in that order (no fused multiply-add). */
 static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
     for (int ci = ci0; ci < ci1; ci++) {
         const size_t o = ((size_t)co * c->cin + ci) * 9;
-        double g[3][3], t[4][3];
+        float g[3][3], t[4][3];
         for (int i = 0; i < 9; i++) g[i / 3][i % 3] = tap(c, o + i);
         for (int j = 0; j < 3; j++) {
             t[0][j] = g[0][j];
-            t[1][j] = ((g[0][j] + g[1][j]) + g[2][j]) * 0.5;
-            t[2][j] = ((g[0][j] - g[1][j]) + g[2][j]) * 0.5;
+            t[1][j] = ((g[0][j] + g[1][j]) + g[2][j]) * 0.5f;
+            t[2][j] = ((g[0][j] - g[1][j]) + g[2][j]) * 0.5f;
             t[3][j] = g[2][j];
         }
         float *u = u0 + (ci - ci0);
         for (int i = 0; i < 4; i++) {
-            u[(size_t)(4 * i + 0) * xs] = (float)t[i][0];
-            u[(size_t)(4 * i + 1) * xs] = (float)(((t[i][0] + t[i][1]) + t[i][2]) * 0.5);
-            u[(size_t)(4 * i + 2) * xs] = (float)(((t[i][0] - t[i][1]) + t[i][2]) * 0.5);
-            u[(size_t)(4 * i + 3) * xs] = (float)t[i][2];
+            u[(size_t)(4 * i + 0) * xs] = t[i][0];
+            u[(size_t)(4 * i + 1) * xs] = ((t[i][0] + t[i][1]) + t[i][2]) * 0.5f;
+            u[(size_t)(4 * i + 2) * xs] = ((t[i][0] - t[i][1]) + t[i][2]) * 0.5f;
+            u[(size_t)(4 * i + 3) * xs] = t[i][2];
         }
     }
 }
 
-/* The same for 4 filters at a time (one per double lane): the same operations in the same order,
- * so bit-identical to filter_scalar (row i of t is made from g when row i of U needs it: 9 + 3
- * vectors live, no spills). Returns the filters done (a multiple of 4 from ci0). */
-__attribute__((target("avx2")))
+/* The same for 8 filters at a time, one per lane: the same operations in the same order, so
+ * bit-identical to filter_scalar. The 8 filters' taps come as g[tap] (taps9.h). AVX2 without FMA on
+ * purpose: no multiply-add may be fused. Returns the filters done (a multiple of 8 from ci0). In
+ * float rather than double (rounded once), since the conversions to and from double took most of
+ * the time: 1.4-2 ulp of the exact value at most (tests/test_winograd.c), against errors of ~2e-6
+ * of the convolution's products. */
+#define FILTER_AHEAD 6 /* groups of 8 filters */
+__attribute__((target("avx2,f16c")))
 static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
-    const __m256d half = _mm256_set1_pd(0.5);
+    const __m256 half = _mm256_set1_ps(0.5f);
     int ci = ci0;
-    for (; ci + 4 <= ci1; ci += 4) {
+    for (; ci + 8 <= ci1; ci += 8) {
         const size_t o = ((size_t)co * c->cin + ci) * 9;
-        __m256d g[9];
-        if (c->w.f32)
-            for (int k = 0; k < 9; k++) {
-                const float *w = c->w.f32 + o + k;
-                g[k] = _mm256_cvtps_pd(_mm_set_ps(w[27], w[18], w[9], w[0]));
-            }
-        else
-            for (int k = 0; k < 9; k++)
-                g[k] = _mm256_set_pd(tap(c, o + 27 + k), tap(c, o + 18 + k), tap(c, o + 9 + k), tap(c, o + k));
+        /* the weights come from memory once per call: ask for them a few groups ahead (the
+         * hardware prefetcher alone left the loads waiting for much of the transform's time) */
+        const char *ahead = c->w.f32 ? (const char *)(c->w.f32 + o + 72 * FILTER_AHEAD)
+                                     : (const char *)(c->w.f16 + o + 72 * FILTER_AHEAD);
+        for (int b = 0; b < (c->w.f32 ? 288 : 144); b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+        __m256 g[9];
+        if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, g);
+        else sdb_taps9_f16(c->w.f16 + o, g);
         float *u = u0 + (ci - ci0);
         for (int i = 0; i < 4; i++) {
-            __m256d t[3];
+            __m256 t[3];
             for (int j = 0; j < 3; j++) {
-                const __m256d g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-                t[j] = i == 0   ? g0
-                       : i == 1 ? _mm256_mul_pd(_mm256_add_pd(_mm256_add_pd(g0, g1), g2), half)
-                       : i == 2 ? _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(g0, g1), g2), half)
-                                : g2;
+                const __m256 a = g[j], b = g[3 + j], d = g[6 + j];
+                t[j] = i == 0   ? a
+                       : i == 1 ? _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(a, b), d), half)
+                       : i == 2 ? _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(a, b), d), half)
+                                : d;
             }
-            const __m256d u1 = _mm256_mul_pd(_mm256_add_pd(_mm256_add_pd(t[0], t[1]), t[2]), half);
-            const __m256d u2 = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(t[0], t[1]), t[2]), half);
-            _mm_storeu_ps(u + (size_t)(4 * i + 0) * xs, _mm256_cvtpd_ps(t[0]));
-            _mm_storeu_ps(u + (size_t)(4 * i + 1) * xs, _mm256_cvtpd_ps(u1));
-            _mm_storeu_ps(u + (size_t)(4 * i + 2) * xs, _mm256_cvtpd_ps(u2));
-            _mm_storeu_ps(u + (size_t)(4 * i + 3) * xs, _mm256_cvtpd_ps(t[2]));
+            _mm256_storeu_ps(u + (size_t)(4 * i + 0) * xs, t[0]);
+            _mm256_storeu_ps(u + (size_t)(4 * i + 1) * xs,
+                             _mm256_mul_ps(_mm256_add_ps(_mm256_add_ps(t[0], t[1]), t[2]), half));
+            _mm256_storeu_ps(u + (size_t)(4 * i + 2) * xs,
+                             _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(t[0], t[1]), t[2]), half));
+            _mm256_storeu_ps(u + (size_t)(4 * i + 3) * xs, t[2]);
         }
     }
     return ci - ci0;
@@ -129,7 +133,7 @@ static void filter_row(const sdb_conv2d *c, int co, int ci0, int ci1, float *u, 
 void sdb_winograd2_filter(const sdb_conv2d *c, float *U)
 {
     const size_t xs = (size_t)c->cout * c->cin;
-    const int avx2 = sdb_vexp_have_avx2();
+    const int avx2 = sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c()); /* filter_avx2 may run */
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < c->cout; co++) filter_row(c, co, 0, c->cin, U + (size_t)co * c->cin, xs, avx2);
 }
@@ -264,7 +268,7 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
-    const int avx2 = sdb_vexp_have_avx2();
+    const int avx2 = sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c()); /* filter_avx2 may run */
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
