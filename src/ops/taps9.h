@@ -15,6 +15,7 @@
 #define SDB_OPS_TAPS9_H
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* x[j][m] = e[3m + j] for the 24 elements e of (a, b, c) (8 each), j < 3. Lane l of the blend for
@@ -61,5 +62,17 @@ __attribute__((target("avx2,f16c"))) static inline void sdb_taps9_f16(const uint
     for (int m = 0; m < 9; m++) v[m] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 8 * m)));
     sdb_taps9_transpose(v, g);
 }
+
+/* Asks for the cache lines of [p, p + bytes) (a prefetch never faults). */
+static inline void sdb_prefetch_bytes(const void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
+}
+
+/* Prefetches the weights of the filters (co, ci0 .. ci0 + n - 1) of c ([cout][cin][9] taps). */
+#define SDB_PREFETCH_FILTERS(c, co, ci0, n)                                                                   \
+    sdb_prefetch_bytes((c)->w.f32 ? (const void *)((c)->w.f32 + ((size_t)(co) * (c)->cin + (ci0)) * 9)        \
+                                  : (const void *)((c)->w.f16 + ((size_t)(co) * (c)->cin + (ci0)) * 9),       \
+                       (size_t)(n) * 9 * ((c)->w.f32 ? sizeof(float) : sizeof(uint16_t)))
 
 #endif

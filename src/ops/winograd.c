@@ -6,7 +6,8 @@
  * G[j][k] = p_j^k / ∏_{l≠j}(p_j - p_l), Bᵀ row j = the coefficients of ∏_{l≠j}(x - p_l), the last
  * row/column standing for ∞). Measured on the SD 1.5 layer shapes (tests/test_winograd.c), their
  * float error is below that of the usual 0, ±1, ±2, ∞ set (SDB_WINO_PM2 builds that one, for the
- * comparison). The filter transform runs in double and is rounded once.
+ * comparison). The filter transform runs in float with G rounded to float (filter_xform), 8
+ * filters per AVX2 vector.
  *
  * Work: the output tiles (4x4, over all images) are taken in chunks of Tb tiles (Tb from the
  * channel counts only, so that a chunk's transformed inputs V [36][cin][Tb] and products
@@ -16,6 +17,14 @@
  * (+ bias, + residual; over the output channels). Every value is computed by one unit whatever the
  * thread count, in an order that depends only on the shapes: results are identical for any thread
  * count.
+ *
+ * Without a kept filter the transformed filter is made per call: into the scratch (in slabs of
+ * output channels, written around the caches) before the products; or, where the thin kernel runs
+ * the products and all tiles are one chunk (the U-Net's 640- to 2560-channel convolutions at
+ * 16x16 latents, fused_applies), inside them: units of SDB_WINO_FB output channels transform their
+ * filters SDB_WINO_KCH input channels at a time into the thread's buffer right before the 36
+ * products that read them, with V made as the kernel's panels. Each element's product is the same
+ * chain of multiply-adds either way, so the bits do not depend on which.
  *
  * The transforms work on SDB_WINO_LANES tiles at a time (one SIMD lane per tile) with the matrix
  * entries as compile-time constants, so zero entries cost nothing and ±1 entries no multiply;
@@ -105,6 +114,17 @@ static const double GD[6][3] = {{4, 0, 0},
  * and 1.01, 256 ch at 256 px 1.07, 128 ch 0.95. */
 #define SDB_WINO_THIN_MIN_CIN 640
 
+/* Made per call where fused_applies (below): blocks of FB output channels, their filters transformed
+ * KCH input channels at a time into the thread's buffer (36 x FB x KCH floats, 216 KiB: L2) right
+ * before the 36 products that read them, so the transformed filter never goes through memory
+ * (written and read back it took a third of a 640 -> 640 call at 16x16). One 6-row block of the
+ * thin kernel per unit: 107 units for 640 channels. Blocks of 12 and 24 were no faster on 2
+ * cores (each block reads all of V once, so fewer blocks read less, but the difference was within
+ * the noise) and their fewer units took the 64-thread load-balance bound of a 256x256 step from
+ * 0.914 to 0.848 (24). */
+#define SDB_WINO_FB 6
+#define SDB_WINO_KCH 256
+
 /* Transformed filter per slab of output channels when made per call (so the U-Net's 2560 -> 1280
  * convs take 159 MB of scratch, not 472; the input transform is repeated per slab). Smaller slabs
  * cost more than they save in memory: 64 MB slabs took 1280 -> 1280 at 16x16 from 0.110 s to 0.120
@@ -126,62 +146,94 @@ size_t sdb_winograd_filter_floats(const sdb_conv2d *c)
 /* Input channels transformed together, so that each of the 36 planes of U gets a contiguous run. */
 #define SDB_WINO_FILTER_RUN 64
 
-static double filter_tap(const sdb_conv2d *c, size_t i)
+/* u[ξ = 6i + j][l] = (G g Gᵀ)[i][j] for the filters g[tap][l] of LN lanes, in float with G rounded
+ * to float: each sum over k in order of the products of G's nonzero entries, every product and sum
+ * rounded (a = -0 + p is p exactly, so the first term starts the sum). Built for AVX2 without FMA
+ * and for the baseline ISA: no multiply-add can be fused in either, so both give the same bits. In
+ * float rather than double (rounded once) since the conversions to and from double took most of
+ * its time: within 8u (|G| |g| |G|ᵀ) of the exact value, u = 2⁻²⁴ (tests/test_winograd.c), where
+ * the products' rounding alone is ~2e-5 of the outputs. */
+AI void filter_xform(float g[9][LN], float u[SDB_WINO_XI][LN])
 {
-    return c->w.f32 ? (double)c->w.f32[i] : (double)sdb_f16_to_f32(c->w.f16[i]);
-}
-
-/* u[ξ][r] for the filters r0 <= r < nr of run (co, ci0): G g Gᵀ in double, rounded once. Every
- * product and sum is rounded separately, in the order written (no fused multiply-add: the
- * baseline ISA has none), which the AVX2 form below repeats lane for lane. */
-static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int r0, int nr, float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN])
-{
-    for (int r = r0; r < nr; r++) {
-        const size_t o = ((size_t)co * c->cin + ci0 + r) * 9;
-        double g[3][3], t[6][3];
-        for (int i = 0; i < 9; i++) g[i / 3][i % 3] = filter_tap(c, o + i);
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 3; j++)
-                t[i][j] = GD[i][0] * g[0][j] + GD[i][1] * g[1][j] + GD[i][2] * g[2][j];
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++)
-                u[i * 6 + j][r] = (float)(t[i][0] * GD[j][0] + t[i][1] * GD[j][1] + t[i][2] * GD[j][2]);
-    }
-}
-
-/* The same for 8 filters at a time (two groups of 4 double lanes): the same operations in the same
- * order, so bit-identical to filter_scalar. The 8 filters' taps come as one vector per tap
- * (taps9.h: plain loads and shuffles, where loading each tap on its own took most of the time).
- * AVX2 without FMA on purpose: no multiply-add may be fused. Returns the filters done (a multiple
- * of 8). */
-__attribute__((target("avx2,f16c")))
-static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int nr, float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN])
-{
-    int r = 0;
-    for (; r + 8 <= nr; r += 8) {
-        const size_t o = ((size_t)co * c->cin + ci0 + r) * 9;
-        __m256 g8[9];
-        if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, g8);
-        else sdb_taps9_f16(c->w.f16 + o, g8);
-        for (int h = 0; h < 8; h += 4) {
-            __m256d g[3][3], t[6][3];
-            for (int i = 0; i < 9; i++)
-                g[i / 3][i % 3] = _mm256_cvtps_pd(h ? _mm256_extractf128_ps(g8[i], 1) : _mm256_castps256_ps128(g8[i]));
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 3; j++)
-                    t[i][j] = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(GD[i][0]), g[0][j]),
-                                                          _mm256_mul_pd(_mm256_set1_pd(GD[i][1]), g[1][j])),
-                                            _mm256_mul_pd(_mm256_set1_pd(GD[i][2]), g[2][j]));
-            for (int i = 0; i < 6; i++)
-                for (int j = 0; j < 6; j++) {
-                    __m256d v = _mm256_add_pd(_mm256_add_pd(_mm256_mul_pd(t[i][0], _mm256_set1_pd(GD[j][0])),
-                                                            _mm256_mul_pd(t[i][1], _mm256_set1_pd(GD[j][1]))),
-                                              _mm256_mul_pd(t[i][2], _mm256_set1_pd(GD[j][2])));
-                    _mm_storeu_ps(&u[i * 6 + j][r + h], _mm256_cvtpd_ps(v));
-                }
+    float t[6][3][LN];
+    UNROLL for (int i = 0; i < 6; i++) UNROLL for (int j = 0; j < 3; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 3; k++) {
+            if (GD[i][k] == 0) continue;
+            const float f = (float)GD[i][k];
+            for (int l = 0; l < LN; l++) a[l] += f * g[3 * k + j][l];
         }
+        for (int l = 0; l < LN; l++) t[i][j][l] = a[l];
     }
-    return r;
+    UNROLL for (int i = 0; i < 6; i++) UNROLL for (int j = 0; j < 6; j++) {
+        float a[LN];
+        for (int l = 0; l < LN; l++) a[l] = -0.0f;
+        UNROLL for (int k = 0; k < 3; k++) {
+            if (GD[j][k] == 0) continue;
+            const float f = (float)GD[j][k];
+            for (int l = 0; l < LN; l++) a[l] += t[i][k][l] * f;
+        }
+        for (int l = 0; l < LN; l++) u[i * 6 + j][l] = a[l];
+    }
+}
+
+/* g[k][l] = tap k of the filters (co, ci + l), l < n; zeros in the other lanes */
+static void taps_scalar(const sdb_conv2d *c, int co, int ci, int n, float g[9][LN])
+{
+    const size_t o = ((size_t)co * c->cin + ci) * 9;
+    for (int l = 0; l < LN; l++)
+        for (int k = 0; k < 9; k++)
+            g[k][l] = l >= n ? 0.0f : c->w.f32 ? c->w.f32[o + 9 * l + k] : sdb_f16_to_f32(c->w.f16[o + 9 * l + k]);
+}
+
+/* The same for n = LN filters from plain loads and shuffles (taps9.h), f16 with F16C. */
+__attribute__((target("avx2,f16c")))
+static void taps_avx2(const sdb_conv2d *c, int co, int ci, float g[9][LN])
+{
+    const size_t o = ((size_t)co * c->cin + ci) * 9;
+    __m256 v[9];
+    if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, v);
+    else sdb_taps9_f16(c->w.f16 + o, v);
+    for (int k = 0; k < 9; k++) _mm256_storeu_ps(g[k], v[k]);
+}
+
+/* u[ξ·xs + r] for the filters r < nr of the run (co, ci0 .. ci0 + nr - 1) */
+AI void filter_run(const sdb_conv2d *c, int co, int ci0, int nr, float *u, size_t xs, int vec)
+{
+    for (int r = 0; r < nr; r += LN) {
+        float g[9][LN], o[SDB_WINO_XI][LN];
+        const int n = nr - r < LN ? nr - r : LN;
+        if (vec && n == LN) taps_avx2(c, co, ci0 + r, g);
+        else taps_scalar(c, co, ci0 + r, n, g);
+        filter_xform(g, o);
+        if (n == LN)
+            for (int k = 0; k < SDB_WINO_XI; k++)
+                for (int l = 0; l < LN; l++) u[k * xs + r + l] = o[k][l];
+        else
+            for (int k = 0; k < SDB_WINO_XI; k++)
+                for (int l = 0; l < n; l++) u[k * xs + r + l] = o[k][l];
+    }
+}
+
+__attribute__((target("avx2,f16c")))
+static void filter_run_avx2(const sdb_conv2d *c, int co, int ci0, int nr, float *u, size_t xs)
+{
+    filter_run(c, co, ci0, nr, u, xs, 1);
+}
+static void filter_run_base(const sdb_conv2d *c, int co, int ci0, int nr, float *u, size_t xs)
+{
+    filter_run(c, co, ci0, nr, u, xs, 0);
+}
+/* 1 when filter_run_avx2 may run for c's weights */
+static int filter_avx2_ok(const sdb_conv2d *c)
+{
+    return sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c());
+}
+static void filter_run_isa(const sdb_conv2d *c, int co, int ci0, int nr, float *u, size_t xs, int avx2)
+{
+    if (avx2) filter_run_avx2(c, co, ci0, nr, u, xs);
+    else filter_run_base(c, co, ci0, nr, u, xs);
 }
 
 /* The 36 rows of a run into U with non-temporal stores (dst and the row stride 32-byte aligned, nr a
@@ -200,13 +252,13 @@ static void filter_range(const sdb_conv2d *c, int co0, int co1, float *U)
     const int cin = c->cin;
     const size_t xs = (size_t)(co1 - co0) * cin;
     const int runs = (cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
-    const int avx2 = sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c()); /* filter_avx2 may run */
+    const int avx2 = filter_avx2_ok(c);
 #pragma omp parallel for schedule(static)
     for (long task = 0; task < (long)(co1 - co0) * runs; task++) {
         const int co = co0 + (int)(task / runs), ci0 = (int)(task % runs) * SDB_WINO_FILTER_RUN;
         const int nr = cin - ci0 < SDB_WINO_FILTER_RUN ? cin - ci0 : SDB_WINO_FILTER_RUN;
         float u[SDB_WINO_XI][SDB_WINO_FILTER_RUN];
-        filter_scalar(c, co, ci0, avx2 ? filter_avx2(c, co, ci0, nr, u) : 0, nr, u);
+        filter_run_isa(c, co, ci0, nr, &u[0][0], SDB_WINO_FILTER_RUN, avx2);
         float *dst = U + (size_t)(co - co0) * cin + ci0;
         if (avx2 && nr % 8 == 0 && ((uintptr_t)dst | xs * sizeof(float)) % 32 == 0) stream_rows(dst, xs, u, nr);
         else for (int k = 0; k < SDB_WINO_XI; k++) memcpy(dst + (size_t)k * xs, u[k], sizeof(float) * nr);
@@ -239,6 +291,8 @@ typedef struct {
     int tb;            /* chunk capacity (tiles), the row stride of V and M */
     int mb, nb;        /* task block: output channels x tiles */
     int pm, pn;        /* task grid of a full chunk */
+    int fused;         /* the filter made per block in the products (fused_applies): V as the thin
+                        * kernel's panels [ξ][tb/16][cin][16], else [ξ][cin][tb] */
 } wplan;
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
@@ -273,6 +327,7 @@ static void plan_of(const sdb_conv2d *c, int cout, int N, int H, int W, wplan *p
     p->nb = round_up((p->tb + pn - 1) / pn, LN);
     p->pm = (cout + p->mb - 1) / p->mb;
     p->pn = (p->tb + p->nb - 1) / p->nb;
+    p->fused = 0; /* the caller's to set */
 }
 
 /* ---- transforms on LN tiles (lane l = tile l) ------------------------------------------------ */
@@ -325,15 +380,21 @@ AI void output_xform(float m[36][LN], float o[4][4][LN])
     }
 }
 
-/* V[ξ][ci][t] (ξ stride xs, t < nt) for the tiles t0.. of input channel ci; x: the whole batch. */
+/* V[ξ][ci][t] (ξ stride xs, t < nt) for the tiles t0.. of input channel ci, in the plan's layout;
+ * x: the whole batch. */
 AI void input_channel(const wplan *p, const float *x, int ci, long t0, int nt, float *V, size_t xs)
 {
     const int H = p->H, W = p->W, tpi = p->tx * p->ty;
     const size_t img = (size_t)p->cin * H * W;
-    float *v = V + (size_t)ci * p->tb;
-    for (int t = 0; t < nt; t += LN) {
+    const int P = SDB_THIN_GEMM_PANEL;
+    /* panels: the zero columns up to the panel's end too (the lanes past nl transform zeros) */
+    const int tend = p->fused ? (nt + P - 1) / P * P : nt;
+    for (int t = 0; t < tend; t += LN) {
         float d[6][6][LN], o[36][LN];
-        const int nl = nt - t < LN ? nt - t : LN;
+        const int nl = nt - t < LN ? (nt - t > 0 ? nt - t : 0) : LN;
+        const int nw = p->fused ? LN : nl; /* lanes written */
+        float *v = p->fused ? V + (size_t)(t / P) * p->cin * P + (size_t)ci * P + t % P
+                            : V + (size_t)ci * p->tb + t;
         for (int l = 0; l < LN; l++) {
             if (l >= nl) {
                 for (int i = 0; i < 6; i++)
@@ -361,7 +422,7 @@ AI void input_channel(const wplan *p, const float *x, int ci, long t0, int nt, f
         }
         input_xform(d, o);
         for (int k = 0; k < 36; k++)
-            for (int l = 0; l < nl; l++) v[(size_t)k * xs + t + l] = o[k][l];
+            for (int l = 0; l < nw; l++) v[(size_t)k * xs + l] = o[k][l];
     }
 }
 
@@ -423,6 +484,30 @@ static void output_block_base(const wplan *p, const float *M, size_t xs, long t0
     output_block(p, M, xs, t0, co0, co1, tb0, tb1, bias, bias_n, res, y);
 }
 
+/* Whether a call without a kept filter makes it inside the products (see the top of the file):
+ * where the thin kernel runs them and all tiles are one chunk, so each filter is used once per
+ * call. The kept filter's products are the same kernel over the same chains (its blocks of at most
+ * SDB_THIN_GEMM_MAX_N tiles: a chunk of cin >= 640 channels holds at most 128), so the bits agree. */
+static int fused_applies(const sdb_conv2d *c, const wplan *p)
+{
+    return sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN && p->T <= p->tb;
+}
+
+/* Ub[i][ξ][ci - ci0] for the output channels co0 .. co0+mm-1 and input channels ci0 .. ci0+kc-1:
+ * filter_range's values, into a thread's buffer. ξ's matrix is Ub + ξ·kc with rows 36·kc apart:
+ * one channel's 36 rows lie together, so the transform's stores stay within 9 KiB (with the rows
+ * of each ξ together, its 36 stores went to 36 lines far apart and took 40% of its time). */
+static void filter_block(const sdb_conv2d *c, int co0, int mm, int ci0, int kc, float *Ub, int avx2)
+{
+    for (int i = 0; i < mm; i++) {
+        /* made per call, the weights come from memory: ask for the next channel's while this one's
+         * are transformed (the last channel's: the next chunk's first) */
+        if (i + 1 < mm) SDB_PREFETCH_FILTERS(c, co0 + i + 1, ci0, kc);
+        else if (ci0 + kc < c->cin) SDB_PREFETCH_FILTERS(c, co0, ci0 + kc, c->cin - ci0 - kc < kc ? c->cin - ci0 - kc : kc);
+        filter_run_isa(c, co0 + i, ci0, kc, Ub + (size_t)i * SDB_WINO_XI * kc, kc, avx2);
+    }
+}
+
 int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, int N, int H, int W,
                          float *y, const float *residual, const float *bias_n, sdb_arena *scratch)
 {
@@ -435,25 +520,30 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
     plan_of(c, cs, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return SDB_EINVAL;
     p.ctot = c->cout;
+    p.fused = !U && fused_applies(c, &p);
+    const int avx2 = sdb_vexp_have_avx2();
+    const int favx2 = filter_avx2_ok(c);
     const size_t mark = sdb_arena_mark(scratch);
-    float *Us = U ? NULL : sdb_arena_floats(scratch, (size_t)SDB_WINO_XI * cs * c->cin);
-    const size_t xsV = (size_t)p.cin * p.tb, xsM = (size_t)cs * p.tb;
+    float *Us = U || p.fused ? NULL : sdb_arena_floats(scratch, (size_t)SDB_WINO_XI * cs * c->cin);
+    const size_t xsV = p.fused ? sdb_thin_gemm_panels_floats(p.tb, p.cin) : (size_t)p.cin * p.tb;
+    const size_t xsM = (size_t)cs * p.tb;
     float *V = sdb_arena_floats(scratch, SDB_WINO_XI * xsV);
     float *M = sdb_arena_floats(scratch, SDB_WINO_XI * xsM);
-    /* the thin-product kernel's packing buffers, one per thread, where it runs the GEMMs */
-    const size_t packsz = sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN ? sdb_thin_gemm_pack_floats() : 0;
+    /* the thin-product kernel's packing buffers, one per thread, where it runs the GEMMs on V's rows;
+     * fused, the threads' filter buffers instead */
+    const size_t packsz = p.fused ? (size_t)SDB_WINO_XI * SDB_WINO_FB * SDB_WINO_KCH
+                          : sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN ? sdb_thin_gemm_pack_floats() : 0;
     float *packs = packsz ? sdb_arena_floats(scratch, (size_t)omp_get_max_threads() * packsz) : NULL;
-    if ((!U && !Us) || !V || !M || (packsz && !packs)) {
+    if ((!U && !p.fused && !Us) || !V || !M || (packsz && !packs)) {
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
-    const int avx2 = sdb_vexp_have_avx2();
     const int cin = p.cin;
     for (int cb = 0; cb < c->cout; cb += cs) {
         const int cout = c->cout - cb < cs ? c->cout - cb : cs; /* this slab's channels */
         const float *Ub = U ? U + (size_t)cb * cin : Us;
         const size_t xsU = U ? (size_t)c->cout * cin : (size_t)cout * cin;
-        if (!U) filter_range(c, cb, cb + cout, Us);
+        if (Us) filter_range(c, cb, cb + cout, Us);
         p.cbase = cb;
         const int pm = (cout + p.mb - 1) / p.mb;
 #pragma omp parallel
@@ -465,21 +555,41 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
                 else input_channel_base(&p, x, ci, t0, nt, V, xsV);
             }
             /* implicit barrier: V complete */
-            const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * pm * pn;
+            if (p.fused) { /* units: blocks of FB output channels, their filters made chunk by chunk */
+                float *Ut = packs + (size_t)omp_get_thread_num() * packsz;
+                const int P = SDB_THIN_GEMM_PANEL, nblk = (cout + SDB_WINO_FB - 1) / SDB_WINO_FB;
 #pragma omp for schedule(dynamic, 1)
-            for (int task = 0; task < ntask; task++) {
-                const int k = task % SDB_WINO_XI, blk = task / SDB_WINO_XI;
-                const int im = blk % pm, jn = blk / pm;
-                const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
-                const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
-                assert(mm > 0 && nn > 0);
-                const float *Uk = Ub + k * xsU + (size_t)co0 * cin, *Vk = V + k * xsV + tb0;
-                float *Mk = M + k * xsM + (size_t)co0 * p.tb + tb0;
-                if (!packs || nn > SDB_THIN_GEMM_MAX_N ||
-                    sdb_thin_gemm(mm, nn, cin, Uk, cin, Vk, p.tb, 0.0f, Mk, p.tb,
-                                  packs + (size_t)omp_get_thread_num() * packsz))
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f, Uk, cin, Vk,
-                                p.tb, 0.0f, Mk, p.tb);
+                for (int b = 0; b < nblk; b++) {
+                    const int co0 = b * SDB_WINO_FB, mm = cout - co0 < SDB_WINO_FB ? cout - co0 : SDB_WINO_FB;
+                    for (int ci0 = 0; ci0 < cin; ci0 += SDB_WINO_KCH) {
+                        const int kc = cin - ci0 < SDB_WINO_KCH ? cin - ci0 : SDB_WINO_KCH;
+                        filter_block(c, cb + co0, mm, ci0, kc, Ut, favx2);
+                        for (int k = 0; k < SDB_WINO_XI; k++) {
+                            const int rc = sdb_thin_gemm_panels(mm, nt, kc, Ut + (size_t)k * kc, SDB_WINO_XI * kc,
+                                                                V + k * xsV + (size_t)ci0 * P, (size_t)cin * P,
+                                                                ci0 > 0 ? 1.0f : 0.0f, M + k * xsM + (size_t)co0 * p.tb, p.tb);
+                            assert(rc == 0);
+                            (void)rc;
+                        }
+                    }
+                }
+            } else { /* units: (ξ, block of output channels, block of tiles) of the whole filter */
+                const int pn = (nt + p.nb - 1) / p.nb, ntask = SDB_WINO_XI * pm * pn;
+#pragma omp for schedule(dynamic, 1)
+                for (int task = 0; task < ntask; task++) {
+                    const int k = task % SDB_WINO_XI, blk = task / SDB_WINO_XI;
+                    const int im = blk % pm, jn = blk / pm;
+                    const int co0 = im * p.mb, mm = cout - co0 < p.mb ? cout - co0 : p.mb;
+                    const int tb0 = jn * p.nb, nn = nt - tb0 < p.nb ? nt - tb0 : p.nb;
+                    assert(mm > 0 && nn > 0);
+                    const float *Uk = Ub + k * xsU + (size_t)co0 * cin, *Vk = V + k * xsV + tb0;
+                    float *Mk = M + k * xsM + (size_t)co0 * p.tb + tb0;
+                    if (!packs || nn > SDB_THIN_GEMM_MAX_N ||
+                        sdb_thin_gemm(mm, nn, cin, Uk, cin, Vk, p.tb, 0.0f, Mk, p.tb,
+                                      packs + (size_t)omp_get_thread_num() * packsz))
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mm, nn, cin, 1.0f, Uk, cin, Vk,
+                                    p.tb, 0.0f, Mk, p.tb);
+                }
             }
             /* implicit barrier: M complete */
 #pragma omp for schedule(static)
@@ -508,6 +618,23 @@ void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *re
     plan_of(c, cs, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv 3x3/1 %d->%d %dx%d x%d winograd", c->cin, c->cout, H, W, N);
+    if (fused_applies(c, &p)) { /* as made per call: per slab, the input loop, the blocks, the output loop */
+        const int nt = (int)p.T, nblk = (cs + SDB_WINO_FB - 1) / SDB_WINO_FB;
+        double *bc = malloc(sizeof(double) * (size_t)nblk);
+        if (!bc) { rec->failed = 1; return; }
+        for (int cb = 0; cb < c->cout; cb += cs) {
+            const int cout = c->cout - cb < cs ? c->cout - cb : cs, nb = (cout + SDB_WINO_FB - 1) / SDB_WINO_FB;
+            sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
+            for (int b = 0; b < nb; b++) {
+                const int mm = cout - b * SDB_WINO_FB < SDB_WINO_FB ? cout - b * SDB_WINO_FB : SDB_WINO_FB;
+                bc[b] = mm * (SDB_WINO_FILT_FLOP * p.cin + 2.0 * SDB_WINO_XI * p.cin * nt);
+            }
+            sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nb, bc, 0, 0, 1);
+            sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
+        }
+        free(bc);
+        return;
+    }
     const int runs = (c->cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
     double *cost = malloc(sizeof(double) * (size_t)SDB_WINO_XI * p.pm * p.pn);
     if (!cost) { rec->failed = 1; return; }

@@ -40,12 +40,14 @@
 #include <string.h>
 
 #define XI SDB_WINO2_XI
-/* Output channels per product (two of the thin kernel's 6-row blocks): 107 units for 1280. */
-#define FB 12
-/* Blocks per unit with a kept filter: 16 x 27 units for 1280 output channels. */
+/* Output channels per product (one of the thin kernel's 6-row blocks): 214 units for 1280 (12
+ * were as fast on 2 cores, with half the units: a load-balance bound of 0.946 at 32 threads for a
+ * 256x256 step instead of 0.959). */
+#define FB 6
+/* Blocks per unit with a kept filter: 16 x 54 units for 1280 output channels. */
 #define WINO2_UNIT_BLOCKS 4
 /* Input channels per product: a block's filters for them, transformed (16 x FB x KCH floats,
- * 192 KiB), stay in L2 for the 16 products that read them. */
+ * 96 KiB), stay in L2 for the 16 products that read them. */
 #define KCH 256
 
 size_t sdb_winograd2_filter_floats(const sdb_conv2d *c) { return (size_t)XI * c->cout * c->cin; }
@@ -86,7 +88,6 @@ static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int ci1, float *
  * float rather than double (rounded once), since the conversions to and from double took most of
  * the time: 1.4-2 ulp of the exact value at most (tests/test_winograd.c), against errors of ~2e-6
  * of the convolution's products. */
-#define FILTER_AHEAD 6 /* groups of 8 filters */
 __attribute__((target("avx2,f16c")))
 static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
@@ -94,11 +95,6 @@ static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0,
     int ci = ci0;
     for (; ci + 8 <= ci1; ci += 8) {
         const size_t o = ((size_t)co * c->cin + ci) * 9;
-        /* the weights come from memory once per call: ask for them a few groups ahead (the
-         * hardware prefetcher alone left the loads waiting for much of the transform's time) */
-        const char *ahead = c->w.f32 ? (const char *)(c->w.f32 + o + 72 * FILTER_AHEAD)
-                                     : (const char *)(c->w.f16 + o + 72 * FILTER_AHEAD);
-        for (int b = 0; b < (c->w.f32 ? 288 : 144); b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
         __m256 g[9];
         if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, g);
         else sdb_taps9_f16(c->w.f16 + o, g);
@@ -287,17 +283,24 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
                                        cin - ci0 < KCH ? cin - ci0 : KCH, V, M, xsM, co0);
                 }
             }
-        } else { /* units: one block, its filters transformed into the thread's buffer first */
+        } else { /* units: one block, its filters transformed into the thread's buffer first, as
+                  * [channel][ξ][kc] (one channel's 16 rows together: the transform's stores stay
+                  * within 16 KiB), so ξ's rows are XI·kc apart */
             float *Ub = Ut + (size_t)omp_get_thread_num() * ubuf;
 #pragma omp for schedule(dynamic, 1)
             for (int b = 0; b < nblk; b++) {
                 const int co0 = b * FB, mm = cout - co0 < FB ? cout - co0 : FB;
                 for (int ci0 = 0; ci0 < cin; ci0 += KCH) {
                     const int kc = cin - ci0 < KCH ? cin - ci0 : KCH;
-                    for (int co = co0; co < co0 + mm; co++)
-                        filter_row(c, co, ci0, ci0 + kc, Ub + (size_t)(co - co0) * kc, (size_t)mm * kc, avx2);
+                    for (int co = co0; co < co0 + mm; co++) {
+                        /* the weights come from memory once per call: ask for the next channel's
+                         * while this one's are transformed (the last's: the next chunk's first) */
+                        if (co + 1 < co0 + mm) SDB_PREFETCH_FILTERS(c, co + 1, ci0, kc);
+                        else if (ci0 + kc < cin) SDB_PREFETCH_FILTERS(c, co0, ci0 + kc, cin - ci0 - kc < KCH ? cin - ci0 - kc : KCH);
+                        filter_row(c, co, ci0, ci0 + kc, Ub + (size_t)(co - co0) * XI * kc, kc, avx2);
+                    }
                     for (int k = 0; k < XI; k++)
-                        block_products(&p, k, Ub + (size_t)k * mm * kc, kc, mm, ci0, kc, V, M, xsM, co0);
+                        block_products(&p, k, Ub + (size_t)k * kc, XI * kc, mm, ci0, kc, V, M, xsM, co0);
                 }
             }
         }
