@@ -382,6 +382,8 @@ static void test_thread_identity(void)
     identity_case(F4, 1, 2560, 1040, 3, 2, 0); /* filter over 192 MiB: output-channel slabs (2 x 528 - 16) */
     identity_case(F4, 2, 640, 100, 16, 16, 1); /* the U-Net's 16x16 level: filter made in the products */
     identity_case(F4, 2, 1000, 30, 13, 9, 0); /* the same with a partial chunk of input channels */
+    identity_case(F4, 1, 320, 20, 20, 20, 1); /* 320 input channels (made in the products), half weights */
+    identity_case(F4, 2, 640, 32, 33, 35, 0); /* 162 tiles: two chunks, the filter made in each */
     identity_case(F4, 3, 5, 3, 2, 3, 0);      /* images smaller than one tile */
     identity_case(F4, 1, 3, 2, 1, 1, 0);
     identity_case(F2, 2, 64, 96, 9, 7, 0);    /* partial tiles both ways */

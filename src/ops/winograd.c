@@ -20,8 +20,8 @@
  *
  * Without a kept filter the transformed filter is made per call: into the scratch (in slabs of
  * output channels, written around the caches) before the products; or, where the thin kernel runs
- * the products and all tiles are one chunk (the U-Net's 640- to 2560-channel convolutions at
- * 16x16 latents, fused_applies), inside them: units of SDB_WINO_FB output channels transform their
+ * the products and the tiles are at most two chunks (the U-Net's convolutions at 32x32 and 16x16
+ * latents, fused_applies), inside them, per chunk: units of SDB_WINO_FB output channels transform their
  * filters SDB_WINO_KCH input channels at a time into the thread's buffer right before the 36
  * products that read them, with V made as the kernel's panels. Each element's product is the same
  * chain of multiply-adds either way, so the bits do not depend on which.
@@ -111,8 +111,9 @@ static const double GD[6][3] = {{4, 0, 0},
  * channels, OpenBLAS the others. Measured with kept filters (the products alone), one process
  * alternating the two, 1 thread, AVX2 EPYC, medians of 9, thin / OpenBLAS: U-Net 1280 -> 1280 at
  * 16x16 batch 2 0.88, 640 -> 640 0.85, 320 -> 320 at 32x32 1.02; VAE 512 ch at 64 and 128 px 0.98
- * and 1.01, 256 ch at 256 px 1.07, 128 ch 0.95. */
-#define SDB_WINO_THIN_MIN_CIN 640
+ * and 1.01, 256 ch at 256 px 1.07, 128 ch 0.95. From 320 (was 640): the U-Net's 320-channel layers
+ * then make their filters inside the products (fused_applies), which the thin kernel needs. */
+#define SDB_WINO_THIN_MIN_CIN 320
 
 /* Made per call where fused_applies (below): blocks of FB output channels, their filters transformed
  * KCH input channels at a time into the thread's buffer (36 x FB x KCH floats, 216 KiB: L2) right
@@ -485,12 +486,16 @@ static void output_block_base(const wplan *p, const float *M, size_t xs, long t0
 }
 
 /* Whether a call without a kept filter makes it inside the products (see the top of the file):
- * where the thin kernel runs them and all tiles are one chunk, so each filter is used once per
- * call. The kept filter's products are the same kernel over the same chains (its blocks of at most
- * SDB_THIN_GEMM_MAX_N tiles: a chunk of cin >= 640 channels holds at most 128), so the bits agree. */
+ * where the thin kernel runs them and the tiles are at most two chunks (each chunk transforms the
+ * filter again: 6 ns a filter against writing 144 bytes and reading them back; 2 threads, U-Net
+ * shapes at 32x32, batch 2, per call: 320 -> 320 8.4 ms against 10.2 through the scratch, 640 ->
+ * 320 16.8 against 21.2, 640 -> 640 (two chunks) 30.9 against 36.2). The kept filter's products are
+ * the same kernel over the same chains as long as its grid's tile blocks are all the thin
+ * kernel's (at most SDB_THIN_GEMM_MAX_N tiles), so the bits agree. */
 static int fused_applies(const sdb_conv2d *c, const wplan *p)
 {
-    return sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN && p->T <= p->tb;
+    return sdb_thin_gemm_preferred() && c->cin >= SDB_WINO_THIN_MIN_CIN && p->T <= 2L * p->tb &&
+           p->nb <= SDB_THIN_GEMM_MAX_N;
 }
 
 /* Ub[i][ξ][ci - ci0] for the output channels co0 .. co0+mm-1 and input channels ci0 .. ci0+kc-1:
@@ -618,20 +623,22 @@ void sdb_winograd_plan(const sdb_conv2d *c, int N, int H, int W, sdb_par_rec *re
     plan_of(c, cs, N, H, W, &p);
     if (p.Ho <= 0 || p.Wo <= 0) return;
     sdb_par_op_begin(rec, SDB_PAR_GEMM, "conv 3x3/1 %d->%d %dx%d x%d winograd", c->cin, c->cout, H, W, N);
-    if (fused_applies(c, &p)) { /* as made per call: per slab, the input loop, the blocks, the output loop */
-        const int nt = (int)p.T, nblk = (cs + SDB_WINO_FB - 1) / SDB_WINO_FB;
+    if (fused_applies(c, &p)) { /* as made per call: per slab and chunk, the input loop, the blocks, the output loop */
+        const int nblk = (cs + SDB_WINO_FB - 1) / SDB_WINO_FB;
         double *bc = malloc(sizeof(double) * (size_t)nblk);
         if (!bc) { rec->failed = 1; return; }
-        for (int cb = 0; cb < c->cout; cb += cs) {
-            const int cout = c->cout - cb < cs ? c->cout - cb : cs, nb = (cout + SDB_WINO_FB - 1) / SDB_WINO_FB;
-            sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
-            for (int b = 0; b < nb; b++) {
-                const int mm = cout - b * SDB_WINO_FB < SDB_WINO_FB ? cout - b * SDB_WINO_FB : SDB_WINO_FB;
-                bc[b] = mm * (SDB_WINO_FILT_FLOP * p.cin + 2.0 * SDB_WINO_XI * p.cin * nt);
+        for (int cb = 0; cb < c->cout; cb += cs)
+            for (long t0 = 0; t0 < p.T; t0 += p.tb) {
+                const int cout = c->cout - cb < cs ? c->cout - cb : cs, nb = (cout + SDB_WINO_FB - 1) / SDB_WINO_FB;
+                const int nt = p.T - t0 < p.tb ? (int)(p.T - t0) : p.tb;
+                sdb_par_loop_add(rec, SDB_PAR_STATIC, p.cin, NULL, SDB_WINO_IN_FLOP * nt, 0, 1);
+                for (int b = 0; b < nb; b++) {
+                    const int mm = cout - b * SDB_WINO_FB < SDB_WINO_FB ? cout - b * SDB_WINO_FB : SDB_WINO_FB;
+                    bc[b] = mm * (SDB_WINO_FILT_FLOP * p.cin + 2.0 * SDB_WINO_XI * p.cin * nt);
+                }
+                sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nb, bc, 0, 0, 1);
+                sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
             }
-            sdb_par_loop_add(rec, SDB_PAR_DYNAMIC, nb, bc, 0, 0, 1);
-            sdb_par_loop_add(rec, SDB_PAR_STATIC, cout, NULL, SDB_WINO_OUT_FLOP * nt, 0, 1);
-        }
         free(bc);
         return;
     }
