@@ -8,11 +8,18 @@
  * output vector (no gathers: on the AVX2 EPYC the gathers kept the F(2x2) transform waiting for half
  * its time). Reads exactly the 72 taps, so the last filters of a tensor are safe.
  *
- *   sdb_taps9_f32(w, g)  w: 72 floats
- *   sdb_taps9_f16(w, g)  w: 72 halves (call only where the CPU has F16C)
+ *   sdb_taps9_f32(w, g)        w: 72 floats
+ *   sdb_taps9_f16(w, g)        w: 72 halves (call only where the CPU has F16C)
+ *   sdb_taps9_conv(c, co, ci, g)  the filters (co, ci .. ci + 7) of a conv, either type
+ *   sdb_taps9_usable(c)        whether this CPU may run sdb_taps9_conv on c's weights
+ *   sdb_prefetch_next_filters  the weights a blocked filter transform reads next
  */
 #ifndef SDB_OPS_TAPS9_H
 #define SDB_OPS_TAPS9_H
+
+#include "sdb/fp16.h"
+#include "sdb/ops/conv.h"
+#include "vexp.h"
 
 #include <immintrin.h>
 #include <stddef.h>
@@ -63,16 +70,43 @@ __attribute__((target("avx2,f16c"))) static inline void sdb_taps9_f16(const uint
     sdb_taps9_transpose(v, g);
 }
 
+/* The taps of the filters (co, ci .. ci + 7) of c ([cout][cin][9] taps), f32 or f16. */
+__attribute__((target("avx2,f16c"))) static inline void sdb_taps9_conv(const sdb_conv2d *c, int co, int ci, __m256 g[9])
+{
+    const size_t o = ((size_t)co * c->cin + ci) * 9;
+    if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, g);
+    else sdb_taps9_f16(c->w.f16 + o, g);
+}
+
+/* 1 when this CPU may run sdb_taps9_conv (and the AVX2 transforms around it) on c's weights. */
+static inline int sdb_taps9_usable(const sdb_conv2d *c)
+{
+    return sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c());
+}
+
 /* Asks for the cache lines of [p, p + bytes) (a prefetch never faults). */
 static inline void sdb_prefetch_bytes(const void *p, size_t bytes)
 {
     for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)p + b, _MM_HINT_T0);
 }
 
-/* Prefetches the weights of the filters (co, ci0 .. ci0 + n - 1) of c ([cout][cin][9] taps). */
-#define SDB_PREFETCH_FILTERS(c, co, ci0, n)                                                                   \
-    sdb_prefetch_bytes((c)->w.f32 ? (const void *)((c)->w.f32 + ((size_t)(co) * (c)->cin + (ci0)) * 9)        \
-                                  : (const void *)((c)->w.f16 + ((size_t)(co) * (c)->cin + (ci0)) * 9),       \
-                       (size_t)(n) * 9 * ((c)->w.f32 ? sizeof(float) : sizeof(uint16_t)))
+/* The weights of the filters (co, ci0 .. ci0 + n - 1) of c, asked for. */
+static inline void sdb_prefetch_filters(const sdb_conv2d *c, int co, int ci0, int n)
+{
+    const size_t o = ((size_t)co * c->cin + ci0) * 9;
+    if (c->w.f32) sdb_prefetch_bytes(c->w.f32 + o, (size_t)n * 9 * sizeof(float));
+    else sdb_prefetch_bytes(c->w.f16 + o, (size_t)n * 9 * sizeof(uint16_t));
+}
+
+/* For a filter transform made per call in blocks (output channels co0 .. co1 - 1, chunks of kc input
+ * channels from ci0, channel by channel): the weights it reads after channel co's, asked for while
+ * co's are transformed (they come from memory once per call): the next channel's in this chunk,
+ * after the block's last channel the next chunk's first. kc: this chunk's size (every chunk but the
+ * last is full). */
+static inline void sdb_prefetch_next_filters(const sdb_conv2d *c, int co, int co0, int co1, int ci0, int kc)
+{
+    if (co + 1 < co1) sdb_prefetch_filters(c, co + 1, ci0, kc);
+    else if (ci0 + kc < c->cin) sdb_prefetch_filters(c, co0, ci0 + kc, c->cin - ci0 - kc < kc ? c->cin - ci0 - kc : kc);
+}
 
 #endif

@@ -192,10 +192,8 @@ static void taps_scalar(const sdb_conv2d *c, int co, int ci, int n, float g[9][L
 __attribute__((target("avx2,f16c")))
 static void taps_avx2(const sdb_conv2d *c, int co, int ci, float g[9][LN])
 {
-    const size_t o = ((size_t)co * c->cin + ci) * 9;
     __m256 v[9];
-    if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, v);
-    else sdb_taps9_f16(c->w.f16 + o, v);
+    sdb_taps9_conv(c, co, ci, v);
     for (int k = 0; k < 9; k++) _mm256_storeu_ps(g[k], v[k]);
 }
 
@@ -226,11 +224,6 @@ static void filter_run_base(const sdb_conv2d *c, int co, int ci0, int nr, float 
 {
     filter_run(c, co, ci0, nr, u, xs, 0);
 }
-/* 1 when filter_run_avx2 may run for c's weights */
-static int filter_avx2_ok(const sdb_conv2d *c)
-{
-    return sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c());
-}
 static void filter_run_isa(const sdb_conv2d *c, int co, int ci0, int nr, float *u, size_t xs, int avx2)
 {
     if (avx2) filter_run_avx2(c, co, ci0, nr, u, xs);
@@ -253,7 +246,7 @@ static void filter_range(const sdb_conv2d *c, int co0, int co1, float *U)
     const int cin = c->cin;
     const size_t xs = (size_t)(co1 - co0) * cin;
     const int runs = (cin + SDB_WINO_FILTER_RUN - 1) / SDB_WINO_FILTER_RUN;
-    const int avx2 = filter_avx2_ok(c);
+    const int avx2 = sdb_taps9_usable(c);
 #pragma omp parallel for schedule(static)
     for (long task = 0; task < (long)(co1 - co0) * runs; task++) {
         const int co = co0 + (int)(task / runs), ci0 = (int)(task % runs) * SDB_WINO_FILTER_RUN;
@@ -505,10 +498,7 @@ static int fused_applies(const sdb_conv2d *c, const wplan *p)
 static void filter_block(const sdb_conv2d *c, int co0, int mm, int ci0, int kc, float *Ub, int avx2)
 {
     for (int i = 0; i < mm; i++) {
-        /* made per call, the weights come from memory: ask for the next channel's while this one's
-         * are transformed (the last channel's: the next chunk's first) */
-        if (i + 1 < mm) SDB_PREFETCH_FILTERS(c, co0 + i + 1, ci0, kc);
-        else if (ci0 + kc < c->cin) SDB_PREFETCH_FILTERS(c, co0, ci0 + kc, c->cin - ci0 - kc < kc ? c->cin - ci0 - kc : kc);
+        sdb_prefetch_next_filters(c, co0 + i, co0, co0 + mm, ci0, kc);
         filter_run_isa(c, co0 + i, ci0, kc, Ub + (size_t)i * SDB_WINO_XI * kc, kc, avx2);
     }
 }
@@ -527,7 +517,7 @@ int sdb_winograd_forward(const sdb_conv2d *c, const float *U, const float *x, in
     p.ctot = c->cout;
     p.fused = !U && fused_applies(c, &p);
     const int avx2 = sdb_vexp_have_avx2();
-    const int favx2 = filter_avx2_ok(c);
+    const int favx2 = sdb_taps9_usable(c);
     const size_t mark = sdb_arena_mark(scratch);
     float *Us = U || p.fused ? NULL : sdb_arena_floats(scratch, (size_t)SDB_WINO_XI * cs * c->cin);
     const size_t xsV = p.fused ? sdb_thin_gemm_panels_floats(p.tb, p.cin) : (size_t)p.cin * p.tb;

@@ -86,18 +86,16 @@ static void filter_scalar(const sdb_conv2d *c, int co, int ci0, int ci1, float *
  * bit-identical to filter_scalar. The 8 filters' taps come as g[tap] (taps9.h). AVX2 without FMA on
  * purpose: no multiply-add may be fused. Returns the filters done (a multiple of 8 from ci0). In
  * float rather than double (rounded once), since the conversions to and from double took most of
- * the time: 1.4-2 ulp of the exact value at most (tests/test_winograd.c), against errors of ~2e-6
- * of the convolution's products. */
+ * the time: within 4u·(|G||g||G|ᵀ) of the exact value, u = 2⁻²⁴ (tests/test_winograd.c), against
+ * relative errors of ~2e-6 of the convolution's products. */
 __attribute__((target("avx2,f16c")))
 static int filter_avx2(const sdb_conv2d *c, int co, int ci0, int ci1, float *u0, size_t xs)
 {
     const __m256 half = _mm256_set1_ps(0.5f);
     int ci = ci0;
     for (; ci + 8 <= ci1; ci += 8) {
-        const size_t o = ((size_t)co * c->cin + ci) * 9;
         __m256 g[9];
-        if (c->w.f32) sdb_taps9_f32(c->w.f32 + o, g);
-        else sdb_taps9_f16(c->w.f16 + o, g);
+        sdb_taps9_conv(c, co, ci, g);
         float *u = u0 + (ci - ci0);
         for (int i = 0; i < 4; i++) {
             __m256 t[3];
@@ -129,7 +127,7 @@ static void filter_row(const sdb_conv2d *c, int co, int ci0, int ci1, float *u, 
 void sdb_winograd2_filter(const sdb_conv2d *c, float *U)
 {
     const size_t xs = (size_t)c->cout * c->cin;
-    const int avx2 = sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c()); /* filter_avx2 may run */
+    const int avx2 = sdb_taps9_usable(c); /* filter_avx2 may run */
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < c->cout; co++) filter_row(c, co, 0, c->cin, U + (size_t)co * c->cin, xs, avx2);
 }
@@ -264,7 +262,7 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
         sdb_arena_reset(scratch, mark);
         return SDB_ENOMEM;
     }
-    const int avx2 = sdb_vexp_have_avx2() && (c->w.f32 || sdb_fp16_has_f16c()); /* filter_avx2 may run */
+    const int avx2 = sdb_taps9_usable(c); /* filter_avx2 may run */
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
@@ -293,10 +291,7 @@ int sdb_winograd2_forward(const sdb_conv2d *c, const float *U, const float *x, i
                 for (int ci0 = 0; ci0 < cin; ci0 += KCH) {
                     const int kc = cin - ci0 < KCH ? cin - ci0 : KCH;
                     for (int co = co0; co < co0 + mm; co++) {
-                        /* the weights come from memory once per call: ask for the next channel's
-                         * while this one's are transformed (the last's: the next chunk's first) */
-                        if (co + 1 < co0 + mm) SDB_PREFETCH_FILTERS(c, co + 1, ci0, kc);
-                        else if (ci0 + kc < cin) SDB_PREFETCH_FILTERS(c, co0, ci0 + kc, cin - ci0 - kc < KCH ? cin - ci0 - kc : KCH);
+                        sdb_prefetch_next_filters(c, co, co0, co0 + mm, ci0, kc);
                         filter_row(c, co, ci0, ci0 + kc, Ub + (size_t)(co - co0) * XI * kc, kc, avx2);
                     }
                     for (int k = 0; k < XI; k++)
